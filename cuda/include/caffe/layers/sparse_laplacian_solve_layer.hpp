@@ -1,0 +1,128 @@
+#ifndef CAFFE_SPARSE_LAPLACIAN_SOLVE_LAYER_HPP_
+#define CAFFE_SPARSE_LAPLACIAN_SOLVE_LAYER_HPP_
+
+#include <string>
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+
+namespace caffe {
+
+/**
+ * @brief One image's system A = L + C on a pixel grid, with a Galerkin multigrid hierarchy
+ *        used as the preconditioner of conjugate gradients (float64 throughout).
+ *
+ * A is the 5-point operator (A x)_i = diag_i x_i - sum_{j ~ i} w_ij x_j, stored as the east
+ * and south edge weights of each pixel and its diagonal. Coarse levels aggregate 2 x 2 blocks
+ * (piecewise-constant P) and take P^T A P, which is again a 5-point grid operator: high-contrast
+ * learned affinities are coarsened through the operator itself, not through the geometry.
+ * The V-cycle smooths with symmetric red-black Gauss-Seidel and solves the coarsest level by
+ * dense Cholesky; it is a symmetric positive definite preconditioner. The hierarchy is built
+ * once per forward pass and reused by the backward solve.
+ */
+class GridMultigridSolver {
+ public:
+  struct Level {
+    int H, W;
+    std::vector<double> ew, sw, diag;  // east / south edge weights, diagonal (H * W each)
+    std::vector<double> x, b, r;       // V-cycle work vectors
+  };
+  struct Stats {
+    int iterations;
+    double relative_residual;
+  };
+
+  /// Builds the hierarchy from the finest level's edge weights and diagonal (moved in).
+  /// Returns false (with a reason) when the system is not positive definite.
+  bool Setup(int H, int W, std::vector<double>* ew, std::vector<double>* sw,
+             std::vector<double>* diag, std::string* why);
+  /// Solves A x = b to ||b - A x|| <= tol ||b||; x is H * W. Returns false if it does not
+  /// converge in max_iter iterations (stats say how far it got).
+  bool Solve(const double* b, double* x, double tol, int max_iter, bool multigrid,
+             Stats* stats);
+  int num_levels() const { return static_cast<int>(levels_.size()); }
+  const Level& level(int l) const { return levels_[l]; }
+
+  /// y = A x on a level.
+  static void Apply(const Level& L, const double* x, double* y);
+
+ private:
+  void VCycle(int l);
+  void SmoothRedBlack(Level* L, int first_color);
+  std::vector<Level> levels_;
+  std::vector<double> chol_;  // coarsest level: dense Cholesky factor, row-major n x n
+  std::vector<double> r_, z_, p_, q_;  // CG vectors
+};
+
+/**
+ * @brief DeepMattePropNet's matte propagation (Wang et al., IJCAI 2018, Sec. 3.3):
+ *        alpha = (L + C)^-1 C alpha*, L = D - W the Laplacian of the 4-connected affinity
+ *        graph, C = c on the trimap's known pixels, alpha* = 1 on foreground, 0 elsewhere.
+ *
+ * bottom[0]: affinities N x 2 x H x W (channel 0: edge (y, x)-(y, x+1); channel 1: edge
+ * (y, x)-(y+1, x); as produced by AffinityExp). bottom[1]: trimap N x 1 x H x W in [0, 1]
+ * (0 background, 1 foreground, anything strictly between unknown). top: alpha N x 1 x H x W.
+ *
+ * Backward is exact: with g = A^-1 dE/dalpha (one more solve with the forward's hierarchy),
+ * dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j); W_ij = W_ji and D both depend on w_ij. No
+ * gradient to the trimap. Optional shrink s: the system is aggregated onto an s-times coarser
+ * grid (P^T A P), solved there and bilinearly upsampled; the gradient goes through both.
+ * A trimap without known pixels, non-finite affinities or a solve that does not converge stop
+ * with an error naming the layer and the batch item.
+ */
+template <typename Dtype>
+class SparseLaplacianSolveLayer : public Layer<Dtype> {
+ public:
+  explicit SparseLaplacianSolveLayer(const LayerParameter& param) : Layer<Dtype>(param) {}
+  virtual ~SparseLaplacianSolveLayer();
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const { return "SparseLaplacianSolve"; }
+  virtual inline int ExactNumBottomBlobs() const { return 2; }
+  virtual inline int ExactNumTopBlobs() const { return 1; }
+  virtual inline bool AllowForceBackward(const int bottom_index) const {
+    return bottom_index != 1;
+  }
+
+  /// Iterations and final relative residual of the last forward (and backward) solve of
+  /// each batch item: for tests and benchmarks.
+  const vector<GridMultigridSolver::Stats>& forward_stats() const { return fwd_stats_; }
+  const vector<GridMultigridSolver::Stats>& backward_stats() const { return bwd_stats_; }
+
+ protected:
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+
+  void ForwardItem(int n, const Dtype* w, const Dtype* trimap, Dtype* alpha);
+  void BackwardItem(int n, const Dtype* top_diff, Dtype* w_diff);
+  std::string Where(int n) const;
+
+  double c_;
+  int shrink_;
+  int H_, W_, Hc_, Wc_;  // input grid and solve grid (Hc = ceil(H / shrink))
+  double tol_;
+  int max_iter_;
+  bool multigrid_;
+  // CPU path: one solver and solution (on the solve grid) per batch item.
+  vector<GridMultigridSolver> solvers_;
+  vector<vector<double> > alpha_grid_;
+  vector<GridMultigridSolver::Stats> fwd_stats_, bwd_stats_;
+  // GPU path (see the .cu): device state, opaque here.
+  void* gpu_state_ = nullptr;
+  void FreeGpuState();
+};
+
+}  // namespace caffe
+
+#endif  // CAFFE_SPARSE_LAPLACIAN_SOLVE_LAYER_HPP_

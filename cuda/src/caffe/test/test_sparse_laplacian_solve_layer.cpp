@@ -1,0 +1,325 @@
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/filler.hpp"
+#include "caffe/layers/affinity_exp_layer.hpp"
+#include "caffe/layers/sparse_laplacian_solve_layer.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+
+namespace caffe {
+
+// Dense reference: alpha = (L + C)^-1 C alpha* by Gaussian elimination in double.
+template <typename Dtype>
+void DenseReference(const Blob<Dtype>& w, const Blob<Dtype>& t, double c, int n,
+                    std::vector<double>* alpha) {
+  const int H = w.height(), W = w.width(), N = H * W;
+  std::vector<double> A(N * N, 0.), b(N, 0.);
+  for (int y = 0; y < H; ++y) {
+    for (int x = 0; x < W; ++x) {
+      const int i = y * W + x;
+      const double tv = t.data_at(n, 0, y, x);
+      if (tv <= 1e-3 || tv >= 1 - 1e-3) {
+        A[i * N + i] += c;
+        if (tv >= 1 - 1e-3) b[i] = c;
+      }
+      for (int k = 0; k < 2; ++k) {
+        const int y2 = y + k, x2 = x + 1 - k;
+        if (y2 >= H || x2 >= W) continue;
+        const int j = y2 * W + x2;
+        const double e = w.data_at(n, k, y, x);
+        A[i * N + i] += e;
+        A[j * N + j] += e;
+        A[i * N + j] -= e;
+        A[j * N + i] -= e;
+      }
+    }
+  }
+  for (int k = 0; k < N; ++k) {
+    for (int i = k + 1; i < N; ++i) {
+      const double f = A[i * N + k] / A[k * N + k];
+      for (int j = k; j < N; ++j) A[i * N + j] -= f * A[k * N + j];
+      b[i] -= f * b[k];
+    }
+  }
+  alpha->assign(N, 0.);
+  for (int i = N - 1; i >= 0; --i) {
+    double s = b[i];
+    for (int j = i + 1; j < N; ++j) s -= A[i * N + j] * (*alpha)[j];
+    (*alpha)[i] = s / A[i * N + i];
+  }
+}
+
+template <typename TypeParam>
+class SparseLaplacianSolveLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  SparseLaplacianSolveLayerTest()
+      : affinity_(new Blob<Dtype>()), trimap_(new Blob<Dtype>()), top_(new Blob<Dtype>()) {
+    bottom_vec_.push_back(affinity_);
+    bottom_vec_.push_back(trimap_);
+    top_vec_.push_back(top_);
+  }
+  virtual ~SparseLaplacianSolveLayerTest() { delete affinity_; delete trimap_; delete top_; }
+
+  // Random positive affinities exp(N(0, sigma)) (0 where there is no neighbour) and a random
+  // trimap with a band of unknowns (0.5 and 128/255) between background and foreground.
+  void Fill(int num, int H, int W, double sigma, unsigned seed) {
+    Caffe::set_random_seed(seed);
+    affinity_->Reshape(num, 2, H, W);
+    trimap_->Reshape(num, 1, H, W);
+    FillerParameter fp;
+    fp.set_std(sigma);
+    GaussianFiller<Dtype> filler(fp);
+    filler.Fill(affinity_);
+    Dtype* w = affinity_->mutable_cpu_data();
+    for (int n = 0; n < num; ++n) {
+      for (int y = 0; y < H; ++y) {
+        for (int x = 0; x < W; ++x) {
+          Dtype& e0 = w[affinity_->offset(n, 0, y, x)];
+          Dtype& e1 = w[affinity_->offset(n, 1, y, x)];
+          e0 = x + 1 < W ? std::exp(e0) : Dtype(0);
+          e1 = y + 1 < H ? std::exp(e1) : Dtype(0);
+          Dtype v = Dtype(128. / 255.);
+          const int band = (x + n + y / 2) % W;
+          if (band < W / 3) v = 0;
+          else if (band > (2 * W) / 3) v = 1;
+          else if ((x + y) % 3 == 0) v = 0.5;
+          trimap_->mutable_cpu_data()[trimap_->offset(n, 0, y, x)] = v;
+        }
+      }
+    }
+  }
+
+  LayerParameter Param(int shrink, double tol = 1e-12) {
+    LayerParameter p;
+    p.set_name("propagate");
+    p.mutable_sparse_laplacian_solve_param()->set_shrink(shrink);
+    p.mutable_sparse_laplacian_solve_param()->set_tolerance(tol);
+    return p;
+  }
+
+  Blob<Dtype>* const affinity_;
+  Blob<Dtype>* const trimap_;
+  Blob<Dtype>* const top_;
+  vector<Blob<Dtype>*> bottom_vec_, top_vec_;
+};
+
+TYPED_TEST_CASE(SparseLaplacianSolveLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestForwardMatchesDenseSolve) {
+  typedef typename TypeParam::Dtype Dtype;
+  // 23 x 29 = 667 unknowns: three multigrid levels above the dense coarsest one.
+  this->Fill(2, 23, 29, 2.0, 1701);
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  layer.Forward(this->bottom_vec_, this->top_vec_);
+  for (int n = 0; n < 2; ++n) {
+    std::vector<double> ref;
+    DenseReference(*this->affinity_, *this->trimap_, 0.8, n, &ref);
+    for (int i = 0; i < 23 * 29; ++i) {
+      EXPECT_NEAR(this->top_->cpu_data()[this->top_->offset(n) + i], ref[i], 1e-5) << i;
+    }
+    EXPECT_LT(layer.forward_stats()[n].iterations, 60);
+  }
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestJacobiAgreesWithMultigrid) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(1, 40, 37, 1.0, 7);
+  LayerParameter p = this->Param(1, 1e-10);
+  SparseLaplacianSolveLayer<Dtype> mg(p);
+  mg.SetUp(this->bottom_vec_, this->top_vec_);
+  mg.Forward(this->bottom_vec_, this->top_vec_);
+  Blob<Dtype> mg_alpha;
+  mg_alpha.CopyFrom(*this->top_, false, true);
+  p.mutable_sparse_laplacian_solve_param()->set_solver(
+      SparseLaplacianSolveParameter_Solver_JACOBI_PCG);
+  p.mutable_sparse_laplacian_solve_param()->set_max_iterations(20000);
+  SparseLaplacianSolveLayer<Dtype> jacobi(p);
+  jacobi.SetUp(this->bottom_vec_, this->top_vec_);
+  jacobi.Forward(this->bottom_vec_, this->top_vec_);
+  for (int i = 0; i < mg_alpha.count(); ++i) {
+    EXPECT_NEAR(this->top_->cpu_data()[i], mg_alpha.cpu_data()[i], 1e-5);
+  }
+  EXPECT_LT(mg.forward_stats()[0].iterations, jacobi.forward_stats()[0].iterations);
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestGradient) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(2, 6, 7, 0.5, 3);  // batch of 2, every border edge included
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  GradientChecker<Dtype> checker(1e-3, 1e-2);
+  checker.CheckGradientExhaustive(&layer, this->bottom_vec_, this->top_vec_, 0);
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestGradientMultigrid) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(1, 19, 21, 0.5, 11);  // large enough for a two-level hierarchy
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  GradientChecker<Dtype> checker(1e-3, 1e-2);
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  // A few output pixels against all inputs keeps the exhaustive check affordable.
+  for (int i = 0; i < this->top_->count(); i += 37) {
+    checker.CheckGradientSingle(&layer, this->bottom_vec_, this->top_vec_, 0, 0, i);
+  }
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestGradientShrink) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(1, 7, 9, 0.5, 5);  // odd sizes: ragged blocks at the far borders
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(2));
+  GradientChecker<Dtype> checker(1e-3, 1e-2);
+  checker.CheckGradientExhaustive(&layer, this->bottom_vec_, this->top_vec_, 0);
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestShrinkSolvesAggregatedSystem) {
+  typedef typename TypeParam::Dtype Dtype;
+  // Constant-trimap blocks: with shrink s every s x s block is one unknown, so an image whose
+  // left half is background and right half foreground gives a monotone ramp in x.
+  this->Fill(1, 8, 12, 0.3, 9);
+  Dtype* t = this->trimap_->mutable_cpu_data();
+  for (int y = 0; y < 8; ++y) {
+    for (int x = 0; x < 12; ++x) t[y * 12 + x] = x < 2 ? 0 : (x >= 10 ? 1 : 0.5);
+  }
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(2));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  layer.Forward(this->bottom_vec_, this->top_vec_);
+  const Dtype* a = this->top_->cpu_data();
+  for (int y = 0; y < 8; ++y) {
+    EXPECT_LT(a[y * 12 + 0], 0.5);
+    EXPECT_GT(a[y * 12 + 11], 0.5);
+    for (int x = 0; x < 12; ++x) {
+      EXPECT_GE(a[y * 12 + x], -1e-6);
+      EXPECT_LE(a[y * 12 + x], 1 + 1e-6);
+    }
+  }
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoKnownPixelIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(2, 5, 5, 0.5, 1);
+  Dtype* t = this->trimap_->mutable_cpu_data();
+  for (int i = 25; i < 50; ++i) t[i] = 0.5;  // item 1: all unknown
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+               "SparseLaplacianSolve layer 'propagate', batch item 1: the trimap has no known");
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestNonFiniteAffinityIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(1, 5, 5, 0.5, 1);
+  this->affinity_->mutable_cpu_data()[7] = std::numeric_limits<Dtype>::quiet_NaN();
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+               "batch item 0: .*affinit");
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(1, 30, 30, 2.0, 1);
+  LayerParameter p = this->Param(1, 1e-14);
+  p.mutable_sparse_laplacian_solve_param()->set_max_iterations(2);
+  p.mutable_sparse_laplacian_solve_param()->set_solver(
+      SparseLaplacianSolveParameter_Solver_JACOBI_PCG);
+  SparseLaplacianSolveLayer<Dtype> layer(p);
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+               "batch item 0: the forward solve did not converge");
+}
+
+#ifndef CPU_ONLY
+// The GPU path against the CPU path on the same inputs. The fixture's name says GPU, so the
+// test runner's no-GPU filter leaves it out; on a GPU machine it runs.
+template <typename TypeParam>
+class SparseLaplacianSolveGPUParityTest : public SparseLaplacianSolveLayerTest<TypeParam> {};
+
+typedef ::testing::Types<GPUDevice<float>, GPUDevice<double> > GPUDtypes;
+TYPED_TEST_CASE(SparseLaplacianSolveGPUParityTest, GPUDtypes);
+
+TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestGPUMatchesCPU) {
+  typedef typename TypeParam::Dtype Dtype;
+  for (int shrink = 1; shrink <= 2; ++shrink) {
+    this->Fill(2, 45, 61, 2.0, 1234 + shrink);
+    SparseLaplacianSolveLayer<Dtype> layer(this->Param(shrink, 1e-10));
+    layer.SetUp(this->bottom_vec_, this->top_vec_);
+    Caffe::set_mode(Caffe::CPU);
+    layer.Forward(this->bottom_vec_, this->top_vec_);
+    Blob<Dtype> cpu_alpha, cpu_grad, top_diff;
+    cpu_alpha.CopyFrom(*this->top_, false, true);
+    caffe_rng_gaussian<Dtype>(this->top_->count(), Dtype(0), Dtype(1),
+                              this->top_->mutable_cpu_diff());
+    top_diff.CopyFrom(*this->top_, true, true);
+    layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+    cpu_grad.CopyFrom(*this->affinity_, true, true);
+    Caffe::set_mode(Caffe::GPU);
+    caffe_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_cpu_diff());
+    layer.Forward(this->bottom_vec_, this->top_vec_);
+    this->top_->CopyFrom(top_diff, true, false);
+    layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+    for (int i = 0; i < cpu_alpha.count(); ++i) {
+      EXPECT_NEAR(this->top_->cpu_data()[i], cpu_alpha.cpu_data()[i], 1e-5) << i;
+    }
+    for (int i = 0; i < cpu_grad.count(); ++i) {
+      EXPECT_NEAR(this->affinity_->cpu_diff()[i], cpu_grad.cpu_diff()[i],
+                  1e-4 * std::max<Dtype>(1, std::fabs(cpu_grad.cpu_diff()[i]))) << i;
+    }
+    EXPECT_EQ(layer.forward_stats()[0].iterations > 0, true);
+  }
+}
+
+TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestAffinityExpGPUMatchesCPU) {
+  typedef typename TypeParam::Dtype Dtype;
+  Blob<Dtype> features(2, 5, 9, 11), affinity, cpu_top, cpu_fdiff, cpu_pdiff, top_diff;
+  FillerParameter fp;
+  fp.set_std(0.5);
+  GaussianFiller<Dtype>(fp).Fill(&features);
+  vector<Blob<Dtype>*> bottom{&features}, top{&affinity};
+  LayerParameter p;
+  p.mutable_affinity_exp_param()->mutable_weight_filler()->set_type("gaussian");
+  p.mutable_affinity_exp_param()->mutable_weight_filler()->set_std(0.7);
+  p.mutable_affinity_exp_param()->set_exponent_bound(1.5);
+  AffinityExpLayer<Dtype> layer(p);
+  layer.SetUp(bottom, top);
+  caffe_rng_gaussian<Dtype>(affinity.count(), Dtype(0), Dtype(1), affinity.mutable_cpu_diff());
+  top_diff.CopyFrom(affinity, true, true);
+  Caffe::set_mode(Caffe::CPU);
+  layer.Forward(bottom, top);
+  affinity.CopyFrom(top_diff, true, false);
+  layer.Backward(top, vector<bool>{true}, bottom);
+  cpu_top.CopyFrom(affinity, false, true);
+  cpu_fdiff.CopyFrom(features, true, true);
+  cpu_pdiff.CopyFrom(*layer.blobs()[0], true, true);
+  Dtype cpu_bias_diff = layer.blobs()[1]->cpu_diff()[0];
+  caffe_set(layer.blobs()[0]->count(), Dtype(0), layer.blobs()[0]->mutable_cpu_diff());
+  caffe_set(1, Dtype(0), layer.blobs()[1]->mutable_cpu_diff());
+  Caffe::set_mode(Caffe::GPU);
+  layer.Forward(bottom, top);
+  affinity.CopyFrom(top_diff, true, false);
+  layer.Backward(top, vector<bool>{true}, bottom);
+  for (int i = 0; i < cpu_top.count(); ++i) {
+    EXPECT_NEAR(affinity.cpu_data()[i], cpu_top.cpu_data()[i],
+                1e-5 * std::max<Dtype>(1, cpu_top.cpu_data()[i]));
+  }
+  for (int i = 0; i < features.count(); ++i) {
+    EXPECT_NEAR(features.cpu_diff()[i], cpu_fdiff.cpu_diff()[i], 1e-4);
+  }
+  for (int i = 0; i < cpu_pdiff.count(); ++i) {
+    EXPECT_NEAR(layer.blobs()[0]->cpu_diff()[i], cpu_pdiff.cpu_diff()[i], 1e-3);
+  }
+  EXPECT_NEAR(layer.blobs()[1]->cpu_diff()[0], cpu_bias_diff, 1e-3);
+}
+#endif
+
+}  // namespace caffe

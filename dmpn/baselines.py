@@ -1,0 +1,93 @@
+"""Baseline matting methods scored beside the network, all as predictors
+``predictor(image HxWx3 float64 in [0, 1], trimap01 HxW float in [0, 1], 0.5 = unknown) -> alpha HxW``.
+
+- ``cf``: closed-form matting (Levin et al. 2008), through pymatting.
+- ``knn``: KNN matting (Chen et al. 2013), through pymatting.
+- ``handcrafted``: propagation with the hand-crafted affinity w = exp(-||I_i - I_j||^2 / sigma^2)
+  on the network's 4-neighbour grid, solved by our SparseLaplacianSolve reference
+  (``dmpn.propagation``): the ablation that shows what learning the affinities buys.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BASELINES", "closed_form", "knn", "handcrafted", "get_baseline", "parse_baselines"]
+
+BASELINES = ("cf", "knn", "handcrafted")
+
+
+def _check(image, trimap01):
+    image = np.asarray(image, dtype=np.float64)
+    trimap01 = np.asarray(trimap01, dtype=np.float64)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != trimap01.shape:
+        raise ValueError(f"image {image.shape} and trimap {trimap01.shape} do not match")
+    return image, trimap01
+
+
+def _trivial(trimap01):
+    """Known-only trimaps (nothing to solve, or nothing to anchor a solve): alpha from the trimap."""
+    unknown = (trimap01 > 0) & (trimap01 < 1)
+    if not unknown.any():
+        return (trimap01 >= 1).astype(np.float64)
+    if not (trimap01 <= 0).any() and not (trimap01 >= 1).any():
+        return np.full(trimap01.shape, 0.5)
+    return None
+
+
+def closed_form(image, trimap01) -> np.ndarray:
+    """Closed-form matting (Levin, Lischinski, Weiss 2008) via pymatting.estimate_alpha_cf."""
+    image, trimap01 = _check(image, trimap01)
+    trivial = _trivial(trimap01)
+    if trivial is not None:
+        return trivial
+    from pymatting import estimate_alpha_cf
+    return np.clip(estimate_alpha_cf(image, trimap01), 0.0, 1.0)
+
+
+def knn(image, trimap01) -> np.ndarray:
+    """KNN matting (Chen, Li, Tang 2013) via pymatting.estimate_alpha_knn."""
+    image, trimap01 = _check(image, trimap01)
+    trivial = _trivial(trimap01)
+    if trivial is not None:
+        return trivial
+    from pymatting import estimate_alpha_knn
+    return np.clip(estimate_alpha_knn(image, trimap01), 0.0, 1.0)
+
+
+def handcrafted(image, trimap01, sigma: float = 0.1, c: float = 0.8) -> np.ndarray:
+    """Propagation with w = exp(-||I_i - I_j||^2 / sigma^2) on the 4-neighbour grid, solved by
+    ``dmpn.propagation.solve_alpha`` (the reference of the network's SparseLaplacianSolve layer)."""
+    image, trimap01 = _check(image, trimap01)
+    trivial = _trivial(trimap01)
+    if trivial is not None:
+        return trivial
+    from dmpn import propagation  # lazily: written alongside
+    affinity = propagation.handcrafted_affinity(image, sigma=sigma)
+    return np.clip(np.asarray(propagation.solve_alpha(affinity, trimap01, c=c), dtype=np.float64),
+                   0.0, 1.0)
+
+
+_FUNCS = {"cf": closed_form, "knn": knn, "handcrafted": handcrafted}
+
+
+def get_baseline(name: str):
+    """The predictor called ``name`` (one of BASELINES)."""
+    try:
+        return _FUNCS[name]
+    except KeyError:
+        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}") from None
+
+
+def parse_baselines(spec: str) -> list:
+    """'cf,knn,handcrafted' -> ['cf', 'knn', 'handcrafted'] (checked, duplicates removed); 'all' = every one."""
+    names = []
+    for part in (spec or "").split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part == "all":
+            names.extend(BASELINES)
+            continue
+        get_baseline(part)
+        names.append(part)
+    return list(dict.fromkeys(names))

@@ -1,0 +1,129 @@
+"""Figures of scoring results (matplotlib, Agg backend, PNG files).
+
+- :func:`bar_chart`: SAD or MSE per method in the style of the paper's Figs. 2 and 3 -- the mean
+  over images with error bars (one standard deviation) and the per-image values, grouped by image.
+- :func:`qualitative_grid`: like the paper's Fig. 4 -- per image: the image, its trimap, each
+  method's matte and the ground truth.
+- :func:`make_figures`: all of them for a list of ``dmpn.evaluate.MethodResult``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["bar_chart", "qualitative_grid", "make_figures"]
+
+_LABELS = {"sad": "SAD (/1000)", "mse": "MSE (x1000)", "grad": "Grad (/1000)", "conn": "Conn (/1000)"}
+_SCALE = {"sad": 1.0, "mse": 1000.0, "grad": 1.0, "conn": 1.0}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "." + os.path.basename(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=100, format="png")
+    os.replace(tmp, path)
+
+
+def bar_chart(results, metric: str, path) -> str:
+    """Two panels: mean +- std per method (Fig. 2), and per image grouped by method (Fig. 3)."""
+    plt = _plt()
+    results = list(results)
+    scale, label = _SCALE[metric], _LABELS[metric]
+    names = sorted({n for r in results for n in r.per_image})
+    methods = [r.name for r in results]
+    colors = plt.get_cmap("tab10")(np.arange(len(results)) % 10)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 0.3 * len(methods) + max(6, 0.5 * len(names) * max(1, len(methods)) / 2), 4.2),
+                                   gridspec_kw={"width_ratios": [1, 3]})
+    means, stds = [], []
+    for r in results:
+        vals = np.array([r.per_image[n][metric] for n in r.per_image], dtype=np.float64) * scale
+        vals = vals[np.isfinite(vals)]
+        means.append(vals.mean() if vals.size else np.nan)
+        stds.append(vals.std() if vals.size else 0.0)
+    x = np.arange(len(methods))
+    ax1.bar(x, np.nan_to_num(means), yerr=stds, capsize=4, color=colors)
+    ax1.set_xticks(x)
+    ax1.set_xticklabels(methods, rotation=30, ha="right")
+    ax1.set_ylabel(label)
+    ax1.set_title(f"mean {metric.upper()} (error bars: 1 std)")
+    width = 0.8 / max(1, len(results))
+    xi = np.arange(len(names))
+    for k, r in enumerate(results):
+        vals = [r.per_image.get(n, {}).get(metric, np.nan) for n in names]
+        vals = np.nan_to_num(np.array(vals, dtype=np.float64) * scale)
+        ax2.bar(xi + (k - (len(results) - 1) / 2) * width, vals, width, label=r.name, color=colors[k])
+    ax2.set_xticks(xi)
+    ax2.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax2.set_ylabel(label)
+    ax2.set_title(f"{metric.upper()} per image")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def _thumb(a, max_side=320):
+    step = max(1, int(np.ceil(max(a.shape[:2]) / max_side)))
+    return a[::step, ::step]
+
+
+def qualitative_grid(results, path, gt_dir, trimap_dir, images_dir=None, rows: int = 4,
+                     names=None) -> str:
+    """Rows of image | trimap | each method's matte | ground truth (Fig. 4 style)."""
+    from dmpn.imageio import list_images, read_alpha, read_image, read_trimap
+    plt = _plt()
+    results = list(results)
+    gts, tris = list_images(gt_dir), list_images(trimap_dir)
+    imgs = list_images(images_dir) if images_dir else {}
+    mattes = [list_images(r.folder) for r in results]
+    if names is None:
+        common = set(gts)
+        for m in mattes:
+            common &= set(m)
+        names = sorted(common)[:max(1, rows)]
+    cols = (["image"] if imgs else []) + ["trimap"] + [r.name for r in results] + ["ground truth"]
+    fig, axes = plt.subplots(len(names), len(cols), figsize=(2.2 * len(cols), 1.9 * max(1, len(names))),
+                             squeeze=False)
+    for i, n in enumerate(names):
+        panels = []
+        if imgs:
+            panels.append(read_image(imgs[n]) if n in imgs else None)
+        panels.append(read_trimap(tris[n]) / 255.0 if n in tris else None)
+        panels += [read_alpha(m[n]) if n in m else None for m in mattes]
+        panels.append(read_alpha(gts[n]))
+        for j, (ax, p) in enumerate(zip(axes[i], panels)):
+            if p is not None:
+                p = _thumb(p)
+                ax.imshow(p, cmap=None if p.ndim == 3 else "gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(n, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def make_figures(results, out_dir, gt_dir, trimap_dir, images_dir=None, rows: int = 4) -> list:
+    """sad.png, mse.png and qualitative.png in ``out_dir``; returns the paths written."""
+    out_dir = os.fspath(out_dir)
+    paths = [bar_chart(results, "sad", os.path.join(out_dir, "sad.png")),
+             bar_chart(results, "mse", os.path.join(out_dir, "mse.png")),
+             qualitative_grid(results, os.path.join(out_dir, "qualitative.png"), gt_dir, trimap_dir,
+                              images_dir=images_dir, rows=rows)]
+    return paths

@@ -1,0 +1,203 @@
+"""Image reading and writing for matting data: alphas, trimaps, RGB images, PNG output.
+
+Every reader accepts what real matting data looks like (8- and 16-bit PNGs, grey values stored
+as RGB/RGBA with equal channels, palette PNGs) and refuses anything else with an
+:class:`InputError` whose message names the file.
+
+- :func:`read_alpha`  -> float64 HxW in [0, 1]
+- :func:`read_trimap` -> uint8 HxW with values exactly {0, 128, 255}
+- :func:`read_image`  -> float64 HxWx3 in [0, 1]
+- :func:`write_png`   writes an 8-bit PNG atomically (temp file + ``os.replace``)
+- :func:`list_images` -> {name without extension: path}
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+__all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png",
+           "list_images", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class InputError(ValueError):
+    """Bad input data; the message always names the offending file or folder."""
+
+
+def _load(path) -> np.ndarray:
+    """Raw pixel array of ``path`` (palette applied), or InputError naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        import imageio.v3 as iio
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = iio.imread(path)
+    except Exception as exc:  # truncated, corrupt, unsupported: all the same to the caller
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {detail})") from None
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise InputError(f"{path}: empty image")
+    return arr
+
+
+def _scale(arr: np.ndarray, path) -> np.ndarray:
+    """Integer/bool/float pixel values -> float64 in [0, 1]."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float64)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float64) / 65535.0
+    if np.issubdtype(arr.dtype, np.integer):
+        # e.g. int32 'I' mode PNGs holding 16-bit data
+        if arr.min() < 0 or arr.max() > 65535:
+            raise InputError(f"{path}: pixel values outside 0..65535 ({arr.dtype})")
+        return arr.astype(np.float64) / (255.0 if arr.max() <= 255 else 65535.0)
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float64)
+        if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
+            raise InputError(f"{path}: floating-point pixels outside [0, 1]")
+        return out
+    raise InputError(f"{path}: unsupported pixel type {arr.dtype}")
+
+
+def _single_channel(arr: np.ndarray, path, what: str) -> np.ndarray:
+    """HxW, HxWx1, HxWx2 (grey+alpha), HxWx3/4 with equal colour channels -> HxW."""
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3:
+        c = arr.shape[2]
+        if c in (1, 2):
+            return arr[..., 0]
+        if c in (3, 4):
+            r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+            if np.array_equal(r, g) and np.array_equal(r, b):
+                return r
+            raise InputError(f"{path}: {what} must be grey, but its colour channels differ")
+    raise InputError(f"{path}: {what} has unsupported shape {arr.shape}")
+
+
+def read_alpha(path) -> np.ndarray:
+    """Alpha matte as float64 HxW in [0, 1] (8-bit /255, 16-bit /65535)."""
+    arr = _single_channel(_load(path), path, "alpha matte")
+    return np.ascontiguousarray(_scale(arr, path))
+
+
+def read_trimap(path) -> np.ndarray:
+    """Trimap as uint8 HxW with values exactly {0, 128, 255}.
+
+    0 stays background, the full-scale value (255, or 65535 for 16-bit) is foreground, and every
+    value in between is unknown (128). Label-style trimaps (values only 0/1/2) and colour
+    trimaps are refused because their meaning cannot be read unambiguously.
+    """
+    arr = _single_channel(_load(path), path, "trimap")
+    if arr.dtype == np.bool_:
+        return np.where(arr, 255, 0).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+            raise InputError(f"{path}: floating-point trimap values outside [0, 1]")
+        full = 1.0
+    elif np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 65535:
+            raise InputError(f"{path}: trimap values outside 0..65535")
+        # 8-bit data (also 8-bit values in a 16-bit container) -> 255 is foreground
+        full = 255 if (arr.dtype == np.uint8 or hi <= 255) else 65535
+        if 0 < hi <= 2:
+            raise InputError(f"{path}: trimap values {sorted(np.unique(arr).tolist())} look like "
+                             "labels; expected 0 (background), 255 (foreground), other = unknown")
+    else:
+        raise InputError(f"{path}: unsupported trimap pixel type {arr.dtype}")
+    out = np.full(arr.shape, 128, dtype=np.uint8)
+    out[arr == 0] = 0
+    out[arr == full] = 255
+    return out
+
+
+def read_image(path) -> np.ndarray:
+    """Colour image as float64 HxWx3 in [0, 1]; grey is expanded, an alpha channel dropped."""
+    arr = _load(path)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] in (1, 2):
+        arr = np.repeat(arr[..., :1], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[..., :3]
+    else:
+        raise InputError(f"{path}: image has unsupported shape {arr.shape}")
+    return np.ascontiguousarray(_scale(arr, path))
+
+
+def to_uint8(array) -> np.ndarray:
+    """uint8 as is, bool -> 0/255, float in [0, 1] -> round(x * 255) (clipped)."""
+    a = np.asarray(array)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return np.where(a, 255, 0).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0)
+        return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.min() < 0 or a.max() > 255:
+            raise ValueError("integer array outside 0..255 cannot be written as 8-bit")
+        return a.astype(np.uint8)
+    raise ValueError(f"cannot write array of type {a.dtype} as PNG")
+
+
+def write_png(path, array) -> None:
+    """Write ``array`` (HxW or HxWx3/4) as an 8-bit PNG, atomically (temp file + os.replace).
+
+    Floats are taken as [0, 1] and written as round(x * 255); parent folders are created.
+    """
+    import imageio.v3 as iio
+    path = os.fspath(path)
+    data = to_uint8(array)
+    if data.ndim not in (2, 3):
+        raise ValueError(f"{path}: cannot write array of shape {data.shape} as PNG")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        iio.imwrite(tmp, data, extension=".png")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def list_images(folder) -> dict:
+    """{file name without extension: path} for the image files in ``folder`` (sorted by name).
+
+    InputError (naming the folder) when it is missing, not a folder, or holds no image; also when
+    two files share a name with different extensions (which one would be meant is unclear).
+    """
+    folder = os.fspath(folder)
+    if not os.path.exists(folder):
+        raise InputError(f"{folder}: no such folder")
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: not a folder")
+    found = {}
+    for entry in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(entry)
+        full = os.path.join(folder, entry)
+        if entry.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS or not os.path.isfile(full):
+            continue
+        if stem in found:
+            raise InputError(f"{full}: another image named {stem!r} is in the same folder "
+                             f"({found[stem]})")
+        found[stem] = full
+    if not found:
+        raise InputError(f"{folder}: folder holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+    return found

@@ -1,0 +1,1 @@
+"""pycaffe Python layers of DeepMattePropNet (mirror the C++ layers in ``cuda/``)."""

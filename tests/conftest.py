@@ -1,0 +1,51 @@
+"""Shared test set-up. The README's test command (tools/run_tests.sh) builds Caffe first and
+sets DMPN_REQUIRE_CAFFE=1: there, a pycaffe that does not import fails the tests that need it
+instead of skipping them."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SHARED_DATA = ROOT.parent / "shared" / "data" / "alphamatting_lowres"
+
+
+def require_caffe():
+    try:
+        import caffe
+    except Exception as e:  # ImportError, or a broken build
+        if os.environ.get("DMPN_REQUIRE_CAFFE") == "1":
+            pytest.fail(f"pycaffe does not import: {e}")
+        pytest.skip(f"pycaffe not importable: {e}")
+    caffe.set_mode_cpu()
+    return caffe
+
+
+def tool(name):
+    """A program installed by tools/setup.sh into the venv (caffe, dmpn_test)."""
+    path = VENV_BIN / name
+    if not path.exists():
+        if os.environ.get("DMPN_REQUIRE_CAFFE") == "1":
+            pytest.fail(f"{path} is missing: tools/setup.sh did not install it")
+        pytest.skip(f"{path} not installed (run tools/setup.sh)")
+    return str(path)
+
+
+def has_gpu():
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+@pytest.fixture
+def caffe():
+    return require_caffe()

@@ -1,0 +1,429 @@
+"""dmpn.imageio, dmpn.evaluate (tools/evaluate.py), dmpn.baselines and dmpn.figures on small
+generated PNG folders: table and JSON, the known-pixel protocol, real-data formats, every bad input."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dmpn import evaluate as E
+from dmpn import metrics as M
+from dmpn.imageio import (InputError, list_images, read_alpha, read_image, read_trimap,
+                          write_png)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "alphamatting_lowres")
+
+
+# ----------------------------------------------------------------------------- data
+def synth(seed, h=24, w=30):
+    """(image HxWx3 uint8, gt alpha uint8, trimap uint8 0/128/255, noisy prediction uint8)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    alpha = np.clip((9.0 - r) / 4.0, 0, 1)
+    gt = np.rint(alpha * 255).astype(np.uint8)
+    tri = np.full((h, w), 128, np.uint8)
+    tri[r > 11] = 0
+    tri[r < 4] = 255
+    fg, bg = np.array([0.9, 0.3, 0.1]), np.array([0.1, 0.5, 0.9])
+    img = alpha[..., None] * fg + (1 - alpha[..., None]) * bg + rng.normal(0, 0.02, (h, w, 3))
+    img = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    pred = np.clip(gt.astype(int) + rng.integers(-40, 40, (h, w)), 0, 255).astype(np.uint8)
+    return img, gt, tri, pred
+
+
+def save(path, arr, mode=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    im = Image.fromarray(arr)
+    if mode:
+        im = im.convert(mode)
+    im.save(path)
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """tmp/{images,gt,trimap,pred}/{a,b,c}.png plus the arrays."""
+    data = {}
+    for i, name in enumerate("abc"):
+        img, gt, tri, pred = synth(i)
+        save(tmp_path / "images" / f"{name}.png", img)
+        save(tmp_path / "gt" / f"{name}.png", gt)
+        save(tmp_path / "trimap" / f"{name}.png", tri)
+        save(tmp_path / "pred" / f"{name}.png", pred)
+        data[name] = (img, gt, tri, pred)
+    return tmp_path, data
+
+
+def cli(*args):
+    """Run tools/evaluate.py in a subprocess: (returncode, stdout, stderr)."""
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "evaluate.py"), *map(str, args)],
+                       capture_output=True, text=True, cwd=ROOT)
+    return p.returncode, p.stdout, p.stderr
+
+
+def expected(gt, tri, pred):
+    p = pred / 255.0
+    p[tri == 0] = 0
+    p[tri == 255] = 1
+    return M.all_errors(p, gt / 255.0, tri)
+
+
+# ----------------------------------------------------------------------------- imageio
+def test_read_formats(tmp_path):
+    t = np.array([[0, 128, 255], [0, 100, 255]], np.uint8)
+    want = np.array([[0, 128, 255], [0, 128, 255]], np.uint8)
+    assert np.array_equal(read_trimap(save(tmp_path / "pal.png", t, "P")), want)
+    assert np.array_equal(read_trimap(save(tmp_path / "rgb.png", np.stack([t] * 3, -1))), want)
+    assert np.array_equal(read_trimap(save(tmp_path / "t16.png", t.astype(np.uint16) * 257)), want)
+    assert np.array_equal(read_trimap(save(tmp_path / "bool.png", t > 0)), np.where(t > 0, 255, 0))
+    a = read_alpha(save(tmp_path / "a16.png", t.astype(np.uint16) * 257))
+    np.testing.assert_allclose(a, t / 255.0, atol=1e-12)
+    np.testing.assert_allclose(read_alpha(save(tmp_path / "rgba.png", np.stack([t] * 4, -1))), t / 255.0)
+    assert read_alpha(tmp_path / "rgb.png").dtype == np.float64
+    im = read_image(save(tmp_path / "grey.png", t))
+    assert im.shape == (2, 3, 3) and np.allclose(im[..., 2], t / 255.0)
+    assert read_image(tmp_path / "rgba.png").shape == (2, 3, 3)
+
+
+def test_read_refusals_name_the_file(tmp_path):
+    t = np.array([[0, 1, 2]], np.uint8)
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    cases = {"label.png": lambda p: read_trimap(save(p, t)),
+             "colour.png": lambda p: read_trimap(save(p, colour)),
+             "colour_alpha.png": lambda p: read_alpha(save(p, colour)),
+             "missing.png": lambda p: read_alpha(p)}
+    for fname, call in cases.items():
+        with pytest.raises(InputError, match=fname):
+            call(str(tmp_path / fname))
+    good = save(tmp_path / "ok.png", np.zeros((40, 40), np.uint8))
+    data = open(good, "rb").read()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.png").write_text("not a png")
+    for fname in ("trunc.png", "junk.png"):
+        with pytest.raises(InputError, match=fname) as err:
+            read_alpha(str(tmp_path / fname))
+        assert "\n" not in str(err.value)
+
+
+def test_write_png_and_list_images(tmp_path):
+    write_png(tmp_path / "sub" / "x.png", np.array([[0.0, 0.5, 1.0, 0.2]]))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "sub" / "x.png")), [[0, 128, 255, 51]])
+    assert os.listdir(tmp_path / "sub") == ["x.png"]  # no temp file left behind
+    assert list_images(tmp_path / "sub") == {"x": str(tmp_path / "sub" / "x.png")}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="empty"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(InputError, match="nowhere"):
+        list_images(tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- CLI: table, JSON
+def test_cli_table_and_json_schema(dataset):
+    root, data = dataset
+    rc, out, err = cli("--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimap",
+                       "--json", root / "r.json")
+    assert rc == 0, err
+    assert "set to 0 / 1 on the trimap's known pixels" in out
+    for name in "abc":
+        assert f"\n{name} " in out
+    assert "mean (3 images)" in out and "MSEx1e3" in out
+    js = json.loads((root / "r.json").read_text())
+    assert set(js["per_image"]) == {"a", "b", "c"}
+    assert set(js["mean"]) == {"sad", "mse", "grad", "conn"}
+    for name, (img, gt, tri, pred) in data.items():
+        row = js["per_image"][name]
+        assert set(row) == {"sad", "mse", "grad", "conn"}
+        want = expected(gt, tri, pred)
+        for k in want:
+            assert isinstance(row[k], float)
+            assert row[k] == pytest.approx(want[k], rel=1e-12, abs=1e-15)
+    for k in ("sad", "mse", "grad", "conn"):
+        assert js["mean"][k] == pytest.approx(np.mean([js["per_image"][n][k] for n in "abc"]))
+    # the table prints SAD as is and MSE x 1000
+    assert f"{js['per_image']['a']['sad']:.3f}" in out
+    assert f"{js['per_image']['a']['mse'] * 1000:.3f}" in out
+    assert js["known_pixels_forced"] is True
+
+
+def test_known_pixels_forced_and_option_off(dataset, tmp_path):
+    root, data = dataset
+    # garbage on known pixels does not change the standard scores ...
+    for name, (img, gt, tri, pred) in data.items():
+        dirty = pred.copy()
+        dirty[tri != 128] = 77
+        save(root / "dirty" / f"{name}.png", dirty)
+    clean = E.score_folders(root / "pred", root / "gt", root / "trimap")
+    forced = E.score_folders(root / "dirty", root / "gt", root / "trimap")
+    assert forced.per_image == clean.per_image
+    # ... but does with the protocol off, and the output says which protocol was used
+    rc, out, err = cli("--pred", root / "dirty", "--gt", root / "gt", "--trimap", root / "trimap",
+                       "--keep-known-pixels", "--json", root / "k.json")
+    assert rc == 0, err
+    assert "--keep-known-pixels" in out
+    js = json.loads((root / "k.json").read_text())
+    assert js["known_pixels_forced"] is False
+    assert js["per_image"]["a"]["grad"] != pytest.approx(clean.per_image["a"]["grad"])
+
+
+def test_real_world_formats_give_same_numbers(dataset):
+    root, data = dataset
+    for name, (img, gt, tri, pred) in data.items():
+        save(root / "gt16" / f"{name}.png", gt.astype(np.uint16) * 257)          # 16-bit grey
+        save(root / "pal" / f"{name}.png", tri, "P")                              # palette trimap
+        save(root / "predrgb" / f"{name}.png", np.stack([pred] * 3, -1))         # RGB alpha
+    a = E.score_folders(root / "pred", root / "gt", root / "trimap")
+    b = E.score_folders(root / "predrgb", root / "gt16", root / "pal")
+    for n in "abc":
+        for k in M.METRICS:
+            assert b.per_image[n][k] == pytest.approx(a.per_image[n][k], rel=1e-12, abs=1e-15)
+
+
+def test_image_without_unknown_pixel_is_reported(dataset):
+    root, data = dataset
+    img, gt, tri, pred = data["b"]
+    save(root / "trimap" / "b.png", np.where(gt > 127, 255, 0).astype(np.uint8))
+    rc, out, err = cli("--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimap",
+                       "--json", root / "r.json")
+    assert rc == 0, err
+    assert "b: no unknown pixel" in out and "MSE undefined" in out
+    js = json.loads((root / "r.json").read_text())
+    assert js["per_image"]["b"]["mse"] is None
+    assert js["per_image"]["b"]["sad"] == 0.0
+    assert js["mean"]["mse"] == pytest.approx(np.mean([js["per_image"][n]["mse"] for n in "ac"]))
+    assert "b" in js["notes"]
+
+
+# ----------------------------------------------------------------------------- CLI: bad input
+def _bad(root, *extra, pred="pred", gt="gt", trimap="trimap"):
+    rc, out, err = cli("--pred", root / pred, "--gt", root / gt, "--trimap", root / trimap, *extra)
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:"), err
+    return lines[0]
+
+
+def test_bad_size_mismatch(dataset):
+    root, data = dataset
+    save(root / "pred" / "b.png", np.zeros((10, 10), np.uint8))
+    msg = _bad(root)
+    assert os.path.join("pred", "b.png") in msg and "does not match" in msg
+
+
+def test_bad_trimap_size(dataset):
+    root, data = dataset
+    save(root / "trimap" / "c.png", np.zeros((10, 10), np.uint8))
+    assert os.path.join("trimap", "c.png") in _bad(root)
+
+
+def test_bad_missing_partners(dataset):
+    root, data = dataset
+    os.remove(root / "gt" / "a.png")
+    msg = _bad(root)
+    assert os.path.join("pred", "a.png") in msg and "ground truth" in msg
+    root2 = root / "second"
+    for sub in ("pred", "gt", "trimap"):
+        os.makedirs(root2 / sub)
+        for n in "abc":
+            os.link(root / sub / f"{n}.png" if (root / sub / f"{n}.png").exists() else root / "pred" / f"{n}.png",
+                    root2 / sub / f"{n}.png")
+    os.remove(root2 / "pred" / "c.png")          # ground truth without prediction
+    msg = _bad(root2)
+    assert os.path.join("gt", "c.png") in msg and "prediction" in msg
+    os.remove(root2 / "gt" / "c.png")
+    os.remove(root2 / "trimap" / "b.png")         # prediction without trimap
+    msg = _bad(root2)
+    assert os.path.join("pred", "b.png") in msg and "trimap" in msg
+
+
+def test_bad_trimap_values(dataset):
+    root, data = dataset
+    save(root / "trimap" / "a.png", np.array(data["a"][2] // 127, np.uint8))   # 0/1/2 labels
+    msg = _bad(root)
+    assert os.path.join("trimap", "a.png") in msg and "labels" in msg
+    colour = np.zeros(data["a"][2].shape + (3,), np.uint8)
+    colour[..., 0] = data["a"][2]
+    save(root / "trimap" / "a.png", colour)
+    assert os.path.join("trimap", "a.png") in _bad(root)
+
+
+def test_bad_empty_and_missing_folders_and_broken_file(dataset):
+    root, data = dataset
+    os.makedirs(root / "none")
+    assert "none" in _bad(root, pred="none")
+    assert "nowhere" in _bad(root, gt="nowhere")
+    (root / "pred" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert os.path.join("pred", "a.png") in _bad(root)
+
+
+def test_bad_usage_exits_2():
+    rc, out, err = cli("--gt", "x", "--trimap", "y")
+    assert rc == 2 and "--pred" in err
+    rc, out, err = cli("--gt", "x", "--trimap", "y", "--baselines", "cf,bogus", "--images", "z")
+    assert rc == 2 and "bogus" in err
+    rc, out, err = cli("--gt", "x", "--trimap", "y", "--model", "d.prototxt")
+    assert rc == 2 and "--weights" in err
+
+
+# ----------------------------------------------------------------------------- predictors
+def test_score_predictor_python_callable(dataset):
+    root, data = dataset
+    seen = []
+
+    def predictor(image, trimap01):
+        seen.append((image.shape, image.dtype, float(image.max()), sorted(np.unique(trimap01))))
+        return np.where(trimap01 == 0.5, 0.5, trimap01)
+
+    res = E.score_predictor(predictor, root / "images", root / "trimap", root / "gt",
+                            root / "out" / "half", name="half", progress=False)
+    assert sorted(res.per_image) == ["a", "b", "c"]
+    assert sorted(os.listdir(root / "out" / "half")) == ["a.png", "b.png", "c.png"]
+    assert all(s[0] == (24, 30, 3) and s[1] == np.float64 and s[2] <= 1 for s in seen)
+    assert seen[0][3] == [0.0, 0.5, 1.0]
+    img, gt, tri, _ = data["a"]
+    want = expected(gt, tri, np.where(tri == 128, 128, tri).astype(np.uint8))
+    for k in want:
+        assert res.per_image["a"][k] == pytest.approx(want[k], rel=1e-12)
+
+
+def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
+    calls = {}
+
+    class Blob:
+        def __init__(self):
+            self.data = np.zeros((1, 4, 1, 1), np.float32)
+
+        def reshape(self, *shape):
+            self.data = np.zeros(shape, np.float32)
+
+    class Net:
+        def __init__(self, deploy, weights, phase):
+            calls["init"] = (deploy, weights, phase)
+            self.blobs = {"data": Blob(), "alpha": Blob()}
+
+        def reshape(self):
+            n, c, h, w = self.blobs["data"].data.shape
+            self.blobs["alpha"].reshape(n, 1, h, w)
+
+        def forward(self):
+            d = self.blobs["data"].data
+            calls["shape"] = d.shape
+            self.blobs["alpha"].data[...] = d[:, 3:4]     # alpha = trimap channel
+            return {"alpha": self.blobs["alpha"].data}
+
+    fake = types.SimpleNamespace(TEST=1, Net=Net, set_mode_cpu=lambda: calls.setdefault("cpu", True),
+                                 set_mode_gpu=lambda: calls.setdefault("gpu", True),
+                                 set_device=lambda i: calls.setdefault("device", i))
+    monkeypatch.setitem(sys.modules, "caffe", fake)
+    (tmp_path / "d.prototxt").write_text("")
+    (tmp_path / "w.caffemodel").write_bytes(b"")
+    pred = E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "w.caffemodel", gpu=0)
+    assert calls["device"] == 0 and calls["gpu"]
+    rng = np.random.default_rng(0)
+    tri01 = rng.choice([0.0, 0.5, 1.0], size=(37, 70))
+    out = pred(rng.random((37, 70, 3)), tri01)
+    assert calls["shape"] == (1, 4, 64, 96)
+    assert out.shape == (37, 70) and np.array_equal(out, tri01)
+    with pytest.raises(InputError, match="missing.caffemodel"):
+        E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "missing.caffemodel")
+
+
+def test_pad_to_multiple():
+    x = np.arange(6.0).reshape(2, 3)
+    p, (h, w) = E.pad_to_multiple(x, 4)
+    assert p.shape == (4, 4) and (h, w) == (2, 3)
+    assert np.array_equal(p[:2, :3], x) and np.array_equal(p[3], [3, 4, 5, 5])
+
+
+def test_model_without_pycaffe_is_a_clear_error(dataset, monkeypatch):
+    root, data = dataset
+    (root / "d.prototxt").write_text("")
+    (root / "w.caffemodel").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "caffe", None)   # import caffe -> ImportError
+    rc = E.main(["--model", str(root / "d.prototxt"), "--weights", str(root / "w.caffemodel"),
+                 "--images", str(root / "images"), "--gt", str(root / "gt"),
+                 "--trimap", str(root / "trimap"), "--no-progress"])
+    assert rc == 1
+
+
+# ----------------------------------------------------------------------------- baselines, figures
+def test_baselines_and_figures_in_one_table(dataset, capsys):
+    root, data = dataset
+    rc = E.main(["--pred", str(root / "pred"), "--images", str(root / "images"), "--gt", str(root / "gt"),
+                 "--trimap", str(root / "trimap"), "--baselines", "cf,knn", "--out", str(root / "out"),
+                 "--json", str(root / "r.json"), "--figures", str(root / "figs"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "== cf" in out and "== knn" in out and "== mean per method" in out
+    js = json.loads((root / "r.json").read_text())
+    assert set(js["methods"]) == {"prediction", "cf", "knn"}
+    assert js["method"] == "prediction" and set(js["per_image"]) == {"a", "b", "c"}
+    for m in ("cf", "knn"):
+        assert sorted(os.listdir(root / "out" / m)) == ["a.png", "b.png", "c.png"]
+        # an easy synthetic composite: both baselines beat the noisy prediction
+        assert js["methods"][m]["mean"]["sad"] < js["mean"]["sad"]
+    for f in ("sad.png", "mse.png", "qualitative.png"):
+        im = np.asarray(Image.open(root / "figs" / f))
+        assert im.ndim == 3 and im.shape[0] > 100 and im.shape[1] > 100
+
+
+def test_handcrafted_baseline():
+    propagation = pytest.importorskip("dmpn.propagation")
+    if not hasattr(propagation, "solve_alpha"):
+        pytest.skip("dmpn.propagation.solve_alpha not there yet")
+    from dmpn.baselines import handcrafted
+    img, gt, tri, pred = synth(0)
+    alpha = handcrafted(img / 255.0, E.trimap_to_01(tri))
+    assert alpha.shape == gt.shape and alpha.min() >= 0 and alpha.max() <= 1
+    # a hard-edged propagation: far better than a flat 0.5 over the unknown region
+    flat = E.trimap_to_01(tri)
+    assert M.sad(M.force_known(alpha, tri), gt / 255.0, tri) < 0.5 * M.sad(flat, gt / 255.0, tri)
+
+
+def test_baseline_names():
+    from dmpn.baselines import BASELINES, parse_baselines
+    assert parse_baselines("cf, knn,cf") == ["cf", "knn"]
+    assert parse_baselines("all") == list(BASELINES)
+    with pytest.raises(ValueError, match="bogus"):
+        parse_baselines("bogus")
+
+
+# ----------------------------------------------------------------------------- real data
+@pytest.mark.skipif(not os.path.isdir(REAL), reason="alphamatting_lowres not present")
+def test_real_data_ground_truth_scores_zero(tmp_path):
+    for sub, src in (("gt", "alpha"), ("trimap", "trimap1"), ("pred", "alpha")):
+        os.makedirs(tmp_path / sub)
+        os.symlink(os.path.join(REAL, src, "GT01.png"), tmp_path / sub / "GT01.png")
+    res = E.score_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "trimap")
+    assert res.per_image["GT01"] == {"sad": 0.0, "mse": 0.0, "grad": 0.0, "conn": 0.0}
+
+
+def test_cli_python_predictor_option(dataset, monkeypatch, capsys):
+    root, data = dataset
+    (root / "mypred.py").write_text(
+        "import numpy as np\n"
+        "def flat(image, trimap01):\n"
+        "    return np.where(trimap01 == 0.5, 0.25, trimap01)\n")
+    monkeypatch.syspath_prepend(str(root))
+    rc = E.main(["--predictor", "mypred:flat", "--images", str(root / "images"), "--gt", str(root / "gt"),
+                 "--trimap", str(root / "trimap"), "--out", str(root / "out"), "--json", str(root / "r.json"),
+                 "--no-progress"])
+    assert rc == 0
+    assert "== flat" in capsys.readouterr().out
+    js = json.loads((root / "r.json").read_text())
+    assert js["method"] == "flat" and set(js["per_image"]) == {"a", "b", "c"}
+    assert np.unique(np.asarray(Image.open(root / "out" / "flat" / "a.png"))).tolist() == [0, 64, 255]
+
+
+def test_cli_predictor_that_cannot_load(dataset, capsys):
+    root, data = dataset
+    rc = E.main(["--predictor", "no_such_module_xyz:f", "--images", str(root / "images"),
+                 "--gt", str(root / "gt"), "--trimap", str(root / "trimap"), "--no-progress"])
+    assert rc == 1 and "no_such_module_xyz" in capsys.readouterr().err

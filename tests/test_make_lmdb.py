@@ -1,0 +1,466 @@
+"""tools/make_lmdb.py: Datum encoding, LMDB layout, split by original, resume after kill -9,
+argument fingerprint, disk check, bad inputs, and (when pycaffe imports) the Data layer."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmpn import lmdb_builder as lb
+from dmpn.datum import DatumError, decode_datum, decode_datum_fields, encode_datum
+from dmpn.imageio import read_alpha, read_image, read_trimap, write_png
+from dmpn.synth import make_original, write_originals
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "make_lmdb.py"
+REAL = ROOT.parent / "shared" / "data" / "alphamatting_lowres"
+
+TINY = ["--synthetic", "6", "--size", "40x48", "--bg-per-original", "3", "--rotations", "2",
+        "--test-originals", "2", "--seed", "5"]
+
+
+def _caffe():
+    from conftest import require_caffe
+    return require_caffe()
+
+
+def _runtime_datum_class():
+    """Caffe's Datum message built at run time from its definition (no pycaffe needed)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="dmpn_test_datum.proto", package="dmpntest",
+                                             syntax="proto2")
+    m = fdp.message_type.add(name="Datum")
+    for name, num, typ, label in (("channels", 1, F.TYPE_INT32, F.LABEL_OPTIONAL),
+                                  ("height", 2, F.TYPE_INT32, F.LABEL_OPTIONAL),
+                                  ("width", 3, F.TYPE_INT32, F.LABEL_OPTIONAL),
+                                  ("data", 4, F.TYPE_BYTES, F.LABEL_OPTIONAL),
+                                  ("label", 5, F.TYPE_INT32, F.LABEL_OPTIONAL),
+                                  ("float_data", 6, F.TYPE_FLOAT, F.LABEL_REPEATED),
+                                  ("encoded", 7, F.TYPE_BOOL, F.LABEL_OPTIONAL)):
+        m.field.add(name=name, number=num, type=typ, label=label)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("dmpntest.Datum"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Datum
+
+
+@pytest.mark.parametrize("shape,label", [((11, 5, 7), 0), ((1, 1, 1), 3), ((3, 200, 300), -2),
+                                         ((11, 0, 4), 0)])
+def test_datum_round_trip_and_matches_protobuf(shape, label):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, shape, dtype=np.uint8)
+    blob = encode_datum(arr, label)
+    back, lab = decode_datum(blob)
+    assert back.shape == shape and np.array_equal(back, arr) and lab == label
+    Datum = _runtime_datum_class()
+    ref = Datum(channels=shape[0], height=shape[1], width=shape[2], data=arr.tobytes(), label=label)
+    assert ref.SerializeToString() == blob
+    parsed = Datum()
+    parsed.ParseFromString(blob)
+    assert (parsed.channels, parsed.height, parsed.width, parsed.label) == (*shape, label)
+    assert parsed.data == arr.tobytes() and not parsed.encoded
+
+
+def test_datum_decodes_other_writers():
+    Datum = _runtime_datum_class()
+    d = Datum(channels=1, height=2, width=2, data=bytes([1, 2, 3, 4]), label=7,
+              float_data=[0.5, 1.5], encoded=False)
+    f = decode_datum_fields(d.SerializeToString())
+    assert f["float_data"] == [0.5, 1.5] and f["label"] == 7
+    arr, lab = decode_datum(d.SerializeToString())
+    assert arr.tolist() == [[[1, 2], [3, 4]]] and lab == 7
+    with pytest.raises(DatumError):
+        decode_datum(encode_datum(np.zeros((2, 3, 4), np.uint8))[:-20])
+    with pytest.raises(DatumError):
+        encode_datum(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(DatumError):
+        decode_datum(Datum(channels=1, height=1, width=1, data=b"x", encoded=True).SerializeToString())
+
+
+def test_datum_matches_caffe_pb2():
+    _caffe()
+    from caffe.proto import caffe_pb2
+
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    d = caffe_pb2.Datum(channels=2, height=3, width=4, data=arr.tobytes(), label=0)
+    assert d.SerializeToString() == encode_datum(arr)
+    p = caffe_pb2.Datum()
+    p.ParseFromString(encode_datum(arr, 5))
+    assert p.label == 5 and p.data == arr.tobytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _run(argv, capsys=None):
+    rc = lb.main([str(a) for a in argv])
+    err = capsys.readouterr().err if capsys is not None else ""
+    return rc, err
+
+
+def _db(path):
+    return list(lb.read_lmdb(str(path)))
+
+
+def _snapshot(out):
+    out = Path(out)
+    snap = {"train": _db(out / "train_lmdb"), "test": _db(out / "test_lmdb")}
+    snap["png"] = {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "test").rglob("*.png"))}
+    return snap
+
+
+def _check_items(items, manifest, seed=5):
+    """Channels of every item against the inputs: composite equation, trimap values, and for
+    rotation 0 the synthetic original's alpha, foreground and trimap exactly."""
+    h, w = manifest["size"]["height"], manifest["size"]["width"]
+    for key, arr in items:
+        assert arr.shape == (11, h, w) and arr.dtype == np.uint8
+        img, tri, a = arr[0:3].astype(float), arr[3], arr[4].astype(float) / 255
+        fg, bg = arr[5:8].astype(float), arr[8:11].astype(float)
+        assert np.abs(a * fg + (1 - a) * bg - img).max() <= 0.5 + 1e-3
+        assert set(np.unique(tri)) <= {0, 128, 255}
+        assert np.all(arr[4][tri == 255] >= 254) and np.all(arr[4][tri == 0] <= 1)
+        _, name, b, r = key.split("_")
+        assert b.startswith("b") and r.startswith("r")
+        rot = int(r[1:])
+        if rot == 0 and name.startswith("synth"):
+            o = make_original(seed, int(name[5:9]), (h, w))
+            assert np.array_equal(arr[4], np.rint(o.alpha * 255).astype(np.uint8))
+            assert np.array_equal(arr[5:8], np.rint(np.moveaxis(o.fg, 2, 0) * 255).astype(np.uint8))
+            assert np.array_equal(tri, o.trimap)
+
+
+# ----------------------------------------------------------------------------------------------
+# builds
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "out"
+    rc = lb.main(["--out", str(out), *TINY, "--workers", "1"])
+    assert rc == 0
+    return out
+
+
+def test_layout_and_manifest(tiny_build):
+    out = tiny_build
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"] == {"originals": 6, "train": 24, "test": 12}
+    assert m["lmdb"]["channel_order"] == {"image": [0, 1, 2], "trimap": [3], "alpha": [4],
+                                          "fg": [5, 6, 7], "bg": [8, 9, 10]}
+    assert m["rotations"]["angles_deg"] == [0.0, 15.0]
+    assert m["seed"] == 5 and m["size"] == {"height": 40, "width": 48}
+    assert m["tool_version"] == lb.BUILDER_VERSION and m["backgrounds"]["files"]
+    for info in m["originals"]["per_original"].values():
+        assert info["trimap"] and info["foreground"]
+    train, test = _db(out / "train_lmdb"), _db(out / "test_lmdb")
+    for db in (train, test):
+        keys = [k for k, _ in db]
+        assert keys == sorted(keys)
+        assert [int(k[:8]) for k in keys] == list(range(len(keys)))
+    assert train[0][0] == lb.item_key(0, m["split"]["train"][0], 0, 0)
+    _check_items([(k, decode_datum(v)[0]) for k, v in train + test], m)
+    # test PNGs are the test items' channels
+    for key, v in test:
+        arr = decode_datum(v)[0]
+        assert np.array_equal(np.rint(read_image(out / "test/image" / f"{key}.png") * 255),
+                              np.moveaxis(arr[0:3], 0, 2))
+        assert np.array_equal(read_trimap(out / "test/trimap" / f"{key}.png"), arr[3])
+        assert np.array_equal(np.rint(read_alpha(out / "test/alpha" / f"{key}.png") * 255), arr[4])
+    assert not (out / ".cache").exists()
+
+
+def test_split_by_original(tiny_build):
+    m = json.loads((tiny_build / "manifest.json").read_text())
+    train, test = set(m["split"]["train"]), set(m["split"]["test"])
+    assert not train & test and len(test) == 2 and len(train | test) == 6
+    orig = lambda k: k.split("_")[1]  # noqa: E731
+    assert {orig(k) for k, _ in lb.read_lmdb(str(tiny_build / "train_lmdb"), True)} == train
+    assert {orig(k) for k, _ in lb.read_lmdb(str(tiny_build / "test_lmdb"), True)} == test
+    names = [f"o{i:02d}" for i in range(20)] + ["troll", "Doll"]
+    a = lb.choose_split(names, 7, lb.FORCED_TRAIN_DEFAULT, seed=3)
+    assert a == lb.choose_split(names, 7, lb.FORCED_TRAIN_DEFAULT, seed=3)
+    assert a[1] != lb.choose_split(names, 7, lb.FORCED_TRAIN_DEFAULT, seed=4)[1]
+    assert {"troll", "Doll"} <= set(a[0]) and set(a[2]) == {"troll", "Doll"}
+    assert len(a[1]) == 7 and not set(a[0]) & set(a[1])
+
+
+def test_rerun_complete_and_refuse_other_args(tiny_build, capsys):
+    before = _snapshot(tiny_build)
+    rc, _ = _run(["--out", tiny_build, *TINY, "--workers", "2"], capsys)
+    assert rc == 0
+    rc, err = _run(["--out", tiny_build, *TINY[:-1], "6"], capsys)
+    assert rc == 2 and "other arguments" in err and "seed" in err
+    rc, err = _run(["--out", tiny_build, *TINY[:4], "--bg-per-original", "4", *TINY[6:]], capsys)
+    assert rc == 2 and "bg_per_original" in err
+    assert _snapshot(tiny_build) == before
+
+
+def test_foreign_output_folder_refused(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "something.txt").write_text("x")
+    rc, err = _run(["--out", tmp_path / "out", *TINY], capsys)
+    assert rc == 2 and "not made by make_lmdb" in err
+
+
+def test_resume_after_kill_gives_identical_database(tiny_build, tmp_path):
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, str(TOOL), "--out", str(out), *TINY, "--workers", "2", "--txn-mb", "0.05"]
+    for spec in ("train:10", "test:5"):
+        p = subprocess.Popen(cmd, env=dict(env, DMPN_MAKE_LMDB_KILL_AFTER=spec),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            o, e = p.communicate(timeout=120)
+        finally:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # our own process group: any leftover worker
+            except ProcessLookupError:
+                pass
+        assert p.returncode == -signal.SIGKILL, e.decode()
+        assert not (out / "manifest.json").exists()
+    n_train = sum(1 for _ in lb.read_lmdb(str(out / "train_lmdb"), True))
+    assert n_train == 24  # the second run finished training and was killed in test
+    n_test = sum(1 for _ in lb.read_lmdb(str(out / "test_lmdb"), True))
+    assert 0 < n_test < 12
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "resuming after" in r.stdout
+    assert _snapshot(out) == _snapshot(tiny_build)
+
+
+def test_lmdb_full_then_resume(tiny_build, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "full"
+    monkeypatch.setenv("DMPN_MAKE_LMDB_MAP_BYTES", str(300_000))  # LMDB fills up like a disk
+    rc, err = _run(["--out", out, *TINY, "--workers", "1", "--txn-mb", "0.05"], capsys)
+    assert rc == 4 and "rerun the same command" in err
+    assert not (out / "manifest.json").exists()
+    monkeypatch.delenv("DMPN_MAKE_LMDB_MAP_BYTES")
+    rc, _ = _run(["--out", out, *TINY, "--workers", "1"], capsys)
+    assert rc == 0
+    assert _snapshot(out) == _snapshot(tiny_build)
+
+
+def test_disk_check(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DMPN_MAKE_LMDB_FREE_BYTES", "100000")
+    rc, err = _run(["--out", tmp_path / "o", *TINY], capsys)
+    assert rc == 3 and "not enough disk space" in err and "--bg-per-original" in err
+    assert "--size" in err and "1.3 TB" in err
+    assert not (tmp_path / "o").exists()
+    est = lb.estimate_bytes((600, 800), 150000, 93000, 81)
+    assert est["total"] > 1e12
+
+
+def test_help_names_paper_values():
+    r = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0
+    for s in ("--originals", "--trimap-dir", "--backgrounds", "--preset", "--bg-per-original",
+              "--rotations", "--size", "--test-originals", "--seed", "600x800", "1000", "31",
+              "243,000"):
+        assert s in r.stdout, s
+
+
+def test_demo_preset_under_a_minute(tmp_path):
+    t = time.time()
+    rc = lb.main(["--out", str(tmp_path / "demo"), "--preset", "demo"])
+    took = time.time() - t
+    assert rc == 0 and took < 60
+    m = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    assert m["counts"] == {"originals": 12, "train": 64, "test": 32}
+    assert m["size"] == {"height": 192, "width": 192}
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+
+def _originals(tmp_path, n=3, size=(32, 40)):
+    folder = tmp_path / "orig"
+    write_originals(folder, n, size, seed=1)
+    return folder
+
+
+def _first(folder, sub):
+    return sorted((folder / sub).iterdir())[0]
+
+
+def _bad(tmp_path, capsys, folder, expect_in_err, extra=()):
+    out = tmp_path / "out"
+    rc, err = _run(["--out", out, "--originals", folder, "--size", "32x32", "--bg-per-original",
+                    "1", "--rotations", "1", "--test-originals", "1", *extra], capsys)
+    assert rc == 2, err
+    assert str(expect_in_err) in err, err
+    assert not (out / "manifest.json").exists()
+    assert not out.exists()  # nothing written at all
+
+
+def test_bad_size_mismatch(tmp_path, capsys):
+    f = _originals(tmp_path)
+    p = _first(f, "alpha")
+    write_png(p, np.zeros((20, 20)))
+    _bad(tmp_path, capsys, f, p)
+
+
+def test_bad_unreadable_and_truncated(tmp_path, capsys):
+    f = _originals(tmp_path)
+    p = _first(f, "image")
+    p.write_bytes(b"not an image at all")
+    _bad(tmp_path, capsys, f, p)
+    f2 = tmp_path / "two"
+    write_originals(f2, 2, (64, 64), seed=1)
+    p2 = _first(f2, "alpha")
+    data = p2.read_bytes()
+    p2.write_bytes(data[: len(data) // 2])
+    _bad(tmp_path, capsys, f2, p2)
+
+
+def test_bad_trimap_values(tmp_path, capsys):
+    f = _originals(tmp_path)
+    p = _first(f, "trimap")
+    lab = np.zeros((32, 40), np.uint8)
+    lab[5:10] = 1
+    lab[10:20] = 2
+    write_png(p, lab)  # 0/1/2 labels: cannot be read as 0/128/255
+    _bad(tmp_path, capsys, f, p)
+    col = np.zeros((32, 40, 3), np.uint8)
+    col[..., 0] = 255
+    write_png(p, col)  # colour trimap
+    _bad(tmp_path, capsys, f, p)
+
+
+def test_bad_alpha_not_grey(tmp_path, capsys):
+    f = _originals(tmp_path)
+    p = _first(f, "alpha")
+    rgb = np.zeros((32, 40, 3), np.uint8)
+    rgb[..., 1] = 200
+    write_png(p, rgb)
+    _bad(tmp_path, capsys, f, p)
+
+
+def test_alpha_as_equal_rgb_is_fine(tmp_path):
+    f = _originals(tmp_path, n=2)
+    p = _first(f, "alpha")
+    a = read_alpha(p)
+    write_png(p, np.repeat(a[..., None], 3, axis=2))
+    rc = lb.main(["--out", str(tmp_path / "out"), "--originals", str(f), "--size", "32x32",
+                  "--bg-per-original", "1", "--rotations", "1", "--test-originals", "1"])
+    assert rc == 0
+
+
+def test_bad_empty_folder_and_names(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "image").mkdir(parents=True)
+    (empty / "alpha").mkdir()
+    _bad(tmp_path, capsys, empty, empty / "image")
+    _bad(tmp_path, capsys, tmp_path / "missing", tmp_path / "missing")
+    f = _originals(tmp_path)
+    p = _first(f, "alpha")
+    p.rename(p.with_name("zzz_other.png"))
+    _bad(tmp_path, capsys, f, "names do not match")
+    f2 = tmp_path / "f2"
+    write_originals(f2, 2, (32, 40), seed=1)
+    t = _first(f2, "trimap")
+    t.unlink()
+    _bad(tmp_path, capsys, f2, "names do not match")
+
+
+def test_bad_backgrounds(tmp_path, capsys):
+    (tmp_path / "bg").mkdir()
+    rc, err = _run(["--out", tmp_path / "o", *TINY, "--backgrounds", tmp_path / "bg"], capsys)
+    assert rc == 2 and str(tmp_path / "bg") in err
+    (tmp_path / "bg" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    rc, err = _run(["--out", tmp_path / "o", *TINY, "--backgrounds", tmp_path / "bg"], capsys)
+    assert rc == 2 and "a.png" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_given_backgrounds_and_derived_trimaps(tmp_path):
+    bg = tmp_path / "bg"
+    for i in range(3):
+        write_png(bg / f"b{i}.png", np.random.default_rng(i).random((30 + i * 10, 50, 3)))
+    f = _originals(tmp_path, n=3)
+    shutil.rmtree(f / "trimap")
+    shutil.rmtree(f / "fg")  # foreground estimated with pymatting
+    out = tmp_path / "out"
+    rc = lb.main(["--out", str(out), "--originals", str(f), "--backgrounds", str(bg), "--size",
+                  "32x32", "--bg-per-original", "2", "--rotations", "3", "--test-originals", "1"])
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["backgrounds"]["files"] == ["b0.png", "b1.png", "b2.png"]
+    info = next(iter(m["originals"]["per_original"].values()))
+    assert "estimate_foreground_ml" in info["foreground"] and "made from" in info["trimap"]
+    items = [(k, decode_datum(v)[0]) for k, v in _db(out / "train_lmdb")]
+    assert len(items) == 2 * 2 * 3
+    for _, arr in items:
+        a = arr[4].astype(float) / 255
+        assert np.abs(a * arr[5:8] + (1 - a) * arr[8:11] - arr[0:3]).max() <= 0.5 + 1e-3
+        assert (arr[3] == 128).any()
+
+
+@pytest.mark.skipif(not (REAL / "alpha").is_dir(), reason="shared alphamatting data not present")
+def test_real_alphamatting_subset(tmp_path):
+    f = tmp_path / "am"
+    for sub in ("image", "alpha", "trimap1"):
+        (f / sub).mkdir(parents=True)
+        for name in ("GT01.png", "GT02.png", "GT27.png"):
+            shutil.copy(REAL / sub / name, f / sub / name)
+    out = tmp_path / "out"
+    rc = lb.main(["--out", str(out), "--originals", str(f), "--trimap-dir", "trimap1", "--size",
+                  "48x64", "--bg-per-original", "1", "--rotations", "2", "--test-originals", "1"])
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"] == {"originals": 3, "train": 4, "test": 2}
+    for info in m["originals"]["per_original"].values():
+        assert "trimap1" in info["trimap"] and "pymatting" in info["foreground"]
+
+
+# ----------------------------------------------------------------------------------------------
+# pycaffe Data layer (skipped where pycaffe is not built)
+
+
+def test_round_trip_through_caffe_data_layer(tiny_build, tmp_path):
+    caffe = _caffe()
+    from caffe import layers as L
+    from caffe import params as P
+
+    m = json.loads((tiny_build / "manifest.json").read_text())
+    for split in ("train", "test"):
+        db = _db(tiny_build / f"{split}_lmdb")
+        n = caffe.NetSpec()
+        n.data = L.Data(source=str(tiny_build / f"{split}_lmdb"), backend=P.Data.LMDB,
+                        batch_size=len(db), ntop=1)
+        n.image, n.trimap, n.alpha, n.fg, n.bg = L.Slice(n.data, axis=1,
+                                                         slice_point=lb.SLICE_POINTS, ntop=5)
+        proto = tmp_path / f"{split}.prototxt"
+        proto.write_text(str(n.to_proto()))
+        caffe.set_mode_cpu()
+        net = caffe.Net(str(proto), caffe.TEST)
+        net.forward()
+        data = net.blobs["data"].data
+        assert data.shape == (len(db), 11, 40, 48)
+        items = []
+        for i, (key, v) in enumerate(db):
+            arr = decode_datum(v)[0]
+            assert np.array_equal(data[i], arr.astype(np.float32))
+            items.append((key, data[i].astype(np.uint8)))
+        _check_items(items, m)
+        assert np.array_equal(net.blobs["trimap"].data[:, 0], data[:, 3])
+        assert np.array_equal(net.blobs["bg"].data, data[:, 8:11])
+        if split == "test":
+            for i, (key, _) in enumerate(db):
+                img = np.rint(read_image(tiny_build / "test/image" / f"{key}.png") * 255)
+                assert np.array_equal(np.moveaxis(img, 2, 0), data[i, 0:3])

@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""Score alpha mattes with SAD, MSE, gradient and connectivity errors (Deep Image Matting's MATLAB
+definitions), for prediction folders, a Caffe model, a Python predictor and baselines.
+
+    tools/evaluate.py --pred DIR --gt DIR --trimap DIR [--json FILE]
+    tools/evaluate.py --model deploy.prototxt --weights X.caffemodel --images DIR --gt DIR --trimap DIR [--gpu N]
+    tools/evaluate.py --pred DIR --images DIR --gt DIR --trimap DIR --baselines cf,knn,handcrafted --figures DIR
+
+See ``dmpn.evaluate`` (scoring) and ``dmpn.metrics`` (the four errors).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from dmpn.evaluate import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

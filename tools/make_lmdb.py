@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""Build the paper's composited training and test data as Caffe LMDBs, resumably.
+
+Thin wrapper over :mod:`dmpn.lmdb_builder`; see ``--help`` and that module's docstring for the
+item layout (11 uint8 channels: image RGB, trimap, alpha, foreground RGB, background RGB).
+
+    tools/make_lmdb.py --out data/demo --preset demo
+    tools/make_lmdb.py --out /big/dmpn --originals ../shared/data/alphamatting_lowres \\
+        --trimap-dir trimap1 --backgrounds /big/backgrounds --preset paper
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dmpn.lmdb_builder import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

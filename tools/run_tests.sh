@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README command 2: set up everything (tools/setup.sh: Debian packages, .venv, the cached
+# Caffe build) and run the whole test suite: Python tests and our C++ layer tests.
+# Extra arguments go to pytest (e.g. -k solve, -x).
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$REPO/tools/setup.sh"
+cd "$REPO"
+export DMPN_REQUIRE_CAFFE=1
+exec "$REPO/.venv/bin/python" -m pytest tests -ra "$@"

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# One set-up for both README commands (main job and tests). Idempotent; the second run takes
+# seconds. It
+#   1. installs the Debian build dependencies that are missing (as root; a clear message otherwise),
+#   2. creates .venv/ and installs our Python package (setup.py) with its dependencies,
+#   3. builds BVLC Caffe with our layers (CMakeLists.txt), cached in $DMPN_CACHE and keyed by
+#      everything that goes into it: source checksum, patches, our layer sources, options,
+#   4. puts the stock `caffe` tool in .venv/bin and pycaffe on the venv's path.
+#
+# Environment (all optional):
+#   DMPN_CPU_ONLY=1          build without CUDA (default: CUDA when nvcc is found)
+#   DMPN_CUDA_ARCH="90"      CUDA architectures (CUDA 13 compiles for 75 and newer)
+#   CAFFE_SOURCE_TARBALL=F   local BVLC 99bd997 tarball (Debian's orig or GitHub's archive)
+#   CAFFE_SOURCE_DIR=D       local BVLC checkout at 99bd997
+#   DMPN_CACHE=D             build cache (default ~/.cache/deepmattepropnet)
+#   PYTHON=python3           interpreter for .venv (a shared-libpython CPython 3.9+)
+#   JOBS=N                   parallel compile jobs (default: number of cores)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+say() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+t0=$(date +%s)
+
+# ---- 1. Debian packages -------------------------------------------------------------------
+DEBS=(build-essential cmake patch pkg-config libboost-system-dev libboost-thread-dev
+      libboost-filesystem-dev libboost-python-dev libgoogle-glog-dev libgflags-dev
+      libprotobuf-dev protobuf-compiler libhdf5-dev liblmdb-dev libopenblas-dev)
+[[ -z ${CAFFE_SOURCE_TARBALL:-}${CAFFE_SOURCE_DIR:-} ]] && DEBS+=(debian-archive-keyring)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    die "missing Debian packages: ${missing[*]}. Install them as root: apt-get install ${missing[*]}"
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---- 2. virtual environment ---------------------------------------------------------------
+PYTHON=${PYTHON:-python3}
+VENV=$REPO/.venv
+if [[ ! -x $VENV/bin/python ]]; then
+  say "creating $VENV with $($PYTHON --version 2>&1)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY=$VENV/bin/python
+pip_stamp=$VENV/.dmpn-pip-$(sha256sum setup.py | cut -c1-16)
+if [[ ! -e $pip_stamp ]]; then
+  say "installing Python packages into .venv"
+  "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  "$PY" -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$PY" -c "import dmpn, numpy, scipy, skimage, lmdb, google.protobuf" || die "Python packages failed to install"
+  rm -f "$VENV"/.dmpn-pip-*
+  touch "$pip_stamp"
+fi
+SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+
+# ---- 3. Caffe build (cached) ----------------------------------------------------------------
+CACHE=${DMPN_CACHE:-$HOME/.cache/deepmattepropnet}
+mkdir -p "$CACHE"
+CPU_ONLY=${DMPN_CPU_ONLY:-}
+if [[ -z $CPU_ONLY ]]; then
+  if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then CPU_ONLY=0; else
+    say "no nvcc found: building CPU-only (set DMPN_CPU_ONLY=0 and put nvcc on PATH for CUDA)"
+    CPU_ONLY=1
+  fi
+fi
+CUDA_ARCH=${DMPN_CUDA_ARCH:-90}
+cmake_opts=(-DCMAKE_BUILD_TYPE=Release -DDMPN_CPU_ONLY=$([[ $CPU_ONLY == 1 ]] && echo ON || echo OFF)
+            "-DPYTHON_EXECUTABLE=$PY")
+"$PY" - > "$CACHE/.pyinfo" <<'EOF'
+import sysconfig, numpy
+v = sysconfig.get_config_vars()
+print(sysconfig.get_paths()["include"])
+print(v["LIBDIR"] + "/" + v["LDLIBRARY"])
+print(numpy.get_include())
+print(v.get("Py_ENABLE_SHARED"))
+EOF
+mapfile -t pyinfo < "$CACHE/.pyinfo"
+[[ ${pyinfo[3]} == 1 ]] || die "$PYTHON has no shared libpython (needed to embed Python in caffe); use a CPython built with --enable-shared"
+cmake_opts+=("-DPYTHON_INCLUDE_DIR=${pyinfo[0]}" "-DPYTHON_LIBRARY=${pyinfo[1]}" "-DNUMPY_INCLUDE_DIR=${pyinfo[2]}"
+             "-DNUMPY_VERSION=$("$PY" -c 'import numpy; print(numpy.__version__)')")
+[[ -n ${CAFFE_SOURCE_TARBALL:-} ]] && cmake_opts+=("-DCAFFE_SOURCE_TARBALL=$(realpath "$CAFFE_SOURCE_TARBALL")")
+[[ -n ${CAFFE_SOURCE_DIR:-} ]] && cmake_opts+=("-DCAFFE_SOURCE_DIR=$(realpath "$CAFFE_SOURCE_DIR")")
+cmake_opts+=("-DCAFFE_DOWNLOAD_DIR=$CACHE/download")
+
+if [[ $CPU_ONLY == 0 ]]; then
+  # The toolkit root: $CUDA_HOME, /usr/local/cuda, or the folder above nvcc's real path.
+  CUDA_ROOT=${CUDA_HOME:-/usr/local/cuda}
+  if [[ ! -x $CUDA_ROOT/bin/nvcc || ! -e $CUDA_ROOT/include/cuda_runtime.h ]]; then
+    CUDA_ROOT=$(dirname "$(dirname "$(realpath "$(command -v nvcc)")")")
+  fi
+  NVCC=$CUDA_ROOT/bin/nvcc
+  cuda_major=$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  extra=()
+  if [[ ! -e $CUDA_ROOT/include/cublas_v2.h || ! -e $CUDA_ROOT/include/curand.h ]]; then
+    # nvcc's toolkit lacks cuBLAS/cuRAND: take NVIDIA's wheels, kept in the cache.
+    wheels=$CACHE/cuda-wheels-cu$cuda_major
+    if [[ ! -e $wheels/.complete ]]; then
+      say "installing cuBLAS and cuRAND (NVIDIA's wheels) into $wheels"
+      rm -rf "$wheels"
+      "$PY" -m pip install -q --target "$wheels" "nvidia-cublas==${cuda_major}.*" "nvidia-curand" 2>&1 \
+        | grep -v '^WARNING: Location' || true
+      touch "$wheels/.complete"
+    fi
+    for d in "$wheels"/nvidia/cu"$cuda_major" "$wheels"/nvidia/*; do [[ -d $d/include ]] && extra+=("$d"); done
+  fi
+  cmake_opts+=("-DDMPN_CUDA_ROOT=$CUDA_ROOT" "-DDMPN_CUDA_ARCH=$CUDA_ARCH"
+               "-DDMPN_CUDA_EXTRA_ROOTS=$(IFS=';'; echo "${extra[*]:-}")")
+fi
+
+# The key: everything that goes into the build. The build folder is keyed by what forces a
+# full rebuild (source, patches, options); the install folder by that plus our layer sources,
+# so make rebuilds only what a layer change touches.
+base_key=$( { echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c";
+              sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh;
+              printf '%s\n' "${cmake_opts[@]}"; gcc --version | head -1;
+              [[ $CPU_ONLY == 0 ]] && "$NVCC" --version | tail -1; } | sha256sum | cut -c1-16)
+full_key=$( { echo "$base_key"; find cuda -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.hpp' \) \
+              -print0 | sort -z | xargs -0 -r sha256sum; } | sha256sum | cut -c1-16)
+BUILD=$CACHE/build-$base_key
+PREFIX=$CACHE/install-$full_key
+
+exec 9>"$CACHE/.lock"
+flock 9
+if [[ ! -e $PREFIX/.complete ]]; then
+  JOBS=${JOBS:-$(nproc)}
+  say "building Caffe (CUDA: $([[ $CPU_ONLY == 0 ]] && echo "sm_$CUDA_ARCH" || echo off)) in $BUILD; the first build takes 5 to 15 minutes"
+  tb=$(date +%s)
+  cmake -S "$REPO" -B "$BUILD" "${cmake_opts[@]}" "-DCMAKE_INSTALL_PREFIX=$PREFIX" > "$BUILD.configure.log" 2>&1 \
+    || { tail -40 "$BUILD.configure.log" >&2; die "CMake configure failed (log: $BUILD.configure.log)"; }
+  cmake --build "$BUILD" -j "$JOBS" --target all dmpn_test > "$BUILD.build.log" 2>&1 \
+    || { grep -E -B2 -A8 'error|Error' "$BUILD.build.log" | tail -60 >&2; die "build failed (log: $BUILD.build.log)"; }
+  rm -rf "$PREFIX"
+  cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || die "install failed (log: $BUILD.install.log)"
+  touch "$PREFIX/.complete"
+  say "Caffe built and installed in $PREFIX ($(( $(date +%s) - tb )) s)"
+  # Keep the three newest installs.
+  ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
+else
+  say "Caffe build cached: $PREFIX"
+fi
+flock -u 9
+
+# ---- 4. hook Caffe into the venv --------------------------------------------------------------
+echo "$PREFIX/python" > "$SITE/bvlc_caffe.pth"
+for tool in caffe dmpn_test; do
+  # The stock binary; PATH makes its embedded Python find this venv (and so our Python layers).
+  cat > "$VENV/bin/$tool" <<EOF
+#!/bin/sh
+PATH="$VENV/bin:\$PATH" exec "$PREFIX/bin/$tool" "\$@"
+EOF
+  chmod +x "$VENV/bin/$tool"
+done
+echo "$PREFIX" > "$VENV/.dmpn-caffe-prefix"
+"$PY" -c "import caffe" 2>/dev/null || die "pycaffe does not import from $PREFIX/python"
+say "ready in $(( $(date +%s) - t0 )) s: .venv/bin/caffe, .venv/bin/python -c 'import caffe'"
