@@ -45,8 +45,8 @@ class SparseLaplacianSolveLayer(caffe.Layer):
             top[0].data[i, 0] = s.solve()
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise ValueError("SparseLaplacianSolve: no gradient to the trimap (bottom[1])")
+        if propagate_down[1]:  # asked for by force_backward: the trimap gets no gradient
+            bottom[1].diff[...] = 0
         if not propagate_down[0]:
             return
         for i, s in enumerate(self.systems):

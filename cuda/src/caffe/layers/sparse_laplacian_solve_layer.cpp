@@ -344,6 +344,8 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   GridMultigridSolver::Stats stats;
   const bool ok = solver.Solve(rhs.data(), a.data(), tol_, max_iter_, multigrid_, &stats);
   fwd_stats_[n] = stats;
+  VLOG(1) << Where(n) << "forward solve: " << solver.num_levels() << " levels, "
+          << stats.iterations << " iterations, relative residual " << stats.relative_residual;
   CHECK(ok) << Where(n) << "the forward solve did not converge: relative residual "
       << stats.relative_residual << " after " << stats.iterations << " iterations (tolerance "
       << tol_ << ")";
@@ -386,6 +388,8 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
   GridMultigridSolver::Stats stats;
   const bool ok = solvers_[n].Solve(rhs.data(), g.data(), tol_, max_iter_, multigrid_, &stats);
   bwd_stats_[n] = stats;
+  VLOG(1) << Where(n) << "backward solve: " << stats.iterations << " iterations, relative "
+          << "residual " << stats.relative_residual;
   CHECK(ok) << Where(n) << "the backward solve did not converge: relative residual "
       << stats.relative_residual << " after " << stats.iterations << " iterations";
   const vector<double>& a = alpha_grid_[n];

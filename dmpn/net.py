@@ -1,0 +1,254 @@
+"""DeepMattePropNet's network (Wang et al., IJCAI 2018, Sec. 3), generated with Caffe's NetSpec
+from this one definition: the paper-size net and a slim net for CPU runs differ only in width,
+and the C++ and Python flavours of AffinityExp / SparseLaplacianSolve only in layer type.
+
+Choices the paper leaves open (and why):
+
+* Ts = 64 semantic features: SegNet's last decoder block has 64 channels; its classifier
+  (a 1x1 conv to class scores) is dropped, the features go to the affinity module.
+* Tl = 64 low-level features: three 3x3 convs (+ReLU) at full resolution, as wide as VGG's
+  first block, so that colour edges reach the affinities undiluted.
+* So T = 128 and the affinity module has 2T + 1 = 257 parameters.
+* Training crops 320 x 320 (a multiple of 32 for SegNet's five 2x2 poolings; large enough to
+  hold an unknown band and its known context), batch 4 (fits 12 GB with the paper-size net).
+* Initialisation: MSRA (He) for the convolutions, which suits ReLU nets trained from scratch;
+  AffinityExp theta ~ N(0, 0.001), b = 0, so training starts from near-uniform affinities
+  (plain diffusion of the trimap). `tools/init_from_vgg16.py` starts the encoder from VGG16.
+* BatchNorm is BVLC's `BatchNorm` + `Scale(bias_term: true)`.
+
+The LMDB items (tools/make_lmdb.py) hold 11 channels: image RGB, trimap, alpha, foreground RGB,
+background RGB (uint8); the Data layer scales them by 1/255 and crops and mirrors them together.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Slice points of the LMDB item: image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
+ITEM_SLICE_POINTS = (3, 4, 5, 8)
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+@dataclass
+class NetConfig:
+    width: float = 1.0          # channel multiplier: 1 = the paper's SegNet-VGG16
+    semantic_features: int = 64  # Ts (before the width multiplier)
+    lowlevel_features: int = 64  # Tl (before the width multiplier)
+    crop: int = 320
+    batch: int = 4
+    flavour: str = "cpp"         # "cpp" or "python" AffinityExp / SparseLaplacianSolve
+    c: float = 0.8
+    exponent_bound: float = 20.0
+    shrink: int = 1
+    tolerance: float = 1e-8
+
+    def ch(self, n):
+        return max(4, int(round(n * self.width)))
+
+
+def _caffe():
+    import caffe
+    from caffe import layers as L, params as P
+    return caffe, L, P
+
+
+def conv_bn_relu(n, name, bottom, channels):
+    _, L, _ = _caffe()
+    # No convolution bias: the BatchNorm after it removes any constant (its Scale has one).
+    setattr(n, name, L.Convolution(bottom, num_output=channels, kernel_size=3, pad=1,
+                                   bias_term=False, weight_filler=dict(type="msra")))
+    top = getattr(n, name)
+    setattr(n, name + "_bn", L.BatchNorm(top, in_place=True))
+    setattr(n, name + "_scale", L.Scale(top, bias_term=True, in_place=True))
+    setattr(n, name + "_relu", L.ReLU(top, in_place=True))
+    return top
+
+
+def semantic_branch(n, data, cfg):
+    """SegNet on VGG16: 13 conv+BN+ReLU with 5 max-poolings keeping their argmax, mirrored
+    decoder that unpools with those indices (our Unpooling layer; bottom[2] gives the size)."""
+    _, L, P = _caffe()
+    x = data
+    skips = []
+    for b, (width, reps) in enumerate(VGG16_BLOCKS, start=1):
+        for r in range(1, reps + 1):
+            x = conv_bn_relu(n, f"conv{b}_{r}", x, cfg.ch(width))
+        pooled, mask = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=2, stride=2, ntop=2)
+        setattr(n, f"pool{b}", pooled)
+        setattr(n, f"pool{b}_mask", mask)
+        skips.append((x, mask))
+        x = pooled
+    decoder_out = {5: 512, 4: 256, 3: 128, 2: 64, 1: cfg.semantic_features}
+    for b in range(5, 0, -1):
+        width, reps = VGG16_BLOCKS[b - 1]
+        ref, mask = skips[b - 1]
+        x = L.Unpooling(x, mask, ref)
+        setattr(n, f"unpool{b}", x)
+        for r in range(reps, 0, -1):
+            out = cfg.ch(width) if r > 1 else cfg.ch(decoder_out[b])
+            x = conv_bn_relu(n, f"conv{b}_{r}_D", x, out)
+    return x
+
+
+def lowlevel_branch(n, data, cfg):
+    _, L, _ = _caffe()
+    x = data
+    for i in range(1, 4):
+        x = L.Convolution(x, num_output=cfg.ch(cfg.lowlevel_features), kernel_size=3, pad=1,
+                          weight_filler=dict(type="msra"), bias_filler=dict(type="constant", value=0))
+        setattr(n, f"low{i}", x)
+        setattr(n, f"low{i}_relu", L.ReLU(x, in_place=True))
+    return x
+
+
+def propagation(n, features, trimap, cfg, out):
+    """AffinityExp then SparseLaplacianSolve, C++ or Python flavour (same maths, same params);
+    the matte is the blob named `out`."""
+    import json
+    _, L, _ = _caffe()
+    if cfg.flavour == "cpp":
+        n.affinity = L.AffinityExp(features, affinity_exp_param=dict(
+            weight_filler=dict(type="gaussian", std=0.001), bias_filler=dict(type="constant", value=0),
+            exponent_bound=cfg.exponent_bound))
+        alpha = L.SparseLaplacianSolve(n.affinity, trimap, sparse_laplacian_solve_param=dict(
+            c=cfg.c, shrink=cfg.shrink, tolerance=cfg.tolerance))
+    elif cfg.flavour == "python":
+        n.affinity = L.Python(features, python_param=dict(
+            module="dmpn.layers.affinity_exp", layer="AffinityExpLayer",
+            param_str=json.dumps({"exponent_bound": cfg.exponent_bound, "weight_std": 0.001, "bias": 0.0})))
+        alpha = L.Python(n.affinity, trimap, python_param=dict(
+            module="dmpn.layers.sparse_laplacian_solve", layer="SparseLaplacianSolveLayer",
+            param_str=json.dumps({"c": cfg.c, "shrink": cfg.shrink})))
+    else:
+        raise ValueError(f"flavour must be 'cpp' or 'python', got {cfg.flavour!r}")
+    setattr(n, out, alpha)
+    return alpha
+
+
+def body(n, data, trimap, cfg, out):
+    _, L, _ = _caffe()
+    sem = semantic_branch(n, data, cfg)
+    low = lowlevel_branch(n, data, cfg)
+    n.features = L.Concat(sem, low, axis=1)
+    return propagation(n, n.features, trimap, cfg, out)
+
+
+def train_val(cfg, train_lmdb="data/train_lmdb", test_lmdb="data/test_lmdb", test_batch=1):
+    """The training net: LMDB items -> slices -> DeepMattePropNet -> the paper's loss."""
+    caffe, L, P = _caffe()
+    n = caffe.NetSpec()
+    transform = dict(scale=1.0 / 255, crop_size=cfg.crop, mirror=True)
+    n.item = L.Data(source=train_lmdb, backend=P.Data.LMDB, batch_size=cfg.batch,
+                    transform_param=transform, include=dict(phase=caffe.TRAIN))
+    train_data = n.to_proto()
+    n = caffe.NetSpec()
+    n.item = L.Data(source=test_lmdb, backend=P.Data.LMDB, batch_size=test_batch,
+                    transform_param=dict(scale=1.0 / 255, crop_size=cfg.crop, mirror=False),
+                    include=dict(phase=caffe.TEST))
+    n.image, n.trimap, n.alpha, n.fg, n.bg = L.Slice(n.item, axis=1, slice_point=list(ITEM_SLICE_POINTS), ntop=5)
+    n.data = L.Concat(n.image, n.trimap, axis=1)
+    alpha_pred = body(n, n.data, n.trimap, cfg, "alpha_pred")
+    n.loss = L.MattingLoss(alpha_pred, n.alpha, n.trimap, n.fg, n.bg, n.image, loss_weight=1)
+    proto = n.to_proto()
+    proto.layer.insert(0, train_data.layer[0])
+    proto.name = f"DeepMattePropNet{'' if cfg.width == 1 else f'_w{cfg.width:g}'}"
+    return proto
+
+
+def deploy(cfg, height=320, width=320):
+    """Inference net: input `data` 1 x 4 x H x W (RGB in [0, 1], trimap in [0, 1]), output
+    `alpha`. H and W must be multiples of 32; the tools pad and crop back."""
+    caffe, L, _ = _caffe()
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 4, height, width]))
+    n.image, n.trimap = L.Slice(n.data, axis=1, slice_point=[3], ntop=2)
+    body(n, n.data, n.trimap, cfg, "alpha")
+    proto = n.to_proto()
+    proto.name = f"DeepMattePropNet{'' if cfg.width == 1 else f'_w{cfg.width:g}'}_deploy"
+    return proto
+
+
+def solver(net_path, max_iter, snapshot_prefix, snapshot=5000, display=20, gpu=True,
+           test_iter=0, test_interval=0, clip_gradients=None, base_lr=0.1):
+    """The paper's solver: SGD, fixed learning rate 0.1, momentum 0.9."""
+    from caffe.proto import caffe_pb2
+    s = caffe_pb2.SolverParameter()
+    s.net = net_path
+    s.type = "SGD"
+    s.base_lr = base_lr
+    s.lr_policy = "fixed"
+    s.momentum = 0.9
+    s.weight_decay = 0.0005
+    s.max_iter = int(max_iter)
+    s.display = display
+    s.average_loss = display
+    s.snapshot = snapshot
+    s.snapshot_prefix = snapshot_prefix
+    s.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
+    if test_iter:
+        s.test_iter.append(test_iter)
+        s.test_interval = test_interval
+    else:
+        s.test_interval = max_iter + 1  # no test passes during training
+        s.test_initialization = False
+    if clip_gradients:
+        s.clip_gradients = clip_gradients
+    return s
+
+
+def epochs_to_iterations(epochs, train_items, batch):
+    return int(math.ceil(epochs * train_items / batch))
+
+
+# ---- the committed prototxt/ files ----------------------------------------------------------
+
+# The paper's data (Sec. 4.1): 50 training originals x 1000 backgrounds x 3 rotations.
+PAPER_TRAIN_ITEMS = 50 * 1000 * 3
+PAPER_EPOCHS = 20
+SLIM_WIDTH = 0.125  # 8 to 64 channels: the SegNet-VGG16 shape at 1/8 width, for CPU runs
+
+
+def header(text):
+    return "".join(f"# {line}\n" if line else "#\n" for line in text.splitlines())
+
+
+def generated_files(width=1.0):
+    """{file name: text} for prototxt/: generated by tools/make_prototxt.py, never edited."""
+    note = "Generated by tools/make_prototxt.py from dmpn/net.py; do not edit by hand."
+    paper = NetConfig()
+    slim = NetConfig(width=SLIM_WIDTH, crop=160, batch=4)
+    files = {}
+    for prefix, cfg in (("", paper), ("slim_", slim)):
+        for flavour, suffix in (("cpp", ""), ("python", "_python")):
+            c = NetConfig(**{**cfg.__dict__, "flavour": flavour})
+            what = (f"DeepMattePropNet, {'paper size' if cfg.width == 1 else f'width x{cfg.width:g} (CPU runs)'}, "
+                    f"{'C++/CUDA' if flavour == 'cpp' else 'Python'} AffinityExp and SparseLaplacianSolve.")
+            files[f"{prefix}train_val{suffix}.prototxt"] = header(f"{what}\n{note}") + str(
+                train_val(c, train_lmdb="data/train_lmdb", test_lmdb="data/test_lmdb"))
+        files[f"{prefix}deploy.prototxt"] = header(
+            f"Inference net; input `data` 1 x 4 x H x W (RGB and trimap in [0, 1]; H, W multiples of 32).\n{note}") + str(
+            deploy(cfg, height=cfg.crop, width=cfg.crop))
+    iters = epochs_to_iterations(PAPER_EPOCHS, PAPER_TRAIN_ITEMS, paper.batch)
+    files["solver.prototxt"] = header(
+        "The paper's solver (Sec. 4): SGD, fixed learning rate 0.1, momentum 0.9, about 20 epochs.\n"
+        f"max_iter = 20 epochs x 150,000 training composites (50 originals x 1000 backgrounds x 3\n"
+        f"rotations) / batch {paper.batch} = {iters}. With fewer items, scale it: dmpn.net.epochs_to_iterations.\n"
+        "Run from the repository root after tools/make_lmdb.py --out data --preset paper.\n" + note) + str(
+        solver("prototxt/train_val.prototxt", iters, "data/deepmattepropnet", snapshot=10000, gpu=True))
+    files["slim_solver.prototxt"] = header(
+        "The same solver for the slim net on the CPU (the main job rewrites max_iter for its data).\n" + note) + str(
+        solver("prototxt/slim_train_val.prototxt", epochs_to_iterations(PAPER_EPOCHS, 64, slim.batch),
+               "data/deepmattepropnet_slim", snapshot=100, gpu=False))
+    return files
+
+
+def write_files(folder):
+    import os
+    os.makedirs(folder, exist_ok=True)
+    files = generated_files()
+    for name, text in files.items():
+        tmp = os.path.join(folder, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(folder, name))
+    return sorted(files)

@@ -1,0 +1,129 @@
+"""The propagation layers through Caffe: the C++ layers and the Python layers against the
+float64 reference (dmpn.propagation) on the same inputs, finite differences through the Python
+layers, and their errors."""
+import numpy as np
+import pytest
+
+from dmpn import propagation as P
+
+NET = """
+name: "propagation"
+force_backward: true
+layer {{ name: "in" type: "Input" top: "features" top: "trimap"
+  input_param {{ shape {{ dim: {n} dim: {t} dim: {h} dim: {w} }} shape {{ dim: {n} dim: 1 dim: {h} dim: {w} }} }} }}
+{affinity}
+{solve}
+"""
+CPP_AFF = """layer { name: "affinity" type: "AffinityExp" bottom: "features" top: "affinity"
+  affinity_exp_param { weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } exponent_bound: %g } }"""
+PY_AFF = """layer { name: "affinity" type: "Python" bottom: "features" top: "affinity"
+  python_param { module: "dmpn.layers.affinity_exp" layer: "AffinityExpLayer" param_str: '{"exponent_bound": %g}' } }"""
+CPP_SOLVE = """layer { name: "solve" type: "SparseLaplacianSolve" bottom: "affinity" bottom: "trimap" top: "alpha"
+  sparse_laplacian_solve_param { c: 0.8 shrink: %d tolerance: 1e-12 } }"""
+PY_SOLVE = """layer { name: "solve" type: "Python" bottom: "affinity" bottom: "trimap" top: "alpha"
+  python_param { module: "dmpn.layers.sparse_laplacian_solve" layer: "SparseLaplacianSolveLayer"
+                 param_str: '{"c": 0.8, "shrink": %d}' } }"""
+
+
+def make_net(caffe, tmp_path, flavour, n=2, t=5, h=23, w=19, shrink=1, bound=20.0):
+    aff, solve = (CPP_AFF, CPP_SOLVE) if flavour == "cpp" else (PY_AFF, PY_SOLVE)
+    path = tmp_path / f"{flavour}.prototxt"
+    path.write_text(NET.format(n=n, t=t, h=h, w=w, affinity=aff % bound, solve=solve % shrink))
+    return caffe.Net(str(path), caffe.TEST)
+
+
+def inputs(n=2, t=5, h=23, w=19, seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(0, 1, (n, t, h, w)).astype(np.float32)
+    tri = np.full((n, 1, h, w), 128 / 255, np.float32)
+    tri[:, :, :, :4] = 0
+    tri[:, :, :, -4:] = 1
+    if n > 1 and h > 10 and w > 10:
+        tri[1, 0, 10, 10] = 1
+    return f, tri
+
+
+def run(net, f, tri, theta, b, top_diff):
+    net.params["affinity"][0].data[...] = theta
+    net.params["affinity"][1].data[...] = b
+    net.blobs["features"].data[...] = f
+    net.blobs["trimap"].data[...] = tri
+    net.forward()
+    for p in net.params["affinity"]:
+        p.diff[...] = 0
+    net.blobs["alpha"].diff[...] = top_diff
+    net.backward()
+    return (net.blobs["affinity"].data.copy(), net.blobs["alpha"].data.copy(),
+            net.blobs["affinity"].diff.copy(), net.blobs["features"].diff.copy(),
+            net.params["affinity"][0].diff.copy(), net.params["affinity"][1].diff.copy())
+
+
+def reference(f, tri, theta, b, top_diff, shrink, bound):
+    outs = []
+    for i in range(f.shape[0]):
+        w = P.affinity_exp_forward(f[i], theta, b, bound)
+        alpha, dw = P.solve_alpha_backward(w, tri[i, 0], top_diff[i, 0], shrink=shrink)
+        df, dth, db = P.affinity_exp_backward(f[i], theta, b, dw, bound)
+        outs.append((w, alpha[None], dw, df, dth, db))
+    return (np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs]), np.stack([o[2] for o in outs]),
+            np.stack([o[3] for o in outs]), sum(o[4] for o in outs), np.array([sum(o[5] for o in outs)]))
+
+
+@pytest.mark.parametrize("shrink,bound", [(1, 20.0), (2, 20.0), (1, 1.0)])
+def test_cpp_and_python_layers_match_the_reference(caffe, tmp_path, shrink, bound):
+    f, tri = inputs()
+    rng = np.random.default_rng(3)
+    theta = rng.normal(0, 0.3, (2, 5)).astype(np.float32)
+    b = np.float32(0.1)
+    top = rng.normal(size=tri.shape).astype(np.float32)
+    ref = reference(f.astype(np.float64), tri.astype(np.float64), theta.astype(np.float64), float(b),
+                    top.astype(np.float64), shrink, bound)
+    names = ("affinity", "alpha", "d affinity", "d features", "d theta", "d bias")
+    for flavour in ("cpp", "python"):
+        got = run(make_net(caffe, tmp_path, flavour, shrink=shrink, bound=bound), f, tri, theta, b, top)
+        for name, g, r in zip(names, got, ref):
+            scale = max(1.0, np.abs(r).max())
+            np.testing.assert_allclose(g, r, atol=2e-5 * scale, err_msg=f"{flavour}: {name}")
+
+
+def test_python_layers_finite_differences(caffe, tmp_path):
+    """d(sum(alpha * top))/d(features) through both Python layers, against central
+    differences of the float32 net (the layers compute in float64 inside)."""
+    n, t, h, w = 1, 3, 7, 6
+    f, tri = inputs(n, t, h, w, seed=1)
+    net = make_net(caffe, tmp_path, "python", n, t, h, w)
+    rng = np.random.default_rng(2)
+    theta = rng.normal(0, 0.5, (2, t)).astype(np.float32)
+    top = rng.normal(size=(n, 1, h, w)).astype(np.float32)
+    *_, dfeat, dtheta, _ = run(net, f, tri, theta, 0.0, top)
+
+    def energy(ff):
+        net.blobs["features"].data[...] = ff
+        net.forward()
+        return float((net.blobs["alpha"].data.astype(np.float64) * top).sum())
+
+    eps = 1e-2
+    for idx in [(0, 0, 0, 0), (0, 1, 3, 2), (0, 2, 6, 5), (0, 0, 3, 5), (0, 2, 5, 0)]:
+        fp, fm = f.copy(), f.copy()
+        fp[idx] += eps
+        fm[idx] -= eps
+        num = (energy(fp) - energy(fm)) / (2 * eps)
+        assert abs(num - dfeat[idx]) <= 2e-3 + 2e-2 * abs(num), (idx, num, dfeat[idx])
+
+
+def test_python_solve_errors_name_the_item(caffe, tmp_path):
+    f, tri = inputs()
+    tri[1] = 0.5  # item 1 has no known pixel
+    net = make_net(caffe, tmp_path, "python")
+    net.blobs["features"].data[...] = f
+    net.blobs["trimap"].data[...] = tri
+    with pytest.raises(Exception, match="item 1.*no known pixel"):
+        net.forward()
+
+
+def test_python_param_str_is_checked(caffe, tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(NET.format(n=1, t=2, h=4, w=4, affinity=PY_AFF % 20,
+                               solve=PY_SOLVE.replace('"shrink": %d', '"shrnk": 1')))
+    with pytest.raises(Exception, match="unknown parameter.*shrnk"):
+        caffe.Net(str(path), caffe.TEST)
