@@ -12,22 +12,25 @@ namespace caffe {
 
 /**
  * @brief One image's system A = L + C on a pixel grid, with a Galerkin multigrid hierarchy
- *        used as the preconditioner of conjugate gradients (float64 throughout).
+ *        used as the preconditioner of conjugate gradients.
  *
  * A is the 5-point operator (A x)_i = diag_i x_i - sum_{j ~ i} w_ij x_j, stored as the east
  * and south edge weights of each pixel and its diagonal. Coarse levels aggregate 2 x 2 blocks
  * (piecewise-constant P) and take P^T A P, which is again a 5-point grid operator: high-contrast
  * learned affinities are coarsened through the operator itself, not through the geometry.
  * The V-cycle smooths with symmetric red-black Gauss-Seidel and solves the coarsest level by
- * dense Cholesky; it is a symmetric positive definite preconditioner. The hierarchy is built
- * once per forward pass and reused by the backward solve.
+ * dense Cholesky; it is a symmetric positive definite preconditioner. CG and the fine operator
+ * run in float64; the V-cycle in float32 (half the memory traffic; a preconditioner needs no
+ * more), with diagonals rounded up so that every level stays positive definite. The hierarchy
+ * is built once per forward pass and reused by the backward solve. Large levels are split
+ * across `threads` threads by rows.
  */
 class GridMultigridSolver {
  public:
   struct Level {
     int H, W;
-    std::vector<double> ew, sw, diag;  // east / south edge weights, diagonal (H * W each)
-    std::vector<double> x, b, r;       // V-cycle work vectors
+    std::vector<float> ew, sw, diag;  // east / south edge weights, diagonal (H * W each)
+    std::vector<float> x, b;          // V-cycle work vectors
   };
   struct Stats {
     int iterations;
@@ -37,20 +40,19 @@ class GridMultigridSolver {
   /// Builds the hierarchy from the finest level's edge weights and diagonal (moved in).
   /// Returns false (with a reason) when the system is not positive definite.
   bool Setup(int H, int W, std::vector<double>* ew, std::vector<double>* sw,
-             std::vector<double>* diag, std::string* why);
+             std::vector<double>* diag, std::string* why, int threads = 1);
   /// Solves A x = b to ||b - A x|| <= tol ||b||; x is H * W. Returns false if it does not
   /// converge in max_iter iterations (stats say how far it got).
   bool Solve(const double* b, double* x, double tol, int max_iter, bool multigrid,
              Stats* stats);
   int num_levels() const { return static_cast<int>(levels_.size()); }
-  const Level& level(int l) const { return levels_[l]; }
-
-  /// y = A x on a level.
-  static void Apply(const Level& L, const double* x, double* y);
 
  private:
   void VCycle(int l);
-  void SmoothRedBlack(Level* L, int first_color);
+  void SmoothColor(Level* L, int color);
+  template <typename F> void ForRows(int rows, int work, F f);
+  int H_ = 0, W_ = 0, threads_ = 1;
+  std::vector<double> ew_, sw_, diag_;  // the fine operator, float64
   std::vector<Level> levels_;
   std::vector<double> chol_;  // coarsest level: dense Cholesky factor, row-major n x n
   std::vector<double> r_, z_, p_, q_;  // CG vectors
@@ -114,6 +116,7 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   double tol_;
   int max_iter_;
   bool multigrid_;
+  int threads_per_item_ = 1;  // cores / batch items: one solve may use several cores
   // CPU path: one solver and solution (on the solve grid) per batch item.
   vector<GridMultigridSolver> solvers_;
   vector<vector<double> > alpha_grid_;

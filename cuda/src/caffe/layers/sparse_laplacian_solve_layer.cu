@@ -12,7 +12,9 @@ namespace caffe {
 
 namespace {
 
-const int kCoarsestUnknowns = 256;  // same as the CPU path
+const int kCoarsestUnknowns = 256;  // the same V-cycle as the CPU path
+const int kSweeps = 2;
+const double kCoarseScale = 1.3;
 const int kCholThreads = 256;
 
 struct GpuLevel {
@@ -220,10 +222,10 @@ __global__ void Restrict(const int Hf, const int Wf, const double* r, const int 
   }
 }
 
-__global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const double* xc,
-    double* x) {
+__global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const double scale,
+    const double* xc, double* x) {
   CUDA_KERNEL_LOOP(i, Hf * Wf) {
-    x[i] += xc[(i / Wf / 2) * Wc + (i % Wf) / 2];
+    x[i] += scale * xc[(i / Wf / 2) * Wc + (i % Wf) / 2];
   }
 }
 
@@ -326,15 +328,19 @@ void VCycleGpu(GpuItem* item, int l) {
   }
   CUDA_CHECK(cudaMemset(L.x, 0, n * sizeof(double)));
   const int half = L.H * ((L.W + 1) / 2);
-  SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
-  SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
+  for (int s = 0; s < kSweeps; ++s) {
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
+  }
   ApplyOperator<<<LAUNCH(n)>>>(L.H, L.W, L.ew, L.sw, L.diag, L.x, L.b, L.r);
   GpuLevel& C = item->levels[l + 1];
   Restrict<<<LAUNCH(C.H * C.W)>>>(L.H, L.W, L.r, C.H, C.W, C.b);
   VCycleGpu(item, l + 1);
-  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, C.x, L.x);
-  SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
-  SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
+  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, kCoarseScale, C.x, L.x);
+  for (int s = 0; s < kSweeps; ++s) {
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
+  }
 }
 
 // Preconditioned CG on the device; b and x are solve-grid vectors.
