@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, require_caffe, tool
 
-OUR_LAYERS = {"AffinityExp", "SparseLaplacianSolve"}
+OUR_LAYERS = {"AffinityExp", "SparseLaplacianSolve", "Unpooling", "MattingLoss"}
 
 
 def test_caffe_version():

@@ -1,0 +1,73 @@
+#include <vector>
+
+#include "caffe/layers/matting_loss_layer.hpp"
+#include "caffe/util/math_functions.hpp"
+
+namespace caffe {
+
+// One thread per pixel: its loss, its derivative in a_hat and whether it is unknown.
+template <typename Dtype>
+__global__ void MattingLossForward(const int count, const int HW, const Dtype* pred,
+    const Dtype* alpha, const Dtype* trimap, const Dtype* F, const Dtype* B, const Dtype* C,
+    const Dtype eps, const Dtype alpha_weight, const Dtype composition_weight,
+    const double known_tol, Dtype* loss, Dtype* grad, Dtype* unknown) {
+  CUDA_KERNEL_LOOP(j, count) {
+    const int n = j / HW, i = j % HW;
+    const double t = trimap[j];  // compared in double, as on the CPU and in numpy
+    if (!(t > known_tol && t < 1 - known_tol)) {
+      loss[j] = grad[j] = unknown[j] = 0;
+      continue;
+    }
+    const Dtype r = pred[j] - alpha[j];
+    const Dtype la = sqrt(r * r + eps);
+    Dtype d2 = 0, dd = 0;
+    for (int k = 0; k < 3; ++k) {
+      const int c = (n * 3 + k) * HW + i;
+      const Dtype fb = F[c] - B[c];
+      const Dtype d = B[c] + pred[j] * fb - C[c];
+      d2 += d * d;
+      dd += d * fb;
+    }
+    const Dtype lc = sqrt(d2 + eps);
+    loss[j] = alpha_weight * la + composition_weight * lc;
+    grad[j] = alpha_weight * r / la + composition_weight * dd / lc;
+    unknown[j] = 1;
+  }
+}
+
+template <typename Dtype>
+void MattingLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  const int count = bottom[0]->count();
+  const int HW = bottom[0]->height() * bottom[0]->width();
+  // NOLINT_NEXT_LINE(whitespace/operators)
+  MattingLossForward<Dtype><<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
+      count, HW, bottom[0]->gpu_data(), bottom[1]->gpu_data(), bottom[2]->gpu_data(),
+      bottom[3]->gpu_data(), bottom[4]->gpu_data(), bottom[5]->gpu_data(), eps_, alpha_weight_,
+      composition_weight_, kMattingKnownTol, pixel_.mutable_gpu_data(),
+      pixel_.mutable_gpu_diff(), unknown_.mutable_gpu_data());
+  CUDA_POST_KERNEL_CHECK;
+  // Both are sums of non-negative terms: asum is the sum.
+  Dtype sum;
+  caffe_gpu_asum(count, pixel_.gpu_data(), &sum);
+  caffe_gpu_asum(count, unknown_.gpu_data(), &num_unknown_);
+  top[0]->mutable_cpu_data()[0] = num_unknown_ > 0 ? sum / num_unknown_ : Dtype(0);
+}
+
+template <typename Dtype>
+void MattingLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  for (int b = 1; b < 6; ++b) {
+    if (propagate_down[b]) {
+      LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
+                 << "' cannot backpropagate to bottom[" << b << "], only to the prediction.";
+    }
+  }
+  if (!propagate_down[0]) return;
+  const Dtype scale = num_unknown_ > 0 ? top[0]->cpu_diff()[0] / num_unknown_ : Dtype(0);
+  caffe_gpu_scale(pixel_.count(), scale, pixel_.gpu_diff(), bottom[0]->mutable_gpu_diff());
+}
+
+INSTANTIATE_LAYER_GPU_FUNCS(MattingLossLayer);
+
+}  // namespace caffe

@@ -1,0 +1,181 @@
+"""The paper's network: the committed prototxts are what dmpn/net.py generates, the nets build
+and keep their sizes, the C++ and Python layer flavours train alike, training resumes from a
+snapshot with the stock tool, and the VGG16 initialiser."""
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, require_caffe, tool
+from dmpn import lmdb_builder as lb
+from dmpn import net as N
+
+
+def test_committed_prototxts_match_the_generator():
+    files = N.generated_files()
+    assert set(files) == {p for p in os.listdir(ROOT / "prototxt") if p.endswith(".prototxt")}
+    for name, text in files.items():
+        assert (ROOT / "prototxt" / name).read_text() == text, (
+            f"prototxt/{name} drifted from dmpn/net.py: run tools/make_prototxt.py")
+
+
+def test_solver_has_the_papers_settings():
+    from caffe.proto import caffe_pb2  # noqa: F401  (pycaffe's generated protobuf module)
+    from google.protobuf import text_format
+    s = caffe_pb2.SolverParameter()
+    text_format.Merge((ROOT / "prototxt/solver.prototxt").read_text(), s)
+    assert (s.type, s.lr_policy) == ("SGD", "fixed")
+    assert s.base_lr == pytest.approx(0.1) and s.momentum == pytest.approx(0.9)
+    assert s.max_iter == N.epochs_to_iterations(20, 50 * 1000 * 3, N.NetConfig().batch)
+    assert s.solver_mode == caffe_pb2.SolverParameter.GPU
+
+
+def deploy_net(caffe, tmp_path, cfg, h, w):
+    path = tmp_path / "deploy.prototxt"
+    path.write_text(str(N.deploy(cfg, height=h, width=w)))
+    return caffe.Net(str(path), caffe.TEST)
+
+
+def test_paper_net_structure(tmp_path):
+    caffe = require_caffe()
+    net = deploy_net(caffe, tmp_path, N.NetConfig(), 64, 64)
+    types = [l.type for l in net.layers]
+    assert types.count("Convolution") == 13 + 13 + 3  # encoder, decoder, low-level branch
+    assert types.count("BatchNorm") == 26 and types.count("Scale") == 26
+    assert types.count("Pooling") == 5 and types.count("Unpooling") == 5
+    assert types.count("AffinityExp") == 1 and types.count("SparseLaplacianSolve") == 1
+    assert net.params["conv1_1"][0].data.shape == (64, 4, 3, 3)  # RGB + trimap
+    assert net.params["conv5_3"][0].data.shape == (512, 512, 3, 3)
+    assert net.blobs["features"].data.shape[1] == 128  # Ts + Tl
+    assert net.params["affinity"][0].data.shape == (2, 128)
+    assert net.blobs["alpha"].data.shape == (1, 1, 64, 64)
+
+
+@pytest.mark.parametrize("h,w", [(50, 70), (33, 96)])
+def test_slim_net_keeps_odd_sizes(tmp_path, h, w):
+    """Unpooling takes its output size from the pooled blob, so sizes that halve unevenly
+    come back whole."""
+    caffe = require_caffe()
+    net = deploy_net(caffe, tmp_path, N.NetConfig(width=N.SLIM_WIDTH), h, w)
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[0, :3] = rng.random((3, h, w))
+    tri = np.full((h, w), 0.5)
+    tri[:, :5] = 0
+    tri[:, -5:] = 1
+    net.blobs["data"].data[0, 3] = tri
+    net.forward()
+    alpha = net.blobs["alpha"].data[0, 0]
+    assert alpha.shape == (h, w)
+    assert np.all(np.isfinite(alpha)) and alpha.min() >= -1e-4 and alpha.max() <= 1 + 1e-4
+    assert alpha[:, :5].mean() < 0.5 < alpha[:, -5:].mean()
+
+
+@pytest.fixture(scope="module")
+def tiny_lmdb(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lmdb") / "data"
+    rc = lb.main(["--out", str(out), "--synthetic", "4", "--size", "48x48", "--bg-per-original", "2",
+                  "--rotations", "1", "--test-originals", "1", "--seed", "3"])
+    assert rc == 0
+    return out
+
+
+def write_training(tmp_path, flavour, data, max_iter=3, snapshot=0, cfg=None):
+    cfg = cfg or N.NetConfig(width=N.SLIM_WIDTH, crop=32, batch=2, flavour=flavour)
+    train = tmp_path / f"train_{flavour}.prototxt"
+    train.write_text(str(N.train_val(cfg, train_lmdb=str(data / "train_lmdb"), test_lmdb=str(data / "test_lmdb"))))
+    solver = N.solver(str(train), max_iter, str(tmp_path / f"snap_{flavour}"), snapshot=snapshot or max_iter + 1,
+                      display=1, gpu=False, clip_gradients=10.0)
+    solver.random_seed = 7
+    path = tmp_path / f"solver_{flavour}.prototxt"
+    path.write_text(str(solver))
+    return path
+
+
+def test_cpp_and_python_flavours_train_alike(tmp_path, tiny_lmdb):
+    """A few SGD iterations of the C++ and the Python flavour, from the same weights on the same
+    data, give the same losses."""
+    caffe = require_caffe()
+    losses = {}
+    weights = None
+    for flavour in ("cpp", "python"):
+        caffe.set_random_seed(7)
+        solver = caffe.get_solver(str(write_training(tmp_path, flavour, tiny_lmdb)))
+        if weights is None:
+            weights = {k: [b.data.copy() for b in v] for k, v in solver.net.params.items()}
+        else:
+            assert set(weights) == set(solver.net.params)
+            for k, blobs in solver.net.params.items():
+                for b, w in zip(blobs, weights[k]):
+                    b.data[...] = w
+        run = []
+        for _ in range(3):
+            solver.step(1)
+            run.append(float(solver.net.blobs["loss"].data))
+        losses[flavour] = run
+    assert all(np.isfinite(losses["cpp"]))
+    np.testing.assert_allclose(losses["cpp"], losses["python"], rtol=2e-3)
+    assert losses["cpp"][0] != losses["cpp"][2]  # the weights did change
+
+
+def test_training_resumes_from_a_snapshot(tmp_path, tiny_lmdb):
+    solver = write_training(tmp_path, "cpp", tiny_lmdb, max_iter=4, snapshot=2)
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    first = subprocess.run([tool("caffe"), "train", "-solver", str(solver)], capture_output=True,
+                           text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = tmp_path / "snap_cpp_iter_2.solverstate"
+    assert state.exists() and (tmp_path / "snap_cpp_iter_4.caffemodel").exists()
+    (tmp_path / "snap_cpp_iter_4.caffemodel").unlink()
+    (tmp_path / "snap_cpp_iter_4.solverstate").unlink()
+    resumed = subprocess.run([tool("caffe"), "train", "-solver", str(solver), "-snapshot", str(state)],
+                             capture_output=True, text=True, env=env, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stderr
+    iters = [int(i) for i in re.findall(r"Iteration (\d+), loss", resumed.stderr)]
+    assert iters and min(iters) >= 2 and max(iters) <= 4
+    assert (tmp_path / "snap_cpp_iter_4.caffemodel").exists()
+
+
+def test_vgg16_initialisation(tmp_path):
+    """tools/init_from_vgg16.py on a VGG16-shaped caffemodel the test writes itself."""
+    caffe = require_caffe()
+    from caffe.proto import caffe_pb2
+    from dmpn.vgg_init import ENCODER
+    rng = np.random.default_rng(0)
+    vgg = caffe_pb2.NetParameter(name="VGG_ILSVRC_16_layers")
+    widths = {f"conv{b}_{r}": c for b, (c, reps) in enumerate(N.VGG16_BLOCKS, 1) for r in range(1, reps + 1)}
+    cin = 3
+    expected = {}
+    for name in ENCODER:
+        c = widths[name]
+        layer = vgg.layer.add(name=name, type="Convolution")
+        w = rng.normal(0, 0.01, (c, cin, 3, 3)).astype(np.float32)
+        expected[name] = w
+        blob = layer.blobs.add()
+        blob.shape.dim.extend(w.shape)
+        blob.data.extend(w.ravel())
+        bias = layer.blobs.add()
+        bias.shape.dim.append(c)
+        bias.data.extend(np.zeros(c))
+        cin = c
+    vgg_path = tmp_path / "vgg16.caffemodel"
+    vgg_path.write_bytes(vgg.SerializeToString())
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(N.deploy(N.NetConfig(), 32, 32)))
+    out = tmp_path / "init.caffemodel"
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--net", str(deploy),
+                          "--vgg16", str(vgg_path), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    net = caffe.Net(str(deploy), str(out), caffe.TEST)
+    w11 = net.params["conv1_1"][0].data
+    np.testing.assert_allclose(w11[:, :3], expected["conv1_1"][:, ::-1] * 255, rtol=1e-6)
+    assert np.all(w11[:, 3] == 0)
+    np.testing.assert_allclose(net.params["conv5_3"][0].data, expected["conv5_3"], rtol=1e-6)
+    # A slim net cannot take VGG16's weights: a clear refusal.
+    slim = tmp_path / "slim.prototxt"
+    slim.write_text(str(N.deploy(N.NetConfig(width=N.SLIM_WIDTH), 32, 32)))
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--net", str(slim),
+                          "--vgg16", str(vgg_path), "--out", str(tmp_path / "x.caffemodel")], capture_output=True, text=True)
+    assert res.returncode == 2 and "conv1_1" in res.stderr and "width 1" in res.stderr
