@@ -24,8 +24,10 @@ Output folder
   with every character other than a letter, digit, '.' or '-' replaced by '-', so a key splits
   unambiguously on '_'; ``index`` counts the items of the
   split from 0, so byte order = index order; ``bg`` is the background number 0..N-1 of that
-  original, ``rot`` the rotation number). Items are ordered original (sorted by name), then
-  background, then rotation.
+  original, ``rot`` the rotation number). Test items are ordered original (sorted by name),
+  then background, then rotation; training items in a seeded random order
+  (``default_rng([seed, 11])``), since Caffe's Data layer reads in key order and batches should
+  mix originals.
 - ``test/image/``, ``test/trimap/``, ``test/alpha/``: the test composites as 8-bit PNGs named
   ``<key>.png`` (what ``tools/evaluate.py`` / ``tools/predict.py`` read).
 - ``manifest.json``: written last, atomically: its presence means the output is complete. It
@@ -92,7 +94,7 @@ __all__ = [
     "BuildError", "build", "build_parser", "main", "item_key", "read_lmdb", "estimate_bytes",
 ]
 
-BUILDER_VERSION = "1.0"
+BUILDER_VERSION = "1.1"  # 1.1: training items in shuffled order
 
 PRESETS = {
     # the paper, Sec. 4.1
@@ -404,16 +406,22 @@ def _make_item(job):
 
 def _plan_split(split_code, names, global_index, cfg, n_bg):
     perm = np.random.default_rng([cfg["seed"], 7]).permutation(n_bg)
-    jobs = []
+    items = []
     n = cfg["bg_per_original"]
     for name in names:
         k = global_index[name]
         for b in range(n):
             bg_file = int(perm[(k * n + b) % n_bg])
             for r in range(cfg["rotations"]):
-                i = len(jobs)
-                jobs.append((split_code, i, item_key(i, name, b, r), name, k, b, r, bg_file))
-    return jobs
+                items.append((name, k, b, r, bg_file))
+    if split_code == 0:
+        # Caffe's Data layer reads in key order: training items are stored in a seeded random
+        # order so that a batch mixes originals (as convert_imageset --shuffle does); items in
+        # the order of their originals make every batch one original and SGD oscillate.
+        order = np.random.default_rng([cfg["seed"], 11]).permutation(len(items))
+        items = [items[j] for j in order]
+    return [(split_code, i, item_key(i, name, b, r), name, k, b, r, bg_file)
+            for i, (name, k, b, r, bg_file) in enumerate(items)]
 
 
 def choose_split(names, test_count, forced, seed):

@@ -58,18 +58,18 @@ def build_data(out, originals=None, seed=0):
         return data, json.load(f)
 
 
-def write_nets(out, data, manifest, minutes, iter_per_s_guess=1.0):
+def write_nets(out, data, manifest, epochs):
     from dmpn import net
     netdir = os.path.join(out, "net")
     os.makedirs(netdir, exist_ok=True)
-    h, w = (int(v) for v in str(manifest_size(manifest)).split("x"))
+    h, w = manifest_size(manifest)
     crop = min(160, (min(h, w) // 32) * 32)
     cfg = net.NetConfig(width=net.SLIM_WIDTH, crop=crop, batch=4)
     train = net.train_val(cfg, train_lmdb=os.path.join(data, "train_lmdb"),
                           test_lmdb=os.path.join(data, "test_lmdb"))
     deploy = net.deploy(cfg, height=((h + 31) // 32) * 32, width=((w + 31) // 32) * 32)
     n_train = manifest_count(manifest, "train")
-    max_iter = net.epochs_to_iterations(60, n_train, cfg.batch)
+    max_iter = net.epochs_to_iterations(epochs, n_train, cfg.batch)
     solver = net.solver(os.path.join(netdir, "train_val.prototxt"), max_iter,
                         os.path.join(netdir, "snap"), snapshot=100, display=10, gpu=False,
                         clip_gradients=CLIP_GRADIENTS)
@@ -86,15 +86,11 @@ CLIP_GRADIENTS = 10.0
 
 
 def manifest_size(m):
-    size = m.get("size") or m.get("args", {}).get("size")
-    if isinstance(size, (list, tuple)):
-        return f"{size[0]}x{size[1]}"
-    return size
+    return m["size"]["height"], m["size"]["width"]
 
 
 def manifest_count(m, split):
-    c = m.get("counts", {})
-    return int(c.get(split) or c.get(f"{split}_items") or 0)
+    return int(m["counts"][split])
 
 
 def latest_snapshot(netdir):
@@ -206,13 +202,15 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "results"), help="results folder (default results/)")
     ap.add_argument("--originals", help="folder of real originals (image/, alpha/, trimap/): train and "
                     "score on them instead of generated ones, e.g. ../shared/data/alphamatting_lowres")
-    ap.add_argument("--minutes", type=float, default=12.0, help="training time limit (default 12)")
+    ap.add_argument("--minutes", type=float, default=14.0, help="training time limit (default 14)")
+    ap.add_argument("--epochs", type=float, default=200, help="training length in epochs of the training "
+                    "composites, if the time limit does not stop it first (default 200)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
     data, manifest = build_data(a.out, a.originals, a.seed)
-    netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.minutes)
+    netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.epochs)
     say(f"{n_train} training composites, crops {cfg.crop}x{cfg.crop}, batch {cfg.batch}")
     train(netdir, max_iter, a.minutes)
     pts = losses(netdir)

@@ -171,7 +171,13 @@ def test_layout_and_manifest(tiny_build):
         keys = [k for k, _ in db]
         assert keys == sorted(keys)
         assert [int(k[:8]) for k in keys] == list(range(len(keys)))
-    assert train[0][0] == lb.item_key(0, m["split"]["train"][0], 0, 0)
+    assert test[0][0] == lb.item_key(0, m["split"]["test"][0], 0, 0)  # test: ordered
+    # training items are shuffled (Caffe's Data layer reads in key order): every item is there
+    # once, and the first batch-sized run of keys mixes originals
+    originals = [k.split("_")[1] for k, _ in train]
+    assert sorted(set(originals)) == sorted(m["split"]["train"])
+    assert len({(k.split("_", 1)[1]) for k, _ in train}) == len(train)
+    assert len(set(originals[:4])) > 1
     _check_items([(k, decode_datum(v)[0]) for k, v in train + test], m)
     # test PNGs are the test items' channels
     for key, v in test:

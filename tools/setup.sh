@@ -110,15 +110,19 @@ if [[ $CPU_ONLY == 0 ]]; then
     for d in "$wheels"/nvidia/cu"$cuda_major" "$wheels"/nvidia/*; do [[ -d $d/include ]] && extra+=("$d"); done
   fi
   cmake_opts+=("-DDMPN_CUDA_ROOT=$CUDA_ROOT" "-DDMPN_CUDA_ARCH=$CUDA_ARCH"
+               "-DDMPN_CUDA_LINK_ROOT=$CACHE/cuda-root-cu$cuda_major"
                "-DDMPN_CUDA_EXTRA_ROOTS=$(IFS=';'; echo "${extra[*]:-}")")
 fi
 
 # The key: everything that goes into the build. The build folder is keyed by what forces a
 # full rebuild (source, patches, options); the install folder by that plus our layer sources,
 # so make rebuilds only what a layer change touches.
+# Paths of this clone are left out of the key (a Python and numpy of the same versions build
+# the same thing), so clones share one build folder and recompile only what differs.
 base_key=$( { echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c";
-              sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh;
-              printf '%s\n' "${cmake_opts[@]}"; gcc --version | head -1;
+              sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh | cut -c1-64;
+              printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g";
+              "$PY" -c 'import sys, numpy; print(sys.version, numpy.__version__)'; gcc --version | head -1;
               [[ $CPU_ONLY == 0 ]] && "$NVCC" --version | tail -1; } | sha256sum | cut -c1-16)
 full_key=$( { echo "$base_key"; find cuda -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.hpp' \) \
               -print0 | sort -z | xargs -0 -r sha256sum; } | sha256sum | cut -c1-16)
@@ -139,8 +143,11 @@ if [[ ! -e $PREFIX/.complete ]]; then
   cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || die "install failed (log: $BUILD.install.log)"
   touch "$PREFIX/.complete"
   say "Caffe built and installed in $PREFIX ($(( $(date +%s) - tb )) s)"
-  # Keep the three newest installs.
+  # Keep the three newest installs and build folders.
   ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
+  for old in $(ls -dt "$CACHE"/build-*/ 2>/dev/null | tail -n +4); do
+    rm -rf "${old%/}" "${old%/}".*
+  done
 else
   say "Caffe build cached: $PREFIX"
 fi
