@@ -179,3 +179,40 @@ def test_vgg16_initialisation(tmp_path):
     res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--net", str(slim),
                           "--vgg16", str(vgg_path), "--out", str(tmp_path / "x.caffemodel")], capture_output=True, text=True)
     assert res.returncode == 2 and "conv1_1" in res.stderr and "width 1" in res.stderr
+
+
+def test_predict_tool_files_and_folders(tmp_path):
+    """tools/predict.py: any size (padded to 32 and cropped back), a file or a folder, and a
+    clear refusal of a trimap that does not fit its image."""
+    caffe = require_caffe()
+    from dmpn.imageio import read_alpha, write_png
+    deploy = ROOT / "prototxt/slim_deploy.prototxt"
+    net = caffe.Net(str(deploy), caffe.TEST)
+    weights = tmp_path / "w.caffemodel"
+    net.save(str(weights))
+    rng = np.random.default_rng(0)
+    images, trimaps = tmp_path / "image", tmp_path / "trimap"
+    for name, (h, w) in {"a": (50, 70), "b": (33, 40)}.items():
+        write_png(images / f"{name}.png", rng.random((h, w, 3)))
+        t = np.full((h, w), 128, np.uint8)
+        t[:, :6] = 0
+        t[:, -6:] = 255
+        write_png(trimaps / f"{name}.png", t)
+    py = str(ROOT / ".venv/bin/python")
+    tool_py = str(ROOT / "tools/predict.py")
+    res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image", str(images),
+                          "--trimap", str(trimaps), "--out", str(tmp_path / "out"), "--no-progress"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = read_alpha(tmp_path / "out/a.png")
+    assert a.shape == (50, 70) and read_alpha(tmp_path / "out/b.png").shape == (33, 40)
+    assert a[:, :6].mean() < 0.5 < a[:, -6:].mean()
+    single = tmp_path / "single.png"
+    res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image",
+                          str(images / "a.png"), "--trimap", str(trimaps / "a.png"), "--out", str(single)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and read_alpha(single).shape == (50, 70), res.stderr[-2000:]
+    res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image",
+                          str(images / "a.png"), "--trimap", str(trimaps / "b.png"), "--out", str(single)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "b.png" in res.stderr and "a.png" in res.stderr
