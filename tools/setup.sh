@@ -123,7 +123,7 @@ base_key=$( { echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69
               sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh | cut -c1-64;
               printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g";
               "$PY" -c 'import sys, numpy; print(sys.version, numpy.__version__)'; gcc --version | head -1;
-              [[ $CPU_ONLY == 0 ]] && "$NVCC" --version | tail -1; } | sha256sum | cut -c1-16)
+              if [[ $CPU_ONLY == 0 ]]; then "$NVCC" --version | tail -1; fi; } | sha256sum | cut -c1-16)
 full_key=$( { echo "$base_key"; find cuda -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.hpp' \) \
               -print0 | sort -z | xargs -0 -r sha256sum; } | sha256sum | cut -c1-16)
 BUILD=$CACHE/build-$base_key
