@@ -20,13 +20,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dmpn import metrics
-from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap, write_png
+from dmpn.imageio import atomic_write, InputError, list_images, read_alpha, read_image, read_trimap, write_png
 
 __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_folders",
            "trimap_to_01", "predict_folder", "score_predictor", "pad_to_multiple",
@@ -313,24 +312,13 @@ def results_to_json(results, force_known: bool = True) -> dict:
 
 def write_json(path, data) -> None:
     """Write JSON atomically (temp file + os.replace)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
+    def write(tmp):
+        with open(tmp, "w") as f:
             json.dump(data, f, indent=2, allow_nan=False)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, write)
 
 
-# ----------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",

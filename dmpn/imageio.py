@@ -152,8 +152,29 @@ def to_uint8(array) -> np.ndarray:
     raise ValueError(f"cannot write array of type {a.dtype} as PNG")
 
 
+def atomic_write(path, write, suffix: str = "") -> None:
+    """Create ``path`` through ``write(tmp_path)`` on a temporary file in the same folder, renamed
+    into place only once it is complete: no half-written file ever carries the final name.
+    Parent folders are created; the file gets the usual 0644 mode."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_png(path, array) -> None:
-    """Write ``array`` (HxW or HxWx3/4) as an 8-bit PNG, atomically (temp file + os.replace).
+    """Write ``array`` (HxW or HxWx3/4) as an 8-bit PNG, atomically (see atomic_write).
 
     Floats are taken as [0, 1] and written as round(x * 255); parent folders are created.
     """
@@ -162,19 +183,7 @@ def write_png(path, array) -> None:
     data = to_uint8(array)
     if data.ndim not in (2, 3):
         raise ValueError(f"{path}: cannot write array of shape {data.shape} as PNG")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        iio.imwrite(tmp, data, extension=".png")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), suffix=".png")
 
 
 def list_images(folder) -> dict:

@@ -87,7 +87,7 @@ import numpy as np
 
 from dmpn import compose
 from dmpn.datum import encode_datum
-from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap
+from dmpn.imageio import atomic_write, InputError, list_images, read_alpha, read_image, read_trimap
 
 __all__ = [
     "BUILDER_VERSION", "PRESETS", "FORCED_TRAIN_DEFAULT", "CHANNEL_ORDER", "KEY_FORMAT",
@@ -147,19 +147,12 @@ def _human(n: float) -> str:
 
 
 def _atomic_write_text(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
+    def write(tmp):
+        with open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def main(argv=None):
     plot_losses(pts, os.path.join(a.out, "loss_curve.png"))
     metrics, weights = evaluate(a.out, data, netdir)
     table, beat, ours = verdict(metrics)
-    summary = [f"# DeepMattePropNet main job", "",
+    summary = ["# DeepMattePropNet main job", "",
                f"data: {os.path.relpath(data, a.out)} ({n_train} training composites), "
                f"weights: {os.path.relpath(weights, a.out)}, {len(pts) and pts[-1][0]} iterations logged, "
                f"{(time.time() - t0) / 60:.1f} minutes", "", table, "",

@@ -11,7 +11,6 @@ cannot refuse force_backward per bottom, so the other bottoms' diffs are set to 
                    param_str: '{"eps": 1e-12, "alpha_weight": 0.5, "composition_weight": 0.5}' }
 """
 import caffe
-import numpy as np
 
 from dmpn import matting_loss as M
 from dmpn.layers.params import parse_param_str

@@ -9,7 +9,6 @@ top: alpha N x 1 x H x W. No gradient to the trimap.
                    layer: "SparseLaplacianSolveLayer" param_str: '{"c": 0.8, "shrink": 1}' }
 """
 import caffe
-import numpy as np
 
 from dmpn import propagation as P
 from dmpn.layers.params import parse_param_str

@@ -9,7 +9,6 @@ N x C x H x W. No gradient to the mask or the reference (their diffs are set to 
                    param_str: '{"out_height": 0, "out_width": 0}' }
 """
 import caffe
-import numpy as np
 
 from dmpn import unpooling as U
 from dmpn.layers.params import parse_param_str

@@ -1,7 +1,6 @@
 """The foundation: the stock caffe tool with our layers registered, pycaffe, Python layers
 from the plain caffe binary, and the source checks of the build."""
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
