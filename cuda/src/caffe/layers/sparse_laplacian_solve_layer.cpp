@@ -1,6 +1,9 @@
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -56,20 +59,82 @@ inline float RoundUpDiag(double d) {
 
 }  // namespace
 
+namespace {
+
+// A persistent team of worker threads for the row-split loops of a solve: starting a thread
+// per loop costs tens of microseconds, and one CG iteration runs dozens of loops.
+class WorkerTeam {
+ public:
+  static WorkerTeam& Get() {
+    static WorkerTeam* team = new WorkerTeam();  // never destroyed: its threads live to exit
+    return *team;
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Runs job(t) for t in [0, n), t = 0 on the calling thread. Returns false, running nothing,
+  // while another solve holds the team (the caller then runs serially).
+  bool TryRun(int n, const std::function<void(int)>& job) {
+    std::unique_lock<std::mutex> owner(owner_, std::try_to_lock);
+    if (!owner.owns_lock()) return false;
+    n = std::min(n, size());
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      job_ = &job;
+      n_ = n;
+      pending_ = n - 1;
+      ++generation_;
+    }
+    start_.notify_all();
+    job(0);
+    std::unique_lock<std::mutex> lock(m_);
+    done_.wait(lock, [this]() { return pending_ == 0; });
+    return true;
+  }
+
+ private:
+  WorkerTeam() {
+    const int n = std::max(1u, std::thread::hardware_concurrency()) - 1;
+    for (int i = 1; i <= n; ++i) workers_.emplace_back([this, i]() { Loop(i); });
+  }
+  void Loop(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      int n;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        start_.wait(lock, [&]() { return generation_ != seen; });
+        seen = generation_;
+        job = job_;
+        n = n_;
+      }
+      if (index < n) {
+        (*job)(index);
+        std::lock_guard<std::mutex> lock(m_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+  std::mutex owner_, m_;
+  std::condition_variable start_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  int n_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace
+
 template <typename F>
 void GridMultigridSolver::ForRows(int rows, int work, F f) {
-  const int T = (threads_ > 1 && work >= kParallelWork) ? std::min(threads_, rows) : 1;
-  if (T <= 1) {
+  const int T = (threads_ > 1 && work >= kParallelWork) ?
+      std::min(std::min(threads_, rows), WorkerTeam::Get().size()) : 1;
+  auto part = [&](int t) {
+    f(static_cast<int>(static_cast<int64_t>(rows) * t / T),
+      static_cast<int>(static_cast<int64_t>(rows) * (t + 1) / T), t);
+  };
+  if (T <= 1 || !WorkerTeam::Get().TryRun(T, part)) {
     f(0, rows, 0);
-    return;
   }
-  std::vector<std::thread> team;
-  for (int t = 1; t < T; ++t) {
-    team.emplace_back(f, static_cast<int>(static_cast<int64_t>(rows) * t / T),
-                      static_cast<int>(static_cast<int64_t>(rows) * (t + 1) / T), t);
-  }
-  f(0, rows / T, 0);
-  for (size_t t = 0; t < team.size(); ++t) team[t].join();
 }
 
 bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
