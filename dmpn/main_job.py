@@ -58,7 +58,7 @@ def build_data(out, originals=None, seed=0):
         return data, json.load(f)
 
 
-def write_nets(out, data, manifest, epochs):
+def write_nets(out, data, manifest, epochs, seed=0):
     from dmpn import net
     netdir = os.path.join(out, "net")
     os.makedirs(netdir, exist_ok=True)
@@ -73,6 +73,7 @@ def write_nets(out, data, manifest, epochs):
     solver = net.solver(os.path.join(netdir, "train_val.prototxt"), max_iter,
                         os.path.join(netdir, "snap"), snapshot=100, display=10, gpu=False,
                         clip_gradients=CLIP_GRADIENTS)
+    solver.random_seed = seed  # crops, mirroring and fillers: the run is reproducible
     for name, proto in (("train_val", train), ("deploy", deploy), ("solver", solver)):
         with open(os.path.join(netdir, name + ".prototxt"), "w") as f:
             f.write(str(proto))
@@ -210,7 +211,7 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
     data, manifest = build_data(a.out, a.originals, a.seed)
-    netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.epochs)
+    netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.epochs, a.seed)
     say(f"{n_train} training composites, crops {cfg.crop}x{cfg.crop}, batch {cfg.batch}")
     train(netdir, max_iter, a.minutes)
     pts = losses(netdir)
