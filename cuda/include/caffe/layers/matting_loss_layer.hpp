@@ -6,12 +6,10 @@
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"
 #include "caffe/layers/loss_layer.hpp"
+#include "caffe/layers/sparse_laplacian_solve_layer.hpp"  // kTrimapKnownTol
 #include "caffe/proto/caffe.pb.h"
 
 namespace caffe {
-
-/// Trimap values within this of 0 or 1 are known (dmpn/propagation.py's KNOWN_TOL).
-const double kMattingKnownTol = 1e-3;
 
 /**
  * @brief The loss of DeepMattePropNet (Wang et al., IJCAI 2018, Sec. 3.4), taken from Deep
@@ -21,7 +19,7 @@ const double kMattingKnownTol = 1e-3;
  *        averaged over the unknown pixels of the whole batch. BVLC has no loss that composites.
  *
  * bottoms: 0 predicted alpha N x 1 x H x W, 1 true alpha N x 1 x H x W, 2 trimap N x 1 x H x W
- * in [0, 1] (unknown: strictly between kMattingKnownTol and 1 - kMattingKnownTol, as for
+ * in [0, 1] (unknown: strictly between kTrimapKnownTol and 1 - kTrimapKnownTol, as for
  * SparseLaplacianSolve), 3 foreground F, 4 background B, 5 composited image c, each
  * N x 3 x H x W. top: the scalar loss; 0 (and a 0 gradient) when no pixel is unknown.
  * Only the prediction gets a gradient; asking for one to another bottom is a fatal error.

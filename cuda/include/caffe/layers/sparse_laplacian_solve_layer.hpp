@@ -10,6 +10,18 @@
 
 namespace caffe {
 
+/// Trimap values within this of 0 or 1 are known (dmpn/propagation.py's KNOWN_TOL): 128/255
+/// is unknown. MattingLoss uses the same rule for its unknown region.
+const double kTrimapKnownTol = 1e-3;
+
+/// The multigrid V-cycle, shared by the CPU and GPU paths. Measured on 600 x 800 systems
+/// (tools/bench_propagation.py): two symmetric red-black sweeps before and after the coarse
+/// correction, and the correction scaled by 1.3 (piecewise-constant aggregation under-corrects
+/// smooth errors), cut the CG iterations by a quarter to a third.
+const int kMultigridCoarsestUnknowns = 256;  // dense Cholesky below this size
+const int kMultigridSweeps = 2;
+const double kMultigridCoarseScale = 1.3;
+
 /**
  * @brief One image's system A = L + C on a pixel grid, with a Galerkin multigrid hierarchy
  *        used as the preconditioner of conjugate gradients.
@@ -116,7 +128,7 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   double tol_;
   int max_iter_;
   bool multigrid_;
-  int threads_per_item_ = 1;  // cores / batch items: one solve may use several cores
+  int threads_per_item_ = 1;  // a lone batch item's solve uses every core
   // CPU path: one solver and solution (on the solve grid) per batch item.
   vector<GridMultigridSolver> solvers_;
   vector<vector<double> > alpha_grid_;

@@ -63,7 +63,7 @@ void MattingLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     for (int i = 0; i < HW; ++i) {
       const int j = n * HW + i;
       const double t = trimap[j];
-      if (!(t > kMattingKnownTol && t < 1 - kMattingKnownTol)) {
+      if (!(t > kTrimapKnownTol && t < 1 - kTrimapKnownTol)) {
         loss[j] = grad[j] = unknown[j] = 0;
         continue;
       }

@@ -44,7 +44,7 @@ void MattingLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   MattingLossForward<Dtype><<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
       count, HW, bottom[0]->gpu_data(), bottom[1]->gpu_data(), bottom[2]->gpu_data(),
       bottom[3]->gpu_data(), bottom[4]->gpu_data(), bottom[5]->gpu_data(), eps_, alpha_weight_,
-      composition_weight_, kMattingKnownTol, pixel_.mutable_gpu_data(),
+      composition_weight_, kTrimapKnownTol, pixel_.mutable_gpu_data(),
       pixel_.mutable_gpu_diff(), unknown_.mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
   // Both are sums of non-negative terms: asum is the sum.

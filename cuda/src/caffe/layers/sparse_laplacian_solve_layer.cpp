@@ -20,13 +20,8 @@ namespace caffe {
 
 namespace {
 
-const int kCoarsestUnknowns = 256;    // dense Cholesky below this size
 const int kParallelWork = 1 << 16;    // levels smaller than this run on one thread
-// Measured on 600 x 800 systems (tools/bench_propagation.py): two symmetric red-black sweeps
-// before and after the coarse correction, and the correction scaled by 1.3 (piecewise-constant
-// aggregation under-corrects smooth errors), cut the CG iterations by a quarter to a third.
-const int kSweeps = 2;
-const float kCoarseScale = 1.3f;
+const float kCoarseScale = static_cast<float>(kMultigridCoarseScale);  // the V-cycle is float
 
 // y = A x on rows [y0, y1) of a 5-point grid operator (y indexed from pixel `offset`);
 // returns sum(x * A x) over those rows.
@@ -165,7 +160,7 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     L.x.assign(n, 0.f);
     L.b.assign(n, 0.f);
     levels_.push_back(std::move(L));
-    if (n <= kCoarsestUnknowns) break;
+    if (n <= kMultigridCoarsestUnknowns) break;
     // P^T A P for 2 x 2 aggregates: an edge inside a block cancels out of the block's row
     // sum (diag - 2 w), an edge between blocks adds to the coarse edge.
     const int hc = (h + 1) / 2, wc = (w + 1) / 2;
@@ -288,7 +283,7 @@ void GridMultigridSolver::VCycle(int l) {
     return;
   }
   std::fill(L.x.begin(), L.x.end(), 0.f);
-  for (int s = 0; s < kSweeps; ++s) {
+  for (int s = 0; s < kMultigridSweeps; ++s) {
     SmoothColor(&L, 0);
     SmoothColor(&L, 1);
   }
@@ -317,7 +312,7 @@ void GridMultigridSolver::VCycle(int l) {
     }
   });
   // Post-smoothing in the opposite colour order keeps the preconditioner symmetric.
-  for (int s = 0; s < kSweeps; ++s) {
+  for (int s = 0; s < kMultigridSweeps; ++s) {
     SmoothColor(&L, 1);
     SmoothColor(&L, 0);
   }
@@ -490,7 +485,6 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   const int H = H_, W = W_, HW = H * W, s = shrink_, Wc = Wc_, nc = Hc_ * Wc_;
   std::vector<double> ew(nc, 0.), sw(nc, 0.), diag(nc, 0.), rhs(nc, 0.);
   int known = 0;
-  const double tol_known = 1e-3;
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
       const int i = y * W + x;
@@ -498,10 +492,10 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
       const double t = trimap[i];
       CHECK(std::isfinite(t)) << Where(n) << "non-finite trimap value at (" << y << ", " << x
           << ")";
-      if (t <= tol_known || t >= 1 - tol_known) {
+      if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
         ++known;
         diag[I] += c_;
-        if (t >= 1 - tol_known) rhs[I] += c_;
+        if (t >= 1 - kTrimapKnownTol) rhs[I] += c_;
       }
       if (x + 1 < W) {
         const double e = w[i];
@@ -601,20 +595,15 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
 
 namespace {
 
-// Runs f(n) for n in [0, count) on up to hardware_concurrency threads (batch items are
-// independent systems).
+// Runs f(n) for n in [0, count) on the worker team (batch items are independent systems);
+// serially when the team is busy or there is one item.
 template <typename F>
 void ParallelFor(int count, F f) {
-  const int threads = std::min<int>(count, std::max(1u, std::thread::hardware_concurrency()));
-  if (threads <= 1) {
+  const int T = std::min(count, WorkerTeam::Get().size());
+  auto items = [&](int t) { for (int n = t; n < count; n += T) f(n); };
+  if (T <= 1 || !WorkerTeam::Get().TryRun(T, items)) {
     for (int n = 0; n < count; ++n) f(n);
-    return;
   }
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([=]() { for (int n = t; n < count; n += threads) f(n); });
-  }
-  for (size_t t = 0; t < pool.size(); ++t) pool[t].join();
 }
 
 }  // namespace
@@ -623,8 +612,8 @@ template <typename Dtype>
 void SparseLaplacianSolveLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->num();
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  threads_per_item_ = std::max(1, cores / std::max(1, std::min(num, cores)));
+  // One worker team serves either the batch items (several) or the rows of one solve.
+  threads_per_item_ = num == 1 ? WorkerTeam::Get().size() : 1;
   solvers_.resize(num);
   alpha_grid_.resize(num);
   fwd_stats_.resize(num);

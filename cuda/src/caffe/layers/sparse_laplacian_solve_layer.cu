@@ -12,9 +12,6 @@ namespace caffe {
 
 namespace {
 
-const int kCoarsestUnknowns = 256;  // the same V-cycle as the CPU path
-const int kSweeps = 2;
-const double kCoarseScale = 1.3;
 const int kCholThreads = 256;
 
 struct GpuLevel {
@@ -57,10 +54,10 @@ __global__ void BuildSystem(const int Hc, const int Wc, const int H, const int W
         const int i = y * W + x;
         const double t = trimap[i];
         if (!isfinite(t)) bad_trimap = 1;
-        if (t <= 1e-3 || t >= 1 - 1e-3) {
+        if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
           ++known;
           cdiag += c;
-          if (t >= 1 - 1e-3) b += c;
+          if (t >= 1 - kTrimapKnownTol) b += c;
         }
         if (x + 1 < W) {
           const double e = w[i];
@@ -328,7 +325,7 @@ void VCycleGpu(GpuItem* item, int l) {
   }
   CUDA_CHECK(cudaMemset(L.x, 0, n * sizeof(double)));
   const int half = L.H * ((L.W + 1) / 2);
-  for (int s = 0; s < kSweeps; ++s) {
+  for (int s = 0; s < kMultigridSweeps; ++s) {
     SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
     SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
   }
@@ -336,8 +333,8 @@ void VCycleGpu(GpuItem* item, int l) {
   GpuLevel& C = item->levels[l + 1];
   Restrict<<<LAUNCH(C.H * C.W)>>>(L.H, L.W, L.r, C.H, C.W, C.b);
   VCycleGpu(item, l + 1);
-  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, kCoarseScale, C.x, L.x);
-  for (int s = 0; s < kSweeps; ++s) {
+  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, L.x);
+  for (int s = 0; s < kMultigridSweeps; ++s) {
     SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
     SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
   }
@@ -445,7 +442,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
         double** arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b, &L.r};
         for (double** a : arrays) *a = DeviceAlloc(h * w);
         item.levels.push_back(L);
-        if (h * w <= kCoarsestUnknowns) break;
+        if (h * w <= kMultigridCoarsestUnknowns) break;
         h = (h + 1) / 2;
         w = (w + 1) / 2;
       }
