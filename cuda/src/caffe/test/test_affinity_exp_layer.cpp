@@ -20,6 +20,9 @@ class AffinityExpLayerTest : public MultiDeviceTest<TypeParam> {
  protected:
   AffinityExpLayerTest()
       : blob_bottom_(new Blob<Dtype>(2, 3, 5, 6)), blob_top_(new Blob<Dtype>()) {
+    // Seeded, as BVLC's own fixtures: an unseeded draw made these tests fail now and then
+    // (a draw with no clipped exponent; a float32 objective too coarse for the step).
+    Caffe::set_random_seed(1701);
     FillerParameter filler_param;
     filler_param.set_std(0.5);
     GaussianFiller<Dtype> filler(filler_param);
@@ -87,7 +90,9 @@ TYPED_TEST(AffinityExpLayerTest, TestForward) {
 TYPED_TEST(AffinityExpLayerTest, TestGradient) {
   typedef typename TypeParam::Dtype Dtype;
   AffinityExpLayer<Dtype> layer(this->MakeParam(20));
-  GradientChecker<Dtype> checker(1e-3, 2e-3);
+  // Affinities reach ~10, so a float32 objective rounds at ~1e-6: a step of 1e-2 keeps that
+  // under 1e-4 of the estimate, while exp's truncation error stays ~1e-4 relative.
+  GradientChecker<Dtype> checker(1e-2, 2e-3);
   checker.CheckGradientExhaustive(&layer, this->blob_bottom_vec_, this->blob_top_vec_);
 }
 
