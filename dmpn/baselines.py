@@ -25,12 +25,17 @@ def _check(image, trimap01):
 
 
 def _trivial(trimap01):
-    """Known-only trimaps (nothing to solve, or nothing to anchor a solve): alpha from the trimap."""
+    """Trimaps the Laplacian solvers cannot take: nothing unknown, nothing known, or one side known."""
     unknown = (trimap01 > 0) & (trimap01 < 1)
     if not unknown.any():
         return (trimap01 >= 1).astype(np.float64)
-    if not (trimap01 <= 0).any() and not (trimap01 >= 1).any():
+    has_bg, has_fg = (trimap01 <= 0).any(), (trimap01 >= 1).any()
+    if not has_bg and not has_fg:
         return np.full(trimap01.shape, 0.5)
+    if not has_bg or not has_fg:
+        # One side known only (e.g. a semi-transparent object with no opaque core): a constant
+        # matte is the exact minimiser of the Laplacian energies (pymatting refuses such trimaps).
+        return np.full(trimap01.shape, 1.0 if has_fg else 0.0)
     return None
 
 

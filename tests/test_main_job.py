@@ -16,7 +16,7 @@ def test_main_job_runs_end_to_end(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"cf", "knn", "handcrafted"} <= set(metrics["methods"])
-    assert len(metrics["per_image"]) == 32  # the demo preset's held-out composites
+    assert len(metrics["per_image"]) == 32  # 8 held-out generated originals x 4 composites
     for name in ("loss_curve.png", "figures/sad.png", "figures/mse.png", "figures/qualitative.png",
                  "summary.md", "metrics.md"):
         assert (out / name).stat().st_size > 0, name
