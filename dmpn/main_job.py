@@ -62,6 +62,11 @@ def build_data(out, originals=None, seed=0):
         return data, json.load(f)
 
 
+# The affinity module's 2T + 1 parameters must reach |theta . f| ~ 10 to cut an edge, and with
+# gradients ~5e-4 the paper's lr 0.1 moves them by ~1e-3 a step: fine over the paper's 750,000
+# iterations, far too slow for a 14-minute CPU run (held-out SAD 2.014 -> 1.970 at 10x, same
+# data and seed). The paper-size prototxts keep lr_mult 1.
+AFFINITY_LR_MULT = 10.0
 SYNTHETIC_ORIGINALS = 64
 SYNTHETIC_TEST_ORIGINALS = 8
 
@@ -72,7 +77,7 @@ def write_nets(out, data, manifest, epochs, seed=0):
     os.makedirs(netdir, exist_ok=True)
     h, w = manifest_size(manifest)
     crop = min(160, (min(h, w) // 32) * 32)
-    cfg = net.NetConfig(width=net.SLIM_WIDTH, crop=crop, batch=4)
+    cfg = net.NetConfig(width=net.SLIM_WIDTH, crop=crop, batch=4, affinity_lr_mult=AFFINITY_LR_MULT)
     train = net.train_val(cfg, train_lmdb=os.path.join(data, "train_lmdb"),
                           test_lmdb=os.path.join(data, "test_lmdb"))
     deploy = net.deploy(cfg, height=((h + 31) // 32) * 32, width=((w + 31) // 32) * 32)

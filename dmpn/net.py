@@ -15,6 +15,9 @@ Choices the paper leaves open (and why):
   AffinityExp theta ~ N(0, 0.001), b = 0, so training starts from near-uniform affinities
   (plain diffusion of the trimap). `tools/init_from_vgg16.py` starts the encoder from VGG16.
 * BatchNorm is BVLC's `BatchNorm` + `Scale(bias_term: true)`.
+* Weight decay 0.0005 (the paper gives none; Caffe's usual value) on the convolutions, none on
+  AffinityExp's theta and b: decay pulls theta to 0, i.e. to uniform affinities (plain diffusion
+  of the trimap), and in our CPU runs it was as large as the loss gradient on theta.
 
 The LMDB items (tools/make_lmdb.py) hold 11 channels: image RGB, trimap, alpha, foreground RGB,
 background RGB (uint8); the Data layer scales them by 1/255 and crops and mirrors them together.
@@ -41,6 +44,7 @@ class NetConfig:
     exponent_bound: float = 20.0
     shrink: int = 1
     tolerance: float = 1e-8
+    affinity_lr_mult: float = 1.0  # learning-rate multiplier of AffinityExp's theta and b
 
     def ch(self, n):
         return max(4, int(round(n * self.width)))
@@ -106,14 +110,17 @@ def propagation(n, features, trimap, cfg, out):
     the matte is the blob named `out`."""
     import json
     _, L, _ = _caffe()
+    # No weight decay on theta and b: decay pulls theta to 0, i.e. towards uniform affinities
+    # (plain diffusion of the trimap), and in our runs it was as large as the loss gradient.
+    no_decay = [dict(lr_mult=cfg.affinity_lr_mult, decay_mult=0)] * 2
     if cfg.flavour == "cpp":
-        n.affinity = L.AffinityExp(features, affinity_exp_param=dict(
+        n.affinity = L.AffinityExp(features, param=no_decay, affinity_exp_param=dict(
             weight_filler=dict(type="gaussian", std=0.001), bias_filler=dict(type="constant", value=0),
             exponent_bound=cfg.exponent_bound))
         alpha = L.SparseLaplacianSolve(n.affinity, trimap, sparse_laplacian_solve_param=dict(
             c=cfg.c, shrink=cfg.shrink, tolerance=cfg.tolerance))
     elif cfg.flavour == "python":
-        n.affinity = L.Python(features, python_param=dict(
+        n.affinity = L.Python(features, param=no_decay, python_param=dict(
             module="dmpn.layers.affinity_exp", layer="AffinityExpLayer",
             param_str=json.dumps({"exponent_bound": cfg.exponent_bound, "weight_std": 0.001, "bias": 0.0})))
         alpha = L.Python(n.affinity, trimap, python_param=dict(

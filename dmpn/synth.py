@@ -223,6 +223,10 @@ def _kind_glass(rng, shape, yy, xx, unit):
         d = np.hypot(yy - hc[0], xx - hc[1]) - hr
         holes *= np.clip(d / 1.2 + 0.5, 0, 1)
     alpha = np.clip(body * holes, 0, 1)
+    # an opaque handle (a hand mirror's, a spoon's): a trimap with definite foreground
+    stem = _blob(rng, shape, (c[0] + radii[0] * 1.05, c[1]), (unit * rng.uniform(0.16, 0.22),
+                 unit * rng.uniform(0.06, 0.08)), 0.0, 0.05, 2, 1.5, yy, xx)[0]
+    alpha = np.maximum(alpha, stem)
     c1 = _palette(rng)
     fg = _textured(rng, shape, c1, np.clip(c1 + 0.15, 0, 1), unit * 0.2)
     return alpha, fg
@@ -242,6 +246,11 @@ def _kind_net(rng, shape, yy, xx, unit):
     dv = np.abs((v / period + 0.5) % 1.0 - 0.5) * period
     mesh = np.maximum(np.clip(thick - du + 0.5, 0, 1), np.clip(thick - dv + 0.5, 0, 1))
     alpha = outline * mesh * rng.uniform(0.7, 1.0)
+    # an opaque float tied to the mesh (as a fishing net's): a trimap with definite foreground
+    ang_f = rng.uniform(0, 2 * np.pi)
+    float_c = (c[0] + radii[0] * np.sin(ang_f), c[1] + radii[1] * np.cos(ang_f))
+    r_f = unit * rng.uniform(0.07, 0.1)
+    alpha = np.maximum(alpha, _blob(rng, shape, float_c, (r_f, r_f), 0.0, 0.05, 2, 1.5, yy, xx)[0])
     c1 = _palette(rng)
     fg = _textured(rng, shape, c1, _palette(rng, c1, 0.2), unit * 0.1)
     return alpha, fg
