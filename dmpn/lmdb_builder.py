@@ -94,7 +94,7 @@ __all__ = [
     "BuildError", "build", "build_parser", "main", "item_key", "read_lmdb", "estimate_bytes",
 ]
 
-BUILDER_VERSION = "1.1"  # 1.1: training items in shuffled order
+BUILDER_VERSION = "1.2"  # 1.1: training items in shuffled order; 1.2: opaque parts in glass and net
 
 PRESETS = {
     # the paper, Sec. 4.1
