@@ -49,6 +49,12 @@ class MattingLossLayer : public LossLayer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+  /// Fails when asked for a gradient to anything but the prediction (both devices).
+  void CheckPropagateDown(const vector<bool>& propagate_down) const;
+  /// d loss / d a_hat = top diff / num_unknown_ (both devices).
+  Dtype BackwardScale(const vector<Blob<Dtype>*>& top) const {
+    return num_unknown_ > 0 ? top[0]->cpu_diff()[0] / num_unknown_ : Dtype(0);
+  }
 
   Dtype eps_, alpha_weight_, composition_weight_;
   /// Per pixel, N x 1 x H x W: data = the loss, diff = its derivative in a_hat (both 0 on

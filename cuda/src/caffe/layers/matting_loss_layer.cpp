@@ -89,16 +89,21 @@ void MattingLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
 }
 
 template <typename Dtype>
-void MattingLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
-    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+void MattingLossLayer<Dtype>::CheckPropagateDown(const vector<bool>& propagate_down) const {
   for (int b = 1; b < 6; ++b) {
     if (propagate_down[b]) {
       LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
                  << "' cannot backpropagate to bottom[" << b << "], only to the prediction.";
     }
   }
+}
+
+template <typename Dtype>
+void MattingLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  CheckPropagateDown(propagate_down);
   if (!propagate_down[0]) return;
-  const Dtype scale = num_unknown_ > 0 ? top[0]->cpu_diff()[0] / num_unknown_ : Dtype(0);
+  const Dtype scale = BackwardScale(top);
   caffe_cpu_scale(pixel_.count(), scale, pixel_.cpu_diff(), bottom[0]->mutable_cpu_diff());
 }
 

@@ -57,14 +57,9 @@ void MattingLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
 template <typename Dtype>
 void MattingLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
-  for (int b = 1; b < 6; ++b) {
-    if (propagate_down[b]) {
-      LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
-                 << "' cannot backpropagate to bottom[" << b << "], only to the prediction.";
-    }
-  }
+  CheckPropagateDown(propagate_down);
   if (!propagate_down[0]) return;
-  const Dtype scale = num_unknown_ > 0 ? top[0]->cpu_diff()[0] / num_unknown_ : Dtype(0);
+  const Dtype scale = BackwardScale(top);
   caffe_gpu_scale(pixel_.count(), scale, pixel_.gpu_diff(), bottom[0]->mutable_gpu_diff());
 }
 
