@@ -13,7 +13,9 @@ Choices the paper leaves open (and why):
   hold an unknown band and its known context), batch 4 (fits 12 GB with the paper-size net).
 * Initialisation: MSRA (He) for the convolutions, which suits ReLU nets trained from scratch;
   AffinityExp theta ~ N(0, 0.001), b = 0, so training starts from near-uniform affinities
-  (plain diffusion of the trimap). `tools/init_from_vgg16.py` starts the encoder from VGG16.
+  (plain diffusion of the trimap). `tools/init_from_vgg16.py` starts the encoder from VGG16;
+  `tools/init_edge_aware.py` starts low1-3 and AffinityExp as an edge-stopping diffusion
+  (dmpn/edge_init.py; the main job's default).
 * BatchNorm is BVLC's `BatchNorm` + `Scale(bias_term: true)`.
 * Weight decay 0.0005 (the paper gives none; Caffe's usual value) on the convolutions, none on
   AffinityExp's theta and b: decay pulls theta to 0, i.e. to uniform affinities (plain diffusion

@@ -1,0 +1,87 @@
+"""tools/recompute_bn.py (dmpn/bn_stats.py): a trained net's BatchNorm statistics become the
+exact average of the batch statistics over the given batches, and the TEST phase uses them."""
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, require_caffe
+from dmpn import bn_stats
+
+NET = """name: "bn"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 dim: 5 dim: 6 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 2 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "bn" }
+layer { name: "scale" type: "Scale" bottom: "bn" top: "scaled" scale_param { bias_term: true } }
+"""
+
+
+def load(caffe, tmp_path, text, phase, weights=None):
+    path = tmp_path / f"net_{phase}.prototxt"
+    path.write_text(text)
+    return caffe.Net(str(path), phase, weights=weights) if weights else caffe.Net(str(path), phase)
+
+
+def test_statistics_are_the_exact_average_over_the_batches(tmp_path):
+    caffe = require_caffe()
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(NET, param)
+    exact = str(bn_stats.with_exact_averages(param))
+    assert "moving_average_fraction: 1" in exact
+    net = load(caffe, tmp_path, exact, caffe.TRAIN)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(i, 1 + i, (4, 3, 5, 6)) for i in range(5)]  # statistics that drift
+    seen = []
+
+    def feed(n, i):
+        n.blobs["data"].data[...] = batches[i]
+
+    def record():
+        conv = net.blobs["conv"].data.astype(np.float64)
+        seen.append(conv)
+
+    original_forward = net.forward
+    net.forward = lambda **kw: (original_forward(**kw), record())[0]
+    assert bn_stats.accumulate(net, len(batches), feed=feed) == ["bn"]
+    blobs = net.params["bn"]
+    count = blobs[2].data[0]
+    assert count == pytest.approx(len(batches))
+    m = 4 * 5 * 6
+    mean = np.mean([c.mean(axis=(0, 2, 3)) for c in seen], axis=0)
+    var = np.mean([c.var(axis=(0, 2, 3)) * m / (m - 1) for c in seen], axis=0)
+    np.testing.assert_allclose(blobs[0].data / count, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blobs[1].data / count, var, rtol=1e-5)
+    # Saved and loaded for inference, the BatchNorm normalises with exactly those statistics.
+    weights = tmp_path / "w.caffemodel"
+    net.save(str(weights))
+    test = load(caffe, tmp_path, NET, caffe.TEST, str(weights))
+    x = rng.normal(0, 1, (4, 3, 5, 6))
+    test.blobs["data"].data[...] = x
+    test.forward()
+    conv = test.blobs["conv"].data.astype(np.float64)
+    expected = (conv - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(test.blobs["bn"].data, expected, rtol=1e-4, atol=1e-5)
+
+
+def run_tool(*args):
+    return subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/recompute_bn.py"), "--no-progress", *args],
+                          capture_output=True, text=True)
+
+
+def test_tool_refuses_bad_input(tmp_path):
+    caffe = require_caffe()
+    no_bn = tmp_path / "no_bn.prototxt"
+    no_bn.write_text(NET.split('layer { name: "bn"')[0])
+    weights = tmp_path / "w.caffemodel"
+    load(caffe, tmp_path, NET, caffe.TEST).save(str(weights))
+    out = tmp_path / "out.caffemodel"
+    res = run_tool("--net", str(no_bn), "--weights", str(weights), "--out", str(out))
+    assert res.returncode == 2 and str(no_bn) in res.stderr and "no BatchNorm layer" in res.stderr
+    res = run_tool("--net", str(no_bn), "--weights", str(tmp_path / "missing.caffemodel"), "--out", str(out))
+    assert res.returncode == 2 and "missing.caffemodel: no such file" in res.stderr
+    res = run_tool("--net", str(weights), "--weights", str(weights), "--out", str(out))
+    assert res.returncode == 2 and "not a net prototxt" in res.stderr
+    assert not out.exists() and not (tmp_path / "out.caffemodel.tmp").exists()

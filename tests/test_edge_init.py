@@ -1,0 +1,91 @@
+"""The edge-aware initialisation (dmpn/edge_init.py, tools/init_edge_aware.py): the initialised
+low-level branch computes each pixel's L1 colour variation, and AffinityExp turns it into
+exp(-k (A_i + B_j) + b), as the float64 reference says."""
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, require_caffe
+from dmpn import edge_init as E
+from dmpn import net as N
+
+
+def test_edge_strengths_are_the_l1_colour_variation():
+    rng = np.random.default_rng(0)
+    im = rng.random((9, 11, 3))
+    a, b = E.edge_strengths(im)
+    fdx = np.abs(im[:, 1:] - im[:, :-1]).sum(-1)  # |I(y, x + 1) - I(y, x)|
+    fdy = np.abs(im[1:] - im[:-1]).sum(-1)
+    # Inside the outermost ring: towards the right and lower neighbours (A), from the left and
+    # upper ones (B), exactly.
+    np.testing.assert_allclose(a[1:-1, 1:-1], fdx[1:-1, 1:] + fdy[1:, 1:-1], atol=1e-12)
+    np.testing.assert_allclose(b[1:-1, 1:-1], fdx[1:-1, :-1] + fdy[:-1, 1:-1], atol=1e-12)
+    # A flat image has no edges; an edge's own difference is in both of its ends.
+    a0, b0 = E.edge_strengths(np.full((6, 6, 3), 0.3))
+    assert np.all(a0[1:-1, 1:-1] == 0) and np.all(b0[1:-1, 1:-1] == 0)
+    step = np.zeros((6, 6, 3))
+    step[:, 3:] = 0.5
+    e = E.edge_exponent(step, k=2, bias=-1)
+    assert e[0, 2, 2] == pytest.approx(-2 * (1.5 + 1.5) - 1)  # the edge across the step
+    assert e[0, 2, 0] == pytest.approx(-1) and e[1, 2, 1] == pytest.approx(-1)  # flat parts
+    with pytest.raises(ValueError, match="H x W x 3"):
+        E.edge_strengths(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("width", [N.SLIM_WIDTH, 0.25])
+def test_initialised_net_computes_the_reference(tmp_path, width):
+    caffe = require_caffe()
+    h, w = 64, 96
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(N.deploy(N.NetConfig(width=width), h, w)))
+    out = tmp_path / "init.caffemodel"
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_edge_aware.py"), "--net", str(deploy),
+                          "--out", str(out), "--k", "3", "--bias", "-1.5"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    net = caffe.Net(str(deploy), str(out), caffe.TEST)
+    # An untrained BatchNorm has no statistics yet (TEST phase divides by sqrt(eps)); make it
+    # the identity so that the semantic features stay finite, and keep only the edge channels
+    # of theta, to compare the affinities with the reference alone.
+    for name, layer in zip(net._layer_names, net.layers):
+        if layer.type == "BatchNorm":
+            layer.blobs[0].data[...] = 0
+            layer.blobs[1].data[...] = 1
+            layer.blobs[2].data[...] = 1
+    theta = net.params["affinity"][0].data
+    tl = net.params["low3"][0].data.shape[0]
+    off = theta.shape[1] - tl
+    assert theta[0, off + E.A_CHANNEL] == pytest.approx(-3) and theta[1, off + E.B_CHANNEL] == pytest.approx(-3)
+    assert net.params["affinity"][1].data[0] == pytest.approx(-1.5)
+    theta[...] = 0
+    theta[0, off + E.A_CHANNEL] = theta[1, off + E.B_CHANNEL] = -3
+    rng = np.random.default_rng(1)
+    from skimage.filters import gaussian
+    im = 0.4 * gaussian(rng.random((h, w, 3)), sigma=2, channel_axis=-1)
+    im[:, w // 2:] += 0.5  # a colour edge down the middle
+    net.blobs["data"].data[0, :3] = im.transpose(2, 0, 1)
+    trimap = np.full((h, w), 0.5)
+    trimap[:, :4], trimap[:, -4:] = 0, 1  # the solve after AffinityExp needs known pixels
+    net.blobs["data"].data[0, 3] = trimap
+    net.forward()
+    a, b = E.edge_strengths(im)
+    np.testing.assert_allclose(net.blobs["low3"].data[0, E.A_CHANNEL], a, atol=1e-5)
+    np.testing.assert_allclose(net.blobs["low3"].data[0, E.B_CHANNEL], b, atol=1e-5)
+    aff = net.blobs["affinity"].data[0].astype(np.float64)
+    ref = np.exp(np.maximum(E.edge_exponent(im, k=3, bias=-1.5), -20))
+    ref[0, :, -1] = ref[1, -1, :] = 0
+    np.testing.assert_allclose(aff, ref, rtol=1e-4, atol=1e-12)
+    # And it cuts the colour edge: the affinity across it is far below the flat parts'.
+    assert np.median(aff[0, :, w // 2 - 1]) < 1e-3 * np.median(aff[0, 2:-2, 2:w // 2 - 3])
+
+
+def test_tool_refuses_a_net_without_the_low_level_branch(tmp_path):
+    require_caffe()
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text('name: "x"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 8 dim: 8 } } }\n'
+                   'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n')
+    out = tmp_path / "x.caffemodel"
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_edge_aware.py"), "--net", str(bad),
+                          "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "'low1'" in res.stderr and "not a DeepMattePropNet" in res.stderr
+    assert not out.exists() and not (tmp_path / "x.caffemodel.tmp").exists()
