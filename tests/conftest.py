@@ -25,6 +25,19 @@ def require_caffe():
     return caffe
 
 
+def identity_batchnorm(net):
+    """Makes an untrained net's BatchNorm layers the identity (mean 0, variance 1). Untrained,
+    their statistics are all 0 and the TEST phase divides by sqrt(eps): through SegNet's 26 of
+    them the activations overflow, and AffinityExp rightly passes the NaN on to
+    SparseLaplacianSolve, which stops."""
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            layer.blobs[0].data[...] = 0
+            layer.blobs[1].data[...] = 1
+            layer.blobs[2].data[...] = 1
+    return net
+
+
 def tool(name):
     """A program installed by tools/setup.sh into the venv (caffe, dmpn_test)."""
     path = VENV_BIN / name

@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, require_caffe
+from conftest import ROOT, identity_batchnorm, require_caffe
 from dmpn import edge_init as E
 from dmpn import net as N
 
@@ -43,15 +43,9 @@ def test_initialised_net_computes_the_reference(tmp_path, width):
     res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_edge_aware.py"), "--net", str(deploy),
                           "--out", str(out), "--k", "3", "--bias", "-1.5"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
-    net = caffe.Net(str(deploy), str(out), caffe.TEST)
-    # An untrained BatchNorm has no statistics yet (TEST phase divides by sqrt(eps)); make it
-    # the identity so that the semantic features stay finite, and keep only the edge channels
-    # of theta, to compare the affinities with the reference alone.
-    for name, layer in zip(net._layer_names, net.layers):
-        if layer.type == "BatchNorm":
-            layer.blobs[0].data[...] = 0
-            layer.blobs[1].data[...] = 1
-            layer.blobs[2].data[...] = 1
+    # Untrained BatchNorm made the identity, so that the semantic features stay finite; only
+    # the edge channels of theta kept, to compare the affinities with the reference alone.
+    net = identity_batchnorm(caffe.Net(str(deploy), str(out), caffe.TEST))
     theta = net.params["affinity"][0].data
     tl = net.params["low3"][0].data.shape[0]
     off = theta.shape[1] - tl

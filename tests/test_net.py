@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, require_caffe, tool
+from conftest import ROOT, identity_batchnorm, require_caffe, tool
 from dmpn import lmdb_builder as lb
 from dmpn import net as N
 
@@ -35,7 +35,7 @@ def test_solver_has_the_papers_settings():
 def deploy_net(caffe, tmp_path, cfg, h, w):
     path = tmp_path / "deploy.prototxt"
     path.write_text(str(N.deploy(cfg, height=h, width=w)))
-    return caffe.Net(str(path), caffe.TEST)
+    return identity_batchnorm(caffe.Net(str(path), caffe.TEST))
 
 
 def test_paper_net_structure(tmp_path):
@@ -187,7 +187,7 @@ def test_predict_tool_files_and_folders(tmp_path):
     caffe = require_caffe()
     from dmpn.imageio import read_alpha, write_png
     deploy = ROOT / "prototxt/slim_deploy.prototxt"
-    net = caffe.Net(str(deploy), caffe.TEST)
+    net = identity_batchnorm(caffe.Net(str(deploy), caffe.TEST))
     weights = tmp_path / "w.caffemodel"
     net.save(str(weights))
     rng = np.random.default_rng(0)

@@ -7,7 +7,21 @@
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
 
+#ifdef __CUDACC__
+#define AFFINITY_EXP_HOST_DEVICE __host__ __device__
+#else
+#define AFFINITY_EXP_HOST_DEVICE
+#endif
+
 namespace caffe {
+
+/// clip(z, -bound, bound) that keeps a NaN: std::min/max and CUDA's fmin/fmax would turn it
+/// into a bound, and a broken feature would pass as a weak edge instead of reaching
+/// SparseLaplacianSolve's non-finite check (the numpy reference's np.clip keeps it too).
+template <typename Dtype>
+inline AFFINITY_EXP_HOST_DEVICE Dtype ClipExponent(Dtype z, Dtype bound) {
+  return z < -bound ? -bound : (z > bound ? bound : z);
+}
 
 /**
  * @brief Learned pixel affinities of DeepMattePropNet (Wang et al., IJCAI 2018, Sec. 3.2):

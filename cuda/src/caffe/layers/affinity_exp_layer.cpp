@@ -66,10 +66,10 @@ void AffinityExpLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     for (int y = 0; y < H; ++y) {
       for (int x = 0; x < W; ++x) {
         const int i = y * W + x;
-        w[i] = x + 1 < W ? std::exp(std::min(bound_, std::max(-bound_, p1[i] + p2[i + 1] + b)))
+        w[i] = x + 1 < W ? std::exp(ClipExponent(p1[i] + p2[i + 1] + b, bound_))
                          : Dtype(0);
         w[HW + i] = y + 1 < H ?
-            std::exp(std::min(bound_, std::max(-bound_, p1[i] + p2[i + W] + b))) : Dtype(0);
+            std::exp(ClipExponent(p1[i] + p2[i + W] + b, bound_)) : Dtype(0);
       }
     }
   }

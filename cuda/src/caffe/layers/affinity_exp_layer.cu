@@ -15,8 +15,8 @@ __global__ void AffinityExpForward(const int count, const int H, const int W,
     const Dtype* p1 = proj + n * 2 * HW;
     const Dtype* p2 = p1 + HW;
     Dtype* wn = w + n * 2 * HW;
-    wn[i] = x + 1 < W ? exp(min(bound, max(-bound, p1[i] + p2[i + 1] + b))) : Dtype(0);
-    wn[HW + i] = y + 1 < H ? exp(min(bound, max(-bound, p1[i] + p2[i + W] + b))) : Dtype(0);
+    wn[i] = x + 1 < W ? exp(ClipExponent(p1[i] + p2[i + 1] + b, bound)) : Dtype(0);
+    wn[HW + i] = y + 1 < H ? exp(ClipExponent(p1[i] + p2[i + W] + b, bound)) : Dtype(0);
   }
 }
 

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -103,6 +104,30 @@ TYPED_TEST(AffinityExpLayerTest, TestGradientClipped) {
   AffinityExpLayer<Dtype> layer(this->MakeParam(0.5));
   GradientChecker<Dtype> checker(1e-4, 2e-3, 1701, 0., 0.01);
   checker.CheckGradientExhaustive(&layer, this->blob_bottom_vec_, this->blob_top_vec_);
+}
+
+TYPED_TEST(AffinityExpLayerTest, TestNaNFeatureGivesNaNAffinities) {
+  typedef typename TypeParam::Dtype Dtype;
+  // A NaN feature must not be clipped into a finite weak edge: its four edges are NaN (so
+  // SparseLaplacianSolve stops with its non-finite error), every other edge stays finite.
+  const int H = 5, W = 6, y0 = 2, x0 = 3;
+  this->blob_bottom_->mutable_cpu_data()[this->blob_bottom_->offset(1, 2, y0, x0)] =
+      std::numeric_limits<Dtype>::quiet_NaN();
+  AffinityExpLayer<Dtype> layer(this->MakeParam(20));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int n = 0; n < 2; ++n) {
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        const Dtype right = this->blob_top_->data_at(n, 0, y, x);
+        const Dtype down = this->blob_top_->data_at(n, 1, y, x);
+        const bool right_nan = n == 1 && y == y0 && (x == x0 || x + 1 == x0);
+        const bool down_nan = n == 1 && x == x0 && (y == y0 || y + 1 == y0);
+        EXPECT_EQ(std::isnan(right), right_nan) << "n " << n << " y " << y << " x " << x;
+        EXPECT_EQ(std::isnan(down), down_nan) << "n " << n << " y " << y << " x " << x;
+      }
+    }
+  }
 }
 
 }  // namespace caffe
