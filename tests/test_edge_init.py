@@ -66,7 +66,7 @@ def test_initialised_net_computes_the_reference(tmp_path, width):
     np.testing.assert_allclose(net.blobs["low3"].data[0, E.A_CHANNEL], a, atol=1e-5)
     np.testing.assert_allclose(net.blobs["low3"].data[0, E.B_CHANNEL], b, atol=1e-5)
     aff = net.blobs["affinity"].data[0].astype(np.float64)
-    ref = np.exp(np.maximum(E.edge_exponent(im, k=3, bias=-1.5), -20))
+    ref = np.exp(np.maximum(E.edge_exponent(im, k=3, bias=-1.5), -N.NetConfig().exponent_bound))
     ref[0, :, -1] = ref[1, -1, :] = 0
     np.testing.assert_allclose(aff, ref, rtol=1e-4, atol=1e-12)
     # And it cuts the colour edge: the affinity across it is far below the flat parts'.
