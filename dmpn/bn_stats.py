@@ -19,23 +19,18 @@ import sys
 import tempfile
 
 
-def batchnorm_layers(net):
-    """Names of the BatchNorm layers of a pycaffe net, in order."""
-    return [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
-
-
 def accumulate(net, batches, feed=None, progress=None):
     """Runs `batches` forward passes (up to the last BatchNorm) of a net whose BatchNorm layers
     have moving_average_fraction 1, after zeroing their statistics: each BatchNorm then holds
     the sums of the batch means and variances and their count, i.e. the exact average.
     `feed(net, i)` may set the inputs of pass i (a net with a Data layer reads its own)."""
-    names = batchnorm_layers(net)
-    if not names:
+    bns = [(name, layer) for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
+    if not bns:
         raise ValueError("the net has no BatchNorm layer")
-    layers = dict(zip(net._layer_names, net.layers))
-    for name in names:
-        for blob in layers[name].blobs:
+    for _, layer in bns:
+        for blob in layer.blobs:
             blob.data[...] = 0
+    names = [name for name, _ in bns]
     for i in range(batches):
         if feed is not None:
             feed(net, i)

@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+from dmpn import propagation
+
 EDGE_K = 4.0
 EDGE_BIAS = -2.0
 LOWLEVEL = ("low1", "low2", "low3")
@@ -63,14 +65,16 @@ def edge_strengths(image):
     return a, b
 
 
+def edge_theta(k=EDGE_K):
+    """theta (2 x 2) of AffinityExp restricted to the features (A, B): -k on A for the first
+    pixel of an edge, -k on B for the second."""
+    return np.array([[-k, 0.0], [0.0, -k]])
+
+
 def edge_exponent(image, k=EDGE_K, bias=EDGE_BIAS):
     """The exponent -k (A_i + B_j) + b of AffinityExp's edges (2 x H x W, 0 where an edge has
     no second pixel) when every other feature is 0."""
-    a, b = edge_strengths(image)
-    e = np.zeros((2,) + a.shape)
-    e[0, :, :-1] = -k * (a[:, :-1] + b[:, 1:]) + bias
-    e[1, :-1, :] = -k * (a[:-1, :] + b[1:, :]) + bias
-    return e
+    return propagation.affinity_exponent(np.stack(edge_strengths(image)), edge_theta(k), bias)
 
 
 def init_edge_aware(net, k=EDGE_K, bias=EDGE_BIAS):

@@ -232,7 +232,7 @@ def evaluate(out, data, netdir, weights):
         f.write(res.stdout)
     print(res.stdout)
     with open(os.path.join(out, "metrics.json")) as f:
-        return json.load(f), weights
+        return json.load(f)
 
 
 def verdict(metrics):
@@ -270,7 +270,7 @@ def main(argv=None):
     pts = losses(netdir)
     plot_losses(pts, os.path.join(a.out, "loss_curve.png"))
     weights = recompute_bn(netdir, a.seed)
-    metrics, weights = evaluate(a.out, data, netdir, weights)
+    metrics = evaluate(a.out, data, netdir, weights)
     table, beat, ours = verdict(metrics)
     summary = ["# DeepMattePropNet main job", "",
                f"data: {os.path.relpath(data, a.out)} ({n_train} training composites), "
