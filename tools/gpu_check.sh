@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Everything our CUDA code must show on a GPU machine, in one run (the machine may be bare: no
+# build tools, another Python, no network). Unpacks the bundle from tools/gpu_bundle.sh and runs,
+# each step with its own time limit and log, going on past a failed step:
+#   1. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
+#   2. bench   tools/bench_propagation.py --gpu: CUDA vs C++ CPU layer vs scipy splu, one process
+#   3. time    `caffe time -gpu 0` of the paper-size deploy net at 608 x 800, per layer
+#   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
+#              TRAIN_ITERS) on composites make_lmdb.py generates there; loss and iterations/s
+#   5. sanitize compute-sanitizer's memcheck over the layers' GPU parity tests (if installed)
+# Usage: bash tools/gpu_check.sh BUNDLE.tar.xz [OUT_DIR]   (OUT_DIR default $OUT or ./gpu-check)
+# STEPS="gtest bench time train sanitize" picks steps; TRAIN_ITERS=300; GTEST_FILTER='*' narrows gtest;
+# CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
+# DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
+set -uo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
+RESULTS=${2:-${OUT:-$REPO/gpu-check}}
+STEPS=${STEPS:-gtest bench time train sanitize}
+TRAIN_ITERS=${TRAIN_ITERS:-300}
+mkdir -p "$RESULTS"
+[[ -f $TARBALL ]] || { echo "gpu_check: no bundle at $TARBALL (make it with tools/gpu_bundle.sh)" >&2; exit 2; }
+command -v nvidia-smi >/dev/null && nvidia-smi -L | tee "$RESULTS/device.txt"
+
+WORK=$(mktemp -d)
+tar -xJf "$TARBALL" -C "$WORK" || { echo "gpu_check: cannot unpack $TARBALL" >&2; exit 2; }
+export DMPN_BUNDLE=$WORK/dmpn-gpu-bundle DMPN_REPO=$REPO
+# cuBLAS and cuRAND of this machine (CUDA toolkit or NVIDIA's Python wheels), unless given.
+[[ -z ${CUDA_LIBS:-} ]] && for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10; do
+  hit=$(find /usr/local/cuda/ /usr/local/ /opt/ /usr/lib/ -name "$lib" 2>/dev/null | head -1)
+  [[ -n $hit ]] || { echo "gpu_check: $lib not found on this machine" >&2; exit 2; }
+  CUDA_LIBS=$CUDA_LIBS:$(dirname "$hit")
+done
+export CUDA_LIBS=${CUDA_LIBS#:}
+# shellcheck disable=SC1091
+source "$DMPN_BUNDLE/env.sh"
+echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
+
+DEV=(-gpu 0) BENCH_GPU=--gpu MODE=GPU
+[[ ${DRY_RUN_CPU:-} == 1 ]] && DEV=() BENCH_GPU= MODE=CPU
+SUMMARY=$RESULTS/summary.txt
+LOGS=$WORK/logs  # packed into RESULTS/logs.tar.gz after each step (few files come back from a device)
+mkdir -p "$LOGS"
+: > "$SUMMARY"
+step() {  # step NAME LIMIT_S COMMAND...: log to LOGS/NAME.log, one summary line
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  echo "$name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$SUMMARY"
+  tail -n "${TAIL:-25}" "$LOGS/$name.log"
+  tar -czf "$RESULTS/logs.tar.gz" -C "$LOGS" .
+  return $rc
+}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if want gtest; then
+  # by full path: gtest's death tests re-execute argv[0], which execve does not look up in PATH
+  TAIL=60 step gtest 150 "$DMPN_BUNDLE/bin/dmpn_test" --gtest_filter="${GTEST_FILTER:-*}" --gtest_output="xml:$LOGS/gtest.xml"
+  grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/gtest.log" >> "$SUMMARY"
+fi
+
+if want bench; then
+  step bench 120 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
+    --json "$RESULTS/bench.json"
+fi
+
+if want time; then
+  "$DMPN_PYTHON" -c "from dmpn import net as N; open('$WORK/deploy_608x800.prototxt', 'w').write(str(N.deploy(N.NetConfig(), 608, 800)))"
+  step caffe_time 60 "$DMPN_BUNDLE/bin/caffe" time -model "$WORK/deploy_608x800.prototxt" ${DEV[@]} -iterations 20
+  grep -E 'Average (Forward|Backward|Forward-Backward)|Total Time' "$LOGS/caffe_time.log" >> "$SUMMARY"
+fi
+
+if want train; then
+  RUN=$WORK/train
+  mkdir -p "$RUN" && ln -s "$REPO/prototxt" "$RUN/prototxt"
+  # Crops of 320 (train_val.prototxt) need originals larger than the demo's 192.
+  step make_lmdb 60 "$DMPN_PYTHON" "$REPO/tools/make_lmdb.py" --out "$RUN/data" --preset demo \
+    --synthetic 8 --size 400x400 --test-originals 1
+  sed -e "s/^max_iter: .*/max_iter: $TRAIN_ITERS/" -e "s/^solver_mode: .*/solver_mode: $MODE/" -e "s|^snapshot_prefix: .*|snapshot_prefix: \"$RUN/snap\"|" \
+    "$REPO/prototxt/solver.prototxt" > "$RUN/solver.prototxt"
+  (cd "$RUN" && step caffe_train 120 "$DMPN_BUNDLE/bin/caffe" train -solver solver.prototxt "${DEV[@]}")
+  grep -E 'Iteration [0-9]+ \(.*loss' "$LOGS/caffe_train.log" > "$LOGS/train_loss.txt"
+  sed -n '1p;$p' "$LOGS/train_loss.txt" >> "$SUMMARY"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$SUMMARY" 2>/dev/null
+fi
+
+if want sanitize; then
+  SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [[ -n $SAN ]]; then
+    step sanitize 90 "$SAN" --tool memcheck --error-exitcode 3 "$DMPN_BUNDLE/bin/dmpn_test" \
+      --gtest_filter='*GPUParity*'
+    grep -E 'ERROR SUMMARY|tests? ran' "$LOGS/sanitize.log" >> "$SUMMARY"
+  else
+    echo "sanitize: compute-sanitizer not found" | tee -a "$SUMMARY"
+  fi
+fi
+
+tar -czf "$RESULTS/logs.tar.gz" -C "$LOGS" .
+echo "=== summary"
+cat "$SUMMARY"
+rm -rf "$WORK"
