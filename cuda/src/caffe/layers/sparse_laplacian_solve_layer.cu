@@ -1,6 +1,15 @@
 // GPU path of SparseLaplacianSolve: the same Galerkin-multigrid-preconditioned conjugate
 // gradients as the CPU path (see the .cpp), all on the device: set-up, V-cycles, the coarsest
-// dense Cholesky (one thread block), forward and backward solves. float64 throughout.
+// level's dense Cholesky and inverse (one thread block), forward and backward solves. float64
+// throughout.
+//
+// A 600 x 800 solve is bound by launch and synchronisation latency, not by memory bandwidth
+// (measured on an H200: 0.5 ms per CG iteration with a kernel per step and three cuBLAS dots,
+// each a host round trip). So: the levels below kBlockLevelUnknowns run as one thread block
+// (one launch for the whole lower V-cycle), the coarsest solve is a product with the inverse
+// (no sequential triangular solves), dot products are fused into the kernels that produce their
+// operands, CG's scalars stay on the device, and the host reads the residual once per
+// iteration, while the GPU already runs the next preconditioner.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -13,16 +22,30 @@ namespace caffe {
 namespace {
 
 const int kCholThreads = 256;
+const int kBlockLevelUnknowns = 8192;  // levels this small: one thread block for the V-cycle
+const int kBlockLevelThreads = 1024;
+const int kReduceThreads = 256;        // block size of the fused dot-product kernels
+const int kReduceMaxBlocks = 1024;
 
-struct GpuLevel {
+struct GpuLevel {  // plain data: also copied to the device for the one-block V-cycle
   int H, W;
   double *ew, *sw, *diag, *x, *b, *r;
 };
 
 struct GpuItem {
   std::vector<GpuLevel> levels;
-  double* chol;   // coarsest level's n x n Cholesky factor (lower, row-major)
-  double* alpha;  // solution on the solve grid
+  GpuLevel* dev_levels;  // device copy of levels
+  double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
+  double* inverse;       // coarsest level's inverse (symmetric, n x n)
+  double* alpha;         // solution on the solve grid
+};
+
+// CG's scalars, on the device. r.z is double-buffered by iteration parity so that one kernel
+// can read the old value while another writes the new one.
+struct CgScalars {
+  double rz[2];
+  double pq;
+  double check[2];  // [0] r.r after the update, [1] 1 if p.q was not positive (breakdown)
 };
 
 struct GpuState {
@@ -30,6 +53,11 @@ struct GpuState {
   std::vector<GpuItem> items;
   double *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors shared by the items' solves
   int* flags;                          // [0] bad affinity, [1] known pixels, [2] bad trimap
+  CgScalars* scalars;
+  double* partial;                     // per-block partial sums of the dot products
+  unsigned* retired;                   // blocks done with a dot product (last one sums up)
+  double* host_check;                  // pinned copy of scalars->check
+  cudaEvent_t checked;
 };
 
 double* DeviceAlloc(size_t n) {
@@ -157,66 +185,78 @@ __global__ void CholeskyFactor(const int n, double* A, int* flags) {
   }
 }
 
-// x = (L L^T)^-1 b in one thread block (b is overwritten).
-__global__ void CholeskySolve(const int n, const double* L, double* b, double* x) {
-  for (int j = 0; j < n; ++j) {
-    if (threadIdx.x == 0) x[j] = b[j] / L[j * n + j];
-    __syncthreads();
-    for (int i = j + 1 + threadIdx.x; i < n; i += blockDim.x) b[i] -= L[i * n + j] * x[j];
-    __syncthreads();
-  }
-  for (int j = n - 1; j >= 0; --j) {
-    if (threadIdx.x == 0) x[j] = x[j] / L[j * n + j];
-    __syncthreads();
-    for (int i = threadIdx.x; i < j; i += blockDim.x) x[i] -= L[j * n + i] * x[j];
-    __syncthreads();
-  }
-}
-
-// ---- V-cycle and CG kernels -----------------------------------------------------------------
-
-__global__ void SmoothColor(const int H, const int W, const int color, const double* ew,
-    const double* sw, const double* diag, const double* b, double* x) {
-  const int half = (W + 1) / 2;
-  CUDA_KERNEL_LOOP(k, H * half) {
-    const int y = k / half;
-    const int xx = 2 * (k % half) + ((y + color) & 1);
-    if (xx < W) {
-      const int i = y * W + xx;
-      double s = b[i];
-      if (xx + 1 < W) s += ew[i] * x[i + 1];
-      if (xx > 0) s += ew[i - 1] * x[i - 1];
-      if (y + 1 < H) s += sw[i] * x[i + W];
-      if (y > 0) s += sw[i - W] * x[i - W];
-      x[i] = s / diag[i];
+// The inverse of L L^T, one column per thread (forward then back substitution in place);
+// threads read the same L entries at a time and write adjacent columns.
+__global__ void CholeskyInverse(const int n, const double* L, double* inv) {
+  for (int j = threadIdx.x; j < n; j += blockDim.x) {
+    for (int i = 0; i < n; ++i) {
+      double v = (i == j) ? 1 : 0;
+      for (int k = j; k < i; ++k) v -= L[i * n + k] * inv[k * n + j];
+      inv[i * n + j] = (i < j) ? 0 : v / L[i * n + i];
+    }
+    for (int i = n - 1; i >= 0; --i) {
+      double v = inv[i * n + j];
+      for (int k = i + 1; k < n; ++k) v -= L[k * n + i] * inv[k * n + j];
+      inv[i * n + j] = v / L[i * n + i];
     }
   }
 }
 
-// y = A x, or y = b - A x when b is given.
-__global__ void ApplyOperator(const int H, const int W, const double* ew, const double* sw,
-    const double* diag, const double* x, const double* b, double* y) {
-  CUDA_KERNEL_LOOP(i, H * W) {
-    const int yy = i / W, xx = i % W;
-    double s = diag[i] * x[i];
-    if (xx + 1 < W) s -= ew[i] * x[i + 1];
-    if (xx > 0) s -= ew[i - 1] * x[i - 1];
-    if (yy + 1 < H) s -= sw[i] * x[i + W];
-    if (yy > 0) s -= sw[i - W] * x[i - W];
-    y[i] = b ? b[i] - s : s;
+// ---- V-cycle steps: one point each, shared by the grid-wide and the one-block kernels ------
+
+// Red-black Gauss-Seidel: point k of colour `color` (k counts that colour's points row by row).
+__device__ inline void SmoothPoint(const int H, const int W, const int color, const int k,
+    const double* ew, const double* sw, const double* diag, const double* b, double* x) {
+  const int half = (W + 1) / 2;
+  const int y = k / half;
+  const int xx = 2 * (k % half) + ((y + color) & 1);
+  if (xx >= W) return;
+  const int i = y * W + xx;
+  double s = b[i];
+  if (xx + 1 < W) s += ew[i] * x[i + 1];
+  if (xx > 0) s += ew[i - 1] * x[i - 1];
+  if (y + 1 < H) s += sw[i] * x[i + W];
+  if (y > 0) s += sw[i - W] * x[i - W];
+  x[i] = s / diag[i];
+}
+
+// (A x)_i
+__device__ inline double OperatorPoint(const int H, const int W, const int i, const double* ew,
+    const double* sw, const double* diag, const double* x) {
+  const int yy = i / W, xx = i % W;
+  double s = diag[i] * x[i];
+  if (xx + 1 < W) s -= ew[i] * x[i + 1];
+  if (xx > 0) s -= ew[i - 1] * x[i - 1];
+  if (yy + 1 < H) s -= sw[i] * x[i + W];
+  if (yy > 0) s -= sw[i - W] * x[i - W];
+  return s;
+}
+
+// Coarse right-hand side I: the sum of the fine residuals of its 2 x 2 aggregate (P^T r).
+__device__ inline double RestrictPoint(const int Hf, const int Wf, const int Wc, const int I,
+    const double* r) {
+  const int Y = I / Wc, X = I % Wc;
+  double s = 0;
+  for (int y = 2 * Y; y < min(Hf, 2 * Y + 2); ++y) {
+    for (int x = 2 * X; x < min(Wf, 2 * X + 2); ++x) s += r[y * Wf + x];
   }
+  return s;
+}
+
+__global__ void SmoothColor(const int H, const int W, const int color, const double* ew,
+    const double* sw, const double* diag, const double* b, double* x) {
+  CUDA_KERNEL_LOOP(k, H * ((W + 1) / 2)) { SmoothPoint(H, W, color, k, ew, sw, diag, b, x); }
+}
+
+// r = b - A x
+__global__ void Residual(const int H, const int W, const double* ew, const double* sw,
+    const double* diag, const double* x, const double* b, double* r) {
+  CUDA_KERNEL_LOOP(i, H * W) { r[i] = b[i] - OperatorPoint(H, W, i, ew, sw, diag, x); }
 }
 
 __global__ void Restrict(const int Hf, const int Wf, const double* r, const int Hc,
     const int Wc, double* b) {
-  CUDA_KERNEL_LOOP(I, Hc * Wc) {
-    const int Y = I / Wc, X = I % Wc;
-    double s = 0;
-    for (int y = 2 * Y; y < min(Hf, 2 * Y + 2); ++y) {
-      for (int x = 2 * X; x < min(Wf, 2 * X + 2); ++x) s += r[y * Wf + x];
-    }
-    b[I] = s;
-  }
+  CUDA_KERNEL_LOOP(I, Hc * Wc) { b[I] = RestrictPoint(Hf, Wf, Wc, I, r); }
 }
 
 __global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const double scale,
@@ -226,22 +266,147 @@ __global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const doubl
   }
 }
 
-__global__ void DivideByDiag(const int n, const double* r, const double* diag, double* z) {
-  CUDA_KERNEL_LOOP(i, n) { z[i] = r[i] / diag[i]; }
-}
-
-// x += a p; r -= a q
-__global__ void CgUpdate(const int n, const double a, const double* p, const double* q,
-    double* x, double* r) {
-  CUDA_KERNEL_LOOP(i, n) {
-    x[i] += a * p[i];
-    r[i] -= a * q[i];
+// The V-cycle from level `first` (right-hand side b, result x) down to the coarsest level, in
+// one thread block: below kBlockLevelUnknowns a level's steps take less time than their
+// launches would. The coarsest level is solved exactly with its inverse.
+__global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel* levels,
+    const int first, const int last, const double scale, const double* inverse,
+    const double* b_first, double* x_first) {
+  const int t = threadIdx.x, nt = blockDim.x;
+  for (int l = first; l <= last; ++l) {
+    const GpuLevel L = levels[l];
+    const double* b = (l == first) ? b_first : L.b;
+    double* x = (l == first) ? x_first : L.x;
+    const int n = L.H * L.W;
+    if (l == last) {  // x = A^-1 b; the inverse is symmetric, so column reads coalesce
+      for (int i = t; i < n; i += nt) {
+        double acc = 0;
+        for (int j = 0; j < n; ++j) acc += inverse[j * n + i] * b[j];
+        x[i] = acc;
+      }
+      __syncthreads();
+      break;
+    }
+    for (int i = t; i < n; i += nt) x[i] = 0;
+    __syncthreads();
+    const int half = L.H * ((L.W + 1) / 2);
+    for (int s = 0; s < kMultigridSweeps; ++s) {
+      for (int color = 0; color < 2; ++color) {
+        for (int k = t; k < half; k += nt) SmoothPoint(L.H, L.W, color, k, L.ew, L.sw, L.diag, b, x);
+        __syncthreads();
+      }
+    }
+    for (int i = t; i < n; i += nt) L.r[i] = b[i] - OperatorPoint(L.H, L.W, i, L.ew, L.sw, L.diag, x);
+    __syncthreads();
+    const GpuLevel C = levels[l + 1];
+    for (int I = t; I < C.H * C.W; I += nt) C.b[I] = RestrictPoint(L.H, L.W, C.W, I, L.r);
+    __syncthreads();
+  }
+  for (int l = last - 1; l >= first; --l) {
+    const GpuLevel L = levels[l];
+    const GpuLevel C = levels[l + 1];
+    const double* b = (l == first) ? b_first : L.b;
+    double* x = (l == first) ? x_first : L.x;
+    const int n = L.H * L.W;
+    for (int i = t; i < n; i += nt) x[i] += scale * C.x[(i / L.W / 2) * C.W + (i % L.W) / 2];
+    __syncthreads();
+    const int half = L.H * ((L.W + 1) / 2);
+    for (int s = 0; s < kMultigridSweeps; ++s) {
+      for (int color = 1; color >= 0; --color) {
+        for (int k = t; k < half; k += nt) SmoothPoint(L.H, L.W, color, k, L.ew, L.sw, L.diag, b, x);
+        __syncthreads();
+      }
+    }
   }
 }
 
-// p = z + beta p
-__global__ void CgDirection(const int n, const double beta, const double* z, double* p) {
+// ---- CG with its scalars on the device -----------------------------------------------------
+
+// Sums one value per thread over the grid, deterministically: each block writes its partial
+// sum, and the last block to finish adds the partials in a fixed order into *out.
+__device__ void GridSum(double v, double* partial, unsigned* retired, double* out) {
+  __shared__ double s[kReduceThreads];
+  __shared__ bool last;
+  const int t = threadIdx.x;
+  s[t] = v;
+  __syncthreads();
+  for (int k = kReduceThreads / 2; k > 0; k >>= 1) {
+    if (t < k) s[t] += s[t + k];
+    __syncthreads();
+  }
+  if (t == 0) {
+    partial[blockIdx.x] = s[0];
+    __threadfence();
+    // wraps to 0 after the last block, ready for the next sum
+    last = atomicInc(retired, gridDim.x - 1) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  double acc = 0;
+  for (int b = t; b < gridDim.x; b += kReduceThreads) acc += ((volatile double*)partial)[b];
+  s[t] = acc;
+  __syncthreads();
+  for (int k = kReduceThreads / 2; k > 0; k >>= 1) {
+    if (t < k) s[t] += s[t + k];
+    __syncthreads();
+  }
+  if (t == 0) *out = s[0];
+}
+
+inline int ReduceBlocks(int n) {
+  return std::min(kReduceMaxBlocks, (n + kReduceThreads - 1) / kReduceThreads);
+}
+
+#define GRID_LOOP(i, n) \
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+
+__global__ void Dot(const int n, const double* a, const double* b, double* partial,
+    unsigned* retired, double* out) {
+  double acc = 0;
+  GRID_LOOP(i, n) { acc += a[i] * b[i]; }
+  GridSum(acc, partial, retired, out);
+}
+
+// q = A p and p.q
+__global__ void OperatorDot(const int H, const int W, const double* ew, const double* sw,
+    const double* diag, const double* p, double* q, double* partial, unsigned* retired,
+    CgScalars* cg) {
+  double acc = 0;
+  GRID_LOOP(i, H * W) {
+    const double v = OperatorPoint(H, W, i, ew, sw, diag, p);
+    q[i] = v;
+    acc += p[i] * v;
+  }
+  GridSum(acc, partial, retired, &cg->pq);
+}
+
+// x += a p, r -= a q with a = r.z / p.q, and r.r; a breakdown (p.q not > 0) is flagged for
+// the host and leaves x and r as they are.
+__global__ void CgUpdateDot(const int n, const int parity, const double* p, const double* q,
+    double* x, double* r, double* partial, unsigned* retired, CgScalars* cg) {
+  const double pq = cg->pq;
+  const bool ok = pq > 0;
+  const double a = ok ? cg->rz[parity] / pq : 0;
+  double acc = 0;
+  GRID_LOOP(i, n) {
+    x[i] += a * p[i];
+    const double ri = r[i] - a * q[i];
+    r[i] = ri;
+    acc += ri * ri;
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) cg->check[1] = ok ? 0 : 1;
+  GridSum(acc, partial, retired, &cg->check[0]);
+}
+
+// p = z + (r.z new / r.z old) p
+__global__ void CgDirection(const int n, const int parity, const CgScalars* cg,
+    const double* z, double* p) {
+  const double beta = cg->rz[parity] / cg->rz[parity ^ 1];
   CUDA_KERNEL_LOOP(i, n) { p[i] = z[i] + beta * p[i]; }
+}
+
+__global__ void DivideByDiag(const int n, const double* r, const double* diag, double* z) {
+  CUDA_KERNEL_LOOP(i, n) { z[i] = r[i] / diag[i]; }
 }
 
 // ---- shrinking: bilinear upsampling (pixel centres, clamped) and its transpose ---------------
@@ -316,76 +481,81 @@ __global__ void EdgeGradient(const int H, const int W, const int Wc, const int s
 
 #define LAUNCH(n) CAFFE_GET_BLOCKS(n), CAFFE_CUDA_NUM_THREADS
 
-void VCycleGpu(GpuItem* item, int l) {
-  GpuLevel& L = item->levels[l];
+// z = V-cycle(r) from level l, with r and z that level's right-hand side and result.
+void VCycleGpu(const GpuItem& item, int l, const double* r, double* z) {
+  const GpuLevel& L = item.levels[l];
+  const int last = static_cast<int>(item.levels.size()) - 1;
   const int n = L.H * L.W;
-  if (l + 1 == static_cast<int>(item->levels.size())) {
-    CholeskySolve<<<1, kCholThreads>>>(n, item->chol, L.b, L.x);
+  if (n <= kBlockLevelUnknowns || l == last) {
+    BlockVCycle<<<1, kBlockLevelThreads>>>(item.dev_levels, l, last, kMultigridCoarseScale,
+                                           item.inverse, r, z);
     return;
   }
-  CUDA_CHECK(cudaMemset(L.x, 0, n * sizeof(double)));
+  CUDA_CHECK(cudaMemsetAsync(z, 0, n * sizeof(double)));
   const int half = L.H * ((L.W + 1) / 2);
   for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
   }
-  ApplyOperator<<<LAUNCH(n)>>>(L.H, L.W, L.ew, L.sw, L.diag, L.x, L.b, L.r);
-  GpuLevel& C = item->levels[l + 1];
+  Residual<<<LAUNCH(n)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, L.r);
+  const GpuLevel& C = item.levels[l + 1];
   Restrict<<<LAUNCH(C.H * C.W)>>>(L.H, L.W, L.r, C.H, C.W, C.b);
-  VCycleGpu(item, l + 1);
-  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, L.x);
+  VCycleGpu(item, l + 1, C.b, C.x);
+  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, z);
   for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, L.b, L.x);
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, L.b, L.x);
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
   }
 }
 
-// Preconditioned CG on the device; b and x are solve-grid vectors.
+// Preconditioned CG on the device; b and x are solve-grid vectors. The host waits once per
+// iteration, for r.r, while the GPU goes on with the next preconditioner (wasted only on the
+// last iteration).
 bool SolveGpu(GpuState* st, GpuItem* item, const double* b, double* x, double tol,
     int max_iter, bool multigrid, GridMultigridSolver::Stats* stats) {
   GpuLevel& L = item->levels[0];
   const int n = L.H * L.W;
-  CUDA_CHECK(cudaMemset(x, 0, n * sizeof(double)));
-  CUDA_CHECK(cudaMemcpy(st->r, b, n * sizeof(double), cudaMemcpyDeviceToDevice));
+  const int blocks = ReduceBlocks(n);
+  CgScalars* cg = st->scalars;
+  CUDA_CHECK(cudaMemsetAsync(x, 0, n * sizeof(double)));
+  CUDA_CHECK(cudaMemcpyAsync(st->r, b, n * sizeof(double), cudaMemcpyDeviceToDevice));
+  Dot<<<blocks, kReduceThreads>>>(n, b, b, st->partial, st->retired, &cg->check[0]);
   double bb;
-  caffe_gpu_dot<double>(n, b, b, &bb);
+  CUDA_CHECK(cudaMemcpy(&bb, &cg->check[0], sizeof(double), cudaMemcpyDeviceToHost));
   const double bnorm = std::sqrt(bb);
   stats->iterations = 0;
   stats->relative_residual = 0;
   if (bnorm == 0) return true;
   auto precondition = [&]() {
     if (multigrid) {
-      CUDA_CHECK(cudaMemcpy(L.b, st->r, n * sizeof(double), cudaMemcpyDeviceToDevice));
-      VCycleGpu(item, 0);
-      CUDA_CHECK(cudaMemcpy(st->z, L.x, n * sizeof(double), cudaMemcpyDeviceToDevice));
+      VCycleGpu(*item, 0, st->r, st->z);
     } else {
       DivideByDiag<<<LAUNCH(n)>>>(n, st->r, L.diag, st->z);
     }
   };
   precondition();
-  CUDA_CHECK(cudaMemcpy(st->p, st->z, n * sizeof(double), cudaMemcpyDeviceToDevice));
-  double rz;
-  caffe_gpu_dot<double>(n, st->r, st->z, &rz);
+  CUDA_CHECK(cudaMemcpyAsync(st->p, st->z, n * sizeof(double), cudaMemcpyDeviceToDevice));
+  Dot<<<blocks, kReduceThreads>>>(n, st->r, st->z, st->partial, st->retired, &cg->rz[0]);
   for (int k = 1; k <= max_iter; ++k) {
-    ApplyOperator<<<LAUNCH(n)>>>(L.H, L.W, L.ew, L.sw, L.diag, st->p, NULL, st->q);
-    double pq;
-    caffe_gpu_dot<double>(n, st->p, st->q, &pq);
+    const int old_parity = (k - 1) & 1;
+    OperatorDot<<<blocks, kReduceThreads>>>(L.H, L.W, L.ew, L.sw, L.diag, st->p, st->q,
+                                            st->partial, st->retired, cg);
+    CgUpdateDot<<<blocks, kReduceThreads>>>(n, old_parity, st->p, st->q, x, st->r,
+                                            st->partial, st->retired, cg);
+    CUDA_CHECK(cudaMemcpyAsync(st->host_check, cg->check, 2 * sizeof(double),
+                               cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaEventRecord(st->checked));
+    precondition();
+    Dot<<<blocks, kReduceThreads>>>(n, st->r, st->z, st->partial, st->retired,
+                                    &cg->rz[k & 1]);
+    CgDirection<<<LAUNCH(n)>>>(n, k & 1, cg, st->z, st->p);
+    CUDA_CHECK(cudaEventSynchronize(st->checked));
     stats->iterations = k;
-    if (!(pq > 0)) return false;
-    const double a = rz / pq;
-    CgUpdate<<<LAUNCH(n)>>>(n, a, st->p, st->q, x, st->r);
-    double rr;
-    caffe_gpu_dot<double>(n, st->r, st->r, &rr);
-    const double rel = std::sqrt(rr) / bnorm;
+    if (st->host_check[1] != 0) return false;  // p.q <= 0: A is not positive definite
+    const double rel = std::sqrt(st->host_check[0]) / bnorm;
     stats->relative_residual = rel;
     if (!std::isfinite(rel)) return false;
     if (rel <= tol) return true;
-    precondition();
-    double rz_new;
-    caffe_gpu_dot<double>(n, st->r, st->z, &rz_new);
-    const double beta = rz_new / rz;
-    rz = rz_new;
-    CgDirection<<<LAUNCH(n)>>>(n, beta, st->z, st->p);
   }
   return false;
 }
@@ -397,7 +567,9 @@ void FreeItem(GpuItem* item) {
     for (double* a : arrays) CUDA_CHECK(cudaFree(a));
   }
   item->levels.clear();
+  CUDA_CHECK(cudaFree(item->dev_levels));
   CUDA_CHECK(cudaFree(item->chol));
+  CUDA_CHECK(cudaFree(item->inverse));
   CUDA_CHECK(cudaFree(item->alpha));
 }
 
@@ -411,6 +583,11 @@ void SparseLaplacianSolveLayer<Dtype>::FreeGpuState() {
   double* vectors[] = {st->rhs, st->sol, st->r, st->z, st->p, st->q};
   for (double* v : vectors) CUDA_CHECK(cudaFree(v));
   CUDA_CHECK(cudaFree(st->flags));
+  CUDA_CHECK(cudaFree(st->scalars));
+  CUDA_CHECK(cudaFree(st->partial));
+  CUDA_CHECK(cudaFree(st->retired));
+  CUDA_CHECK(cudaFreeHost(st->host_check));
+  CUDA_CHECK(cudaEventDestroy(st->checked));
   delete st;
   gpu_state_ = nullptr;
 }
@@ -431,6 +608,12 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     double** vectors[] = {&st->rhs, &st->sol, &st->r, &st->z, &st->p, &st->q};
     for (double** v : vectors) *v = DeviceAlloc(nc);
     CUDA_CHECK(cudaMalloc(&st->flags, 4 * sizeof(int)));
+    CUDA_CHECK(cudaMalloc(&st->scalars, sizeof(CgScalars)));
+    st->partial = DeviceAlloc(kReduceMaxBlocks);
+    CUDA_CHECK(cudaMalloc(&st->retired, sizeof(unsigned)));
+    CUDA_CHECK(cudaMemset(st->retired, 0, sizeof(unsigned)));
+    CUDA_CHECK(cudaMallocHost(&st->host_check, 2 * sizeof(double)));
+    CUDA_CHECK(cudaEventCreateWithFlags(&st->checked, cudaEventDisableTiming));
     st->items.resize(num);
     for (int n = 0; n < num; ++n) {
       GpuItem& item = st->items[n];
@@ -448,7 +631,11 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
       }
       const int m = h * w;
       item.chol = DeviceAlloc(m * m);
+      item.inverse = DeviceAlloc(m * m);
       item.alpha = DeviceAlloc(nc);
+      const size_t bytes = item.levels.size() * sizeof(GpuLevel);
+      CUDA_CHECK(cudaMalloc(&item.dev_levels, bytes));
+      CUDA_CHECK(cudaMemcpy(item.dev_levels, item.levels.data(), bytes, cudaMemcpyHostToDevice));
     }
   }
   fwd_stats_.resize(num);
@@ -473,6 +660,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     const int m = K.H * K.W;
     Densify<<<LAUNCH(m * m)>>>(K.H, K.W, K.ew, K.sw, K.diag, item.chol);
     CholeskyFactor<<<1, kCholThreads>>>(m, item.chol, st->flags);
+    CholeskyInverse<<<1, kCholThreads>>>(m, item.chol, item.inverse);
     CUDA_POST_KERNEL_CHECK;
     int flags[4];
     CUDA_CHECK(cudaMemcpy(flags, st->flags, sizeof(flags), cudaMemcpyDeviceToHost));

@@ -100,9 +100,11 @@ TYPED_TEST(AffinityExpLayerTest, TestGradient) {
 TYPED_TEST(AffinityExpLayerTest, TestGradientClipped) {
   typedef typename TypeParam::Dtype Dtype;
   // A bound that some exponents exceed: the gradient must be 0 there, as the forward is flat.
-  // Kinks at |z| = bound would fool finite differences, so check far from them.
+  // Kinks at |z| = bound would fool finite differences, so the step is small; in float32 that
+  // leaves a noise of about 1e-3 (objective ~3 x 6e-8 / 2e-4), above 2e-3 now and then on the
+  // GPU (its expf rounds differently), so float gets 1e-2: a wrong clip is off by O(1).
   AffinityExpLayer<Dtype> layer(this->MakeParam(0.5));
-  GradientChecker<Dtype> checker(1e-4, 2e-3, 1701, 0., 0.01);
+  GradientChecker<Dtype> checker(1e-4, sizeof(Dtype) == 4 ? 1e-2 : 2e-3, 1701, 0., 0.01);
   checker.CheckGradientExhaustive(&layer, this->blob_bottom_vec_, this->blob_top_vec_);
 }
 
