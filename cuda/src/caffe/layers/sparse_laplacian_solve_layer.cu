@@ -32,14 +32,6 @@ struct GpuLevel {  // plain data: also copied to the device for the one-block V-
   double *ew, *sw, *diag, *x, *b, *r;
 };
 
-struct GpuItem {
-  std::vector<GpuLevel> levels;
-  GpuLevel* dev_levels;  // device copy of levels
-  double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
-  double* inverse;       // coarsest level's inverse (symmetric, n x n)
-  double* alpha;         // solution on the solve grid
-};
-
 // CG's scalars, on the device. r.z is double-buffered by iteration parity so that one kernel
 // can read the old value while another writes the new one.
 struct CgScalars {
@@ -48,16 +40,27 @@ struct CgScalars {
   double check[2];  // [0] r.r after the update, [1] 1 if p.q was not positive (breakdown)
 };
 
+// One batch item: its hierarchy, its CG workspace and its own stream, so that the items'
+// solves (each bound by latency, not bandwidth) run side by side. The streams are blocking:
+// Caffe's work on the legacy default stream stays ordered with them.
+struct GpuItem {
+  std::vector<GpuLevel> levels;
+  GpuLevel* dev_levels;  // device copy of levels
+  double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
+  double* inverse;       // coarsest level's inverse (symmetric, n x n)
+  double *alpha, *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors
+  int* flags;            // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular
+  CgScalars* cg;
+  double* partial;       // per-block partial sums of the dot products
+  unsigned* retired;     // blocks done with a dot product (the last one sums up)
+  double* host_check;    // pinned copy of cg->check
+  cudaStream_t stream;
+  cudaEvent_t checked;
+};
+
 struct GpuState {
   int num, Hc, Wc;
   std::vector<GpuItem> items;
-  double *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors shared by the items' solves
-  int* flags;                          // [0] bad affinity, [1] known pixels, [2] bad trimap
-  CgScalars* scalars;
-  double* partial;                     // per-block partial sums of the dot products
-  unsigned* retired;                   // blocks done with a dot product (last one sums up)
-  double* host_check;                  // pinned copy of scalars->check
-  cudaEvent_t checked;
 };
 
 double* DeviceAlloc(size_t n) {
@@ -479,85 +482,156 @@ __global__ void EdgeGradient(const int H, const int W, const int Wc, const int s
   }
 }
 
-#define LAUNCH(n) CAFFE_GET_BLOCKS(n), CAFFE_CUDA_NUM_THREADS
+#define LAUNCH(n, stream) CAFFE_GET_BLOCKS(n), CAFFE_CUDA_NUM_THREADS, 0, stream
 
 // z = V-cycle(r) from level l, with r and z that level's right-hand side and result.
 void VCycleGpu(const GpuItem& item, int l, const double* r, double* z) {
   const GpuLevel& L = item.levels[l];
   const int last = static_cast<int>(item.levels.size()) - 1;
   const int n = L.H * L.W;
+  cudaStream_t st = item.stream;
   if (n <= kBlockLevelUnknowns || l == last) {
-    BlockVCycle<<<1, kBlockLevelThreads>>>(item.dev_levels, l, last, kMultigridCoarseScale,
-                                           item.inverse, r, z);
+    BlockVCycle<<<1, kBlockLevelThreads, 0, st>>>(item.dev_levels, l, last,
+        kMultigridCoarseScale, item.inverse, r, z);
     return;
   }
-  CUDA_CHECK(cudaMemsetAsync(z, 0, n * sizeof(double)));
+  CUDA_CHECK(cudaMemsetAsync(z, 0, n * sizeof(double), st));
   const int half = L.H * ((L.W + 1) / 2);
   for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
   }
-  Residual<<<LAUNCH(n)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, L.r);
+  Residual<<<LAUNCH(n, st)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, L.r);
   const GpuLevel& C = item.levels[l + 1];
-  Restrict<<<LAUNCH(C.H * C.W)>>>(L.H, L.W, L.r, C.H, C.W, C.b);
+  Restrict<<<LAUNCH(C.H * C.W, st)>>>(L.H, L.W, L.r, C.H, C.W, C.b);
   VCycleGpu(item, l + 1, C.b, C.x);
-  ProlongAdd<<<LAUNCH(n)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, z);
+  ProlongAdd<<<LAUNCH(n, st)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, z);
   for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
-    SmoothColor<<<LAUNCH(half)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
   }
 }
 
-// Preconditioned CG on the device; b and x are solve-grid vectors. The host waits once per
-// iteration, for r.r, while the GPU goes on with the next preconditioner (wasted only on the
-// last iteration).
-bool SolveGpu(GpuState* st, GpuItem* item, const double* b, double* x, double tol,
-    int max_iter, bool multigrid, GridMultigridSolver::Stats* stats) {
-  GpuLevel& L = item->levels[0];
-  const int n = L.H * L.W;
-  const int blocks = ReduceBlocks(n);
-  CgScalars* cg = st->scalars;
-  CUDA_CHECK(cudaMemsetAsync(x, 0, n * sizeof(double)));
-  CUDA_CHECK(cudaMemcpyAsync(st->r, b, n * sizeof(double), cudaMemcpyDeviceToDevice));
-  Dot<<<blocks, kReduceThreads>>>(n, b, b, st->partial, st->retired, &cg->check[0]);
-  double bb;
-  CUDA_CHECK(cudaMemcpy(&bb, &cg->check[0], sizeof(double), cudaMemcpyDeviceToHost));
-  const double bnorm = std::sqrt(bb);
-  stats->iterations = 0;
-  stats->relative_residual = 0;
-  if (bnorm == 0) return true;
-  auto precondition = [&]() {
-    if (multigrid) {
-      VCycleGpu(*item, 0, st->r, st->z);
-    } else {
-      DivideByDiag<<<LAUNCH(n)>>>(n, st->r, L.diag, st->z);
-    }
-  };
-  precondition();
-  CUDA_CHECK(cudaMemcpyAsync(st->p, st->z, n * sizeof(double), cudaMemcpyDeviceToDevice));
-  Dot<<<blocks, kReduceThreads>>>(n, st->r, st->z, st->partial, st->retired, &cg->rz[0]);
-  for (int k = 1; k <= max_iter; ++k) {
-    const int old_parity = (k - 1) & 1;
-    OperatorDot<<<blocks, kReduceThreads>>>(L.H, L.W, L.ew, L.sw, L.diag, st->p, st->q,
-                                            st->partial, st->retired, cg);
-    CgUpdateDot<<<blocks, kReduceThreads>>>(n, old_parity, st->p, st->q, x, st->r,
-                                            st->partial, st->retired, cg);
-    CUDA_CHECK(cudaMemcpyAsync(st->host_check, cg->check, 2 * sizeof(double),
-                               cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaEventRecord(st->checked));
-    precondition();
-    Dot<<<blocks, kReduceThreads>>>(n, st->r, st->z, st->partial, st->retired,
-                                    &cg->rz[k & 1]);
-    CgDirection<<<LAUNCH(n)>>>(n, k & 1, cg, st->z, st->p);
-    CUDA_CHECK(cudaEventSynchronize(st->checked));
-    stats->iterations = k;
-    if (st->host_check[1] != 0) return false;  // p.q <= 0: A is not positive definite
-    const double rel = std::sqrt(st->host_check[0]) / bnorm;
-    stats->relative_residual = rel;
-    if (!std::isfinite(rel)) return false;
-    if (rel <= tol) return true;
+void Precondition(const GpuItem& item, bool multigrid) {
+  if (multigrid) {
+    VCycleGpu(item, 0, item.r, item.z);
+  } else {
+    const GpuLevel& L = item.levels[0];
+    const int n = L.H * L.W;
+    DivideByDiag<<<LAUNCH(n, item.stream)>>>(n, item.r, L.diag, item.z);
   }
-  return false;
+}
+
+// Preconditioned CG for every item of the batch, in lockstep: each iteration is queued on all
+// the items' streams before the host waits for any of them. x_i = A_i^-1 b_i, with b and x
+// solve-grid vectors of each item (pointers into its workspace). The host waits once per
+// iteration, for r.r, while the GPU goes on with the next preconditioner (wasted only on the
+// last iteration). Returns whether each item converged; stats say how far each got.
+std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
+    double* GpuItem::*x, double tol, int max_iter, bool multigrid,
+    std::vector<GridMultigridSolver::Stats>* stats) {
+  const int num = static_cast<int>(items->size());
+  std::vector<bool> converged(num, false), active(num, false);
+  std::vector<double> bnorm(num);
+  for (int i = 0; i < num; ++i) {
+    GpuItem& it = (*items)[i];
+    const int n = it.levels[0].H * it.levels[0].W;
+    CUDA_CHECK(cudaMemsetAsync(it.*x, 0, n * sizeof(double), it.stream));
+    CUDA_CHECK(cudaMemcpyAsync(it.r, it.*b, n * sizeof(double), cudaMemcpyDeviceToDevice,
+                               it.stream));
+    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.*b, it.*b, it.partial,
+                                                           it.retired, &it.cg->check[0]);
+    CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
+                               cudaMemcpyDeviceToHost, it.stream));
+  }
+  for (int i = 0; i < num; ++i) {
+    GpuItem& it = (*items)[i];
+    const int n = it.levels[0].H * it.levels[0].W;
+    CUDA_CHECK(cudaStreamSynchronize(it.stream));
+    bnorm[i] = std::sqrt(it.host_check[0]);
+    (*stats)[i].iterations = 0;
+    (*stats)[i].relative_residual = 0;
+    if (bnorm[i] == 0) {  // x = 0 is exact
+      converged[i] = true;
+      continue;
+    }
+    active[i] = true;
+    Precondition(it, multigrid);
+    CUDA_CHECK(cudaMemcpyAsync(it.p, it.z, n * sizeof(double), cudaMemcpyDeviceToDevice,
+                               it.stream));
+    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial,
+                                                           it.retired, &it.cg->rz[0]);
+  }
+  for (int k = 1; k <= max_iter; ++k) {
+    bool any = false;
+    for (int i = 0; i < num; ++i) {
+      if (!active[i]) continue;
+      any = true;
+      GpuItem& it = (*items)[i];
+      const GpuLevel& L = it.levels[0];
+      const int n = L.H * L.W, blocks = ReduceBlocks(n);
+      OperatorDot<<<blocks, kReduceThreads, 0, it.stream>>>(L.H, L.W, L.ew, L.sw, L.diag,
+          it.p, it.q, it.partial, it.retired, it.cg);
+      CgUpdateDot<<<blocks, kReduceThreads, 0, it.stream>>>(n, (k - 1) & 1, it.p, it.q,
+          it.*x, it.r, it.partial, it.retired, it.cg);
+      CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
+                                 cudaMemcpyDeviceToHost, it.stream));
+      CUDA_CHECK(cudaEventRecord(it.checked, it.stream));
+      Precondition(it, multigrid);
+      Dot<<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial, it.retired,
+                                                    &it.cg->rz[k & 1]);
+      CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
+    }
+    if (!any) break;
+    for (int i = 0; i < num; ++i) {
+      if (!active[i]) continue;
+      GpuItem& it = (*items)[i];
+      CUDA_CHECK(cudaEventSynchronize(it.checked));
+      (*stats)[i].iterations = k;
+      const double rel = std::sqrt(it.host_check[0]) / bnorm[i];
+      (*stats)[i].relative_residual = rel;
+      if (it.host_check[1] != 0 || !std::isfinite(rel)) {  // p.q <= 0: not positive definite
+        active[i] = false;
+      } else if (rel <= tol) {
+        active[i] = false;
+        converged[i] = true;
+      }
+    }
+  }
+  return converged;
+}
+
+void AllocItem(int Hc, int Wc, GpuItem* item) {
+  const int nc = Hc * Wc;
+  int h = Hc, w = Wc;
+  while (true) {
+    GpuLevel L;
+    L.H = h;
+    L.W = w;
+    double** arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b, &L.r};
+    for (double** a : arrays) *a = DeviceAlloc(h * w);
+    item->levels.push_back(L);
+    if (h * w <= kMultigridCoarsestUnknowns) break;
+    h = (h + 1) / 2;
+    w = (w + 1) / 2;
+  }
+  const int m = h * w;
+  item->chol = DeviceAlloc(m * m);
+  item->inverse = DeviceAlloc(m * m);
+  const size_t bytes = item->levels.size() * sizeof(GpuLevel);
+  CUDA_CHECK(cudaMalloc(&item->dev_levels, bytes));
+  CUDA_CHECK(cudaMemcpy(item->dev_levels, item->levels.data(), bytes, cudaMemcpyHostToDevice));
+  double** vectors[] = {&item->alpha, &item->rhs, &item->sol, &item->r, &item->z, &item->p,
+                        &item->q};
+  for (double** v : vectors) *v = DeviceAlloc(nc);
+  CUDA_CHECK(cudaMalloc(&item->flags, 4 * sizeof(int)));
+  CUDA_CHECK(cudaMalloc(&item->cg, sizeof(CgScalars)));
+  item->partial = DeviceAlloc(kReduceMaxBlocks);
+  CUDA_CHECK(cudaMalloc(&item->retired, sizeof(unsigned)));
+  CUDA_CHECK(cudaMemset(item->retired, 0, sizeof(unsigned)));
+  CUDA_CHECK(cudaMallocHost(&item->host_check, 2 * sizeof(double)));
+  CUDA_CHECK(cudaStreamCreate(&item->stream));
+  CUDA_CHECK(cudaEventCreateWithFlags(&item->checked, cudaEventDisableTiming));
 }
 
 void FreeItem(GpuItem* item) {
@@ -567,10 +641,16 @@ void FreeItem(GpuItem* item) {
     for (double* a : arrays) CUDA_CHECK(cudaFree(a));
   }
   item->levels.clear();
+  double* vectors[] = {item->chol, item->inverse, item->alpha, item->rhs, item->sol, item->r,
+                       item->z, item->p, item->q, item->partial};
+  for (double* v : vectors) CUDA_CHECK(cudaFree(v));
   CUDA_CHECK(cudaFree(item->dev_levels));
-  CUDA_CHECK(cudaFree(item->chol));
-  CUDA_CHECK(cudaFree(item->inverse));
-  CUDA_CHECK(cudaFree(item->alpha));
+  CUDA_CHECK(cudaFree(item->flags));
+  CUDA_CHECK(cudaFree(item->cg));
+  CUDA_CHECK(cudaFree(item->retired));
+  CUDA_CHECK(cudaFreeHost(item->host_check));
+  CUDA_CHECK(cudaStreamDestroy(item->stream));
+  CUDA_CHECK(cudaEventDestroy(item->checked));
 }
 
 }  // namespace
@@ -580,14 +660,6 @@ void SparseLaplacianSolveLayer<Dtype>::FreeGpuState() {
   GpuState* st = static_cast<GpuState*>(gpu_state_);
   if (!st) return;
   for (size_t n = 0; n < st->items.size(); ++n) FreeItem(&st->items[n]);
-  double* vectors[] = {st->rhs, st->sol, st->r, st->z, st->p, st->q};
-  for (double* v : vectors) CUDA_CHECK(cudaFree(v));
-  CUDA_CHECK(cudaFree(st->flags));
-  CUDA_CHECK(cudaFree(st->scalars));
-  CUDA_CHECK(cudaFree(st->partial));
-  CUDA_CHECK(cudaFree(st->retired));
-  CUDA_CHECK(cudaFreeHost(st->host_check));
-  CUDA_CHECK(cudaEventDestroy(st->checked));
   delete st;
   gpu_state_ = nullptr;
 }
@@ -604,82 +676,61 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     st->num = num;
     st->Hc = Hc_;
     st->Wc = Wc_;
-    const int nc = Hc_ * Wc_;
-    double** vectors[] = {&st->rhs, &st->sol, &st->r, &st->z, &st->p, &st->q};
-    for (double** v : vectors) *v = DeviceAlloc(nc);
-    CUDA_CHECK(cudaMalloc(&st->flags, 4 * sizeof(int)));
-    CUDA_CHECK(cudaMalloc(&st->scalars, sizeof(CgScalars)));
-    st->partial = DeviceAlloc(kReduceMaxBlocks);
-    CUDA_CHECK(cudaMalloc(&st->retired, sizeof(unsigned)));
-    CUDA_CHECK(cudaMemset(st->retired, 0, sizeof(unsigned)));
-    CUDA_CHECK(cudaMallocHost(&st->host_check, 2 * sizeof(double)));
-    CUDA_CHECK(cudaEventCreateWithFlags(&st->checked, cudaEventDisableTiming));
     st->items.resize(num);
-    for (int n = 0; n < num; ++n) {
-      GpuItem& item = st->items[n];
-      int h = Hc_, w = Wc_;
-      while (true) {
-        GpuLevel L;
-        L.H = h;
-        L.W = w;
-        double** arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b, &L.r};
-        for (double** a : arrays) *a = DeviceAlloc(h * w);
-        item.levels.push_back(L);
-        if (h * w <= kMultigridCoarsestUnknowns) break;
-        h = (h + 1) / 2;
-        w = (w + 1) / 2;
-      }
-      const int m = h * w;
-      item.chol = DeviceAlloc(m * m);
-      item.inverse = DeviceAlloc(m * m);
-      item.alpha = DeviceAlloc(nc);
-      const size_t bytes = item.levels.size() * sizeof(GpuLevel);
-      CUDA_CHECK(cudaMalloc(&item.dev_levels, bytes));
-      CUDA_CHECK(cudaMemcpy(item.dev_levels, item.levels.data(), bytes, cudaMemcpyHostToDevice));
-    }
+    for (int n = 0; n < num; ++n) AllocItem(Hc_, Wc_, &st->items[n]);
   }
   fwd_stats_.resize(num);
   bwd_stats_.resize(num);
+  const int nc = Hc_ * Wc_;
+  // The inputs were written on the legacy default stream, which the (blocking) item streams
+  // wait for.
   for (int n = 0; n < num; ++n) {
     GpuItem& item = st->items[n];
+    cudaStream_t s = item.stream;
     GpuLevel& F = item.levels[0];
-    const int nc = Hc_ * Wc_;
-    CUDA_CHECK(cudaMemset(st->flags, 0, 4 * sizeof(int)));
-    BuildSystem<Dtype><<<LAUNCH(nc)>>>(Hc_, Wc_, H_, W_, shrink_,
+    CUDA_CHECK(cudaMemsetAsync(item.flags, 0, 4 * sizeof(int), s));
+    BuildSystem<Dtype><<<LAUNCH(nc, s)>>>(Hc_, Wc_, H_, W_, shrink_,
         bottom[0]->gpu_data() + bottom[0]->offset(n),
-        bottom[1]->gpu_data() + bottom[1]->offset(n), c_, F.ew, F.sw, F.diag, st->rhs,
-        st->flags);
-    AddDegrees<<<LAUNCH(nc)>>>(Hc_, Wc_, F.ew, F.sw, F.diag);
+        bottom[1]->gpu_data() + bottom[1]->offset(n), c_, F.ew, F.sw, F.diag, item.rhs,
+        item.flags);
+    AddDegrees<<<LAUNCH(nc, s)>>>(Hc_, Wc_, F.ew, F.sw, F.diag);
     for (size_t l = 1; l < item.levels.size(); ++l) {
       const GpuLevel& f = item.levels[l - 1];
       GpuLevel& c = item.levels[l];
-      Coarsen<<<LAUNCH(c.H * c.W)>>>(f.H, f.W, f.ew, f.sw, f.diag, c.H, c.W, c.ew, c.sw,
-                                     c.diag);
+      Coarsen<<<LAUNCH(c.H * c.W, s)>>>(f.H, f.W, f.ew, f.sw, f.diag, c.H, c.W, c.ew, c.sw,
+                                        c.diag);
     }
     const GpuLevel& K = item.levels.back();
     const int m = K.H * K.W;
-    Densify<<<LAUNCH(m * m)>>>(K.H, K.W, K.ew, K.sw, K.diag, item.chol);
-    CholeskyFactor<<<1, kCholThreads>>>(m, item.chol, st->flags);
-    CholeskyInverse<<<1, kCholThreads>>>(m, item.chol, item.inverse);
+    Densify<<<LAUNCH(m * m, s)>>>(K.H, K.W, K.ew, K.sw, K.diag, item.chol);
+    CholeskyFactor<<<1, kCholThreads, 0, s>>>(m, item.chol, item.flags);
+    CholeskyInverse<<<1, kCholThreads, 0, s>>>(m, item.chol, item.inverse);
     CUDA_POST_KERNEL_CHECK;
+  }
+  for (int n = 0; n < num; ++n) {
     int flags[4];
-    CUDA_CHECK(cudaMemcpy(flags, st->flags, sizeof(flags), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpyAsync(flags, st->items[n].flags, sizeof(flags),
+                               cudaMemcpyDeviceToHost, st->items[n].stream));
+    CUDA_CHECK(cudaStreamSynchronize(st->items[n].stream));
     CHECK(!flags[0]) << Where(n) << "some affinities are not finite values >= 0";
     CHECK(!flags[2]) << Where(n) << "non-finite trimap values";
     CHECK_GT(flags[1], 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the "
         "system (L + C) is singular";
     CHECK(!flags[3]) << Where(n) << "the system is singular (a part of the image not "
         "connected to any known pixel?)";
-    GridMultigridSolver::Stats stats;
-    const bool ok = SolveGpu(st, &item, st->rhs, item.alpha, tol_, max_iter_, multigrid_,
-                             &stats);
-    fwd_stats_[n] = stats;
-    CHECK(ok) << Where(n) << "the forward solve did not converge: relative residual "
-        << stats.relative_residual << " after " << stats.iterations << " iterations";
-    Dtype* alpha = top[0]->mutable_gpu_data() + top[0]->offset(n);
-    Upsample<Dtype><<<LAUNCH(H_ * W_)>>>(H_, W_, Hc_, Wc_, shrink_, item.alpha, alpha);
-    CUDA_POST_KERNEL_CHECK;
   }
+  const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::alpha, tol_,
+                                        max_iter_, multigrid_, &fwd_stats_);
+  for (int n = 0; n < num; ++n) {
+    CHECK(ok[n]) << Where(n) << "the forward solve did not converge: relative residual "
+        << fwd_stats_[n].relative_residual << " after " << fwd_stats_[n].iterations
+        << " iterations";
+    GpuItem& item = st->items[n];
+    Dtype* alpha = top[0]->mutable_gpu_data() + top[0]->offset(n);
+    Upsample<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_, W_, Hc_, Wc_, shrink_, item.alpha,
+                                                      alpha);
+  }
+  CUDA_POST_KERNEL_CHECK;
 }
 
 template <typename Dtype>
@@ -696,21 +747,23 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
     GpuItem& item = st->items[n];
     const Dtype* top_diff = top[0]->gpu_diff() + top[0]->offset(n);
     if (shrink_ == 1) {
-      CopyToDouble<Dtype><<<LAUNCH(H_ * W_)>>>(H_ * W_, top_diff, st->rhs);
+      CopyToDouble<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_ * W_, top_diff, item.rhs);
     } else {
-      UpsampleTranspose<Dtype><<<LAUNCH(Hc_ * Wc_)>>>(H_, W_, Hc_, Wc_, shrink_, top_diff,
-                                                       st->rhs);
+      UpsampleTranspose<Dtype><<<LAUNCH(Hc_ * Wc_, item.stream)>>>(H_, W_, Hc_, Wc_, shrink_,
+                                                                   top_diff, item.rhs);
     }
-    GridMultigridSolver::Stats stats;
-    const bool ok = SolveGpu(st, &item, st->rhs, st->sol, tol_, max_iter_, multigrid_,
-                             &stats);
-    bwd_stats_[n] = stats;
-    CHECK(ok) << Where(n) << "the backward solve did not converge: relative residual "
-        << stats.relative_residual << " after " << stats.iterations << " iterations";
-    EdgeGradient<Dtype><<<LAUNCH(H_ * W_)>>>(H_, W_, Wc_, shrink_, st->sol, item.alpha,
-        bottom[0]->mutable_gpu_diff() + bottom[0]->offset(n));
-    CUDA_POST_KERNEL_CHECK;
   }
+  const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::sol, tol_,
+                                        max_iter_, multigrid_, &bwd_stats_);
+  for (int n = 0; n < st->num; ++n) {
+    CHECK(ok[n]) << Where(n) << "the backward solve did not converge: relative residual "
+        << bwd_stats_[n].relative_residual << " after " << bwd_stats_[n].iterations
+        << " iterations";
+    GpuItem& item = st->items[n];
+    EdgeGradient<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_, W_, Wc_, shrink_, item.sol,
+        item.alpha, bottom[0]->mutable_gpu_diff() + bottom[0]->offset(n));
+  }
+  CUDA_POST_KERNEL_CHECK;
 }
 
 INSTANTIATE_LAYER_GPU_FUNCS(SparseLaplacianSolveLayer);
