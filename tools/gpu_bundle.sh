@@ -14,11 +14,13 @@
 # isolation. Then carry its folder, e.g. with the device tool:
 #   bash tools/gpu_bundle.sh            # -> build/gpu-bundle/dmpn-gpu-bundle.tar.xz
 #   run(command="bash tools/gpu_check.sh build/gpu-bundle/dmpn-gpu-bundle.tar.xz", carry=["build/gpu-bundle"])
-# Usage: tools/gpu_bundle.sh [OUT_DIR]   (default build/gpu-bundle; MAX_MB=60 caps the size)
+# Usage: tools/gpu_bundle.sh [OUT_DIR]   (default build/gpu-bundle; MAX_MB=60 caps the size,
+#        XZ_LEVEL=6 the compression: 0 is fast, for tests)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT_DIR=${1:-$REPO/build/gpu-bundle}
 MAX_MB=${MAX_MB:-60}
+XZ_LEVEL=${XZ_LEVEL:-6}
 say() { printf '[gpu_bundle] %s\n' "$*" >&2; }
 die() { printf '[gpu_bundle] error: %s\n' "$*" >&2; exit 1; }
 
@@ -114,7 +116,7 @@ CUDA_HERE=$(dirname "$(ldd "$INSTALL/lib/libcaffe.so" | awk '/libcudart/{print $
 
 mkdir -p "$OUT_DIR"
 tmp=$OUT_DIR/.dmpn-gpu-bundle.tar.xz.tmp
-tar -C "$STAGE" -cf - dmpn-gpu-bundle | xz -T0 -6 > "$tmp"
+tar -C "$STAGE" -cf - dmpn-gpu-bundle | xz -T0 -"$XZ_LEVEL" > "$tmp"
 mb=$(( $(stat -c %s "$tmp") / 1048576 ))
 if (( mb > MAX_MB )); then rm -f "$tmp"; die "bundle is $mb MiB, over MAX_MB=$MAX_MB"; fi
 mv "$tmp" "$OUT_DIR/dmpn-gpu-bundle.tar.xz"

@@ -1,0 +1,75 @@
+"""tools/gpu_bundle.sh and tools/gpu_check.sh, the way to run our CUDA code on a bare GPU
+machine, checked here in CPU mode: the bundle unpacks and runs from a folder of its own, and
+gpu_check's gtest step passes, death tests included (they re-execute the test binary, which
+once failed because the bundle put it on PATH only)."""
+import os
+import re
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import ROOT, tool
+
+CUDA_TESTS = "the bundle carries a CUDA build"
+
+
+def cuda_lib_dir():
+    """Where this machine's build finds cuBLAS (gpu_check.sh searches the target for it)."""
+    caffe_wrapper = (ROOT / ".venv" / "bin" / "caffe").read_text()
+    install = re.search(r'"([^"]+)/bin/caffe"', caffe_wrapper).group(1)
+    ldd = subprocess.run(["ldd", f"{install}/lib/libcaffe.so"], capture_output=True, text=True)
+    hit = re.search(r"libcublas\.so\.\d+ => (\S+)", ldd.stdout)
+    return os.path.dirname(hit.group(1)) if hit else None
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    tool("dmpn_test")
+    cuda = cuda_lib_dir()
+    if cuda is None:
+        pytest.skip(f"CPU-only build: {CUDA_TESTS}")
+    out = tmp_path_factory.mktemp("bundle")
+    env = dict(os.environ, XZ_LEVEL="0", MAX_MB="1000")
+    run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_bundle.sh"), str(out)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tarball = out / "dmpn-gpu-bundle.tar.xz"
+    assert tarball.is_file() and not list(out.glob(".*.tmp"))
+    return tarball, cuda
+
+
+def test_bundle_holds_the_binaries_and_a_python(bundle):
+    tarball, _ = bundle
+    with tarfile.open(tarball) as t:
+        names = set(t.getnames())
+    for path in ("bin/caffe", "bin/dmpn_test", "env.sh", "python/bin-python",
+                 "python/site/caffe/_caffe.so", "python/site/numpy", "python/site/scipy"):
+        assert f"dmpn-gpu-bundle/{path}" in names, path
+    libs = {n.split("/")[-1] for n in names if n.startswith("dmpn-gpu-bundle/lib/")}
+    assert any(n.startswith("libcaffe.so") for n in libs)
+    assert any(n.startswith("libglog") for n in libs)
+    # left to the target machine: glibc and cuBLAS (hundreds of MiB)
+    assert not any(n.startswith(("libc.so", "libcublas")) for n in libs), sorted(libs)
+
+
+def test_gpu_check_runs_the_gtest_step_from_the_bundle(bundle, tmp_path):
+    tarball, cuda = bundle
+    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="gtest", CUDA_LIBS=cuda,
+               GTEST_FILTER="AffinityExpLayerTest/1.*:UnpoolingLayerTest/0.TestBad*")
+    run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball),
+                          str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    summary = (tmp_path / "summary.txt").read_text()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "gtest: rc=0" in summary and "[  PASSED  ] 5 tests." in summary, summary
+    with tarfile.open(tmp_path / "logs.tar.gz") as t:
+        log = t.extractfile("./gtest.log").read().decode()
+    assert "[       OK ] UnpoolingLayerTest/0.TestBadMaskIsAnError" in log
+
+
+def test_gpu_check_names_a_missing_bundle(tmp_path):
+    missing = tmp_path / "nope.tar.xz"
+    run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(missing),
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert str(missing) in run.stderr
