@@ -18,6 +18,16 @@ import os
 import sys
 import tempfile
 
+from dmpn.imageio import save_caffemodel
+
+
+def missing_statistics(net) -> list:
+    """Names of the BatchNorm layers that hold no statistics (scale factor 0): weights that were
+    never trained, such as an initialisation. Caffe's TEST phase then divides by sqrt(eps), the
+    activations overflow, and SparseLaplacianSolve stops on non-finite affinities."""
+    return [name for name, layer in zip(net._layer_names, net.layers)
+            if layer.type == "BatchNorm" and float(layer.blobs[2].data.ravel()[0]) == 0]
+
 
 def accumulate(net, batches, feed=None, progress=None):
     """Runs `batches` forward passes (up to the last BatchNorm) of a net whose BatchNorm layers
@@ -77,9 +87,7 @@ def recompute_bn(train_val, weights, out, batches=100, seed=0, show_progress=Tru
         net = caffe.Net(proto, caffe.TRAIN, weights=weights)
     with tqdm(total=batches, desc="BatchNorm statistics", unit="batch", disable=not show_progress) as bar:
         names = accumulate(net, batches, progress=bar)
-    part = out + ".tmp"
-    net.save(part)
-    os.replace(part, out)  # never a half-written model
+    save_caffemodel(net, out)  # never a half-written model
     return names
 
 

@@ -121,15 +121,13 @@ def init_edge_aware(net, k=EDGE_K, bias=EDGE_BIAS):
 def write_edge_init(net_prototxt, out_caffemodel, weights=None, k=EDGE_K, bias=EDGE_BIAS, seed=None):
     """Loads the net (with `weights` if given, else its fillers, seeded), initialises it and
     saves a .caffemodel for `caffe train -weights`."""
-    import os
     import caffe
+    from dmpn.imageio import save_caffemodel
     if seed is not None:
         caffe.set_random_seed(int(seed))
     net = caffe.Net(net_prototxt, caffe.TEST, weights=weights) if weights else caffe.Net(net_prototxt, caffe.TEST)
     init_edge_aware(net, k, bias)
-    tmp = out_caffemodel + ".tmp"
-    net.save(tmp)
-    os.replace(tmp, out_caffemodel)  # never a half-written model
+    save_caffemodel(net, out_caffemodel)
 
 
 def main(argv=None):

@@ -219,6 +219,13 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         caffe.set_device(int(gpu))
         caffe.set_mode_gpu()
     net = caffe.Net(os.fspath(deploy), os.fspath(weights), caffe.TEST)
+    from dmpn.bn_stats import missing_statistics
+    empty = missing_statistics(net)
+    if empty:
+        which = f"'{empty[0]}' holds" if len(empty) == 1 else f"'{empty[0]}' and {len(empty) - 1} more hold"
+        raise InputError(f"{weights}: BatchNorm layer {which} no statistics (weights never trained, "
+                         "e.g. an initialisation): train them, or fill the statistics with "
+                         "tools/recompute_bn.py")
 
     def predict(image, trimap01):
         x = np.concatenate([np.asarray(image, np.float64),

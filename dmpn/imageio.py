@@ -173,6 +173,11 @@ def atomic_write(path, write, suffix: str = "") -> None:
         raise
 
 
+def save_caffemodel(net, path) -> None:
+    """Save a pycaffe net's weights to ``path`` atomically (see atomic_write)."""
+    atomic_write(path, lambda tmp: net.save(os.fspath(tmp)), suffix=".caffemodel")
+
+
 def write_png(path, array) -> None:
     """Write ``array`` (HxW or HxWx3/4) as an 8-bit PNG, atomically (see atomic_write).
 

@@ -39,6 +39,7 @@ def read_caffemodel(path):
 
 def init_from_vgg16(net_prototxt, vgg_caffemodel, out_caffemodel):
     import caffe
+    from dmpn.imageio import save_caffemodel
     vgg = read_caffemodel(vgg_caffemodel)
     missing = [n for n in ENCODER if n not in vgg]
     if missing:
@@ -57,7 +58,7 @@ def init_from_vgg16(net_prototxt, vgg_caffemodel, out_caffemodel):
             raise ValueError(f"{name}: VGG16 has {w.shape}, the net {net_prototxt} has {ours.shape} "
                              "(use the paper-size net, width 1)")
         ours[...] = w
-    net.save(out_caffemodel)
+    save_caffemodel(net, out_caffemodel)  # never a half-written model
     return ENCODER
 
 

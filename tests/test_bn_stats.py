@@ -85,3 +85,26 @@ def test_tool_refuses_bad_input(tmp_path):
     res = run_tool("--net", str(weights), "--weights", str(weights), "--out", str(out))
     assert res.returncode == 2 and "not a net prototxt" in res.stderr
     assert not out.exists() and not (tmp_path / "out.caffemodel.tmp").exists()
+
+
+def test_untrained_weights_are_refused_with_the_reason(tmp_path):
+    """An untrained net (an initialisation) has no BatchNorm statistics: predicting with it
+    would stop deep in SparseLaplacianSolve on non-finite affinities; instead the predictor
+    names the file, the layer and what to do."""
+    caffe = require_caffe()
+    from dmpn.evaluate import caffe_predictor
+    from dmpn.imageio import InputError
+    deploy = ROOT / "prototxt" / "slim_deploy.prototxt"
+    weights = tmp_path / "init.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
+    with pytest.raises(InputError, match=r"init\.caffemodel: BatchNorm layer 'conv1_1_bn' and \d+ more hold no statistics.*recompute_bn"):
+        caffe_predictor(deploy, weights)
+    image, trimap = tmp_path / "i.png", tmp_path / "t.png"
+    from dmpn.imageio import write_png
+    write_png(image, np.zeros((32, 32, 3)))
+    write_png(trimap, np.full((32, 32), 0.5))
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/predict.py"), "--model", str(deploy),
+                          "--weights", str(weights), "--image", str(image), "--trimap", str(trimap),
+                          "--out", str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert res.returncode == 2 and "no statistics" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "a.png").exists()

@@ -307,6 +307,7 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
         def __init__(self, deploy, weights, phase):
             calls["init"] = (deploy, weights, phase)
             self.blobs = {"data": Blob(), "alpha": Blob()}
+            self.layers, self._layer_names = [], []
 
         def reshape(self):
             n, c, h, w = self.blobs["data"].data.shape
