@@ -25,7 +25,8 @@ t0=$(date +%s)
 # ---- 1. Debian packages -------------------------------------------------------------------
 DEBS=(build-essential cmake patch pkg-config libboost-system-dev libboost-thread-dev
       libboost-filesystem-dev libboost-python-dev libgoogle-glog-dev libgflags-dev
-      libprotobuf-dev protobuf-compiler libhdf5-dev liblmdb-dev libopenblas-dev)
+      libprotobuf-dev protobuf-compiler libhdf5-dev liblmdb-dev libopenblas-dev
+      xz-utils)  # xz: tools/gpu_bundle.sh
 [[ -z ${CAFFE_SOURCE_TARBALL:-}${CAFFE_SOURCE_DIR:-} ]] && DEBS+=(debian-archive-keyring)
 missing=()
 for p in "${DEBS[@]}"; do
