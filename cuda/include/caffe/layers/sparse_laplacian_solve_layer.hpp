@@ -58,10 +58,12 @@ class GridMultigridSolver {
   bool Solve(const double* b, double* x, double tol, int max_iter, bool multigrid,
              Stats* stats);
   int num_levels() const { return static_cast<int>(levels_.size()); }
+  Level* level(int l) { return &levels_[l]; }  // for tests
+  /// Red-black Gauss-Seidel half-sweeps colors[0..K) on a level, in one wavefront pass.
+  void SmoothSweeps(Level* L, const int* colors, int K);
 
  private:
   void VCycle(int l);
-  void SmoothColor(Level* L, int color);
   template <typename F> void ForRows(int rows, int work, F f);
   int H_ = 0, W_ = 0, threads_ = 1;
   std::vector<double> ew_, sw_, diag_;  // the fine operator, float64

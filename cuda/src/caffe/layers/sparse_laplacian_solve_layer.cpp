@@ -220,47 +220,88 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   return true;
 }
 
-void GridMultigridSolver::SmoothColor(Level* Lp, int color) {
-  Level& L = *Lp;
+namespace {
+
+// One red-black Gauss-Seidel half-sweep on row y: the pixels of `color` ((x + y) % 2).
+inline void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) {
   const int H = L.H, W = L.W;
-  float* x = L.x.data();
   const float* b = L.b.data();
   const float* ew = L.ew.data();
   const float* sw = L.sw.data();
   const float* dg = L.diag.data();
-  // Pixels of one colour depend only on the other colour: rows split freely across threads.
-  ForRows(H, H * W, [=](int y0, int y1, int) {
-    for (int y = y0; y < y1; ++y) {
-      const int row = y * W;
-      int xx = (y + color) & 1;
-      if (y > 0 && y + 1 < H) {
-        if (xx == 0) {
-          x[row] = (b[row] + (W > 1 ? ew[row] * x[row + 1] : 0.f) + sw[row - W] * x[row - W] +
-                    sw[row] * x[row + W]) / dg[row];
-          xx = 2;
-        }
-        for (; xx + 1 < W; xx += 2) {  // interior: no branches
-          const int i = row + xx;
-          x[i] = (b[i] + ew[i] * x[i + 1] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] +
-                  sw[i] * x[i + W]) / dg[i];
-        }
-        if (xx == W - 1) {
-          const int i = row + xx;
-          x[i] = (b[i] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] + sw[i] * x[i + W]) / dg[i];
-        }
-      } else {
-        for (; xx < W; xx += 2) {
-          const int i = row + xx;
-          float s = b[i];
-          if (xx + 1 < W) s += ew[i] * x[i + 1];
-          if (xx > 0) s += ew[i - 1] * x[i - 1];
-          if (y + 1 < H) s += sw[i] * x[i + W];
-          if (y > 0) s += sw[i - W] * x[i - W];
-          x[i] = s / dg[i];
-        }
+  const int row = y * W;
+  int xx = (y + color) & 1;
+  if (y > 0 && y + 1 < H) {
+    if (xx == 0) {
+      x[row] = (b[row] + (W > 1 ? ew[row] * x[row + 1] : 0.f) + sw[row - W] * x[row - W] +
+                sw[row] * x[row + W]) / dg[row];
+      xx = 2;
+    }
+    for (; xx + 1 < W; xx += 2) {  // interior: no branches
+      const int i = row + xx;
+      x[i] = (b[i] + ew[i] * x[i + 1] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] +
+              sw[i] * x[i + W]) / dg[i];
+    }
+    if (xx == W - 1) {
+      const int i = row + xx;
+      x[i] = (b[i] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] + sw[i] * x[i + W]) / dg[i];
+    }
+  } else {
+    for (; xx < W; xx += 2) {
+      const int i = row + xx;
+      float s = b[i];
+      if (xx + 1 < W) s += ew[i] * x[i + 1];
+      if (xx > 0) s += ew[i - 1] * x[i - 1];
+      if (y + 1 < H) s += sw[i] * x[i + W];
+      if (y > 0) s += sw[i - W] * x[i - W];
+      x[i] = s / dg[i];
+    }
+  }
+}
+
+}  // namespace
+
+// The half-sweeps colors[0..K) in one pass over the level, as a wavefront: while the front is
+// at row y, half-sweep k updates row y - k, so each row is smoothed K times while it is in
+// cache instead of being read from memory K times (the smoother is memory bound). Every update
+// reads its neighbours at the same stage as K separate half-sweeps would: the result is the
+// same, bit for bit. Threads take blocks of rows; half-sweep k leaves k rows on each side of
+// a block boundary, which are finished after all blocks (a small wavefront per boundary).
+void GridMultigridSolver::SmoothSweeps(Level* Lp, const int* colors, int K) {
+  Level& L = *Lp;
+  const int H = L.H;
+  float* x = L.x.data();
+  std::vector<std::pair<int, int> > blocks(WorkerTeam::Get().size(), std::make_pair(-1, -1));
+  auto front = [&](int a, int b, int lo_shift, int hi_shift) {
+    // rows [a + k lo_shift, b - k hi_shift) for half-sweep k, front by front
+    for (int y = a; y < b + K - 1; ++y) {
+      for (int k = 0; k < K; ++k) {
+        const int r = y - k;
+        if (r >= a + k * lo_shift && r < b - k * hi_shift) SmoothRow(L, x, r, colors[k]);
       }
     }
+  };
+  // Blocks must be at least 2K rows high so that the boundary regions do not overlap.
+  const int team = WorkerTeam::Get().size();
+  if (H < 2 * K * team) {
+    front(0, H, 0, 0);
+    return;
+  }
+  ForRows(H, H * L.W, [&](int y0, int y1, int t) {
+    blocks[t] = std::make_pair(y0, y1);
+    front(y0, y1, y0 > 0 ? 1 : 0, y1 < H ? 1 : 0);
   });
+  for (size_t t = 0; t < blocks.size(); ++t) {
+    const int a = blocks[t].first;
+    if (a <= 0) continue;  // the top block, or a block not used
+    // Half-sweep k still owes rows [a - k, a + k).
+    for (int y = a; y < a + 2 * K - 2; ++y) {
+      for (int k = 1; k < K; ++k) {
+        const int r = y - k;
+        if (r >= a - k && r < a + k) SmoothRow(L, x, r, colors[k]);
+      }
+    }
+  }
 }
 
 void GridMultigridSolver::VCycle(int l) {
@@ -283,10 +324,14 @@ void GridMultigridSolver::VCycle(int l) {
     return;
   }
   std::fill(L.x.begin(), L.x.end(), 0.f);
+  int pre[2 * kMultigridSweeps], post[2 * kMultigridSweeps];
   for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor(&L, 0);
-    SmoothColor(&L, 1);
+    pre[2 * s] = 0;
+    pre[2 * s + 1] = 1;
+    post[2 * s] = 1;
+    post[2 * s + 1] = 0;
   }
+  SmoothSweeps(&L, pre, 2 * kMultigridSweeps);
   // Residual and restriction in one pass: C.b = P^T (b - A x), by coarse rows.
   Level& C = levels_[l + 1];
   const int H = L.H, W = L.W, Wc = C.W;
@@ -312,10 +357,7 @@ void GridMultigridSolver::VCycle(int l) {
     }
   });
   // Post-smoothing in the opposite colour order keeps the preconditioner symmetric.
-  for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor(&L, 1);
-    SmoothColor(&L, 0);
-  }
+  SmoothSweeps(&L, post, 2 * kMultigridSweeps);
 }
 
 bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_iter,

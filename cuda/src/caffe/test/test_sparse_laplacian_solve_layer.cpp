@@ -1,4 +1,6 @@
 #include <cmath>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -237,6 +239,49 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
   layer.SetUp(this->bottom_vec_, this->top_vec_);
   EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
                "batch item 0: the forward solve did not converge");
+}
+
+// The wavefront smoother (several half-sweeps in one pass, row blocks on the worker threads,
+// boundary regions finished afterwards) must give exactly what one half-sweep at a time gives.
+TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
+  std::mt19937 rng(5);
+  std::normal_distribution<double> normal(0., 1.5);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  // 301 rows: blocks with an odd boundary on a multi-threaded team; 9 rows: the serial path.
+  for (int H : {301, 9}) {
+    const int W = 257, n = H * W;
+    std::vector<double> ew(n), sw(n), diag(n, 0.);
+    for (int i = 0; i < n; ++i) {
+      const int y = i / W, x = i % W;
+      ew[i] = x + 1 < W ? std::exp(normal(rng)) : 0.;
+      sw[i] = y + 1 < H ? std::exp(normal(rng)) : 0.;
+      if (x % 7 == 0) diag[i] += 0.8;
+    }
+    for (int i = 0; i < n; ++i) {
+      diag[i] += ew[i] + sw[i] + (i % W > 0 ? ew[i - 1] : 0.) + (i >= W ? sw[i - W] : 0.);
+    }
+    GridMultigridSolver solver;
+    std::string why;
+    ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why, 8)) << why;
+    GridMultigridSolver::Level* L = solver.level(0);
+    for (int i = 0; i < n; ++i) {
+      L->b[i] = uniform(rng);
+      L->x[i] = uniform(rng);
+    }
+    const std::vector<float> x0 = L->x;
+    for (const std::vector<int>& colors : {std::vector<int>{0, 1, 0, 1},
+                                           std::vector<int>{1, 0, 1, 0}, std::vector<int>{0, 1}}) {
+      L->x = x0;
+      for (int c : colors) solver.SmoothSweeps(L, &c, 1);
+      const std::vector<float> one_at_a_time = L->x;
+      L->x = x0;
+      solver.SmoothSweeps(L, colors.data(), static_cast<int>(colors.size()));
+      int differ = 0;
+      for (int i = 0; i < n; ++i) differ += L->x[i] != one_at_a_time[i];
+      EXPECT_EQ(differ, 0) << "H " << H << ", " << colors.size() << " half-sweeps";
+      EXPECT_NE(one_at_a_time, x0);
+    }
+  }
 }
 
 #ifndef CPU_ONLY
