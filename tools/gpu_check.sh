@@ -3,8 +3,8 @@
 # build tools, another Python, no network). Unpacks the bundle from tools/gpu_bundle.sh and runs,
 # each step with its own time limit and log, going on past a failed step:
 #   0. parity  the layers' CPU/GPU parity tests alone (seconds): if they fail, nothing else runs
-#   1. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
-#   2. bench   tools/bench_propagation.py --gpu: CUDA vs C++ CPU layer vs scipy splu, one process
+#   1. bench   tools/bench_propagation.py --gpu: CUDA vs C++ CPU layer vs scipy splu, one process
+#   2. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
 #   3. time    `caffe time -gpu 0` of the paper-size deploy net at 608 x 800, per layer
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
 #              TRAIN_ITERS) on composites make_lmdb.py generates there; loss and iterations/s
@@ -24,6 +24,7 @@ mkdir -p "$RESULTS"
 command -v nvidia-smi >/dev/null && nvidia-smi -L | tee "$RESULTS/device.txt"
 
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 tar -xJf "$TARBALL" -C "$WORK" || { echo "gpu_check: cannot unpack $TARBALL" >&2; exit 2; }
 export DMPN_BUNDLE=$WORK/dmpn-gpu-bundle DMPN_REPO=$REPO
 # cuBLAS and cuRAND of this machine (CUDA toolkit or NVIDIA's Python wheels), unless given.
@@ -107,4 +108,3 @@ fi
 tar -czf "$RESULTS/logs.tar.gz" -C "$LOGS" .
 echo "=== summary"
 cat "$SUMMARY"
-rm -rf "$WORK"
