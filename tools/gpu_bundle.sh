@@ -10,10 +10,10 @@
 #             make_lmdb and pycaffe import, and pycaffe itself: the target's Python is another
 #             minor version, which pycaffe's extension and boost.python cannot load
 # The bundle is checked here before it is written: every binary resolves its libraries from the
-# bundle alone, and the bundled Python imports caffe, dmpn.bench and dmpn.lmdb_builder in
-# isolation. Then carry its folder, e.g. with the device tool:
+# bundle alone, and the bundled Python runs make_lmdb.py and bench_propagation.py. Then:
 #   bash tools/gpu_bundle.sh            # -> build/gpu-bundle/dmpn-gpu-bundle.tar.xz
-#   run(command="bash tools/gpu_check.sh build/gpu-bundle/dmpn-gpu-bundle.tar.xz", carry=["build/gpu-bundle"])
+# copy the repository with that file to the GPU machine and run there, from its root:
+#   bash tools/gpu_check.sh build/gpu-bundle/dmpn-gpu-bundle.tar.xz OUT_DIR
 # Usage: tools/gpu_bundle.sh [OUT_DIR]   (default build/gpu-bundle; MAX_MB=60 caps the size,
 #        XZ_LEVEL=6 the compression: 0 is fast, for tests)
 set -euo pipefail

@@ -9,7 +9,8 @@
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
 #              TRAIN_ITERS) on composites make_lmdb.py generates there; loss and iterations/s
 #   5. sanitize compute-sanitizer's memcheck over the layers' GPU parity tests (if installed)
-# Usage: bash tools/gpu_check.sh BUNDLE.tar.xz [OUT_DIR]   (OUT_DIR default $OUT or ./gpu-check)
+# Usage: bash tools/gpu_check.sh BUNDLE.tar.xz [OUT_DIR]   (OUT_DIR default: $OUT if set, else
+# gpu-check/ in the repository)
 # STEPS="parity bench gtest time train sanitize" picks steps; TRAIN_ITERS=300; GTEST_FILTER='*' narrows gtest;
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
