@@ -5,13 +5,8 @@
 
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"
+#include "caffe/layers/host_device.hpp"
 #include "caffe/proto/caffe.pb.h"
-
-#ifdef __CUDACC__
-#define AFFINITY_EXP_HOST_DEVICE __host__ __device__
-#else
-#define AFFINITY_EXP_HOST_DEVICE
-#endif
 
 namespace caffe {
 
@@ -19,7 +14,7 @@ namespace caffe {
 /// into a bound, and a broken feature would pass as a weak edge instead of reaching
 /// SparseLaplacianSolve's non-finite check (the numpy reference's np.clip keeps it too).
 template <typename Dtype>
-inline AFFINITY_EXP_HOST_DEVICE Dtype ClipExponent(Dtype z, Dtype bound) {
+inline DMPN_HOST_DEVICE Dtype ClipExponent(Dtype z, Dtype bound) {
   return z < -bound ? -bound : (z > bound ? bound : z);
 }
 

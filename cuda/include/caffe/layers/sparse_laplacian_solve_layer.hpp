@@ -6,6 +6,7 @@
 
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"
+#include "caffe/layers/host_device.hpp"
 #include "caffe/proto/caffe.pb.h"
 
 namespace caffe {
@@ -21,6 +22,21 @@ const double kTrimapKnownTol = 1e-3;
 const int kMultigridCoarsestUnknowns = 256;  // dense Cholesky below this size
 const int kMultigridSweeps = 2;
 const double kMultigridCoarseScale = 1.3;
+
+/// One red-black Gauss-Seidel update of pixel (y, x) of the 5-point operator (neighbours
+/// outside the grid left out): the smoother of the CPU path (float, its border rows; the
+/// interior is the same sum without the tests) and of the GPU path (double).
+template <typename T>
+inline DMPN_HOST_DEVICE T GaussSeidelUpdate(int H, int W, int y, int x, const T* ew,
+    const T* sw, const T* diag, const T* b, const T* v) {
+  const int i = y * W + x;
+  T s = b[i];
+  if (x + 1 < W) s += ew[i] * v[i + 1];
+  if (x > 0) s += ew[i - 1] * v[i - 1];
+  if (y + 1 < H) s += sw[i] * v[i + W];
+  if (y > 0) s += sw[i - W] * v[i - W];
+  return s / diag[i];
+}
 
 /**
  * @brief One image's system A = L + C on a pixel grid, with a Galerkin multigrid hierarchy

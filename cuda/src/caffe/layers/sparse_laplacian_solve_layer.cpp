@@ -247,15 +247,7 @@ inline void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int 
       x[i] = (b[i] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] + sw[i] * x[i + W]) / dg[i];
     }
   } else {
-    for (; xx < W; xx += 2) {
-      const int i = row + xx;
-      float s = b[i];
-      if (xx + 1 < W) s += ew[i] * x[i + 1];
-      if (xx > 0) s += ew[i - 1] * x[i - 1];
-      if (y + 1 < H) s += sw[i] * x[i + W];
-      if (y > 0) s += sw[i - W] * x[i - W];
-      x[i] = s / dg[i];
-    }
+    for (; xx < W; xx += 2) x[row + xx] = GaussSeidelUpdate(H, W, y, xx, ew, sw, dg, b, x);
   }
 }
 

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
-#include "caffe/util/math_functions.hpp"
 
 namespace caffe {
 
@@ -215,13 +214,7 @@ __device__ inline void SmoothPoint(const int H, const int W, const int color, co
   const int y = k / half;
   const int xx = 2 * (k % half) + ((y + color) & 1);
   if (xx >= W) return;
-  const int i = y * W + xx;
-  double s = b[i];
-  if (xx + 1 < W) s += ew[i] * x[i + 1];
-  if (xx > 0) s += ew[i - 1] * x[i - 1];
-  if (y + 1 < H) s += sw[i] * x[i + W];
-  if (y > 0) s += sw[i - W] * x[i - W];
-  x[i] = s / diag[i];
+  x[y * W + xx] = GaussSeidelUpdate(H, W, y, xx, ew, sw, diag, b, x);
 }
 
 // (A x)_i
@@ -361,13 +354,10 @@ inline int ReduceBlocks(int n) {
   return std::min(kReduceMaxBlocks, (n + kReduceThreads - 1) / kReduceThreads);
 }
 
-#define GRID_LOOP(i, n) \
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
-
 __global__ void Dot(const int n, const double* a, const double* b, double* partial,
     unsigned* retired, double* out) {
   double acc = 0;
-  GRID_LOOP(i, n) { acc += a[i] * b[i]; }
+  CUDA_KERNEL_LOOP(i, n) { acc += a[i] * b[i]; }
   GridSum(acc, partial, retired, out);
 }
 
@@ -376,7 +366,7 @@ __global__ void OperatorDot(const int H, const int W, const double* ew, const do
     const double* diag, const double* p, double* q, double* partial, unsigned* retired,
     CgScalars* cg) {
   double acc = 0;
-  GRID_LOOP(i, H * W) {
+  CUDA_KERNEL_LOOP(i, H * W) {
     const double v = OperatorPoint(H, W, i, ew, sw, diag, p);
     q[i] = v;
     acc += p[i] * v;
@@ -392,7 +382,7 @@ __global__ void CgUpdateDot(const int n, const int parity, const double* p, cons
   const bool ok = pq > 0;
   const double a = ok ? cg->rz[parity] / pq : 0;
   double acc = 0;
-  GRID_LOOP(i, n) {
+  CUDA_KERNEL_LOOP(i, n) {
     x[i] += a * p[i];
     const double ri = r[i] - a * q[i];
     r[i] = ri;
