@@ -21,12 +21,16 @@ import tempfile
 from dmpn.imageio import save_caffemodel
 
 
+def batchnorm_layers(net) -> list:
+    """(name, layer) of a pycaffe net's BatchNorm layers, in net order."""
+    return [(name, layer) for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
+
+
 def missing_statistics(net) -> list:
     """Names of the BatchNorm layers that hold no statistics (scale factor 0): weights that were
     never trained, such as an initialisation. Caffe's TEST phase then divides by sqrt(eps), the
     activations overflow, and SparseLaplacianSolve stops on non-finite affinities."""
-    return [name for name, layer in zip(net._layer_names, net.layers)
-            if layer.type == "BatchNorm" and float(layer.blobs[2].data.ravel()[0]) == 0]
+    return [name for name, layer in batchnorm_layers(net) if float(layer.blobs[2].data.ravel()[0]) == 0]
 
 
 def accumulate(net, batches, feed=None, progress=None):
@@ -34,7 +38,7 @@ def accumulate(net, batches, feed=None, progress=None):
     have moving_average_fraction 1, after zeroing their statistics: each BatchNorm then holds
     the sums of the batch means and variances and their count, i.e. the exact average.
     `feed(net, i)` may set the inputs of pass i (a net with a Data layer reads its own)."""
-    bns = [(name, layer) for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
+    bns = batchnorm_layers(net)
     if not bns:
         raise ValueError("the net has no BatchNorm layer")
     for _, layer in bns:

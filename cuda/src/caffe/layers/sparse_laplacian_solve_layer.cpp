@@ -263,7 +263,7 @@ void GridMultigridSolver::SmoothSweeps(Level* Lp, const int* colors, int K) {
   Level& L = *Lp;
   const int H = L.H;
   float* x = L.x.data();
-  std::vector<std::pair<int, int> > blocks(WorkerTeam::Get().size(), std::make_pair(-1, -1));
+  const int team = WorkerTeam::Get().size();
   auto front = [&](int a, int b, int lo_shift, int hi_shift) {
     // rows [a + k lo_shift, b - k hi_shift) for half-sweep k, front by front
     for (int y = a; y < b + K - 1; ++y) {
@@ -274,11 +274,11 @@ void GridMultigridSolver::SmoothSweeps(Level* Lp, const int* colors, int K) {
     }
   };
   // Blocks must be at least 2K rows high so that the boundary regions do not overlap.
-  const int team = WorkerTeam::Get().size();
   if (H < 2 * K * team) {
     front(0, H, 0, 0);
     return;
   }
+  std::vector<std::pair<int, int> > blocks(team, std::make_pair(-1, -1));
   ForRows(H, H * L.W, [&](int y0, int y1, int t) {
     blocks[t] = std::make_pair(y0, y1);
     front(y0, y1, y0 > 0 ? 1 : 0, y1 < H ? 1 : 0);
