@@ -13,6 +13,16 @@
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 
+// The solve's hot loops are compiled twice, for x86-64-v3 (AVX2 and FMA) and for the baseline
+// x86-64, and the loader picks the version for the CPU at hand (GCC's function multiversioning):
+// a source build that also runs on another machine (tools/gpu_bundle.sh) and ~13 % faster where
+// AVX2 exists (tools/bench_propagation.py, README).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
+#define DMPN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DMPN_CPU_CLONES
+#endif
+
 namespace caffe {
 
 // ---------------------------------------------------------------------------------------------
@@ -40,6 +50,48 @@ double ApplyRows(int H, int W, const T* ew, const T* sw, const T* diag, const V*
       y[i - offset] = static_cast<V>(s);
       dot += s * x[i];
     }
+  }
+  return dot;
+}
+
+// (A v)_i in float64 for a pixel i of an interior row (0 < y < H - 1), summed in the order of
+// ApplyRows. The east weight of a row's last pixel is 0 (Setup makes sure), so v[i - 1] and
+// v[i + 1] may lie in the rows above and below: no border tests, and the loop vectorises.
+template <typename T, typename V>
+inline double ApplyInterior(int W, const T* ew, const T* sw, const T* diag, const V* v, int i) {
+  return static_cast<double>(diag[i]) * v[i] - static_cast<double>(ew[i]) * v[i + 1]
+      - static_cast<double>(ew[i - 1]) * v[i - 1] - static_cast<double>(sw[i]) * v[i + W]
+      - static_cast<double>(sw[i - W]) * v[i - W];
+}
+
+// The CG's q = A p on rows [y0, y1), returning p . q: ApplyRows with the interior rows by
+// ApplyInterior.
+DMPN_CPU_CLONES
+double ApplyGridRows(int H, int W, const double* ew, const double* sw, const double* diag,
+                     const double* v, double* y, int y0, int y1) {
+  double dot = 0;
+  for (int yy = y0; yy < y1; ++yy) {
+    if (yy == 0 || yy == H - 1) {
+      dot += ApplyRows(H, W, ew, sw, diag, v, y, yy, yy + 1);
+      continue;
+    }
+    // four partial sums: a single one is a chain of dependent additions that stalls the loop
+    double d[4] = {0, 0, 0, 0};
+    int i = yy * W;
+    const int end = (yy + 1) * W;
+    for (; i + 4 <= end; i += 4) {
+      for (int k = 0; k < 4; ++k) {
+        const double s = ApplyInterior(W, ew, sw, diag, v, i + k);
+        y[i + k] = s;
+        d[k] += s * v[i + k];
+      }
+    }
+    for (; i < end; ++i) {
+      const double s = ApplyInterior(W, ew, sw, diag, v, i);
+      y[i] = s;
+      d[0] += s * v[i];
+    }
+    dot += (d[0] + d[1]) + (d[2] + d[3]);
   }
   return dot;
 }
@@ -140,6 +192,9 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   ew_.swap(*ew);
   sw_.swap(*sw);
   diag_.swap(*diag);
+  // Edges that would leave the grid do not exist; the kernels rely on their weights being 0.
+  for (int y = 0; y < H; ++y) ew_[y * W + W - 1] = 0;
+  std::fill(sw_.begin() + (H - 1) * W, sw_.begin() + H * W, 0.);
   levels_.clear();
   // Coarsen in float64; keep a float32 copy of each level for the V-cycle.
   std::vector<double> few(ew_), fsw(sw_), fdiag(diag_);
@@ -223,7 +278,8 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
 namespace {
 
 // One red-black Gauss-Seidel half-sweep on row y: the pixels of `color` ((x + y) % 2).
-inline void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) {
+DMPN_CPU_CLONES
+void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) {
   const int H = L.H, W = L.W;
   const float* b = L.b.data();
   const float* ew = L.ew.data();
@@ -296,6 +352,48 @@ void GridMultigridSolver::SmoothSweeps(Level* Lp, const int* colors, int K) {
   }
 }
 
+namespace {
+
+// C.b = P^T (L.b - A L.x) on the coarse rows [Y0, Y1): the residual of each fine row, then
+// summed over the 2 x 2 aggregates.
+DMPN_CPU_CLONES
+void RestrictResidual(const GridMultigridSolver::Level& L, GridMultigridSolver::Level* C,
+                      int Y0, int Y1) {
+  const int H = L.H, W = L.W, Wc = C->W;
+  std::vector<float> r(W);
+  const float *ew = L.ew.data(), *sw = L.sw.data(), *dg = L.diag.data(), *x = L.x.data();
+  for (int Y = Y0; Y < Y1; ++Y) {
+    float* cb = &C->b[Y * Wc];
+    std::fill(cb, cb + Wc, 0.f);
+    for (int y = 2 * Y; y < std::min(H, 2 * Y + 2); ++y) {
+      const float* b = &L.b[y * W];
+      if (y == 0 || y == H - 1) {
+        ApplyRows(H, W, ew, sw, dg, x, r.data(), y, y + 1, y * W);
+        for (int i = 0; i < W; ++i) r[i] = b[i] - r[i];
+      } else {
+        for (int i = 0; i < W; ++i) {
+          r[i] = b[i] - static_cast<float>(ApplyInterior(W, ew, sw, dg, x, y * W + i));
+        }
+      }
+      for (int i = 0; i < W; ++i) cb[i >> 1] += r[i];
+    }
+  }
+}
+
+// L.x += scale P C.x on the fine rows [y0, y1).
+DMPN_CPU_CLONES
+void ProlongAdd(const GridMultigridSolver::Level& C, GridMultigridSolver::Level* L, int y0,
+                int y1) {
+  const int W = L->W, Wc = C.W;
+  for (int y = y0; y < y1; ++y) {
+    const float* xc = &C.x[(y / 2) * Wc];
+    float* x = &L->x[y * W];
+    for (int xx = 0; xx < W; ++xx) x[xx] += kCoarseScale * xc[xx >> 1];
+  }
+}
+
+}  // namespace
+
 void GridMultigridSolver::VCycle(int l) {
   Level& L = levels_[l];
   const int n = L.H * L.W;
@@ -326,31 +424,64 @@ void GridMultigridSolver::VCycle(int l) {
   SmoothSweeps(&L, pre, 2 * kMultigridSweeps);
   // Residual and restriction in one pass: C.b = P^T (b - A x), by coarse rows.
   Level& C = levels_[l + 1];
-  const int H = L.H, W = L.W, Wc = C.W;
-  ForRows(C.H, n, [&](int Y0, int Y1, int) {
-    std::vector<float> r(W);
-    for (int Y = Y0; Y < Y1; ++Y) {
-      float* cb = &C.b[Y * Wc];
-      std::fill(cb, cb + Wc, 0.f);
-      for (int y = 2 * Y; y < std::min(H, 2 * Y + 2); ++y) {
-        ApplyRows(H, W, L.ew.data(), L.sw.data(), L.diag.data(), L.x.data(), r.data(), y, y + 1,
-                  y * W);
-        const float* b = &L.b[y * W];
-        for (int x = 0; x < W; ++x) cb[x >> 1] += b[x] - r[x];
-      }
-    }
-  });
+  const int H = L.H;
+  ForRows(C.H, n, [&](int Y0, int Y1, int) { RestrictResidual(L, &C, Y0, Y1); });
   VCycle(l + 1);
-  ForRows(H, n, [&](int y0, int y1, int) {
-    for (int y = y0; y < y1; ++y) {
-      const float* xc = &C.x[(y / 2) * Wc];
-      float* x = &L.x[y * W];
-      for (int xx = 0; xx < W; ++xx) x[xx] += kCoarseScale * xc[xx >> 1];
-    }
-  });
+  ForRows(H, n, [&](int y0, int y1, int) { ProlongAdd(C, &L, y0, y1); });
   // Post-smoothing in the opposite colour order keeps the preconditioner symmetric.
   SmoothSweeps(&L, post, 2 * kMultigridSweeps);
 }
+
+namespace {
+
+// The CG's vector loops over [i0, i1).
+// x += a p, r -= a q, and float(r) into rf when given (the V-cycle's input); returns r . r.
+DMPN_CPU_CLONES
+double CgUpdate(int i0, int i1, double a, const double* p, const double* q, double* x,
+                double* r, float* rf) {
+  double s[4] = {0, 0, 0, 0};  // partial sums, as in ApplyGridRows
+  int i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    for (int k = 0; k < 4; ++k) {
+      x[i + k] += a * p[i + k];
+      r[i + k] -= a * q[i + k];
+      s[k] += r[i + k] * r[i + k];
+    }
+  }
+  for (; i < i1; ++i) {
+    x[i] += a * p[i];
+    r[i] -= a * q[i];
+    s[0] += r[i] * r[i];
+  }
+  if (rf) {
+    for (i = i0; i < i1; ++i) rf[i] = static_cast<float>(r[i]);
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// r . z with the V-cycle's float z.
+DMPN_CPU_CLONES
+double DotMixed(int i0, int i1, const double* r, const float* z) {
+  double s[4] = {0, 0, 0, 0};
+  int i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    for (int k = 0; k < 4; ++k) s[k] += r[i + k] * static_cast<double>(z[i + k]);
+  }
+  for (; i < i1; ++i) s[0] += r[i] * static_cast<double>(z[i]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// p = z + beta p, or p = z when first.
+DMPN_CPU_CLONES
+void UpdateDirection(int i0, int i1, const float* z, double beta, bool first, double* p) {
+  if (first) {
+    for (int i = i0; i < i1; ++i) p[i] = z[i];
+  } else {
+    for (int i = i0; i < i1; ++i) p[i] = static_cast<double>(z[i]) + beta * p[i];
+  }
+}
+
+}  // namespace
 
 bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_iter,
     bool multigrid, Stats* stats) {
@@ -378,20 +509,13 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
   stats->iterations = 0;
   stats->relative_residual = 0;
   if (bnorm == 0) return true;
-  // z = M r; returns r . z
+  // z = M r; returns r . z. The V-cycle reads float(r) from L0.b, which the CG update writes,
+  // and its float solution L0.x is z itself (never copied).
   auto precondition = [&]() {
     if (multigrid) {
-      ForRows(H, n, [&](int y0, int y1, int) {
-        for (int i = y0 * W; i < y1 * W; ++i) L0.b[i] = static_cast<float>(r[i]);
-      });
       VCycle(0);
       ForRows(H, n, [&](int y0, int y1, int t) {
-        double s = 0;
-        for (int i = y0 * W; i < y1 * W; ++i) {
-          z[i] = L0.x[i];
-          s += r[i] * z[i];
-        }
-        part[t] = s;
+        part[t] = DotMixed(y0 * W, y1 * W, r, L0.x.data());
       });
     } else {
       ForRows(H, n, [&](int y0, int y1, int t) {
@@ -405,11 +529,25 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
     }
     return sum_parts();
   };
+  // p = z + beta p (p = z first: p may hold anything from an earlier solve)
+  auto update_p = [&](bool first, double beta) {
+    ForRows(H, n, [&](int y0, int y1, int) {
+      if (multigrid) {
+        UpdateDirection(y0 * W, y1 * W, L0.x.data(), beta, first, p);
+      } else {
+        for (int i = y0 * W; i < y1 * W; ++i) p[i] = first ? z[i] : z[i] + beta * p[i];
+      }
+    });
+  };
+  float* rf = multigrid ? L0.b.data() : nullptr;
+  if (rf) {
+    for (int i = 0; i < n; ++i) rf[i] = static_cast<float>(r[i]);
+  }
   double rz = precondition();
-  std::copy(z, z + n, p);
+  update_p(true, 0.);
   for (int k = 1; k <= max_iter; ++k) {
     ForRows(H, n, [&](int y0, int y1, int t) {
-      part[t] = ApplyRows(H, W, ew, sw, dg, p, q, y0, y1);
+      part[t] = ApplyGridRows(H, W, ew, sw, dg, p, q, y0, y1);
     });
     const double pq = sum_parts();
     stats->iterations = k;
@@ -419,13 +557,7 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
     }
     const double a = rz / pq;
     ForRows(H, n, [&](int y0, int y1, int t) {
-      double s = 0;
-      for (int i = y0 * W; i < y1 * W; ++i) {
-        x[i] += a * p[i];
-        r[i] -= a * q[i];
-        s += r[i] * r[i];
-      }
-      part[t] = s;
+      part[t] = CgUpdate(y0 * W, y1 * W, a, p, q, x, r, rf);
     });
     const double rel = std::sqrt(sum_parts()) / bnorm;
     stats->relative_residual = rel;
@@ -434,9 +566,7 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
     const double rz_new = precondition();
     const double beta = rz_new / rz;
     rz = rz_new;
-    ForRows(H, n, [&](int y0, int y1, int) {
-      for (int i = y0 * W; i < y1 * W; ++i) p[i] = z[i] + beta * p[i];
-    });
+    update_p(false, beta);
   }
   return false;
 }
