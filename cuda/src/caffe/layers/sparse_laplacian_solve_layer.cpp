@@ -277,6 +277,9 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
 
 namespace {
 
+// Successive over-relaxation of a pixel's Gauss-Seidel value.
+inline float Relax(float old, float gs) { return old + kCpuSmootherOmega * (gs - old); }
+
 // One red-black Gauss-Seidel half-sweep on row y: the pixels of `color` ((x + y) % 2).
 DMPN_CPU_CLONES
 void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) {
@@ -289,21 +292,24 @@ void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) 
   int xx = (y + color) & 1;
   if (y > 0 && y + 1 < H) {
     if (xx == 0) {
-      x[row] = (b[row] + (W > 1 ? ew[row] * x[row + 1] : 0.f) + sw[row - W] * x[row - W] +
-                sw[row] * x[row + W]) / dg[row];
+      x[row] = Relax(x[row], (b[row] + (W > 1 ? ew[row] * x[row + 1] : 0.f) +
+                              sw[row - W] * x[row - W] + sw[row] * x[row + W]) / dg[row]);
       xx = 2;
     }
     for (; xx + 1 < W; xx += 2) {  // interior: no branches
       const int i = row + xx;
-      x[i] = (b[i] + ew[i] * x[i + 1] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] +
-              sw[i] * x[i + W]) / dg[i];
+      x[i] = Relax(x[i], (b[i] + ew[i] * x[i + 1] + ew[i - 1] * x[i - 1] +
+                          sw[i - W] * x[i - W] + sw[i] * x[i + W]) / dg[i]);
     }
     if (xx == W - 1) {
       const int i = row + xx;
-      x[i] = (b[i] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] + sw[i] * x[i + W]) / dg[i];
+      x[i] = Relax(x[i], (b[i] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] +
+                          sw[i] * x[i + W]) / dg[i]);
     }
   } else {
-    for (; xx < W; xx += 2) x[row + xx] = GaussSeidelUpdate(H, W, y, xx, ew, sw, dg, b, x);
+    for (; xx < W; xx += 2) {
+      x[row + xx] = Relax(x[row + xx], GaussSeidelUpdate(H, W, y, xx, ew, sw, dg, b, x));
+    }
   }
 }
 
@@ -414,14 +420,14 @@ void GridMultigridSolver::VCycle(int l) {
     return;
   }
   std::fill(L.x.begin(), L.x.end(), 0.f);
-  int pre[2 * kMultigridSweeps], post[2 * kMultigridSweeps];
-  for (int s = 0; s < kMultigridSweeps; ++s) {
+  int pre[2 * kCpuMultigridSweeps], post[2 * kCpuMultigridSweeps];
+  for (int s = 0; s < kCpuMultigridSweeps; ++s) {
     pre[2 * s] = 0;
     pre[2 * s + 1] = 1;
     post[2 * s] = 1;
     post[2 * s + 1] = 0;
   }
-  SmoothSweeps(&L, pre, 2 * kMultigridSweeps);
+  SmoothSweeps(&L, pre, 2 * kCpuMultigridSweeps);
   // Residual and restriction in one pass: C.b = P^T (b - A x), by coarse rows.
   Level& C = levels_[l + 1];
   const int H = L.H;
@@ -429,7 +435,7 @@ void GridMultigridSolver::VCycle(int l) {
   VCycle(l + 1);
   ForRows(H, n, [&](int y0, int y1, int) { ProlongAdd(C, &L, y0, y1); });
   // Post-smoothing in the opposite colour order keeps the preconditioner symmetric.
-  SmoothSweeps(&L, post, 2 * kMultigridSweeps);
+  SmoothSweeps(&L, post, 2 * kCpuMultigridSweeps);
 }
 
 namespace {

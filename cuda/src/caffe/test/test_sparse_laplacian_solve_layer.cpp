@@ -243,6 +243,56 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
 
 // The wavefront smoother (several half-sweeps in one pass, row blocks on the worker threads,
 // boundary regions finished afterwards) must give exactly what one half-sweep at a time gives.
+// One half-sweep is red-black SOR with kCpuSmootherOmega: the pixels of the colour move by omega
+// times their Gauss-Seidel step (computed here in float64 from the level's float operator),
+// the others stay.
+TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
+  std::mt19937 rng(7);
+  std::normal_distribution<double> normal(0., 1.5);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  const int H = 23, W = 17, n = H * W;
+  std::vector<double> ew(n), sw(n), diag(n, 0.);
+  for (int i = 0; i < n; ++i) {
+    const int y = i / W, x = i % W;
+    ew[i] = x + 1 < W ? std::exp(normal(rng)) : 0.;
+    sw[i] = y + 1 < H ? std::exp(normal(rng)) : 0.;
+    if ((x + y) % 5 == 0) diag[i] += 0.8;
+  }
+  for (int i = 0; i < n; ++i) {
+    diag[i] += ew[i] + sw[i] + (i % W > 0 ? ew[i - 1] : 0.) + (i >= W ? sw[i - W] : 0.);
+  }
+  GridMultigridSolver solver;
+  std::string why;
+  ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why)) << why;
+  GridMultigridSolver::Level* L = solver.level(0);
+  for (int i = 0; i < n; ++i) {
+    L->b[i] = uniform(rng);
+    L->x[i] = uniform(rng);
+  }
+  for (int color : {0, 1}) {
+    const std::vector<float> x0 = L->x;
+    solver.SmoothSweeps(L, &color, 1);
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        const int i = y * W + x;
+        if ((x + y) % 2 != color) {
+          EXPECT_EQ(L->x[i], x0[i]) << "(" << y << ", " << x << ") is not of colour " << color;
+          continue;
+        }
+        double s = L->b[i];
+        if (x + 1 < W) s += static_cast<double>(L->ew[i]) * x0[i + 1];
+        if (x > 0) s += static_cast<double>(L->ew[i - 1]) * x0[i - 1];
+        if (y + 1 < H) s += static_cast<double>(L->sw[i]) * x0[i + W];
+        if (y > 0) s += static_cast<double>(L->sw[i - W]) * x0[i - W];
+        const double gs = s / L->diag[i];
+        const double expected = x0[i] + kCpuSmootherOmega * (gs - x0[i]);
+        EXPECT_NEAR(L->x[i], expected, 1e-5 * (1 + std::fabs(expected)))
+            << "(" << y << ", " << x << ")";
+      }
+    }
+  }
+}
+
 TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
   std::mt19937 rng(5);
   std::normal_distribution<double> normal(0., 1.5);
@@ -269,7 +319,7 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
       L->x[i] = uniform(rng);
     }
     const std::vector<float> x0 = L->x;
-    for (const std::vector<int>& colors : {std::vector<int>{0, 1, 0, 1},
+    for (const std::vector<int>& colors : {std::vector<int>{0, 1, 0, 1, 0, 1},
                                            std::vector<int>{1, 0, 1, 0}, std::vector<int>{0, 1}}) {
       L->x = x0;
       for (int c : colors) solver.SmoothSweeps(L, &c, 1);
