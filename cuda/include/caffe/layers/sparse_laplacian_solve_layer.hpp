@@ -91,7 +91,8 @@ class GridMultigridSolver {
   void VCycle(int l);
   template <typename F> void ForRows(int rows, int work, F f);
   int H_ = 0, W_ = 0, threads_ = 1;
-  std::vector<double> ew_, sw_, diag_;  // the fine operator, float64
+  std::vector<double> ew_, sw_, diag_;  // the fine operator, float64 (edges: see Setup)
+  bool edges_in_float_ = false;         // ew_, sw_ dropped: level 0's float copy is exact
   std::vector<Level> levels_;
   std::vector<double> chol_;  // coarsest level: dense Cholesky factor, row-major n x n
   std::vector<double> r_, z_, p_, q_;  // CG vectors
