@@ -326,7 +326,7 @@ namespace {
 // Successive over-relaxation of a pixel's Gauss-Seidel value.
 inline float Relax(float old, float gs) { return old + kCpuSmootherOmega * (gs - old); }
 
-// One red-black Gauss-Seidel half-sweep on row y: the pixels of `color` ((x + y) % 2).
+// One red-black SOR half-sweep on row y: the pixels of `color` ((x + y) % 2).
 DMPN_CPU_CLONES
 void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) {
   const int H = L.H, W = L.W;
