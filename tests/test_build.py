@@ -2,7 +2,9 @@
 from the plain caffe binary, and the source checks of the build."""
 import os
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,35 @@ def test_github_style_archive_of_the_commit_is_accepted(tmp_path):
     out = configure(tmp_path, f"-DCAFFE_SOURCE_TARBALL={other}")
     assert "verified" in out.stdout and "patched" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     assert (tmp_path / "build/bvlc/.dmpn-patched").exists()
+
+
+def test_setup_keeps_recently_used_installs():
+    """A cached `tools/setup.sh` run prunes the build cache without deleting an install that
+    another clone used recently (a job may still run on it) or this clone's own."""
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    pth = Path(sys.executable).parent.parent / "lib" / version / "site-packages" / "bvlc_caffe.pth"
+    if not pth.exists():
+        pytest.skip("no venv built by tools/setup.sh")
+    own = Path(pth.read_text().strip()).parent
+    cache = own.parent
+    now = time.time()
+    stale = [cache / f"install-test{i:02d}stale" for i in range(25)]
+    for i, d in enumerate(stale):  # used 1 to 25 days ago
+        d.mkdir()
+        os.utime(d, (now - (i + 1) * 86400, now - (i + 1) * 86400))
+    recent = cache / "install-test00recent"  # another clone's, used a minute ago
+    recent.mkdir()
+    os.utime(recent, (now - 60, now - 60))
+    try:
+        out = subprocess.run(["bash", str(ROOT / "tools/setup.sh")], cwd=ROOT, capture_output=True,
+                             text=True, timeout=1800)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        installs = sorted(p.name for p in cache.glob("install-*"))
+        assert own.exists() and (own / ".complete").exists()
+        assert recent.exists()
+        assert len(installs) <= 20, installs
+        assert not stale[-1].exists()  # the least recently used went
+    finally:
+        for d in stale + [recent]:
+            if d.exists():
+                d.rmdir()

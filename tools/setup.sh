@@ -144,14 +144,18 @@ if [[ ! -e $PREFIX/.complete ]]; then
   cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || die "install failed (log: $BUILD.install.log)"
   touch "$PREFIX/.complete"
   say "Caffe built and installed in $PREFIX ($(( $(date +%s) - tb )) s)"
-  # Keep the three newest installs and build folders.
-  ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
-  for old in $(ls -dt "$CACHE"/build-*/ 2>/dev/null | tail -n +4); do
-    rm -rf "${old%/}" "${old%/}".*
-  done
 else
   say "Caffe build cached: $PREFIX"
 fi
+# Prune the cache: the 20 most recently used installs stay (15 MB each; every run of this
+# script marks its install used), so that builds from another clone or branch do not delete
+# the install under a job that is still running; build folders are large and only cost a
+# rebuild, so the three newest stay.
+touch "$PREFIX"
+ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +21 | xargs -r rm -rf
+for old in $(ls -dt "$CACHE"/build-*/ 2>/dev/null | tail -n +4); do
+  rm -rf "${old%/}" "${old%/}".*
+done
 flock -u 9
 
 # ---- 4. hook Caffe into the venv --------------------------------------------------------------
