@@ -67,6 +67,19 @@ inline S ApplyInterior(int W, const E* ew, const E* sw, const D* diag, const V* 
       - static_cast<S>(sw[i - W]) * v[i - W];
 }
 
+// The sum of term(i) over [i0, i1) in four partial sums: a single sum is a chain of dependent
+// additions that stalls the loop. term may also write (the CG's loops fuse their updates).
+template <typename F>
+inline double SumBy4(int i0, int i1, F term) {
+  double s[4] = {0, 0, 0, 0};
+  int i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    for (int k = 0; k < 4; ++k) s[k] += term(i + k);
+  }
+  for (; i < i1; ++i) s[0] += term(i);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // The CG's q = A p on rows [y0, y1), returning p . q: ApplyRows with the interior rows by
 // ApplyInterior. Edge weights in float64, or in float32 where that holds them exactly.
 template <typename E>
@@ -78,23 +91,11 @@ inline double ApplyGridRowsT(int H, int W, const E* ew, const E* sw, const doubl
       dot += ApplyRows(H, W, ew, sw, diag, v, y, yy, yy + 1);
       continue;
     }
-    // four partial sums: a single one is a chain of dependent additions that stalls the loop
-    double d[4] = {0, 0, 0, 0};
-    int i = yy * W;
-    const int end = (yy + 1) * W;
-    for (; i + 4 <= end; i += 4) {
-      for (int k = 0; k < 4; ++k) {
-        const double s = ApplyInterior<double>(W, ew, sw, diag, v, i + k);
-        y[i + k] = s;
-        d[k] += s * v[i + k];
-      }
-    }
-    for (; i < end; ++i) {
+    dot += SumBy4(yy * W, (yy + 1) * W, [&](int i) {
       const double s = ApplyInterior<double>(W, ew, sw, diag, v, i);
       y[i] = s;
-      d[0] += s * v[i];
-    }
-    dot += (d[0] + d[1]) + (d[2] + d[3]);
+      return s * v[i];
+    });
   }
   return dot;
 }
@@ -492,36 +493,21 @@ namespace {
 DMPN_CPU_CLONES
 double CgUpdate(int i0, int i1, double a, const double* p, const double* q, double* x,
                 double* r, float* rf) {
-  double s[4] = {0, 0, 0, 0};  // partial sums, as in ApplyGridRows
-  int i = i0;
-  for (; i + 4 <= i1; i += 4) {
-    for (int k = 0; k < 4; ++k) {
-      x[i + k] += a * p[i + k];
-      r[i + k] -= a * q[i + k];
-      s[k] += r[i + k] * r[i + k];
-    }
-  }
-  for (; i < i1; ++i) {
+  const double rr = SumBy4(i0, i1, [&](int i) {
     x[i] += a * p[i];
     r[i] -= a * q[i];
-    s[0] += r[i] * r[i];
-  }
+    return r[i] * r[i];
+  });
   if (rf) {
-    for (i = i0; i < i1; ++i) rf[i] = static_cast<float>(r[i]);
+    for (int i = i0; i < i1; ++i) rf[i] = static_cast<float>(r[i]);
   }
-  return (s[0] + s[1]) + (s[2] + s[3]);
+  return rr;
 }
 
 // r . z with the V-cycle's float z.
 DMPN_CPU_CLONES
 double DotMixed(int i0, int i1, const double* r, const float* z) {
-  double s[4] = {0, 0, 0, 0};
-  int i = i0;
-  for (; i + 4 <= i1; i += 4) {
-    for (int k = 0; k < 4; ++k) s[k] += r[i + k] * static_cast<double>(z[i + k]);
-  }
-  for (; i < i1; ++i) s[0] += r[i] * static_cast<double>(z[i]);
-  return (s[0] + s[1]) + (s[2] + s[3]);
+  return SumBy4(i0, i1, [&](int i) { return r[i] * static_cast<double>(z[i]); });
 }
 
 // p = z + beta p, or p = z when first.
