@@ -241,26 +241,39 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
                "batch item 0: the forward solve did not converge");
 }
 
-// The wavefront smoother (several half-sweeps in one pass, row blocks on the worker threads,
-// boundary regions finished afterwards) must give exactly what one half-sweep at a time gives.
+// A random operator A = L + C on an H x W grid for GridMultigridSolver::Setup: edge weights
+// exp(N(0, sigma)) (none leaving the grid), C = 0.8 where known(y, x), the diagonal the sum of
+// a pixel's edges plus C.
+template <typename Known>
+void RandomGridOperator(int H, int W, double sigma, std::mt19937* rng, Known known,
+    std::vector<double>* ew, std::vector<double>* sw, std::vector<double>* diag) {
+  std::normal_distribution<double> normal(0., sigma);
+  const int n = H * W;
+  ew->assign(n, 0.);
+  sw->assign(n, 0.);
+  diag->assign(n, 0.);
+  for (int i = 0; i < n; ++i) {
+    const int y = i / W, x = i % W;
+    (*ew)[i] = x + 1 < W ? std::exp(normal(*rng)) : 0.;
+    (*sw)[i] = y + 1 < H ? std::exp(normal(*rng)) : 0.;
+    if (known(y, x)) (*diag)[i] += 0.8;
+  }
+  for (int i = 0; i < n; ++i) {
+    (*diag)[i] += (*ew)[i] + (*sw)[i] + (i % W > 0 ? (*ew)[i - 1] : 0.) +
+                  (i >= W ? (*sw)[i - W] : 0.);
+  }
+}
+
 // One half-sweep is red-black SOR with kCpuSmootherOmega: the pixels of the colour move by omega
 // times their Gauss-Seidel step (computed here in float64 from the level's float operator),
 // the others stay.
 TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
   std::mt19937 rng(7);
-  std::normal_distribution<double> normal(0., 1.5);
   std::uniform_real_distribution<float> uniform(-1.f, 1.f);
   const int H = 23, W = 17, n = H * W;
-  std::vector<double> ew(n), sw(n), diag(n, 0.);
-  for (int i = 0; i < n; ++i) {
-    const int y = i / W, x = i % W;
-    ew[i] = x + 1 < W ? std::exp(normal(rng)) : 0.;
-    sw[i] = y + 1 < H ? std::exp(normal(rng)) : 0.;
-    if ((x + y) % 5 == 0) diag[i] += 0.8;
-  }
-  for (int i = 0; i < n; ++i) {
-    diag[i] += ew[i] + sw[i] + (i % W > 0 ? ew[i - 1] : 0.) + (i >= W ? sw[i - W] : 0.);
-  }
+  std::vector<double> ew, sw, diag;
+  RandomGridOperator(H, W, 1.5, &rng, [](int y, int x) { return (x + y) % 5 == 0; },
+                     &ew, &sw, &diag);
   GridMultigridSolver solver;
   std::string why;
   ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why)) << why;
@@ -300,21 +313,15 @@ TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
 // differences between CPUs).
 TEST(GridMultigridSolverTest, TestFewIterationsOnRandomField) {
   std::mt19937 rng(11);
-  std::normal_distribution<double> normal(0., 2.);
   const int H = 150, W = 200, n = H * W;
-  std::vector<double> ew(n), sw(n), diag(n, 0.), b(n, 0.), x(n);
+  // a foreground disk, a band of unknowns around its border
+  auto disk = [](int y, int x) { return std::hypot(y - 75., x - 100.) - 45.; };
+  std::vector<double> ew, sw, diag, b(n, 0.), x(n);
+  RandomGridOperator(H, W, 2., &rng, [&](int y, int x) { return std::fabs(disk(y, x)) > 4; },
+                     &ew, &sw, &diag);
   for (int i = 0; i < n; ++i) {
-    const int y = i / W, xx = i % W;
-    ew[i] = xx + 1 < W ? std::exp(normal(rng)) : 0.;
-    sw[i] = y + 1 < H ? std::exp(normal(rng)) : 0.;
-    const double d = std::hypot(y - 75., xx - 100.) - 45.;  // a disk, a band of unknowns
-    if (std::fabs(d) > 4) {
-      diag[i] = 0.8;
-      b[i] = d < 0 ? 0.8 : 0.;
-    }
-  }
-  for (int i = 0; i < n; ++i) {
-    diag[i] += ew[i] + sw[i] + (i % W > 0 ? ew[i - 1] : 0.) + (i >= W ? sw[i - W] : 0.);
+    const double d = disk(i / W, i % W);
+    if (d < -4) b[i] = 0.8;
   }
   GridMultigridSolver solver;
   std::string why;
@@ -325,23 +332,16 @@ TEST(GridMultigridSolverTest, TestFewIterationsOnRandomField) {
   EXPECT_LE(stats.iterations, 29);
 }
 
+// The wavefront smoother (several half-sweeps in one pass, row blocks on the worker threads,
+// boundary regions finished afterwards) must give exactly what one half-sweep at a time gives.
 TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
   std::mt19937 rng(5);
-  std::normal_distribution<double> normal(0., 1.5);
   std::uniform_real_distribution<float> uniform(-1.f, 1.f);
   // 301 rows: blocks with an odd boundary on a multi-threaded team; 9 rows: the serial path.
   for (int H : {301, 9}) {
     const int W = 257, n = H * W;
-    std::vector<double> ew(n), sw(n), diag(n, 0.);
-    for (int i = 0; i < n; ++i) {
-      const int y = i / W, x = i % W;
-      ew[i] = x + 1 < W ? std::exp(normal(rng)) : 0.;
-      sw[i] = y + 1 < H ? std::exp(normal(rng)) : 0.;
-      if (x % 7 == 0) diag[i] += 0.8;
-    }
-    for (int i = 0; i < n; ++i) {
-      diag[i] += ew[i] + sw[i] + (i % W > 0 ? ew[i - 1] : 0.) + (i >= W ? sw[i - W] : 0.);
-    }
+    std::vector<double> ew, sw, diag;
+    RandomGridOperator(H, W, 1.5, &rng, [](int, int x) { return x % 7 == 0; }, &ew, &sw, &diag);
     GridMultigridSolver solver;
     std::string why;
     ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why, 8)) << why;
