@@ -95,7 +95,7 @@ class GridMultigridSolver {
   bool edges_in_float_ = false;         // ew_, sw_ dropped: level 0's float copy is exact
   std::vector<Level> levels_;
   std::vector<double> chol_;  // coarsest level: dense Cholesky factor, row-major n x n
-  std::vector<double> r_, z_, p_, q_;  // CG vectors
+  std::vector<double> r_, z_, p_, q_;  // CG vectors (z_ for Jacobi only)
 };
 
 /**

@@ -317,7 +317,6 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   }
   const int n0 = H * W;
   r_.assign(n0, 0.);
-  z_.assign(n0, 0.);
   p_.assign(n0, 0.);
   q_.assign(n0, 0.);
   return true;
@@ -527,6 +526,7 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
   const int H = H_, W = W_, n = H * W;
   Level& L0 = levels_[0];
   double* r = r_.data();
+  if (!multigrid) z_.resize(n);  // Jacobi's z; the V-cycle's z is its own float solution
   double* z = z_.data();
   double* p = p_.data();
   double* q = q_.data();
