@@ -32,19 +32,28 @@ const int kMultigridSweeps = 2;
 const int kCpuMultigridSweeps = 3;
 const float kCpuSmootherOmega = 1.5f;
 
-/// One red-black Gauss-Seidel update of pixel (y, x) of the 5-point operator (neighbours
-/// outside the grid left out): the smoother of the CPU path (float, its border rows; the
-/// interior is the same sum without the tests) and of the GPU path (double).
+/// One red-black Gauss-Seidel update of pixel (y, x), at index i, of the 5-point operator
+/// (neighbours outside the grid left out); its east and west neighbours are at `east` and
+/// `west` (i + 1 and i - 1 in row-major order; see SplitIndex for the CPU's layout): the
+/// smoother of the CPU path (float, its border pixels; the interior is the same sum without the
+/// tests) and of the GPU path (double).
 template <typename T>
-inline DMPN_HOST_DEVICE T GaussSeidelUpdate(int H, int W, int y, int x, const T* ew,
-    const T* sw, const T* diag, const T* b, const T* v) {
-  const int i = y * W + x;
+inline DMPN_HOST_DEVICE T GaussSeidelUpdate(int H, int W, int y, int x, int i, int east,
+    int west, const T* ew, const T* sw, const T* diag, const T* b, const T* v) {
   T s = b[i];
-  if (x + 1 < W) s += ew[i] * v[i + 1];
-  if (x > 0) s += ew[i - 1] * v[i - 1];
+  if (x + 1 < W) s += ew[i] * v[east];
+  if (x > 0) s += ew[west] * v[west];
   if (y + 1 < H) s += sw[i] * v[i + W];
   if (y > 0) s += sw[i - W] * v[i - W];
   return s / diag[i];
+}
+
+/// Index of pixel (y, x) in the CPU solver's layout: rows in order, each row's even columns
+/// first, then its odd ones (x = 2j at j, x = 2j + 1 at ceil(W / 2) + j). A red-black
+/// half-sweep touches one of a row's two halves, so it reads and writes contiguous memory and
+/// vectorises. Vertical neighbours stay W apart.
+inline int SplitIndex(int W, int y, int x) {
+  return y * W + ((x & 1) ? (W + 1) / 2 + (x >> 1) : (x >> 1));
 }
 
 /**
@@ -60,13 +69,14 @@ inline DMPN_HOST_DEVICE T GaussSeidelUpdate(int H, int W, int y, int x, const T*
  * run in float64; the V-cycle in float32 (half the memory traffic; a preconditioner needs no
  * more), with diagonals rounded up so that every level stays positive definite. The hierarchy
  * is built once per forward pass and reused by the backward solve. Large levels are split
- * across `threads` threads by rows.
+ * across `threads` threads by rows. Inside, every level and the CG's vectors are stored in the
+ * SplitIndex layout; Setup's and Solve's arguments are in row-major order.
  */
 class GridMultigridSolver {
  public:
-  struct Level {
+  struct Level {  // every vector H * W, in the SplitIndex layout
     int H, W;
-    std::vector<float> ew, sw, diag;  // east / south edge weights, diagonal (H * W each)
+    std::vector<float> ew, sw, diag;  // east / south edge weights, diagonal
     std::vector<float> x, b;          // V-cycle work vectors
   };
   struct Stats {
@@ -95,7 +105,7 @@ class GridMultigridSolver {
   bool edges_in_float_ = false;         // ew_, sw_ dropped: level 0's float copy is exact
   std::vector<Level> levels_;
   std::vector<double> chol_;  // coarsest level: dense Cholesky factor, row-major n x n
-  std::vector<double> r_, z_, p_, q_;  // CG vectors (z_ for Jacobi only)
+  std::vector<double> r_, z_, p_, q_, x_;  // CG vectors (z_ for Jacobi only)
 };
 
 /**

@@ -35,20 +35,32 @@ namespace {
 const int kParallelWork = 1 << 16;    // levels smaller than this run on one thread
 const float kCoarseScale = static_cast<float>(kMultigridCoarseScale);  // the V-cycle is float
 
-// y = A x on rows [y0, y1) of a 5-point grid operator (y indexed from pixel `offset`);
-// returns sum(x * A x) over those rows.
+// (A v) at pixel (y, x) of a 5-point grid operator stored in the SplitIndex layout, summed in
+// S (float64 for the CG, float32 for the V-cycle).
+template <typename S, typename E, typename D, typename V>
+inline S ApplyPixel(int H, int W, const E* ew, const E* sw, const D* diag, const V* v, int y,
+                    int x) {
+  const int i = SplitIndex(W, y, x);
+  S s = static_cast<S>(diag[i]) * v[i];
+  if (x + 1 < W) s -= static_cast<S>(ew[i]) * v[SplitIndex(W, y, x + 1)];
+  if (x > 0) {
+    const int west = SplitIndex(W, y, x - 1);
+    s -= static_cast<S>(ew[west]) * v[west];
+  }
+  if (y + 1 < H) s -= static_cast<S>(sw[i]) * v[i + W];
+  if (y > 0) s -= static_cast<S>(sw[i - W]) * v[i - W];
+  return s;
+}
+
+// y = A x on rows [y0, y1) (y indexed from `offset`); returns sum(x * A x) over those rows.
 template <typename E, typename D, typename V>
 double ApplyRows(int H, int W, const E* ew, const E* sw, const D* diag, const V* x, V* y,
                  int y0, int y1, int offset = 0) {
   double dot = 0;
   for (int yy = y0; yy < y1; ++yy) {
     for (int xx = 0; xx < W; ++xx) {
-      const int i = yy * W + xx;
-      double s = static_cast<double>(diag[i]) * x[i];
-      if (xx + 1 < W) s -= static_cast<double>(ew[i]) * x[i + 1];
-      if (xx > 0) s -= static_cast<double>(ew[i - 1]) * x[i - 1];
-      if (yy + 1 < H) s -= static_cast<double>(sw[i]) * x[i + W];
-      if (yy > 0) s -= static_cast<double>(sw[i - W]) * x[i - W];
+      const int i = SplitIndex(W, yy, xx);
+      const double s = ApplyPixel<double>(H, W, ew, sw, diag, x, yy, xx);
       y[i - offset] = static_cast<V>(s);
       dot += s * x[i];
     }
@@ -56,14 +68,25 @@ double ApplyRows(int H, int W, const E* ew, const E* sw, const D* diag, const V*
   return dot;
 }
 
-// (A v)_i in S (float64 for the CG, float32 for the V-cycle) for a pixel i of an interior row
-// (0 < y < H - 1), summed in the order of ApplyRows. The east weight of a row's last pixel is 0
-// (Setup makes sure), so v[i - 1] and v[i + 1] may lie in the rows above and below: no border
-// tests, and the loops vectorise.
+// An interior row (0 < y < H - 1) in the SplitIndex layout is two runs of pixels with fixed
+// offsets to their east and west neighbours: the even columns from x = 2 (x = 0 has no west
+// neighbour) and the odd columns. The east weight of a row's last pixel is 0 (Setup makes
+// sure), so its east neighbour may be any pixel: no border tests, and the loops vectorise.
+struct InteriorRun {
+  int begin, end, east, west;  // indices within the row
+};
+inline void InteriorRuns(int W, InteriorRun runs[2]) {
+  const int We = (W + 1) / 2;
+  runs[0] = InteriorRun{1, We, We, We - 1};
+  runs[1] = InteriorRun{We, W, 1 - We, -We};
+}
+
+// (A v)_i in S for a pixel i of an interior run, summed in the order of ApplyPixel.
 template <typename S, typename E, typename D, typename V>
-inline S ApplyInterior(int W, const E* ew, const E* sw, const D* diag, const V* v, int i) {
-  return static_cast<S>(diag[i]) * v[i] - static_cast<S>(ew[i]) * v[i + 1]
-      - static_cast<S>(ew[i - 1]) * v[i - 1] - static_cast<S>(sw[i]) * v[i + W]
+inline S ApplyInterior(int W, int east, int west, const E* ew, const E* sw, const D* diag,
+                       const V* v, int i) {
+  return static_cast<S>(diag[i]) * v[i] - static_cast<S>(ew[i]) * v[i + east]
+      - static_cast<S>(ew[i + west]) * v[i + west] - static_cast<S>(sw[i]) * v[i + W]
       - static_cast<S>(sw[i - W]) * v[i - W];
 }
 
@@ -91,11 +114,20 @@ inline double ApplyGridRowsT(int H, int W, const E* ew, const E* sw, const doubl
       dot += ApplyRows(H, W, ew, sw, diag, v, y, yy, yy + 1);
       continue;
     }
-    dot += SumBy4(yy * W, (yy + 1) * W, [&](int i) {
-      const double s = ApplyInterior<double>(W, ew, sw, diag, v, i);
-      y[i] = s;
-      return s * v[i];
-    });
+    const int row = yy * W;
+    const double s0 = ApplyPixel<double>(H, W, ew, sw, diag, v, yy, 0);
+    y[row] = s0;
+    dot += s0 * v[row];
+    InteriorRun runs[2];
+    InteriorRuns(W, runs);
+    for (const InteriorRun& run : runs) {
+      const int east = run.east, west = run.west;
+      dot += SumBy4(row + run.begin, row + run.end, [&](int i) {
+        const double s = ApplyInterior<double>(W, east, west, ew, sw, diag, v, i);
+        y[i] = s;
+        return s * v[i];
+      });
+    }
   }
   return dot;
 }
@@ -118,6 +150,22 @@ inline float RoundUpDiag(double d) {
   float f = static_cast<float>(d * (1 + 1e-6));
   if (static_cast<double>(f) < d) f = std::nextafter(f, std::numeric_limits<float>::max());
   return f;
+}
+
+// A row-major H x W field into the SplitIndex layout (to_split), or back.
+template <typename A, typename B>
+void Rearrange(int H, int W, bool to_split, const A* in, B* out) {
+  for (int y = 0; y < H; ++y) {
+    for (int x = 0; x < W; ++x) {
+      const int i = y * W + x, k = SplitIndex(W, y, x);
+      if (to_split) out[k] = static_cast<B>(in[i]); else out[i] = static_cast<B>(in[k]);
+    }
+  }
+}
+template <typename T>
+void ToSplit(int H, int W, std::vector<T>* v) {
+  const std::vector<T> natural(*v);
+  Rearrange(H, W, true, natural.data(), v->data());
 }
 
 }  // namespace
@@ -244,10 +292,13 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     L.ew.resize(n);
     L.sw.resize(n);
     L.diag.resize(n);
-    for (int i = 0; i < n; ++i) {
-      L.ew[i] = static_cast<float>(few[i]);
-      L.sw[i] = static_cast<float>(fsw[i]);
-      L.diag[i] = RoundUpDiag(fdiag[i]);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const int i = y * w + x, k = SplitIndex(w, y, x);
+        L.ew[k] = static_cast<float>(few[i]);
+        L.sw[k] = static_cast<float>(fsw[i]);
+        L.diag[k] = RoundUpDiag(fdiag[i]);
+      }
     }
     L.x.assign(n, 0.f);
     L.b.assign(n, 0.f);
@@ -276,6 +327,10 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     h = hc;
     w = wc;
   }
+  // The CG works in the levels' layout too.
+  ToSplit(H, W, &ew_);
+  ToSplit(H, W, &sw_);
+  ToSplit(H, W, &diag_);
   // The CG's operator must be exact. Where float32 holds the edge weights exactly (float
   // inputs, no shrinking), the CG reads them from level 0's float copy: a quarter less memory
   // traffic in its product with A.
@@ -317,6 +372,7 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   }
   const int n0 = H * W;
   r_.assign(n0, 0.);
+  x_.assign(n0, 0.);
   p_.assign(n0, 0.);
   q_.assign(n0, 0.);
   return true;
@@ -327,7 +383,8 @@ namespace {
 // Successive over-relaxation of a pixel's Gauss-Seidel value.
 inline float Relax(float old, float gs) { return old + kCpuSmootherOmega * (gs - old); }
 
-// One red-black SOR half-sweep on row y: the pixels of `color` ((x + y) % 2).
+// One red-black SOR half-sweep on row y: the pixels of `color` ((x + y) % 2), one half of the
+// row in the SplitIndex layout.
 DMPN_CPU_CLONES
 void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) {
   const int H = L.H, W = L.W;
@@ -336,26 +393,29 @@ void SmoothRow(const GridMultigridSolver::Level& L, float* x, int y, int color) 
   const float* sw = L.sw.data();
   const float* dg = L.diag.data();
   const int row = y * W;
-  int xx = (y + color) & 1;
+  const int parity = (y + color) & 1;  // of the columns to update
   if (y > 0 && y + 1 < H) {
-    if (xx == 0) {
-      x[row] = Relax(x[row], (b[row] + (W > 1 ? ew[row] * x[row + 1] : 0.f) +
+    InteriorRun runs[2];
+    InteriorRuns(W, runs);
+    if (parity == 0) {  // x = 0, without a west neighbour; x = 1 is at We
+      const int east = runs[0].end;
+      x[row] = Relax(x[row], (b[row] + (W > 1 ? ew[row] * x[row + east] : 0.f) +
                               sw[row - W] * x[row - W] + sw[row] * x[row + W]) / dg[row]);
-      xx = 2;
     }
-    for (; xx + 1 < W; xx += 2) {  // interior: no branches
-      const int i = row + xx;
-      x[i] = Relax(x[i], (b[i] + ew[i] * x[i + 1] + ew[i - 1] * x[i - 1] +
+    const int i0 = row + runs[parity].begin, i1 = row + runs[parity].end;
+    const int east = runs[parity].east, west = runs[parity].west;
+    // The neighbours are of the other colour: never written by this loop.
+#pragma GCC ivdep
+    for (int i = i0; i < i1; ++i) {
+      x[i] = Relax(x[i], (b[i] + ew[i] * x[i + east] + ew[i + west] * x[i + west] +
                           sw[i - W] * x[i - W] + sw[i] * x[i + W]) / dg[i]);
     }
-    if (xx == W - 1) {
-      const int i = row + xx;
-      x[i] = Relax(x[i], (b[i] + ew[i - 1] * x[i - 1] + sw[i - W] * x[i - W] +
-                          sw[i] * x[i + W]) / dg[i]);
-    }
   } else {
-    for (; xx < W; xx += 2) {
-      x[row + xx] = Relax(x[row + xx], GaussSeidelUpdate(H, W, y, xx, ew, sw, dg, b, x));
+    for (int xx = parity; xx < W; xx += 2) {
+      const int i = SplitIndex(W, y, xx);
+      const int east = xx + 1 < W ? SplitIndex(W, y, xx + 1) : i;
+      const int west = xx > 0 ? SplitIndex(W, y, xx - 1) : i;
+      x[i] = Relax(x[i], GaussSeidelUpdate(H, W, y, xx, i, east, west, ew, sw, dg, b, x));
     }
   }
 }
@@ -412,8 +472,9 @@ namespace {
 DMPN_CPU_CLONES
 void RestrictResidual(const GridMultigridSolver::Level& L, GridMultigridSolver::Level* C,
                       int Y0, int Y1) {
-  const int H = L.H, W = L.W, Wc = C->W;
-  std::vector<float> r(W);
+  const int H = L.H, W = L.W, Wc = C->W, We = (W + 1) / 2, Wce = (Wc + 1) / 2;
+  std::vector<float> residual(W);
+  float* r = residual.data();
   const float *ew = L.ew.data(), *sw = L.sw.data(), *dg = L.diag.data(), *x = L.x.data();
   for (int Y = Y0; Y < Y1; ++Y) {
     float* cb = &C->b[Y * Wc];
@@ -421,27 +482,50 @@ void RestrictResidual(const GridMultigridSolver::Level& L, GridMultigridSolver::
     for (int y = 2 * Y; y < std::min(H, 2 * Y + 2); ++y) {
       const float* b = &L.b[y * W];
       if (y == 0 || y == H - 1) {
-        ApplyRows(H, W, ew, sw, dg, x, r.data(), y, y + 1, y * W);
+        ApplyRows(H, W, ew, sw, dg, x, r, y, y + 1, y * W);
         for (int i = 0; i < W; ++i) r[i] = b[i] - r[i];
       } else {
-        for (int i = 0; i < W; ++i) {  // in float: 8 wide with AVX2
-          r[i] = b[i] - ApplyInterior<float>(W, ew, sw, dg, x, y * W + i);
+        r[0] = b[0] - ApplyPixel<float>(H, W, ew, sw, dg, x, y, 0);
+        InteriorRun runs[2];
+        InteriorRuns(W, runs);
+        const int row = y * W;
+        for (int k = 0; k < 2; ++k) {
+          const int i0 = row + runs[k].begin, i1 = row + runs[k].end;
+          const int east = runs[k].east, west = runs[k].west;
+          float* rr = r - row;
+#pragma GCC ivdep
+          for (int i = i0; i < i1; ++i) {  // in float: 8 wide with AVX2
+            rr[i] = L.b[i] - ApplyInterior<float>(W, east, west, ew, sw, dg, x, i);
+          }
         }
       }
-      for (int i = 0; i < W; ++i) cb[i >> 1] += r[i];
+      // Coarse column X aggregates fine columns 2X (at X) and 2X + 1 (at We + X); coarse
+      // column 2k is at k, 2k + 1 at Wce + k. Per coarse value: r[X] first, then r[We + X].
+      const int Wo = W - We;
+      for (int k = 0; 2 * k < Wc; ++k) cb[k] += r[2 * k];
+      for (int k = 0; 2 * k < Wo; ++k) cb[k] += r[We + 2 * k];
+      for (int k = 0; 2 * k + 1 < Wc; ++k) cb[Wce + k] += r[2 * k + 1];
+      for (int k = 0; 2 * k + 1 < Wo; ++k) cb[Wce + k] += r[We + 2 * k + 1];
     }
   }
 }
 
-// L.x += scale P C.x on the fine rows [y0, y1).
+// L.x += scale P C.x on the fine rows [y0, y1). Fine columns 2X (at X) and 2X + 1 (at
+// We + X) take coarse column X's value.
 DMPN_CPU_CLONES
 void ProlongAdd(const GridMultigridSolver::Level& C, GridMultigridSolver::Level* L, int y0,
                 int y1) {
-  const int W = L->W, Wc = C.W;
+  const int W = L->W, Wc = C.W, We = (W + 1) / 2, Wce = (Wc + 1) / 2;
+  std::vector<float> coarse(Wc);  // a coarse row in column order
   for (int y = y0; y < y1; ++y) {
-    const float* xc = &C.x[(y / 2) * Wc];
+    if (y == y0 || y % 2 == 0) {
+      const float* xc = &C.x[(y / 2) * Wc];
+      for (int k = 0; 2 * k < Wc; ++k) coarse[2 * k] = xc[k];
+      for (int k = 0; 2 * k + 1 < Wc; ++k) coarse[2 * k + 1] = xc[Wce + k];
+    }
     float* x = &L->x[y * W];
-    for (int xx = 0; xx < W; ++xx) x[xx] += kCoarseScale * xc[xx >> 1];
+    for (int j = 0; j < We; ++j) x[j] += kCoarseScale * coarse[j];
+    for (int j = 0; We + j < W; ++j) x[We + j] += kCoarseScale * coarse[j];
   }
 }
 
@@ -452,7 +536,8 @@ void GridMultigridSolver::VCycle(int l) {
   const int n = L.H * L.W;
   if (l + 1 == num_levels()) {
     // Forward and back substitution with the Cholesky factor, in float64.
-    std::vector<double> t(L.b.begin(), L.b.end());
+    std::vector<double> t(n);  // in row-major order, as the factor
+    Rearrange(L.H, L.W, false, L.b.data(), t.data());
     for (int i = 0; i < n; ++i) {
       double s = t[i];
       for (int k = 0; k < i; ++k) s -= chol_[i * n + k] * t[k];
@@ -463,7 +548,7 @@ void GridMultigridSolver::VCycle(int l) {
       for (int k = i + 1; k < n; ++k) s -= chol_[k * n + i] * t[k];
       t[i] = s / chol_[i * n + i];
     }
-    for (int i = 0; i < n; ++i) L.x[i] = static_cast<float>(t[i]);
+    Rearrange(L.H, L.W, true, t.data(), L.x.data());
     return;
   }
   std::fill(L.x.begin(), L.x.end(), 0.f);
@@ -521,11 +606,12 @@ void UpdateDirection(int i0, int i1, const float* z, double beta, bool first, do
 
 }  // namespace
 
-bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_iter,
+bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int max_iter,
     bool multigrid, Stats* stats) {
   const int H = H_, W = W_, n = H * W;
   Level& L0 = levels_[0];
   double* r = r_.data();
+  double* x = x_.data();  // in the SplitIndex layout, as every vector below
   if (!multigrid) z_.resize(n);  // Jacobi's z; the V-cycle's z is its own float solution
   double* z = z_.data();
   double* p = p_.data();
@@ -539,13 +625,18 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
     return s;
   };
   std::fill(x, x + n, 0.);
-  std::copy(b, b + n, r);
+  Rearrange(H, W, true, b, r);
+  // Every return hands x back in row-major order.
+  auto done = [&](bool converged) {
+    Rearrange(H, W, false, x, x_out);
+    return converged;
+  };
   double bb = 0;
   for (int i = 0; i < n; ++i) bb += b[i] * b[i];
   const double bnorm = std::sqrt(bb);
   stats->iterations = 0;
   stats->relative_residual = 0;
-  if (bnorm == 0) return true;
+  if (bnorm == 0) return done(true);
   // z = M r; returns r . z. The V-cycle reads float(r) from L0.b, which the CG update writes,
   // and its float solution L0.x is z itself (never copied).
   auto precondition = [&]() {
@@ -592,7 +683,7 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
     stats->iterations = k;
     if (!(pq > 0)) {
       stats->relative_residual = std::numeric_limits<double>::quiet_NaN();
-      return false;  // breakdown: A is not positive definite
+      return done(false);  // breakdown: A is not positive definite
     }
     const double a = rz / pq;
     ForRows(H, n, [&](int y0, int y1, int t) {
@@ -600,14 +691,14 @@ bool GridMultigridSolver::Solve(const double* b, double* x, double tol, int max_
     });
     const double rel = std::sqrt(sum_parts()) / bnorm;
     stats->relative_residual = rel;
-    if (!std::isfinite(rel)) return false;
-    if (rel <= tol) return true;
+    if (!std::isfinite(rel)) return done(false);
+    if (rel <= tol) return done(true);
     const double rz_new = precondition();
     const double beta = rz_new / rz;
     rz = rz_new;
     update_p(false, beta);
   }
-  return false;
+  return done(false);
 }
 
 // ---------------------------------------------------------------------------------------------

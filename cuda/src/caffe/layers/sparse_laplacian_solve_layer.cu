@@ -214,7 +214,8 @@ __device__ inline void SmoothPoint(const int H, const int W, const int color, co
   const int y = k / half;
   const int xx = 2 * (k % half) + ((y + color) & 1);
   if (xx >= W) return;
-  x[y * W + xx] = GaussSeidelUpdate(H, W, y, xx, ew, sw, diag, b, x);
+  const int i = y * W + xx;
+  x[i] = GaussSeidelUpdate(H, W, y, xx, i, i + 1, i - 1, ew, sw, diag, b, x);
 }
 
 // (A x)_i

@@ -270,37 +270,49 @@ void RandomGridOperator(int H, int W, double sigma, std::mt19937* rng, Known kno
 TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uniform(-1.f, 1.f);
-  const int H = 23, W = 17, n = H * W;
-  std::vector<double> ew, sw, diag;
-  RandomGridOperator(H, W, 1.5, &rng, [](int y, int x) { return (x + y) % 5 == 0; },
-                     &ew, &sw, &diag);
-  GridMultigridSolver solver;
-  std::string why;
-  ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why)) << why;
-  GridMultigridSolver::Level* L = solver.level(0);
-  for (int i = 0; i < n; ++i) {
-    L->b[i] = uniform(rng);
-    L->x[i] = uniform(rng);
-  }
-  for (int color : {0, 1}) {
-    const std::vector<float> x0 = L->x;
-    solver.SmoothSweeps(L, &color, 1);
+  for (int W : {17, 16}) {  // rows with an odd and an even number of columns
+    const int H = 23, n = H * W;
+    std::vector<double> ew, sw, diag;
+    RandomGridOperator(H, W, 1.5, &rng, [](int y, int x) { return (x + y) % 5 == 0; },
+                       &ew, &sw, &diag);
+    const std::vector<double> ew0(ew), sw0(sw);  // Setup takes the vectors
+    GridMultigridSolver solver;
+    std::string why;
+    ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why)) << why;
+    GridMultigridSolver::Level* L = solver.level(0);
+    for (int i = 0; i < n; ++i) {
+      L->b[i] = uniform(rng);
+      L->x[i] = uniform(rng);
+    }
+    // The level is stored in the SplitIndex layout; the operator is Setup's, in row-major order.
+    auto at = [&](int y, int x) { return SplitIndex(W, y, x); };
     for (int y = 0; y < H; ++y) {
       for (int x = 0; x < W; ++x) {
         const int i = y * W + x;
-        if ((x + y) % 2 != color) {
-          EXPECT_EQ(L->x[i], x0[i]) << "(" << y << ", " << x << ") is not of colour " << color;
-          continue;
+        ASSERT_EQ(L->ew[at(y, x)], static_cast<float>(ew0[i])) << "(" << y << ", " << x << ")";
+        ASSERT_EQ(L->sw[at(y, x)], static_cast<float>(sw0[i])) << "(" << y << ", " << x << ")";
+      }
+    }
+    for (int color : {0, 1}) {
+      const std::vector<float> x0 = L->x;
+      solver.SmoothSweeps(L, &color, 1);
+      for (int y = 0; y < H; ++y) {
+        for (int x = 0; x < W; ++x) {
+          const int i = at(y, x);
+          if ((x + y) % 2 != color) {
+            EXPECT_EQ(L->x[i], x0[i]) << "(" << y << ", " << x << ") is not of colour " << color;
+            continue;
+          }
+          double s = L->b[i];
+          if (x + 1 < W) s += static_cast<double>(L->ew[i]) * x0[at(y, x + 1)];
+          if (x > 0) s += static_cast<double>(L->ew[at(y, x - 1)]) * x0[at(y, x - 1)];
+          if (y + 1 < H) s += static_cast<double>(L->sw[i]) * x0[at(y + 1, x)];
+          if (y > 0) s += static_cast<double>(L->sw[at(y - 1, x)]) * x0[at(y - 1, x)];
+          const double gs = s / L->diag[i];
+          const double expected = x0[i] + kCpuSmootherOmega * (gs - x0[i]);
+          EXPECT_NEAR(L->x[i], expected, 1e-5 * (1 + std::fabs(expected)))
+              << "(" << y << ", " << x << ")";
         }
-        double s = L->b[i];
-        if (x + 1 < W) s += static_cast<double>(L->ew[i]) * x0[i + 1];
-        if (x > 0) s += static_cast<double>(L->ew[i - 1]) * x0[i - 1];
-        if (y + 1 < H) s += static_cast<double>(L->sw[i]) * x0[i + W];
-        if (y > 0) s += static_cast<double>(L->sw[i - W]) * x0[i - W];
-        const double gs = s / L->diag[i];
-        const double expected = x0[i] + kCpuSmootherOmega * (gs - x0[i]);
-        EXPECT_NEAR(L->x[i], expected, 1e-5 * (1 + std::fabs(expected)))
-            << "(" << y << ", " << x << ")";
       }
     }
   }
