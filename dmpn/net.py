@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dmpn.propagation import DEFAULT_EXPONENT_BOUND
+
 # Slice points of the LMDB item: image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
 ITEM_SLICE_POINTS = (3, 4, 5, 8)
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -43,11 +45,11 @@ class NetConfig:
     batch: int = 4
     flavour: str = "cpp"         # "cpp" or "python" AffinityExp / SparseLaplacianSolve
     c: float = 0.8
-    # The generated nets bound AffinityExp's exponent to [-10, 10], not the layer's default 20:
-    # with weights spanning e^40 the float32 multigrid preconditioner stalled CG at relative
-    # residuals 1e-7 to 2e-6 (tolerance 1e-8) on real images, twice within 90 iterations of
-    # the same snapshot, and training stopped; at 10 the same resumed run went 400 iterations.
-    exponent_bound: float = 10.0
+    # AffinityExp's exponent in [-10, 10] (the layer's default): at 20, weights spanning e^40
+    # stalled CG at relative residuals 1e-7 to 2e-6 (tolerance 1e-8) on real images, twice
+    # within 90 iterations of the same snapshot, and training stopped; at 10 the same resumed
+    # run went 400 iterations.
+    exponent_bound: float = DEFAULT_EXPONENT_BOUND
     shrink: int = 1
     tolerance: float = 1e-8
     affinity_lr_mult: float = 1.0  # learning-rate multiplier of AffinityExp's theta and b

@@ -54,14 +54,21 @@ def edge_mask(height, width):
     return m
 
 
-def affinity_exp_forward(features, theta, bias, exponent_bound=20.0):
+# AffinityExp's default bound on the exponent (caffe.proto's exponent_bound says the same): at
+# 20, learned affinities of real images spanning e^40 made systems whose float64 attainable
+# accuracy lies above the solve's tolerance, and training stopped on a solve that did not
+# converge (README, The layers).
+DEFAULT_EXPONENT_BOUND = 10.0
+
+
+def affinity_exp_forward(features, theta, bias, exponent_bound=DEFAULT_EXPONENT_BOUND):
     """Affinities 2 x H x W from features T x H x W."""
     z = affinity_exponent(features, theta, bias)
     w = np.exp(np.clip(z, -exponent_bound, exponent_bound))
     return w * edge_mask(*z.shape[1:])
 
 
-def affinity_exp_backward(features, theta, bias, top_diff, exponent_bound=20.0):
+def affinity_exp_backward(features, theta, bias, top_diff, exponent_bound=DEFAULT_EXPONENT_BOUND):
     """Gradients (d features, d theta (2 x T), d bias) of sum(top_diff * affinities).
 
     Where the exponent is clipped the gradient is 0: consistent with the clipped forward.

@@ -5,7 +5,7 @@ Mirrors the C++ layer (cuda/src/caffe/layers/affinity_exp_layer.cpp); the maths 
 blobs[0]: 2 x T (theta_1; theta_2), blobs[1]: 1 (b).
 
     python_param { module: "dmpn.layers.affinity_exp" layer: "AffinityExpLayer"
-                   param_str: '{"exponent_bound": 20, "weight_std": 0.01, "bias": 0}' }
+                   param_str: '{"exponent_bound": 10, "weight_std": 0.01, "bias": 0}' }
 """
 import caffe
 import numpy as np
@@ -13,7 +13,7 @@ import numpy as np
 from dmpn import propagation as P
 from dmpn.layers.params import parse_param_str
 
-DEFAULTS = {"exponent_bound": 20.0, "weight_std": 0.01, "bias": 0.0, "seed": None}
+DEFAULTS = {"exponent_bound": P.DEFAULT_EXPONENT_BOUND, "weight_std": 0.01, "bias": 0.0, "seed": None}
 
 
 class AffinityExpLayer(caffe.Layer):

@@ -127,3 +127,26 @@ def test_python_param_str_is_checked(caffe, tmp_path):
                                solve=PY_SOLVE.replace('"shrink": %d', '"shrnk": 1')))
     with pytest.raises(Exception, match="unknown parameter.*shrnk"):
         caffe.Net(str(path), caffe.TEST)
+
+
+def test_both_flavours_clip_at_the_default_exponent_bound(caffe, tmp_path):
+    """Without exponent_bound, both AffinityExp flavours clip the exponent at the reference's
+    default (caffe.proto's default and dmpn.propagation's must not drift apart)."""
+    f = np.zeros((1, 2, 4, 5), np.float32)
+    f[0, 0, :, :2] = 1.5 * P.DEFAULT_EXPONENT_BOUND   # exponents beyond the bound
+    f[0, 0, :, 2:] = -1.5 * P.DEFAULT_EXPONENT_BOUND
+    theta = np.array([[1, 0], [0, 0]], np.float32)    # z = f_first[0]
+    expected = P.affinity_exp_forward(f[0].astype(np.float64), theta, 0.0)
+    assert expected.max() == pytest.approx(np.exp(P.DEFAULT_EXPONENT_BOUND))
+    affinity = {"cpp": CPP_AFF.replace(" exponent_bound: %g", ""),
+                "python": PY_AFF.replace('{"exponent_bound": %g}', "{}")}
+    for flavour, layer in affinity.items():
+        path = tmp_path / f"{flavour}.prototxt"
+        path.write_text(NET.format(n=1, t=2, h=4, w=5, affinity=layer, solve=""))
+        net = caffe.Net(str(path), caffe.TEST)
+        net.params["affinity"][0].data[...] = theta
+        net.params["affinity"][1].data[...] = 0
+        net.blobs["features"].data[...] = f
+        net.forward()
+        np.testing.assert_allclose(net.blobs["affinity"].data[0], expected, rtol=1e-5,
+                                   err_msg=flavour)
