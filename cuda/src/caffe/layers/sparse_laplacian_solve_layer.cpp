@@ -489,13 +489,14 @@ void RestrictResidual(const GridMultigridSolver::Level& L, GridMultigridSolver::
         InteriorRun runs[2];
         InteriorRuns(W, runs);
         const int row = y * W;
+        float* r_level = r - row;  // r indexed as the level's vectors
         for (int k = 0; k < 2; ++k) {
           const int i0 = row + runs[k].begin, i1 = row + runs[k].end;
           const int east = runs[k].east, west = runs[k].west;
-          float* rr = r - row;
+          // r is this function's own buffer (GCC cannot tell, and would not vectorise)
 #pragma GCC ivdep
           for (int i = i0; i < i1; ++i) {  // in float: 8 wide with AVX2
-            rr[i] = L.b[i] - ApplyInterior<float>(W, east, west, ew, sw, dg, x, i);
+            r_level[i] = L.b[i] - ApplyInterior<float>(W, east, west, ew, sw, dg, x, i);
           }
         }
       }
