@@ -152,13 +152,20 @@ inline float RoundUpDiag(double d) {
   return f;
 }
 
-// A row-major H x W field into the SplitIndex layout (to_split), or back.
+// A row-major H x W field into the SplitIndex layout (to_split), or back: per row, the even
+// columns to / from the first half and the odd ones to / from the second.
 template <typename A, typename B>
 void Rearrange(int H, int W, bool to_split, const A* in, B* out) {
-  for (int y = 0; y < H; ++y) {
-    for (int x = 0; x < W; ++x) {
-      const int i = y * W + x, k = SplitIndex(W, y, x);
-      if (to_split) out[k] = static_cast<B>(in[i]); else out[i] = static_cast<B>(in[k]);
+  const int We = (W + 1) / 2;
+  for (int row = 0; row < H * W; row += W) {
+    const A* a = in + row;
+    B* o = out + row;
+    if (to_split) {
+      for (int j = 0; 2 * j < W; ++j) o[j] = static_cast<B>(a[2 * j]);
+      for (int j = 0; 2 * j + 1 < W; ++j) o[We + j] = static_cast<B>(a[2 * j + 1]);
+    } else {
+      for (int j = 0; 2 * j < W; ++j) o[2 * j] = static_cast<B>(a[j]);
+      for (int j = 0; 2 * j + 1 < W; ++j) o[2 * j + 1] = static_cast<B>(a[We + j]);
     }
   }
 }
@@ -327,21 +334,24 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     h = hc;
     w = wc;
   }
-  // The CG works in the levels' layout too.
-  ToSplit(H, W, &ew_);
-  ToSplit(H, W, &sw_);
-  ToSplit(H, W, &diag_);
   // The CG's operator must be exact. Where float32 holds the edge weights exactly (float
   // inputs, no shrinking), the CG reads them from level 0's float copy: a quarter less memory
-  // traffic in its product with A.
+  // traffic in its product with A. The CG works in the levels' layout.
   edges_in_float_ = true;
-  for (int i = 0; i < H * W && edges_in_float_; ++i) {
-    edges_in_float_ = levels_[0].ew[i] == ew_[i] && levels_[0].sw[i] == sw_[i];
+  for (int y = 0; y < H && edges_in_float_; ++y) {
+    for (int x = 0; x < W && edges_in_float_; ++x) {
+      const int i = y * W + x, k = SplitIndex(W, y, x);
+      edges_in_float_ = levels_[0].ew[k] == ew_[i] && levels_[0].sw[k] == sw_[i];
+    }
   }
   if (edges_in_float_) {
     std::vector<double>().swap(ew_);
     std::vector<double>().swap(sw_);
+  } else {
+    ToSplit(H, W, &ew_);
+    ToSplit(H, W, &sw_);
   }
+  ToSplit(H, W, &diag_);
   // Coarsest level: dense Cholesky of the float64 operator. A non-positive pivot means A is
   // not positive definite.
   const int n = h * w;
@@ -516,14 +526,10 @@ void RestrictResidual(const GridMultigridSolver::Level& L, GridMultigridSolver::
 DMPN_CPU_CLONES
 void ProlongAdd(const GridMultigridSolver::Level& C, GridMultigridSolver::Level* L, int y0,
                 int y1) {
-  const int W = L->W, Wc = C.W, We = (W + 1) / 2, Wce = (Wc + 1) / 2;
+  const int W = L->W, Wc = C.W, We = (W + 1) / 2;
   std::vector<float> coarse(Wc);  // a coarse row in column order
   for (int y = y0; y < y1; ++y) {
-    if (y == y0 || y % 2 == 0) {
-      const float* xc = &C.x[(y / 2) * Wc];
-      for (int k = 0; 2 * k < Wc; ++k) coarse[2 * k] = xc[k];
-      for (int k = 0; 2 * k + 1 < Wc; ++k) coarse[2 * k + 1] = xc[Wce + k];
-    }
+    if (y == y0 || y % 2 == 0) Rearrange(1, Wc, false, &C.x[(y / 2) * Wc], coarse.data());
     float* x = &L->x[y * W];
     for (int j = 0; j < We; ++j) x[j] += kCoarseScale * coarse[j];
     for (int j = 0; We + j < W; ++j) x[We + j] += kCoarseScale * coarse[j];
