@@ -1,7 +1,9 @@
 """The foundation: the stock caffe tool with our layers registered, pycaffe, Python layers
 from the plain caffe binary, and the source checks of the build."""
 import os
+import re
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -151,3 +153,22 @@ def test_setup_keeps_recently_used_installs():
         for d in stale + [recent]:
             if d.exists():
                 d.rmdir()
+
+
+def test_build_folder_names_no_path_of_this_clone():
+    """Clones on one machine share a build folder (tools/setup.sh). CMake ties a build folder
+    to one source folder, so it must be configured from the cache's copy of the sources, and no
+    compile flag may name this clone (numpy's headers come from the cache too): otherwise another
+    clone's set-up fails, or recompiles everything."""
+    require_caffe()
+    record = Path(sys.executable).parent.parent / ".dmpn-caffe-build"
+    if not record.exists():
+        pytest.skip("no build folder recorded (Caffe was not built by tools/setup.sh)")
+    build = Path(record.read_text().strip())
+    cache = (build / "CMakeCache.txt").read_text()
+    home = re.search(r"^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$", cache, re.M).group(1)
+    assert home == str(build.parent / ("src-" + build.name[len("build-"):]))
+    generated = list(build.rglob("flags.make")) + list(build.rglob("*.Release.cmake"))
+    assert generated
+    for f in generated:
+        assert str(ROOT) not in f.read_text(), f

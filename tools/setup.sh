@@ -83,7 +83,16 @@ print(v.get("Py_ENABLE_SHARED"))
 EOF
 mapfile -t pyinfo < "$CACHE/.pyinfo"
 [[ ${pyinfo[3]} == 1 ]] || die "$PYTHON has no shared libpython (needed to embed Python in caffe); use a CPython built with --enable-shared"
-cmake_opts+=("-DPYTHON_INCLUDE_DIR=${pyinfo[0]}" "-DPYTHON_LIBRARY=${pyinfo[1]}" "-DNUMPY_INCLUDE_DIR=${pyinfo[2]}"
+# numpy's headers from a copy in the cache keyed by their content: the compile flags then name
+# no path of this clone, and another clone's build recompiles only the sources that differ.
+numpy_key=$(cd "${pyinfo[2]}" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+NUMPY_INC=$CACHE/numpy-include-$numpy_key
+if [[ ! -d $NUMPY_INC ]]; then
+  tmp=$(mktemp -d "$CACHE/.numpy-include.XXXXXX")
+  cp -r "${pyinfo[2]}/." "$tmp/"
+  mv -T "$tmp" "$NUMPY_INC" 2>/dev/null || rm -rf "$tmp"  # another set-up may have won the race
+fi
+cmake_opts+=("-DPYTHON_INCLUDE_DIR=${pyinfo[0]}" "-DPYTHON_LIBRARY=${pyinfo[1]}" "-DNUMPY_INCLUDE_DIR=$NUMPY_INC"
              "-DNUMPY_VERSION=$("$PY" -c 'import numpy; print(numpy.__version__)')")
 [[ -n ${CAFFE_SOURCE_TARBALL:-} ]] && cmake_opts+=("-DCAFFE_SOURCE_TARBALL=$(realpath "$CAFFE_SOURCE_TARBALL")")
 [[ -n ${CAFFE_SOURCE_DIR:-} ]] && cmake_opts+=("-DCAFFE_SOURCE_DIR=$(realpath "$CAFFE_SOURCE_DIR")")
@@ -129,6 +138,21 @@ full_key=$( { echo "$base_key"; find cuda -type f \( -name '*.cpp' -o -name '*.c
               -print0 | sort -z | xargs -0 -r sha256sum; } | sha256sum | cut -c1-16)
 BUILD=$CACHE/build-$base_key
 PREFIX=$CACHE/install-$full_key
+# CMake ties a build folder to one source folder, so the build reads what it needs of this
+# clone from a copy in the cache, the same path for every clone. A file is copied
+# only when its content differs (and so gets a new time stamp): make recompiles what changed
+# since the last build, from whichever clone.
+SRC=$CACHE/src-$base_key
+build_inputs() { find CMakeLists.txt patches tools/fetch_bvlc_source.sh cuda -type f | LC_ALL=C sort; }
+copy_build_inputs() {
+  local f
+  while IFS= read -r f; do
+    cmp -s "$f" "$SRC/$f" || install -D -m 644 "$f" "$SRC/$f"
+  done < <(build_inputs)
+  # What this clone does not have goes (a test or layer source left there would be compiled).
+  (cd "$SRC" && find . -type f -printf '%P\n' | LC_ALL=C sort) | LC_ALL=C comm -13 <(build_inputs) - \
+    | while IFS= read -r f; do rm -f "$SRC/$f"; done
+}
 
 exec 9>"$CACHE/.lock"
 flock 9
@@ -136,7 +160,13 @@ if [[ ! -e $PREFIX/.complete ]]; then
   JOBS=${JOBS:-$(nproc)}
   say "building Caffe (CUDA: $([[ $CPU_ONLY == 0 ]] && echo "sm_$CUDA_ARCH" || echo off)) in $BUILD; the first build takes 5 to 15 minutes"
   tb=$(date +%s)
-  cmake -S "$REPO" -B "$BUILD" "${cmake_opts[@]}" "-DCMAKE_INSTALL_PREFIX=$PREFIX" > "$BUILD.configure.log" 2>&1 \
+  copy_build_inputs
+  home=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || true)
+  if [[ -n $home && $home != "$SRC" ]]; then
+    say "the build folder was configured from $home: starting it afresh"
+    rm -rf "$BUILD"
+  fi
+  cmake -S "$SRC" -B "$BUILD" "${cmake_opts[@]}" "-DCMAKE_INSTALL_PREFIX=$PREFIX" > "$BUILD.configure.log" 2>&1 \
     || { tail -40 "$BUILD.configure.log" >&2; die "CMake configure failed (log: $BUILD.configure.log)"; }
   cmake --build "$BUILD" -j "$JOBS" --target all dmpn_test > "$BUILD.build.log" 2>&1 \
     || { grep -E -B2 -A8 'error|Error' "$BUILD.build.log" | tail -60 >&2; die "build failed (log: $BUILD.build.log)"; }
@@ -154,7 +184,8 @@ fi
 touch "$PREFIX"
 ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +21 | xargs -r rm -rf
 for old in $(ls -dt "$CACHE"/build-*/ 2>/dev/null | tail -n +4); do
-  rm -rf "${old%/}" "${old%/}".*
+  old=${old%/}
+  rm -rf "$old" "$old".* "$CACHE/src-${old##*/build-}"
 done
 flock -u 9
 
@@ -169,5 +200,6 @@ EOF
   chmod +x "$VENV/bin/$tool"
 done
 echo "$PREFIX" > "$VENV/.dmpn-caffe-prefix"
+echo "$BUILD" > "$VENV/.dmpn-caffe-build"  # tests/test_build.py checks its configuration
 "$PY" -c "import caffe" 2>/dev/null || die "pycaffe does not import from $PREFIX/python"
 say "ready in $(( $(date +%s) - t0 )) s: .venv/bin/caffe, .venv/bin/python -c 'import caffe'"
