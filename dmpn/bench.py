@@ -5,12 +5,18 @@ ratios hold on a noisy shared machine.
 Problems: a 600 x 800 image with random affinities exp(N(0, sigma)) and a 9 % unknown band
 (the design note's stress case), the same grid with hand-crafted colour affinities of a real or
 generated image, and a training batch of crops.
+
+With --contrast, a sweep of affinity contrast instead (contrast_sweep): where the C++ layer's
+multigrid-preconditioned CG stops converging, against scipy's LU solution.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -38,6 +44,23 @@ def random_problem(h, w, sigma=2.0, seed=0):
     rng = np.random.default_rng(seed)
     aff = np.exp(rng.normal(0, sigma, (2, h, w))) * P.edge_mask(h, w)
     return aff, band_trimap(h, w, seed=seed)
+
+
+def contrast_problem(h, w, spread, bound, field="iid", seed=0):
+    """Affinities exp(e), e with standard deviation `spread`, drawn per edge ("iid") or smoothed
+    over ~3 pixels ("smooth"), clipped to +-bound as AffinityExp clips its exponent; band
+    trimap. Weights that jump by e^(2 bound) between neighbours make the system's condition
+    number explode: the stress test of any CG."""
+    rng = np.random.default_rng(seed)
+    e = rng.normal(0, 1, (2, h, w))
+    if field == "smooth":
+        from scipy.ndimage import gaussian_filter
+        e = gaussian_filter(e, (0, 3, 3))
+    elif field != "iid":
+        raise ValueError(f"field must be 'iid' or 'smooth', got {field!r}")
+    e *= spread / e.std()
+    aff = np.exp(np.clip(e, -bound, bound)) * P.edge_mask(h, w)
+    return aff.astype(np.float32).astype(np.float64), band_trimap(h, w, seed=seed)
 
 
 def image_problem(h, w, seed=0):
@@ -68,14 +91,14 @@ layer {{ name: "in" type: "Input" top: "affinity" top: "trimap"
 {layer}
 """
 CPP_LAYER = """layer {{ name: "solve" type: "SparseLaplacianSolve" bottom: "affinity" bottom: "trimap" top: "alpha"
-  sparse_laplacian_solve_param {{ tolerance: {tol} }} }}"""
+  sparse_laplacian_solve_param {{ tolerance: {tol} max_iterations: {max_iterations} }} }}"""
 PY_LAYER = """layer { name: "solve" type: "Python" bottom: "affinity" bottom: "trimap" top: "alpha"
   python_param { module: "dmpn.layers.sparse_laplacian_solve" layer: "SparseLaplacianSolveLayer" } }"""
 
 
-def caffe_layer_net(flavour, n, h, w, tol=1e-8):
+def caffe_layer_net(flavour, n, h, w, tol=1e-8, max_iterations=2000):
     import caffe
-    layer = CPP_LAYER.format(tol=tol) if flavour == "cpp" else PY_LAYER
+    layer = CPP_LAYER.format(tol=tol, max_iterations=max_iterations) if flavour == "cpp" else PY_LAYER
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
         f.write(SOLVE_NET.format(n=n, h=h, w=w, layer=layer))
     try:
@@ -139,6 +162,88 @@ def run(size=(600, 800), batch=(4, 320, 320), repeats=3, gpu=False, python_layer
     return rows
 
 
+# The C++ layer's log (GLOG_v=1) and its non-convergence error.
+_CONVERGED = re.compile(r"forward solve: \d+ levels, (\d+) iterations, relative residual (\S+)")
+_NOT_CONVERGED = re.compile(r"did not converge: relative residual (\S+) after (\d+) iterations")
+
+
+def _forward_child(folder, max_iterations):
+    """Child of cpp_forward_stats: the C++ layer's forward pass on folder/in.npz."""
+    z = np.load(os.path.join(folder, "in.npz"))
+    h, w = z["trimap"].shape
+    net = caffe_layer_net("cpp", 1, h, w, max_iterations=max_iterations)
+    net.blobs["affinity"].data[...] = z["affinity"][None]
+    net.blobs["trimap"].data[...] = z["trimap"][None, None]
+    t0 = time.perf_counter()
+    net.forward()
+    np.savez(os.path.join(folder, "out.npz"), alpha=net.blobs["alpha"].data[0, 0],
+             seconds=time.perf_counter() - t0)
+
+
+def cpp_forward_stats(aff, trimap, max_iterations=2000):
+    """The C++ layer's forward solve of one system, in a child process: a solve that does not
+    converge stops its process (Caffe's CHECK). Returns a dict: converged, iterations,
+    relative_residual (the CG's, as the layer reports it), alpha (None unless converged),
+    seconds (forward pass, None unless converged)."""
+    with tempfile.TemporaryDirectory() as d:
+        np.savez(os.path.join(d, "in.npz"), affinity=aff, trimap=trimap)
+        env = dict(os.environ, GLOG_minloglevel="0", GLOG_v="1", GLOG_logtostderr="1")
+        code = "import sys; from dmpn.bench import _forward_child; _forward_child(sys.argv[1], int(sys.argv[2]))"
+        p = subprocess.run([sys.executable, "-c", code, d, str(max_iterations)], env=env,
+                           capture_output=True, text=True)
+        ok, bad = _CONVERGED.search(p.stderr), _NOT_CONVERGED.search(p.stderr)
+        if p.returncode == 0 and ok:
+            out = np.load(os.path.join(d, "out.npz"))
+            return {"converged": True, "iterations": int(ok.group(1)), "relative_residual": float(ok.group(2)),
+                    "alpha": out["alpha"].astype(np.float64), "seconds": float(out["seconds"])}
+        if bad:
+            return {"converged": False, "iterations": int(bad.group(2)), "relative_residual": float(bad.group(1)),
+                    "alpha": None, "seconds": None}
+        raise RuntimeError(f"the C++ layer's child process failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
+
+
+# (field, spread, bound): AffinityExp's default bound 10, then 20; iid fields from mild to
+# nearly every weight at +-bound, and a smooth one.
+CONTRAST_CASES = [("iid", 2, 10), ("iid", 4, 10), ("iid", 6, 10), ("iid", 8, 10), ("smooth", 8, 10),
+                  ("iid", 2, 20), ("iid", 4, 20), ("iid", 5, 20), ("iid", 6, 20), ("smooth", 8, 20)]
+
+
+def contrast_sweep(size=(240, 320), cases=CONTRAST_CASES, max_iterations=2000, progress=True):
+    """The C++ layer's forward solve on contrast_problem systems, against scipy's LU: CG
+    iterations (or the residual where it stopped), max |alpha - LU|, and LU's own relative
+    residual ||b - A x|| / ||b|| in float64, which the CG's tolerance 1e-8 may be below."""
+    h, w = size
+    rows = []
+    for field, spread, bound in cases:
+        aff, tri = contrast_problem(h, w, spread, bound, field)
+        diag, rhs = P.constraint_terms(tri)
+        A = P.system_matrix(aff, diag).tocsc()
+        alpha_lu = spla.splu(A).solve(rhs.ravel())
+        lu_res = np.linalg.norm(rhs.ravel() - A @ alpha_lu) / np.linalg.norm(rhs)
+        st = cpp_forward_stats(aff, tri, max_iterations)
+        err = float(np.abs(st["alpha"].ravel() - alpha_lu).max()) if st["converged"] else None
+        rows.append({"field": field, "spread": spread, "bound": bound, "shape": f"{h}x{w}",
+                     "converged": st["converged"], "iterations": st["iterations"],
+                     "relative_residual": st["relative_residual"], "seconds": st["seconds"],
+                     "max_alpha_err": err, "lu_relative_residual": float(lu_res)})
+        if progress:
+            print(format_contrast_rows(rows[-1:], header=len(rows) == 1), flush=True)
+    return rows
+
+
+def format_contrast_rows(rows, header=True):
+    lines = [f"{'field':>6} {'spread':>6} {'bound':>5}  {'C++ layer forward solve':<44} {'max|alpha-LU|':>13}  LU rel. residual"] if header else []
+    for r in rows:
+        if r["converged"]:
+            what = f"{r['iterations']:5d} iterations, {r['seconds'] * 1000:7.1f} ms"
+            err = f"{r['max_alpha_err']:.1e}"
+        else:
+            what = f"no convergence: {r['relative_residual']:.1e} after {r['iterations']}"
+            err = "-"
+        lines.append(f"{r['field']:>6} {r['spread']:>6g} {r['bound']:>5g}  {what:<44} {err:>13}  {r['lu_relative_residual']:.1e}")
+    return "\n".join(lines)
+
+
 def format_rows(rows):
     lines = []
     for r in rows:
@@ -159,8 +264,17 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the C++ layer (the best is kept)")
     ap.add_argument("--gpu", action="store_true", help="also time the CUDA layer (needs a GPU)")
     ap.add_argument("--no-python", action="store_true", help="skip the (slow) Python layer")
+    ap.add_argument("--contrast", action="store_true",
+                    help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
+    ap.add_argument("--contrast-size", default="240x320", help="grid of the contrast sweep HxW (default 240x320)")
     ap.add_argument("--json", help="write the figures to this file")
     a = ap.parse_args(argv)
+    if a.contrast:
+        rows = contrast_sweep(tuple(int(v) for v in a.contrast_size.lower().split("x")))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rows, f, indent=2)
+        return 0
     h, w = (int(v) for v in a.size.lower().split("x"))
     batch = tuple(int(v) for v in a.batch.lower().split("x"))
     rows = run((h, w), batch, a.repeats, a.gpu, not a.no_python)
