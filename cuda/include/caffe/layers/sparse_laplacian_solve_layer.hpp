@@ -84,7 +84,8 @@ class GridMultigridSolver {
     double relative_residual;
   };
 
-  /// Builds the hierarchy from the finest level's edge weights and diagonal (moved in).
+  /// Builds the hierarchy from the finest level's edge weights and diagonal (moved in; the
+  /// vectors come back holding storage of the same size to reuse, contents unspecified).
   /// Returns false (with a reason) when the system is not positive definite.
   bool Setup(int H, int W, std::vector<double>* ew, std::vector<double>* sw,
              std::vector<double>* diag, std::string* why, int threads = 1);
@@ -106,6 +107,11 @@ class GridMultigridSolver {
   std::vector<Level> levels_;
   std::vector<double> chol_;  // coarsest level: dense Cholesky factor, row-major n x n
   std::vector<double> r_, z_, p_, q_, x_;  // CG vectors (z_ for Jacobi only)
+  struct CoarseOperator {  // a coarse level in float64, row-major, while Setup coarsens
+    std::vector<double> ew, sw, diag;
+  };
+  CoarseOperator coarse_[2];         // levels 1, 3, ... in [1], 2, 4, ... in [0]
+  std::vector<double> split_buffer_;  // Setup's row-major -> SplitIndex rearrangement
 };
 
 /**
@@ -170,6 +176,10 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   // CPU path: one solver and solution (on the solve grid) per batch item.
   vector<GridMultigridSolver> solvers_;
   vector<vector<double> > alpha_grid_;
+  struct SystemBuffers {  // an item's system in row-major order, and the backward solution
+    vector<double> ew, sw, diag, rhs, g;
+  };
+  vector<SystemBuffers> buffers_;
   vector<GridMultigridSolver::Stats> fwd_stats_, bwd_stats_;
   // GPU path (see the .cu): device state, opaque here.
   void* gpu_state_ = nullptr;

@@ -287,80 +287,75 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   // Edges that would leave the grid do not exist; the kernels rely on their weights being 0.
   for (int y = 0; y < H; ++y) ew_[y * W + W - 1] = 0;
   std::fill(sw_.begin() + (H - 1) * W, sw_.begin() + H * W, 0.);
-  levels_.clear();
-  // Coarsen in float64; keep a float32 copy of each level for the V-cycle.
-  std::vector<double> few(ew_), fsw(sw_), fdiag(diag_);
-  int h = H, w = W;
+  // Coarsen in float64; keep a float32 copy of each level for the V-cycle. The levels and the
+  // float64 coarse operators keep their storage from one forward pass to the next (resize, not
+  // fresh vectors: fresh ones cost a page fault per 4 KB on every pass), and the loops take
+  // rows on the worker team; every value is computed as before, bit for bit.
+  int num = 0, h = H, w = W;
+  const double *fe = ew_.data(), *fs = sw_.data(), *fd = diag_.data();  // level num, row-major
   while (true) {
-    Level L;
+    if (static_cast<int>(levels_.size()) <= num) levels_.emplace_back();
+    Level& L = levels_[num];
     L.H = h;
     L.W = w;
     const int n = h * w;
     L.ew.resize(n);
     L.sw.resize(n);
     L.diag.resize(n);
-    for (int y = 0; y < h; ++y) {
-      for (int x = 0; x < w; ++x) {
-        const int i = y * w + x, k = SplitIndex(w, y, x);
-        L.ew[k] = static_cast<float>(few[i]);
-        L.sw[k] = static_cast<float>(fsw[i]);
-        L.diag[k] = RoundUpDiag(fdiag[i]);
+    L.x.resize(n);  // both written before they are read (VCycle, Solve)
+    L.b.resize(n);
+    ForRows(h, n, [&](int y0, int y1, int) {
+      for (int y = y0; y < y1; ++y) {
+        for (int x = 0; x < w; ++x) {
+          const int i = y * w + x, k = SplitIndex(w, y, x);
+          L.ew[k] = static_cast<float>(fe[i]);
+          L.sw[k] = static_cast<float>(fs[i]);
+          L.diag[k] = RoundUpDiag(fd[i]);
+        }
       }
-    }
-    L.x.assign(n, 0.f);
-    L.b.assign(n, 0.f);
-    levels_.push_back(std::move(L));
+    });
+    ++num;
     if (n <= kMultigridCoarsestUnknowns) break;
     // P^T A P for 2 x 2 aggregates: an edge inside a block cancels out of the block's row
-    // sum (diag - 2 w), an edge between blocks adds to the coarse edge.
+    // sum (diag - 2 w), an edge between blocks adds to the coarse edge. By coarse rows, each
+    // summing its fine rows in order.
     const int hc = (h + 1) / 2, wc = (w + 1) / 2;
-    std::vector<double> cew(hc * wc, 0.), csw(hc * wc, 0.), cdiag(hc * wc, 0.);
-    for (int y = 0; y < h; ++y) {
-      for (int x = 0; x < w; ++x) {
-        const int i = y * w + x;
-        const int I = (y / 2) * wc + x / 2;
-        cdiag[I] += fdiag[i];
-        if (x + 1 < w) {
-          if (x & 1) cew[I] += few[i]; else cdiag[I] -= 2 * few[i];
-        }
-        if (y + 1 < h) {
-          if (y & 1) csw[I] += fsw[i]; else cdiag[I] -= 2 * fsw[i];
+    CoarseOperator& C = coarse_[num & 1];
+    C.ew.assign(hc * wc, 0.);
+    C.sw.assign(hc * wc, 0.);
+    C.diag.assign(hc * wc, 0.);
+    double *cew = C.ew.data(), *csw = C.sw.data(), *cdiag = C.diag.data();
+    ForRows(hc, n, [&](int Y0, int Y1, int) {
+      for (int y = 2 * Y0; y < std::min(2 * Y1, h); ++y) {
+        for (int x = 0; x < w; ++x) {
+          const int i = y * w + x;
+          const int I = (y / 2) * wc + x / 2;
+          cdiag[I] += fd[i];
+          if (x + 1 < w) {
+            if (x & 1) cew[I] += fe[i]; else cdiag[I] -= 2 * fe[i];
+          }
+          if (y + 1 < h) {
+            if (y & 1) csw[I] += fs[i]; else cdiag[I] -= 2 * fs[i];
+          }
         }
       }
-    }
-    few.swap(cew);
-    fsw.swap(csw);
-    fdiag.swap(cdiag);
+    });
+    fe = cew;
+    fs = csw;
+    fd = cdiag;
     h = hc;
     w = wc;
   }
-  // The CG's operator must be exact. Where float32 holds the edge weights exactly (float
-  // inputs, no shrinking), the CG reads them from level 0's float copy: a quarter less memory
-  // traffic in its product with A. The CG works in the levels' layout.
-  edges_in_float_ = true;
-  for (int y = 0; y < H && edges_in_float_; ++y) {
-    for (int x = 0; x < W && edges_in_float_; ++x) {
-      const int i = y * W + x, k = SplitIndex(W, y, x);
-      edges_in_float_ = levels_[0].ew[k] == ew_[i] && levels_[0].sw[k] == sw_[i];
-    }
-  }
-  if (edges_in_float_) {
-    std::vector<double>().swap(ew_);
-    std::vector<double>().swap(sw_);
-  } else {
-    ToSplit(H, W, &ew_);
-    ToSplit(H, W, &sw_);
-  }
-  ToSplit(H, W, &diag_);
+  levels_.resize(num);
   // Coarsest level: dense Cholesky of the float64 operator. A non-positive pivot means A is
   // not positive definite.
   const int n = h * w;
   chol_.assign(n * n, 0.);
   for (int i = 0; i < n; ++i) {
     const int y = i / w, x = i % w;
-    chol_[i * n + i] = fdiag[i];
-    if (x + 1 < w) chol_[i * n + i + 1] = chol_[(i + 1) * n + i] = -few[i];
-    if (y + 1 < h) chol_[i * n + i + w] = chol_[(i + w) * n + i] = -fsw[i];
+    chol_[i * n + i] = fd[i];
+    if (x + 1 < w) chol_[i * n + i + 1] = chol_[(i + 1) * n + i] = -fe[i];
+    if (y + 1 < h) chol_[i * n + i + w] = chol_[(i + w) * n + i] = -fs[i];
   }
   double max_diag = 0;
   for (int i = 0; i < n; ++i) max_diag = std::max(max_diag, chol_[i * n + i]);
@@ -380,11 +375,47 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
       chol_[i * n + j] = s / d;
     }
   }
+  // (After the Cholesky factor, which may read the float64 operator of level 0.) The CG's
+  // operator must be exact. Where float32 holds the edge weights exactly (float
+  // inputs, no shrinking), the CG reads them from level 0's float copy: a quarter less memory
+  // traffic in its product with A. The CG works in the levels' layout.
+  std::vector<char> exact(threads_, 1);
+  ForRows(H, H * W, [&](int y0, int y1, int t) {
+    bool same = true;
+    for (int y = y0; y < y1 && same; ++y) {
+      for (int x = 0; x < W && same; ++x) {
+        const int i = y * W + x, k = SplitIndex(W, y, x);
+        same = levels_[0].ew[k] == ew_[i] && levels_[0].sw[k] == sw_[i];
+      }
+    }
+    exact[t] = same;
+  });
+  edges_in_float_ = std::all_of(exact.begin(), exact.end(), [](char e) { return e != 0; });
+  // Into the SplitIndex layout through a kept buffer, by blocks of rows (a block of a
+  // row-major grid is itself a grid).
+  auto to_split = [&](std::vector<double>* v) {
+    split_buffer_.resize(H * W);
+    ForRows(H, H * W, [&](int y0, int y1, int) {
+      Rearrange(y1 - y0, W, true, v->data() + y0 * W, split_buffer_.data() + y0 * W);
+    });
+    v->swap(split_buffer_);
+  };
+  if (edges_in_float_) {  // handed back: the caller reuses their storage in its next pass
+    ew->swap(ew_);
+    sw->swap(sw_);
+    std::vector<double>().swap(ew_);
+    std::vector<double>().swap(sw_);
+  } else {
+    to_split(&ew_);
+    to_split(&sw_);
+  }
+  to_split(&diag_);
+  // The CG's vectors: each written before it is read (Solve).
   const int n0 = H * W;
-  r_.assign(n0, 0.);
-  x_.assign(n0, 0.);
-  p_.assign(n0, 0.);
-  q_.assign(n0, 0.);
+  r_.resize(n0);
+  x_.resize(n0);
+  p_.resize(n0);
+  q_.resize(n0);
   return true;
 }
 
@@ -784,7 +815,13 @@ template <typename Dtype>
 void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const Dtype* trimap,
     Dtype* alpha) {
   const int H = H_, W = W_, HW = H * W, s = shrink_, Wc = Wc_, nc = Hc_ * Wc_;
-  std::vector<double> ew(nc, 0.), sw(nc, 0.), diag(nc, 0.), rhs(nc, 0.);
+  // The item's buffers keep their storage from pass to pass (Setup hands storage back).
+  SystemBuffers& buf = buffers_[n];
+  std::vector<double>&ew = buf.ew, &sw = buf.sw, &diag = buf.diag, &rhs = buf.rhs;
+  ew.assign(nc, 0.);
+  sw.assign(nc, 0.);
+  diag.assign(nc, 0.);
+  rhs.assign(nc, 0.);
   int known = 0;
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
@@ -857,7 +894,9 @@ template <typename Dtype>
 void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff,
     Dtype* w_diff) {
   const int H = H_, W = W_, HW = H * W, s = shrink_, Wc = Wc_, nc = Hc_ * Wc_;
-  std::vector<double> rhs(nc, 0.), g(nc, 0.);
+  std::vector<double>&rhs = buffers_[n].rhs, &g = buffers_[n].g;
+  rhs.assign(nc, 0.);
+  g.resize(nc);  // Solve writes all of it
   if (s == 1) {
     for (int i = 0; i < HW; ++i) rhs[i] = top_diff[i];
   } else {  // U^T top_diff
@@ -917,6 +956,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& b
   threads_per_item_ = num == 1 ? WorkerTeam::Get().size() : 1;
   solvers_.resize(num);
   alpha_grid_.resize(num);
+  buffers_.resize(num);
   fwd_stats_.resize(num);
   bwd_stats_.resize(num);
   const Dtype* w = bottom[0]->cpu_data();

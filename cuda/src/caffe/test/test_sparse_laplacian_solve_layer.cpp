@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -8,6 +9,7 @@
 #include "caffe/blob.hpp"
 #include "caffe/common.hpp"
 #include "caffe/filler.hpp"
+#include "caffe/util/math_functions.hpp"
 #include "caffe/layers/affinity_exp_layer.hpp"
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
 
@@ -134,6 +136,50 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestForwardMatchesDenseSolve) {
       }
       EXPECT_LT(layer.forward_stats()[n].iterations, 60);
     }
+  }
+}
+
+// A layer keeps its solvers' storage from one pass to the next (levels, coarse operators,
+// CG vectors): passes over new inputs, other batch sizes and other image sizes (more or fewer
+// levels) must give exactly what a fresh layer gives.
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestReusedLayerMatchesFreshOne) {
+  typedef typename TypeParam::Dtype Dtype;
+  SparseLaplacianSolveLayer<Dtype> reused(this->Param(1, 1e-10));
+  bool set_up = false;
+  const int shapes[][4] = {{2, 23, 29, 1}, {2, 23, 29, 2}, {1, 17, 12, 3}, {3, 31, 40, 4},
+                           {2, 23, 29, 5}};
+  for (const auto& s : shapes) {
+    this->Fill(s[0], s[1], s[2], 2.0, s[3]);
+    Blob<Dtype> top_diff(s[0], 1, s[1], s[2]);
+    FillerParameter fp;
+    GaussianFiller<Dtype>(fp).Fill(&top_diff);
+    auto run = [&](SparseLaplacianSolveLayer<Dtype>* layer, Blob<Dtype>* alpha, Blob<Dtype>* grad) {
+      layer->Forward(this->bottom_vec_, this->top_vec_);
+      caffe_copy(top_diff.count(), top_diff.cpu_data(), this->top_->mutable_cpu_diff());
+      layer->Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+      alpha->CopyFrom(*this->top_, false, true);
+      grad->CopyFrom(*this->affinity_, true, true);
+    };
+    if (!set_up) {
+      reused.SetUp(this->bottom_vec_, this->top_vec_);
+      set_up = true;
+    } else {
+      reused.Reshape(this->bottom_vec_, this->top_vec_);
+    }
+    Blob<Dtype> alpha_reused, grad_reused, alpha_fresh, grad_fresh;
+    run(&reused, &alpha_reused, &grad_reused);
+    SparseLaplacianSolveLayer<Dtype> fresh(this->Param(1, 1e-10));
+    fresh.SetUp(this->bottom_vec_, this->top_vec_);
+    run(&fresh, &alpha_fresh, &grad_fresh);
+    for (int i = 0; i < alpha_fresh.count(); ++i) {
+      ASSERT_EQ(alpha_reused.cpu_data()[i], alpha_fresh.cpu_data()[i]) << "seed " << s[3] << ", " << i;
+    }
+    Dtype grad_scale = 0;
+    for (int i = 0; i < grad_fresh.count(); ++i) {
+      ASSERT_EQ(grad_reused.cpu_diff()[i], grad_fresh.cpu_diff()[i]) << "seed " << s[3] << ", " << i;
+      grad_scale = std::max(grad_scale, std::abs(grad_fresh.cpu_diff()[i]));
+    }
+    EXPECT_GT(grad_scale, 0);  // the backward pass ran
   }
 }
 
