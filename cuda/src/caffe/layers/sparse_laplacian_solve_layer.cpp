@@ -261,12 +261,13 @@ class WorkerTeam {
   std::vector<std::thread> workers_;
 };
 
-}  // namespace
-
+// f(y0, y1, t) on blocks of the rows [0, rows), block t on thread t of the worker team (at
+// most `threads` of them); all rows on the calling thread when the work is too small to share
+// or the team is busy.
 template <typename F>
-void GridMultigridSolver::ForRows(int rows, int work, F f) {
-  const int T = (threads_ > 1 && work >= kParallelWork) ?
-      std::min(std::min(threads_, rows), WorkerTeam::Get().size()) : 1;
+void SplitRows(int rows, int work, int threads, F f) {
+  const int T = (threads > 1 && work >= kParallelWork) ?
+      std::min(std::min(threads, rows), WorkerTeam::Get().size()) : 1;
   auto part = [&](int t) {
     f(static_cast<int>(static_cast<int64_t>(rows) * t / T),
       static_cast<int>(static_cast<int64_t>(rows) * (t + 1) / T), t);
@@ -274,6 +275,13 @@ void GridMultigridSolver::ForRows(int rows, int work, F f) {
   if (T <= 1 || !WorkerTeam::Get().TryRun(T, part)) {
     f(0, rows, 0);
   }
+}
+
+}  // namespace
+
+template <typename F>
+void GridMultigridSolver::ForRows(int rows, int work, F f) {
+  SplitRows(rows, work, threads_, f);
 }
 
 bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
@@ -818,42 +826,91 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   // The item's buffers keep their storage from pass to pass (Setup hands storage back).
   SystemBuffers& buf = buffers_[n];
   std::vector<double>&ew = buf.ew, &sw = buf.sw, &diag = buf.diag, &rhs = buf.rhs;
-  ew.assign(nc, 0.);
-  sw.assign(nc, 0.);
-  diag.assign(nc, 0.);
-  rhs.assign(nc, 0.);
+  ew.resize(nc);
+  sw.resize(nc);
+  diag.resize(nc);
+  rhs.resize(nc);
   int known = 0;
-  for (int y = 0; y < H; ++y) {
-    for (int x = 0; x < W; ++x) {
-      const int i = y * W + x;
-      const int I = (y / s) * Wc + x / s;
-      const double t = trimap[i];
-      CHECK(std::isfinite(t)) << Where(n) << "non-finite trimap value at (" << y << ", " << x
-          << ")";
-      if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
-        ++known;
-        diag[I] += c_;
-        if (t >= 1 - kTrimapKnownTol) rhs[I] += c_;
-      }
-      if (x + 1 < W) {
-        const double e = w[i];
-        CHECK(std::isfinite(e) && e >= 0) << Where(n) << "affinity " << e << " of the edge ("
-            << y << ", " << x << ")-(" << y << ", " << x + 1 << ") is not a finite value >= 0";
-        // The edge joins two pixels of the solve grid only where it crosses a block border.
-        if ((x + 1) % s == 0) {
-          ew[I] += e;
-          diag[I] += e;
-          diag[I + 1] += e;
+  // Unshrunk, the usual case: each pixel gathers its diagonal from its north and west
+  // neighbours' edges and its own, in the order the general loop below adds them (the same
+  // values, bit for bit), so that row blocks run on the worker team. An invalid input sends
+  // the item to the general loop, which names the first one.
+  bool built = false;
+  if (s == 1) {
+    const int T = std::max(1, threads_per_item_);
+    std::vector<int> known_part(T, 0);
+    std::vector<char> bad_part(T, 0);
+    SplitRows(H, HW, T, [&](int y0, int y1, int t) {
+      int k = 0;
+      bool bad = false;
+      for (int y = y0; y < y1; ++y) {
+        for (int x = 0; x < W; ++x) {
+          const int i = y * W + x;
+          const double tv = trimap[i];
+          const double east = x + 1 < W ? static_cast<double>(w[i]) : 0.;
+          const double south = y + 1 < H ? static_cast<double>(w[HW + i]) : 0.;
+          bad |= !std::isfinite(tv) || !(std::isfinite(east) && east >= 0) ||
+                 !(std::isfinite(south) && south >= 0);
+          double d = 0;
+          if (y > 0) d += static_cast<double>(w[HW + i - W]);
+          if (x > 0) d += static_cast<double>(w[i - 1]);
+          const bool is_known = tv <= kTrimapKnownTol || tv >= 1 - kTrimapKnownTol;
+          if (is_known) {
+            ++k;
+            d += c_;
+          }
+          rhs[i] = is_known && tv >= 1 - kTrimapKnownTol ? c_ : 0.;
+          if (x + 1 < W) d += east;
+          if (y + 1 < H) d += south;
+          ew[i] = east;
+          sw[i] = south;
+          diag[i] = d;
         }
       }
-      if (y + 1 < H) {
-        const double e = w[HW + i];
-        CHECK(std::isfinite(e) && e >= 0) << Where(n) << "affinity " << e << " of the edge ("
-            << y << ", " << x << ")-(" << y + 1 << ", " << x << ") is not a finite value >= 0";
-        if ((y + 1) % s == 0) {
-          sw[I] += e;
-          diag[I] += e;
-          diag[I + Wc] += e;
+      known_part[t] = k;
+      bad_part[t] = bad;
+    });
+    built = std::none_of(bad_part.begin(), bad_part.end(), [](char b) { return b != 0; });
+    for (int t = 0; t < T; ++t) known += known_part[t];
+  }
+  if (!built) {
+    known = 0;
+    std::fill(ew.begin(), ew.end(), 0.);
+    std::fill(sw.begin(), sw.end(), 0.);
+    std::fill(diag.begin(), diag.end(), 0.);
+    std::fill(rhs.begin(), rhs.end(), 0.);
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        const int i = y * W + x;
+        const int I = (y / s) * Wc + x / s;
+        const double t = trimap[i];
+        CHECK(std::isfinite(t)) << Where(n) << "non-finite trimap value at (" << y << ", " << x
+            << ")";
+        if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
+          ++known;
+          diag[I] += c_;
+          if (t >= 1 - kTrimapKnownTol) rhs[I] += c_;
+        }
+        if (x + 1 < W) {
+          const double e = w[i];
+          CHECK(std::isfinite(e) && e >= 0) << Where(n) << "affinity " << e << " of the edge ("
+              << y << ", " << x << ")-(" << y << ", " << x + 1 << ") is not a finite value >= 0";
+          // The edge joins two pixels of the solve grid only where it crosses a block border.
+          if ((x + 1) % s == 0) {
+            ew[I] += e;
+            diag[I] += e;
+            diag[I + 1] += e;
+          }
+        }
+        if (y + 1 < H) {
+          const double e = w[HW + i];
+          CHECK(std::isfinite(e) && e >= 0) << Where(n) << "affinity " << e << " of the edge ("
+              << y << ", " << x << ")-(" << y + 1 << ", " << x << ") is not a finite value >= 0";
+          if ((y + 1) % s == 0) {
+            sw[I] += e;
+            diag[I] += e;
+            diag[I + Wc] += e;
+          }
         }
       }
     }
@@ -874,7 +931,9 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
       << stats.relative_residual << " after " << stats.iterations << " iterations (tolerance "
       << tol_ << ")";
   if (s == 1) {
-    for (int i = 0; i < HW; ++i) alpha[i] = static_cast<Dtype>(a[i]);
+    SplitRows(H, HW, threads_per_item_, [&](int y0, int y1, int) {
+      for (int i = y0 * W; i < y1 * W; ++i) alpha[i] = static_cast<Dtype>(a[i]);
+    });
   } else {
     Interp1D iy(H, Hc_, s), ix(W, Wc_, s);
     for (int y = 0; y < H; ++y) {
@@ -895,11 +954,14 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
     Dtype* w_diff) {
   const int H = H_, W = W_, HW = H * W, s = shrink_, Wc = Wc_, nc = Hc_ * Wc_;
   std::vector<double>&rhs = buffers_[n].rhs, &g = buffers_[n].g;
-  rhs.assign(nc, 0.);
+  rhs.resize(nc);
   g.resize(nc);  // Solve writes all of it
   if (s == 1) {
-    for (int i = 0; i < HW; ++i) rhs[i] = top_diff[i];
+    SplitRows(H, HW, threads_per_item_, [&](int y0, int y1, int) {
+      for (int i = y0 * W; i < y1 * W; ++i) rhs[i] = top_diff[i];
+    });
   } else {  // U^T top_diff
+    std::fill(rhs.begin(), rhs.end(), 0.);
     Interp1D iy(H, Hc_, s), ix(W, Wc_, s);
     for (int y = 0; y < H; ++y) {
       for (int x = 0; x < W; ++x) {
@@ -921,16 +983,18 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
   const vector<double>& a = alpha_grid_[n];
   // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid; a fine edge gets the value
   // of the solve-grid edge it is part of, or 0 inside a block.
-  for (int y = 0; y < H; ++y) {
-    for (int x = 0; x < W; ++x) {
-      const int i = y * W + x;
-      const int I = (y / s) * Wc + x / s;
-      w_diff[i] = (x + 1 < W && (x + 1) % s == 0) ?
-          static_cast<Dtype>(-(g[I] - g[I + 1]) * (a[I] - a[I + 1])) : Dtype(0);
-      w_diff[HW + i] = (y + 1 < H && (y + 1) % s == 0) ?
-          static_cast<Dtype>(-(g[I] - g[I + Wc]) * (a[I] - a[I + Wc])) : Dtype(0);
+  SplitRows(H, HW, threads_per_item_, [&](int y0, int y1, int) {
+    for (int y = y0; y < y1; ++y) {
+      for (int x = 0; x < W; ++x) {
+        const int i = y * W + x;
+        const int I = (y / s) * Wc + x / s;
+        w_diff[i] = (x + 1 < W && (x + 1) % s == 0) ?
+            static_cast<Dtype>(-(g[I] - g[I + 1]) * (a[I] - a[I + 1])) : Dtype(0);
+        w_diff[HW + i] = (y + 1 < H && (y + 1) % s == 0) ?
+            static_cast<Dtype>(-(g[I] - g[I + Wc]) * (a[I] - a[I + Wc])) : Dtype(0);
+      }
     }
-  }
+  });
 }
 
 namespace {
