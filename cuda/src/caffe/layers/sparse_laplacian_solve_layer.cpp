@@ -670,16 +670,28 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     std::fill(part.begin(), part.end(), 0.);
     return s;
   };
-  std::fill(x, x + n, 0.);
-  Rearrange(H, W, true, b, r);
+  float* rf = multigrid ? L0.b.data() : nullptr;
+  // By row blocks: x = 0, r = b in the layout, float(r) for the V-cycle, and ||b||^2 (each
+  // block's sum in row order, the blocks' sums in block order).
+  ForRows(H, n, [&](int y0, int y1, int t) {
+    const int i0 = y0 * W, i1 = y1 * W;
+    std::fill(x + i0, x + i1, 0.);
+    Rearrange(y1 - y0, W, true, b + i0, r + i0);
+    if (rf) {
+      for (int i = i0; i < i1; ++i) rf[i] = static_cast<float>(r[i]);
+    }
+    double s = 0;
+    for (int i = i0; i < i1; ++i) s += b[i] * b[i];
+    part[t] = s;
+  });
+  const double bnorm = std::sqrt(sum_parts());
   // Every return hands x back in row-major order.
   auto done = [&](bool converged) {
-    Rearrange(H, W, false, x, x_out);
+    ForRows(H, n, [&](int y0, int y1, int) {
+      Rearrange(y1 - y0, W, false, x + y0 * W, x_out + y0 * W);
+    });
     return converged;
   };
-  double bb = 0;
-  for (int i = 0; i < n; ++i) bb += b[i] * b[i];
-  const double bnorm = std::sqrt(bb);
   stats->iterations = 0;
   stats->relative_residual = 0;
   if (bnorm == 0) return done(true);
@@ -713,10 +725,6 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
       }
     });
   };
-  float* rf = multigrid ? L0.b.data() : nullptr;
-  if (rf) {
-    for (int i = 0; i < n; ++i) rf[i] = static_cast<float>(r[i]);
-  }
   double rz = precondition();
   update_p(true, 0.);
   for (int k = 1; k <= max_iter; ++k) {
