@@ -74,10 +74,25 @@ inline int SplitIndex(int W, int y, int x) {
  */
 class GridMultigridSolver {
  public:
-  struct Level {  // every vector H * W, in the SplitIndex layout
+  /// One of a level's arrays, a view into the level's storage.
+  struct FloatArray {
+    float* ptr = nullptr;
+    int n = 0;
+    float* data() { return ptr; }
+    const float* data() const { return ptr; }
+    float& operator[](int i) { return ptr[i]; }
+    const float& operator[](int i) const { return ptr[i]; }
+    float* begin() { return ptr; }
+    float* end() { return ptr + n; }
+    const float* begin() const { return ptr; }
+    const float* end() const { return ptr + n; }
+    int size() const { return n; }
+  };
+  struct Level {  // every array H * W, in the SplitIndex layout
     int H, W;
-    std::vector<float> ew, sw, diag;  // east / south edge weights, diagonal
-    std::vector<float> x, b;          // V-cycle work vectors
+    FloatArray ew, sw, diag;  // east / south edge weights, diagonal
+    FloatArray x, b;          // V-cycle work vectors
+    std::vector<float> storage;  // the five arrays, staggered (Setup)
   };
   struct Stats {
     int iterations;

@@ -33,6 +33,7 @@ namespace caffe {
 namespace {
 
 const int kParallelWork = 1 << 16;    // levels smaller than this run on one thread
+const int kArrayStagger = 272;        // floats (1088 bytes): see Setup
 const float kCoarseScale = static_cast<float>(kMultigridCoarseScale);  // the V-cycle is float
 
 // (A v) at pixel (y, x) of a 5-point grid operator stored in the SplitIndex layout, summed in
@@ -307,11 +308,18 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     L.H = h;
     L.W = w;
     const int n = h * w;
-    L.ew.resize(n);
-    L.sw.resize(n);
-    L.diag.resize(n);
-    L.x.resize(n);  // both written before they are read (VCycle, Solve)
-    L.b.resize(n);
+    // The five arrays in one allocation, each starting 1088 bytes (mod 4 KB) after the one
+    // before: arrays a multiple of 4 KB long (320 x 320 floats) would otherwise start at the
+    // same address mod 4 KB, where the CPU mistakes a load for one depending on the smoother's
+    // store to x at the same index ("4K aliasing"; the batch of 320 x 320 crops ran 2 % slower
+    // with separately allocated arrays). x and b are written before they are read.
+    const int stride = n + ((kArrayStagger - n % 1024) + 1024) % 1024;
+    L.storage.resize(5 * static_cast<size_t>(stride));
+    FloatArray* arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b};
+    for (int j = 0; j < 5; ++j) {
+      arrays[j]->ptr = L.storage.data() + static_cast<size_t>(j) * stride;
+      arrays[j]->n = n;
+    }
     ForRows(h, n, [&](int y0, int y1, int) {
       for (int y = y0; y < y1; ++y) {
         for (int x = 0; x < w; ++x) {

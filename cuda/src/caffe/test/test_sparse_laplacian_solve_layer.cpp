@@ -345,7 +345,7 @@ TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
       }
     }
     for (int color : {0, 1}) {
-      const std::vector<float> x0 = L->x;
+      const std::vector<float> x0(L->x.begin(), L->x.end());
       solver.SmoothSweeps(L, &color, 1);
       for (int y = 0; y < H; ++y) {
         for (int x = 0; x < W; ++x) {
@@ -413,13 +413,13 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
       L->b[i] = uniform(rng);
       L->x[i] = uniform(rng);
     }
-    const std::vector<float> x0 = L->x;
+    const std::vector<float> x0(L->x.begin(), L->x.end());
     for (const std::vector<int>& colors : {std::vector<int>{0, 1, 0, 1, 0, 1},
                                            std::vector<int>{1, 0, 1, 0}, std::vector<int>{0, 1}}) {
-      L->x = x0;
+      std::copy(x0.begin(), x0.end(), L->x.begin());
       for (int c : colors) solver.SmoothSweeps(L, &c, 1);
-      const std::vector<float> one_at_a_time = L->x;
-      L->x = x0;
+      const std::vector<float> one_at_a_time(L->x.begin(), L->x.end());
+      std::copy(x0.begin(), x0.end(), L->x.begin());
       solver.SmoothSweeps(L, colors.data(), static_cast<int>(colors.size()));
       int differ = 0;
       for (int i = 0; i < n; ++i) differ += L->x[i] != one_at_a_time[i];
