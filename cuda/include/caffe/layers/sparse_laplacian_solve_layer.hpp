@@ -89,6 +89,11 @@ class GridMultigridSolver {
     int size() const { return n; }
   };
   struct Level {  // every array H * W, in the SplitIndex layout
+    Level() = default;
+    Level(Level&&) = default;  // the storage moves with its buffer: the views stay valid
+    Level& operator=(Level&&) = default;
+    Level(const Level&) = delete;  // a copy's views would point into the original
+    Level& operator=(const Level&) = delete;
     int H, W;
     FloatArray ew, sw, diag;  // east / south edge weights, diagonal
     FloatArray x, b;          // V-cycle work vectors
@@ -116,6 +121,8 @@ class GridMultigridSolver {
  private:
   void VCycle(int l);
   template <typename F> void ForRows(int rows, int work, F f);
+  /// A field of the solve grid into the SplitIndex layout (to_split) or back, by row blocks.
+  void RearrangeRows(bool to_split, const double* in, double* out);
   int H_ = 0, W_ = 0, threads_ = 1;
   std::vector<double> ew_, sw_, diag_;  // the fine operator, float64 (edges: see Setup)
   bool edges_in_float_ = false;         // ew_, sw_ dropped: level 0's float copy is exact

@@ -170,12 +170,6 @@ void Rearrange(int H, int W, bool to_split, const A* in, B* out) {
     }
   }
 }
-template <typename T>
-void ToSplit(int H, int W, std::vector<T>* v) {
-  const std::vector<T> natural(*v);
-  Rearrange(H, W, true, natural.data(), v->data());
-}
-
 }  // namespace
 
 namespace {
@@ -283,6 +277,13 @@ void SplitRows(int rows, int work, int threads, F f) {
 template <typename F>
 void GridMultigridSolver::ForRows(int rows, int work, F f) {
   SplitRows(rows, work, threads_, f);
+}
+
+void GridMultigridSolver::RearrangeRows(bool to_split, const double* in, double* out) {
+  ForRows(H_, H_ * W_, [&](int y0, int y1, int) {
+    // A block of rows of a row-major grid is itself a grid.
+    Rearrange(y1 - y0, W_, to_split, in + y0 * W_, out + y0 * W_);
+  });
 }
 
 bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
@@ -407,13 +408,10 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     exact[t] = same;
   });
   edges_in_float_ = std::all_of(exact.begin(), exact.end(), [](char e) { return e != 0; });
-  // Into the SplitIndex layout through a kept buffer, by blocks of rows (a block of a
-  // row-major grid is itself a grid).
+  // Into the SplitIndex layout through a kept buffer.
   auto to_split = [&](std::vector<double>* v) {
     split_buffer_.resize(H * W);
-    ForRows(H, H * W, [&](int y0, int y1, int) {
-      Rearrange(y1 - y0, W, true, v->data() + y0 * W, split_buffer_.data() + y0 * W);
-    });
+    RearrangeRows(true, v->data(), split_buffer_.data());
     v->swap(split_buffer_);
   };
   if (edges_in_float_) {  // handed back: the caller reuses their storage in its next pass
@@ -695,9 +693,7 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
   const double bnorm = std::sqrt(sum_parts());
   // Every return hands x back in row-major order.
   auto done = [&](bool converged) {
-    ForRows(H, n, [&](int y0, int y1, int) {
-      Rearrange(y1 - y0, W, false, x + y0 * W, x_out + y0 * W);
-    });
+    RearrangeRows(false, x, x_out);
     return converged;
   };
   stats->iterations = 0;
