@@ -94,13 +94,14 @@ void AffinityExpLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     }
   }
   if (this->param_propagate_down_[1]) {
-    // The signed sum of the shares, as a dot product with ones (proj_diff_'s data is free
-    // again once the GEMMs above, queued on the same stream, have read it).
-    Dtype sum;
+    // The signed sum of the shares, as a product with ones (proj_diff_'s data is free again
+    // once the GEMMs above, queued on the same stream, have read it), added on the device:
+    // multi-GPU training all-reduces the device copy of the gradients, so an addition on
+    // the host copy would be lost there (and cost a round trip here).
     Blob<Dtype>& ones = proj_diff_;
     caffe_gpu_set(count, Dtype(1), ones.mutable_gpu_data());
-    caffe_gpu_dot(count, dbias, ones.gpu_data(), &sum);
-    this->blobs_[1]->mutable_cpu_diff()[0] += sum;
+    caffe_gpu_gemv<Dtype>(CblasNoTrans, 1, count, Dtype(1), dbias, ones.gpu_data(), Dtype(1),
+        this->blobs_[1]->mutable_gpu_diff());
   }
 }
 

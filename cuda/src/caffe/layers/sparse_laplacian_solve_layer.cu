@@ -340,6 +340,7 @@ __device__ void GridSum(double v, double* partial, unsigned* retired, double* ou
   }
   __syncthreads();
   if (!last) return;
+  __threadfence();  // acquire side of the partials' hand-over (the memory model wants both)
   double acc = 0;
   for (int b = t; b < gridDim.x; b += kReduceThreads) acc += ((volatile double*)partial)[b];
   s[t] = acc;
@@ -574,6 +575,8 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
                                                     &it.cg->rz[k & 1]);
       CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
     }
+    // A failed launch shows here, not later as a "did not converge" with stale scalars.
+    CUDA_POST_KERNEL_CHECK;
     if (!any) break;
     for (int i = 0; i < num; ++i) {
       if (!active[i]) continue;

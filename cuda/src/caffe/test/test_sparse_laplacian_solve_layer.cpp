@@ -440,8 +440,12 @@ TYPED_TEST_CASE(SparseLaplacianSolveGPUParityTest, GPUDtypes);
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestGPUMatchesCPU) {
   typedef typename TypeParam::Dtype Dtype;
-  for (int shrink = 1; shrink <= 2; ++shrink) {
-    this->Fill(2, 45, 61, 2.0, 1234 + shrink);
+  // 45 x 61: the whole hierarchy in the one-block V-cycle; 200 x 230 (46,000 unknowns, 11,500
+  // on level 1): the grid-wide kernels of the levels above 8192 unknowns too.
+  const int sizes[2][2] = {{45, 61}, {200, 230}};
+  for (int run = 0; run < 4; ++run) {
+    const int shrink = 1 + run % 2, H = sizes[run / 2][0], W = sizes[run / 2][1];
+    this->Fill(2, H, W, 2.0, 1234 + run);
     SparseLaplacianSolveLayer<Dtype> layer(this->Param(shrink, 1e-10));
     layer.SetUp(this->bottom_vec_, this->top_vec_);
     Caffe::set_mode(Caffe::CPU);
