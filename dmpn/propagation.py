@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
 KNOWN_TOL = 1e-3  # trimap values within this of 0 or 1 are known; 128/255 is unknown.
@@ -110,9 +111,35 @@ def check_system(affinity, trimap, where="SparseLaplacianSolve"):
         raise PropagationError(f"{where}: non-finite affinities")
     if np.any(w < 0):
         raise PropagationError(f"{where}: negative affinities (min {w.min():g})")
+    t = np.asarray(trimap, dtype=np.float64)
+    outside = ~((t >= 0) & (t <= 1))
+    if outside.any():
+        y, x = np.argwhere(outside)[0]
+        raise PropagationError(f"{where}: trimap value {t[y, x]:g} at ({y}, {x}) is not in [0, 1] "
+                               "(0 background, 1 foreground, between unknown)")
     bg, fg = known_masks(trimap)
     if not (bg | fg).any():
         raise PropagationError(f"{where}: the trimap has no known pixel, the system is singular")
+
+
+def unanchored_node(affinity, anchored):
+    """(y, x) of the first node (row-major) that no path of edges with weight > 0 links to an
+    anchored (known) node, or None; there (L + C) is singular. affinity: 2 x H x W, anchored:
+    H x W booleans."""
+    w = np.asarray(affinity)
+    _, h, wd = w.shape
+    east, south = w[0, :, :-1] > 0, w[1, :-1, :] > 0
+    if east.all() and south.all():
+        return None
+    idx = np.arange(h * wd).reshape(h, wd)
+    i = np.concatenate([idx[:, :-1][east], idx[:-1, :][south]])
+    j = np.concatenate([idx[:, 1:][east], idx[1:, :][south]])
+    graph = sp.coo_matrix((np.ones(i.size), (i, j)), shape=(h * wd, h * wd))
+    count, labels = csgraph.connected_components(graph, directed=False)
+    component_anchored = np.zeros(count, dtype=bool)
+    component_anchored[labels[np.asarray(anchored).ravel()]] = True
+    cut_off = np.flatnonzero(~component_anchored[labels])
+    return tuple(int(v) for v in divmod(cut_off[0], wd)) if cut_off.size else None
 
 
 def system_matrix(affinity, diag):
@@ -230,6 +257,13 @@ class Propagation:
             affinity = aggregate_affinity(affinity, self.s)
             diag, rhs = aggregate(diag, self.s), aggregate(rhs, self.s)
         self.grid = affinity.shape[1:]
+        cut_off = unanchored_node(affinity, diag > 0)
+        if cut_off is not None:
+            y, x = (v * self.s for v in cut_off)
+            block = f" (the {self.s} x {self.s} block from it)" if self.s > 1 else ""
+            raise PropagationError(f"{where}: pixel ({y}, {x}){block} is not connected to any known "
+                                   "pixel by affinities > 0, so alpha is undefined there and the "
+                                   "system (L + C) is singular")
         self.lu = spla.splu(system_matrix(affinity, diag).tocsc())
         self.alpha_grid = self.lu.solve(rhs.ravel()).reshape(self.grid)
         if not np.all(np.isfinite(self.alpha_grid)):

@@ -127,6 +127,27 @@ def test_errors_name_the_problem():
         P.solve_alpha(-aff, t)
 
 
+def test_trimap_outside_unit_range_is_an_error():
+    aff, t = random_system(np.random.default_rng(4), 5, 6)
+    t = t * 255  # a 0-255 trimap fed by mistake would make 128 known foreground
+    with pytest.raises(P.PropagationError, match=r"trimap value 127.5 at \(1, 0\) is not in \[0, 1\]"):
+        P.solve_alpha(aff, t)
+
+
+@pytest.mark.parametrize("shrink", [1, 2])
+def test_region_cut_off_by_zero_affinities_is_an_error(shrink):
+    # A 2 x 2 unknown region at rows / columns 4-5 whose every edge to the rest is 0: alpha is
+    # undefined there (scipy's LU would only say "singular"); the error names its pixel.
+    aff, t = random_system(np.random.default_rng(5), 10, 10)
+    aff[0, 4:6, 3] = aff[0, 4:6, 5] = 0
+    aff[1, 3, 4:6] = aff[1, 5, 4:6] = 0
+    with pytest.raises(P.PropagationError, match=r"pixel \(4, 4\).* not connected to any known"):
+        P.solve_alpha(aff, t, shrink=shrink)
+    # Zero edges that cut nothing off are fine: the same region with one edge back.
+    aff[0, 4, 5] = 0.3
+    assert np.allclose(P.solve_alpha(aff, t), dense_alpha(aff, t))
+
+
 def test_handcrafted_affinity():
     im = np.zeros((3, 4, 3))
     im[:, 2:] = 1.0

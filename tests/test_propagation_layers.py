@@ -121,6 +121,37 @@ def test_python_solve_errors_name_the_item(caffe, tmp_path):
         net.forward()
 
 
+def test_cpp_solve_runs_in_a_forked_child(caffe, tmp_path):
+    # The C++ layer keeps a team of worker threads; a child forked after the parent used it
+    # (a fork-based data loader, multiprocessing) has none of them and must build its own
+    # instead of waiting for ever. A batch of 2 runs its items on the team.
+    import os
+    import time
+    f, tri = inputs()
+    net = make_net(caffe, tmp_path, "cpp")
+    net.blobs["features"].data[...] = f
+    net.blobs["trimap"].data[...] = tri
+    parent_alpha = net.forward()["alpha"].copy()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if np.array_equal(net.forward()["alpha"], parent_alpha) else 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's forward pass hung (worker team not rebuilt after fork)")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_python_param_str_is_checked(caffe, tmp_path):
     path = tmp_path / "bad.prototxt"
     path.write_text(NET.format(n=1, t=2, h=4, w=4, affinity=PY_AFF % 20,

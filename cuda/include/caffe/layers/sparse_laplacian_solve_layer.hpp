@@ -31,6 +31,16 @@ const int kMultigridSweeps = 2;
 /// V-cycle a symmetric positive definite preconditioner.
 const int kCpuMultigridSweeps = 3;
 const float kCpuSmootherOmega = 1.5f;
+/// The coarsest level's Cholesky pivots are kept at or above this fraction of their row's
+/// diagonal (about 64 float64 epsilons, the round-off of the elimination's cancellation).
+const double kPivotFloor = 1.5e-14;
+
+/// The first node (index) of the solve grid, H x W input pixels shrunk by s, that no path of
+/// edges with weight > 0 links to a known pixel of the trimap, or -1. ew / sw: the solve
+/// grid's east / south edge weights, row-major. Where one exists, (L + C) is singular.
+template <typename Dtype>
+int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* ew,
+                       const double* sw);
 
 /// One red-black Gauss-Seidel update of pixel (y, x), at index i, of the 5-point operator
 /// (neighbours outside the grid left out); its east and west neighbours are at `east` and
@@ -149,8 +159,9 @@ class GridMultigridSolver {
  * dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j); W_ij = W_ji and D both depend on w_ij. No
  * gradient to the trimap. Optional shrink s: the system is aggregated onto an s-times coarser
  * grid (P^T A P), solved there and bilinearly upsampled; the gradient goes through both.
- * A trimap without known pixels, non-finite affinities or a solve that does not converge stop
- * with an error naming the layer and the batch item.
+ * A trimap without known pixels or with values outside [0, 1], non-finite or negative
+ * affinities, a region that affinities of 0 cut off from every known pixel, or a solve that
+ * does not converge stop with an error naming the layer, the batch item and the reason.
  */
 template <typename Dtype>
 class SparseLaplacianSolveLayer : public Layer<Dtype> {
@@ -187,6 +198,8 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   void ForwardItem(int n, const Dtype* w, const Dtype* trimap, Dtype* alpha);
   void BackwardItem(int n, const Dtype* top_diff, Dtype* w_diff);
   std::string Where(int n) const;
+  /// Names the unanchored node (FindUnanchoredNode) as an input pixel, and what follows.
+  std::string UnanchoredMessage(int node) const;
 
   double c_;
   int shrink_;

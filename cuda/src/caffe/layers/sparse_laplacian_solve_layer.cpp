@@ -1,3 +1,5 @@
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -5,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -182,7 +185,16 @@ namespace {
 class WorkerTeam {
  public:
   static WorkerTeam& Get() {
-    static WorkerTeam* team = new WorkerTeam();  // never destroyed: its threads live to exit
+    WorkerTeam* team = Current().load(std::memory_order_acquire);
+    if (team != nullptr) return *team;
+    std::lock_guard<std::mutex> lock(CreateMutex());
+    team = Current().load(std::memory_order_relaxed);
+    if (team == nullptr) {
+      static const int registered = pthread_atfork(nullptr, nullptr, ForgetInChild);
+      CHECK_EQ(registered, 0) << "pthread_atfork";
+      team = new WorkerTeam();  // never destroyed: its threads live to exit
+      Current().store(team, std::memory_order_release);
+    }
     return *team;
   }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
@@ -214,6 +226,21 @@ class WorkerTeam {
 
  private:
   static const int kSpins = 1 << 14;
+  static std::atomic<WorkerTeam*>& Current() {
+    static std::atomic<WorkerTeam*> current{nullptr};
+    return current;
+  }
+  static std::mutex& CreateMutex() {
+    static std::mutex create;
+    return create;
+  }
+  // A child forked after the team started (a fork-based data loader, multiprocessing) has
+  // none of its threads, and its first TryRun would wait for them for ever: the child builds
+  // a team of its own on first use. The parent's copy is left alone (its mutexes may be held).
+  static void ForgetInChild() {
+    Current().store(nullptr, std::memory_order_relaxed);
+    new (&CreateMutex()) std::mutex();
+  }
   static void Pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -374,16 +401,20 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     if (x + 1 < w) chol_[i * n + i + 1] = chol_[(i + 1) * n + i] = -fe[i];
     if (y + 1 < h) chol_[i * n + i + w] = chol_[(i + w) * n + i] = -fs[i];
   }
-  double max_diag = 0;
-  for (int i = 0; i < n; ++i) max_diag = std::max(max_diag, chol_[i * n + i]);
   for (int j = 0; j < n; ++j) {
-    double d = chol_[j * n + j];
-    for (int k = 0; k < j; ++k) d -= chol_[j * n + k] * chol_[j * n + k];
-    if (!(d > 1e-13 * max_diag)) {
+    const double a = chol_[j * n + j];
+    if (!(a > 0 && std::isfinite(a))) {
       if (why) *why = "the system is singular (a part of the image not connected to any "
                       "known pixel?)";
       return false;
     }
+    double d = a;
+    for (int k = 0; k < j; ++k) d -= chol_[j * n + k] * chol_[j * n + k];
+    // The caller has ruled out singular systems (FindUnanchoredNode), so a pivot this small
+    // is round-off in the elimination (weights spanning e^30 and more): it is clamped, which
+    // keeps the preconditioner positive definite; the CG, on the exact operator, still decides
+    // the accuracy.
+    d = std::max(d, kPivotFloor * a);
     d = std::sqrt(d);
     chol_[j * n + j] = d;
     for (int i = j + 1; i < n; ++i) {
@@ -782,6 +813,57 @@ struct Interp1D {
 }  // namespace
 
 template <typename Dtype>
+int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* ew,
+                       const double* sw) {
+  const int Hc = (H + s - 1) / s, Wc = (W + s - 1) / s, nc = Hc * Wc;
+  std::vector<char> reached(nc, 0);
+  std::vector<int> queue;
+  queue.reserve(nc);
+  for (int y = 0; y < H; ++y) {
+    for (int x = 0; x < W; ++x) {
+      const double t = trimap[y * W + x];
+      const int I = (y / s) * Wc + x / s;
+      if ((t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) && !reached[I]) {
+        reached[I] = 1;
+        queue.push_back(I);
+      }
+    }
+  }
+  for (size_t q = 0; q < queue.size(); ++q) {  // breadth first over edges of weight > 0
+    const int I = queue[q], Y = I / Wc, X = I % Wc;
+    const int neighbour[4] = {I + 1, I - 1, I + Wc, I - Wc};
+    const bool linked[4] = {X + 1 < Wc && ew[I] > 0, X > 0 && ew[I - 1] > 0,
+                            Y + 1 < Hc && sw[I] > 0, Y > 0 && sw[I - Wc] > 0};
+    for (int k = 0; k < 4; ++k) {
+      if (linked[k] && !reached[neighbour[k]]) {
+        reached[neighbour[k]] = 1;
+        queue.push_back(neighbour[k]);
+      }
+    }
+  }
+  for (int I = 0; I < nc; ++I) {
+    if (!reached[I]) return I;
+  }
+  return -1;
+}
+
+template int FindUnanchoredNode<float>(int, int, int, const float*, const double*,
+                                       const double*);
+template int FindUnanchoredNode<double>(int, int, int, const double*, const double*,
+                                        const double*);
+
+template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::UnanchoredMessage(int node) const {
+  const int y = (node / Wc_) * shrink_, x = (node % Wc_) * shrink_;
+  std::ostringstream m;
+  m << "pixel (" << y << ", " << x << ")";
+  if (shrink_ > 1) m << " (the " << shrink_ << " x " << shrink_ << " block from it)";
+  m << " is not connected to any known pixel by affinities > 0, so alpha is undefined there "
+       "and the system (L + C) is singular";
+  return m.str();
+}
+
+template <typename Dtype>
 SparseLaplacianSolveLayer<Dtype>::~SparseLaplacianSolveLayer() {
   FreeGpuState();
 }
@@ -808,6 +890,8 @@ void SparseLaplacianSolveLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bo
       << "': shrink must be >= 1";
   CHECK_GT(tol_, 0) << this->type() << " layer '" << this->layer_param_.name()
       << "': tolerance must be > 0";
+  CHECK_GT(max_iter_, 0) << this->type() << " layer '" << this->layer_param_.name()
+      << "': max_iterations must be > 0";
 }
 
 template <typename Dtype>
@@ -843,6 +927,7 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   diag.resize(nc);
   rhs.resize(nc);
   int known = 0;
+  bool zero_edge = false;  // only then can a region be cut off from every known pixel
   // Unshrunk, the usual case: each pixel gathers its diagonal from its north and west
   // neighbours' edges and its own, in the order the general loop below adds them (the same
   // values, bit for bit), so that row blocks run on the worker team. An invalid input sends
@@ -851,18 +936,19 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   if (s == 1) {
     const int T = std::max(1, threads_per_item_);
     std::vector<int> known_part(T, 0);
-    std::vector<char> bad_part(T, 0);
+    std::vector<char> bad_part(T, 0), zero_part(T, 0);
     SplitRows(H, HW, T, [&](int y0, int y1, int t) {
       int k = 0;
-      bool bad = false;
+      bool bad = false, zero = false;
       for (int y = y0; y < y1; ++y) {
         for (int x = 0; x < W; ++x) {
           const int i = y * W + x;
           const double tv = trimap[i];
           const double east = x + 1 < W ? static_cast<double>(w[i]) : 0.;
           const double south = y + 1 < H ? static_cast<double>(w[HW + i]) : 0.;
-          bad |= !std::isfinite(tv) || !(std::isfinite(east) && east >= 0) ||
+          bad |= !(tv >= 0 && tv <= 1) || !(std::isfinite(east) && east >= 0) ||
                  !(std::isfinite(south) && south >= 0);
+          zero |= (x + 1 < W && east == 0) || (y + 1 < H && south == 0);
           double d = 0;
           if (y > 0) d += static_cast<double>(w[HW + i - W]);
           if (x > 0) d += static_cast<double>(w[i - 1]);
@@ -881,8 +967,10 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
       }
       known_part[t] = k;
       bad_part[t] = bad;
+      zero_part[t] = zero;
     });
     built = std::none_of(bad_part.begin(), bad_part.end(), [](char b) { return b != 0; });
+    zero_edge = std::any_of(zero_part.begin(), zero_part.end(), [](char z) { return z != 0; });
     for (int t = 0; t < T; ++t) known += known_part[t];
   }
   if (!built) {
@@ -896,8 +984,8 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
         const int i = y * W + x;
         const int I = (y / s) * Wc + x / s;
         const double t = trimap[i];
-        CHECK(std::isfinite(t)) << Where(n) << "non-finite trimap value at (" << y << ", " << x
-            << ")";
+        CHECK(t >= 0 && t <= 1) << Where(n) << "trimap value " << t << " at (" << y << ", "
+            << x << ") is not in [0, 1] (0 background, 1 foreground, between unknown)";
         if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
           ++known;
           diag[I] += c_;
@@ -929,6 +1017,15 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   }
   CHECK_GT(known, 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the system "
       "(L + C) is singular";
+  if (!built) {
+    for (int I = 0; I < nc && !zero_edge; ++I) {
+      zero_edge = ((I % Wc) + 1 < Wc && ew[I] == 0) || (I + Wc < nc && sw[I] == 0);
+    }
+  }
+  if (zero_edge) {
+    const int node = FindUnanchoredNode(H, W, s, trimap, ew.data(), sw.data());
+    CHECK_LT(node, 0) << Where(n) << UnanchoredMessage(node);
+  }
   std::string why;
   GridMultigridSolver& solver = solvers_[n];
   CHECK(solver.Setup(Hc_, Wc_, &ew, &sw, &diag, &why, threads_per_item_)) << Where(n) << why;
@@ -990,8 +1087,15 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
   bwd_stats_[n] = stats;
   VLOG(1) << Where(n) << "backward solve: " << stats.iterations << " iterations, relative "
           << "residual " << stats.relative_residual;
+  if (!ok) {
+    for (int i = 0; i < HW; ++i) {  // a non-finite gradient from above is the likelier cause
+      CHECK(std::isfinite(top_diff[i])) << Where(n) << "the gradient from above (top diff) "
+          "is " << top_diff[i] << " at (" << i / W << ", " << i % W << ")";
+    }
+  }
   CHECK(ok) << Where(n) << "the backward solve did not converge: relative residual "
-      << stats.relative_residual << " after " << stats.iterations << " iterations";
+      << stats.relative_residual << " after " << stats.iterations << " iterations (tolerance "
+      << tol_ << ")";
   const vector<double>& a = alpha_grid_[n];
   // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid; a fine edge gets the value
   // of the solve-grid edge it is part of, or 0 inside a block.
@@ -1053,8 +1157,8 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& 
   }
   if (!propagate_down[0]) return;
   const int num = bottom[0]->num();
-  CHECK_EQ(static_cast<int>(solvers_.size()), num) << this->type()
-      << ": Backward without a Forward";
+  CHECK_EQ(static_cast<int>(solvers_.size()), num) << this->type() << " layer '"
+      << this->layer_param_.name() << "': Backward without a Forward";
   const Dtype* top_diff = top[0]->cpu_diff();
   Dtype* w_diff = bottom[0]->mutable_cpu_diff();
   ParallelFor(num, [&](int n) {

@@ -26,6 +26,7 @@ const int kBlockLevelUnknowns = 8192;  // levels this small: one thread block fo
 const int kBlockLevelThreads = 1024;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
+const int kNumFlags = 5;               // an item's set-up flags (GpuItem::flags)
 
 struct GpuLevel {  // plain data: also copied to the device for the one-block V-cycle
   int H, W;
@@ -49,7 +50,7 @@ struct GpuItem {
   double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
   double* inverse;       // coarsest level's inverse (symmetric, n x n)
   double *alpha, *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors
-  int* flags;            // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular
+  int* flags;  // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular, [4] a 0 edge
   CgScalars* cg;
   double* partial;       // per-block partial sums of the dot products
   unsigned* retired;     // blocks done with a dot product (the last one sums up)
@@ -84,7 +85,7 @@ __global__ void BuildSystem(const int Hc, const int Wc, const int H, const int W
       for (int x = X * s; x < min(W, (X + 1) * s); ++x) {
         const int i = y * W + x;
         const double t = trimap[i];
-        if (!isfinite(t)) bad_trimap = 1;
+        if (!(t >= 0 && t <= 1)) bad_trimap = 1;
         if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
           ++known;
           cdiag += c;
@@ -109,6 +110,8 @@ __global__ void BuildSystem(const int Hc, const int Wc, const int H, const int W
     if (bad) atomicOr(flags, 1);
     if (known) atomicAdd(flags + 1, known);
     if (bad_trimap) atomicOr(flags + 2, 1);
+    // Only where an edge of the solve grid is 0 can a region be cut off from the known pixels.
+    if ((X + 1 < Wc && e_east == 0) || (Y + 1 < Hc && e_south == 0)) atomicOr(flags + 4, 1);
   }
 }
 
@@ -160,21 +163,22 @@ __global__ void Densify(const int H, const int W, const double* ew, const double
   }
 }
 
-// In-place dense Cholesky (lower) in one thread block; flags[3] = 1 if not positive definite.
+// In-place dense Cholesky (lower) in one thread block; flags[3] = 1 if a diagonal is not
+// positive. Pivots are clamped at kPivotFloor of their diagonal, as on the CPU (round-off:
+// singular systems are ruled out before, FindUnanchoredNode).
 __global__ void CholeskyFactor(const int n, double* A, int* flags) {
   __shared__ double pivot;
-  __shared__ double max_diag;
-  if (threadIdx.x == 0) {
-    double m = 0;
-    for (int i = 0; i < n; ++i) m = fmax(m, A[i * n + i]);
-    max_diag = m;
-  }
-  __syncthreads();
   for (int j = 0; j < n; ++j) {
     if (threadIdx.x == 0) {
-      double d = A[j * n + j];
+      const double a = A[j * n + j];
+      double d = a;
       for (int k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
-      if (!(d > 1e-13 * max_diag)) { flags[3] = 1; d = 1; }
+      if (!(a > 0 && isfinite(a))) {
+        flags[3] = 1;
+        d = 1;
+      } else {
+        d = fmax(d, kPivotFloor * a);
+      }
       pivot = sqrt(d);
       A[j * n + j] = pivot;
     }
@@ -619,7 +623,7 @@ void AllocItem(int Hc, int Wc, GpuItem* item) {
   double** vectors[] = {&item->alpha, &item->rhs, &item->sol, &item->r, &item->z, &item->p,
                         &item->q};
   for (double** v : vectors) *v = DeviceAlloc(nc);
-  CUDA_CHECK(cudaMalloc(&item->flags, 4 * sizeof(int)));
+  CUDA_CHECK(cudaMalloc(&item->flags, kNumFlags * sizeof(int)));
   CUDA_CHECK(cudaMalloc(&item->cg, sizeof(CgScalars)));
   item->partial = DeviceAlloc(kReduceMaxBlocks);
   CUDA_CHECK(cudaMalloc(&item->retired, sizeof(unsigned)));
@@ -683,7 +687,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     GpuItem& item = st->items[n];
     cudaStream_t s = item.stream;
     GpuLevel& F = item.levels[0];
-    CUDA_CHECK(cudaMemsetAsync(item.flags, 0, 4 * sizeof(int), s));
+    CUDA_CHECK(cudaMemsetAsync(item.flags, 0, kNumFlags * sizeof(int), s));
     BuildSystem<Dtype><<<LAUNCH(nc, s)>>>(Hc_, Wc_, H_, W_, shrink_,
         bottom[0]->gpu_data() + bottom[0]->offset(n),
         bottom[1]->gpu_data() + bottom[1]->offset(n), c_, F.ew, F.sw, F.diag, item.rhs,
@@ -703,14 +707,25 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     CUDA_POST_KERNEL_CHECK;
   }
   for (int n = 0; n < num; ++n) {
-    int flags[4];
-    CUDA_CHECK(cudaMemcpyAsync(flags, st->items[n].flags, sizeof(flags),
-                               cudaMemcpyDeviceToHost, st->items[n].stream));
-    CUDA_CHECK(cudaStreamSynchronize(st->items[n].stream));
+    GpuItem& item = st->items[n];
+    int flags[kNumFlags];
+    CUDA_CHECK(cudaMemcpyAsync(flags, item.flags, sizeof(flags), cudaMemcpyDeviceToHost,
+                               item.stream));
+    CUDA_CHECK(cudaStreamSynchronize(item.stream));
     CHECK(!flags[0]) << Where(n) << "some affinities are not finite values >= 0";
-    CHECK(!flags[2]) << Where(n) << "non-finite trimap values";
+    CHECK(!flags[2]) << Where(n) << "some trimap values are not in [0, 1] (0 background, 1 "
+        "foreground, between unknown)";
     CHECK_GT(flags[1], 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the "
         "system (L + C) is singular";
+    if (flags[4]) {  // rare (AffinityExp's weights are > 0): the search runs on the host
+      std::vector<double> ew(nc), sw(nc);
+      const GpuLevel& F = item.levels[0];
+      CUDA_CHECK(cudaMemcpy(ew.data(), F.ew, nc * sizeof(double), cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(sw.data(), F.sw, nc * sizeof(double), cudaMemcpyDeviceToHost));
+      const int node = FindUnanchoredNode(H_, W_, shrink_,
+          bottom[1]->cpu_data() + bottom[1]->offset(n), ew.data(), sw.data());
+      CHECK_LT(node, 0) << Where(n) << UnanchoredMessage(node);
+    }
     CHECK(!flags[3]) << Where(n) << "the system is singular (a part of the image not "
         "connected to any known pixel?)";
   }

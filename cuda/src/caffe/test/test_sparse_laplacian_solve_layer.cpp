@@ -292,6 +292,56 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
                "batch item 0: the forward solve did not converge");
 }
 
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  // A 2 x 2 unknown region at rows / columns 8-9 of a 20 x 20 grid, every edge to the rest 0:
+  // alpha is undefined there. Unshrunk and shrunk by 2 (the region is one solve-grid node);
+  // grids above the coarsest level's 256 unknowns, where aggregation hid it before.
+  for (int shrink = 1; shrink <= 2; ++shrink) {
+    this->Fill(2, 20, 20, 0.5, 3);
+    Blob<Dtype>* a = this->affinity_;
+    for (int k = 8; k < 10; ++k) {
+      a->mutable_cpu_data()[a->offset(1, 0, k, 7)] = 0;
+      a->mutable_cpu_data()[a->offset(1, 0, k, 9)] = 0;
+      a->mutable_cpu_data()[a->offset(1, 1, 7, k)] = 0;
+      a->mutable_cpu_data()[a->offset(1, 1, 9, k)] = 0;
+      for (int j = 8; j < 10; ++j) this->trimap_->mutable_cpu_data()[
+          this->trimap_->offset(1, 0, k, j)] = Dtype(0.5);
+    }
+    SparseLaplacianSolveLayer<Dtype> layer(this->Param(shrink));
+    layer.SetUp(this->bottom_vec_, this->top_vec_);
+    EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+                 "batch item 1: pixel \\(8, 8\\).* not connected to any known pixel");
+    // One edge back: solvable again, and the zero edges left are no error.
+    a->mutable_cpu_data()[a->offset(1, 0, 8, 9)] = Dtype(0.5);
+    layer.Forward(this->bottom_vec_, this->top_vec_);
+    EXPECT_TRUE(std::isfinite(this->top_->cpu_data()[this->top_->offset(1, 0, 8, 8)]));
+  }
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestTrimapOutsideUnitRangeIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(1, 5, 5, 0.5, 1);
+  this->trimap_->mutable_cpu_data()[13] = 128;  // a 0-255 trimap: 128 would be known
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+               "batch item 0: .*trimap value.* not in \\[0, 1\\]");
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestZeroMaxIterationsIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(1, 5, 5, 0.5, 1);
+  LayerParameter p = this->Param(1);
+  p.mutable_sparse_laplacian_solve_param()->set_max_iterations(0);
+  SparseLaplacianSolveLayer<Dtype> layer(p);
+  EXPECT_DEATH(layer.SetUp(this->bottom_vec_, this->top_vec_),
+               "layer 'propagate': max_iterations must be > 0");
+}
+
 // A random operator A = L + C on an H x W grid for GridMultigridSolver::Setup: edge weights
 // exp(N(0, sigma)) (none leaving the grid), C = 0.8 where known(y, x), the diagonal the sum of
 // a pixel's edges plus C.
