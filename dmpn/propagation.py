@@ -106,7 +106,8 @@ def constraint_terms(trimap, c=0.8):
 
 
 def check_system(affinity, trimap, where="SparseLaplacianSolve"):
-    w = np.asarray(affinity)
+    # The padding entries (no neighbour) are not part of the system: ignored, as in C++.
+    w = np.where(edge_mask(*np.shape(affinity)[1:]) > 0, affinity, 0)
     if not np.all(np.isfinite(w)):
         raise PropagationError(f"{where}: non-finite affinities")
     if np.any(w < 0):

@@ -125,6 +125,10 @@ def test_errors_name_the_problem():
         P.solve_alpha(bad, t)
     with pytest.raises(P.PropagationError, match="negative"):
         P.solve_alpha(-aff, t)
+    padded = aff.copy()
+    padded[0, :, -1] = np.nan  # no neighbour there: not part of the system (as in C++)
+    padded[1, -1, :] = -1
+    assert np.array_equal(P.solve_alpha(padded, t), P.solve_alpha(aff, t))
 
 
 def test_trimap_outside_unit_range_is_an_error():
