@@ -32,6 +32,9 @@ DEFAULT_NAMES = (
 )
 
 
+MIN_SIDE = 2  # pixels: a background must be at least this wide and high
+
+
 class BackgroundPool:
     """An ordered list of background images, read lazily and kept in a small LRU cache.
 
@@ -54,17 +57,25 @@ class BackgroundPool:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        img = np.rint(read_image(self.paths[i]) * 255.0).astype(np.uint8)
-        if img.shape[0] < 2 or img.shape[1] < 2:
-            raise InputError(f"{self.paths[i]}: background too small ({img.shape[1]} x {img.shape[0]})")
+        img = np.rint(self._read(i) * 255.0).astype(np.uint8)
         self._cache[i] = img
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return img
 
+    def _read(self, i: int) -> np.ndarray:
+        """Background ``i`` as read_image gives it; InputError naming the file when it cannot be
+        read or is too small to crop."""
+        img = read_image(self.paths[i])
+        if img.shape[0] < MIN_SIDE or img.shape[1] < MIN_SIDE:
+            raise InputError(f"{self.paths[i]}: background too small ({img.shape[1]} x {img.shape[0]}; "
+                             f"at least {MIN_SIDE} x {MIN_SIDE})")
+        return img
+
     def validate(self, progress=None) -> str:
-        """Read every background (InputError naming a bad file); return a sha256 over names and
-        file contents, for the builder's argument fingerprint."""
+        """Read every background (InputError naming a bad file: unreadable, truncated, too small),
+        before anything is written; return a sha256 over names and file contents, for the
+        builder's argument fingerprint."""
         h = hashlib.sha256()
         it = range(len(self))
         if progress is not None:
@@ -73,7 +84,7 @@ class BackgroundPool:
             with open(self.paths[i], "rb") as f:
                 data = f.read()
             h.update(self.names[i].encode() + b"\0" + hashlib.sha256(data).digest())
-            read_image(self.paths[i])  # decodes: raises InputError when unreadable/truncated
+            self._read(i)  # decodes: raises InputError when unreadable, truncated or too small
         return h.hexdigest()
 
     def sample(self, i: int, size, rng: np.random.Generator) -> np.ndarray:

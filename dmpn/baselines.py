@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BASELINES", "closed_form", "knn", "handcrafted", "get_baseline", "parse_baselines"]
+__all__ = ["BASELINES", "closed_form", "knn", "handcrafted", "get_baseline", "parse_baselines",
+           "known_sides"]
 
 BASELINES = ("cf", "knn", "handcrafted")
 
@@ -24,12 +25,19 @@ def _check(image, trimap01):
     return image, trimap01
 
 
+def known_sides(trimap01):
+    """(any background pixel, any foreground pixel) of a trimap in [0, 1]. A propagation needs at
+    least one of them: with no known pixel its Laplacian system is singular."""
+    trimap01 = np.asarray(trimap01)
+    return bool((trimap01 <= 0).any()), bool((trimap01 >= 1).any())
+
+
 def _trivial(trimap01):
     """Trimaps the Laplacian solvers cannot take: nothing unknown, nothing known, or one side known."""
     unknown = (trimap01 > 0) & (trimap01 < 1)
     if not unknown.any():
         return (trimap01 >= 1).astype(np.float64)
-    has_bg, has_fg = (trimap01 <= 0).any(), (trimap01 >= 1).any()
+    has_bg, has_fg = known_sides(trimap01)
     if not has_bg and not has_fg:
         return np.full(trimap01.shape, 0.5)
     if not has_bg or not has_fg:
@@ -49,14 +57,22 @@ def closed_form(image, trimap01) -> np.ndarray:
     return np.clip(estimate_alpha_cf(image, trimap01), 0.0, 1.0)
 
 
+# pymatting's KNN Laplacian: 20 neighbours, then 10 (knn_laplacian's n_neighbors default)
+KNN_NEIGHBORS = (20, 10)
+
+
 def knn(image, trimap01) -> np.ndarray:
-    """KNN matting (Chen, Li, Tang 2013) via pymatting.estimate_alpha_knn."""
+    """KNN matting (Chen, Li, Tang 2013) via pymatting.estimate_alpha_knn. An image of fewer
+    pixels than the 20 neighbours pymatting asks for takes every pixel as a neighbour instead."""
     image, trimap01 = _check(image, trimap01)
     trivial = _trivial(trimap01)
     if trivial is not None:
         return trivial
     from pymatting import estimate_alpha_knn
-    return np.clip(estimate_alpha_knn(image, trimap01), 0.0, 1.0)
+    kwargs = {}
+    if trimap01.size < max(KNN_NEIGHBORS):
+        kwargs["laplacian_kwargs"] = {"n_neighbors": [min(k, trimap01.size) for k in KNN_NEIGHBORS]}
+    return np.clip(estimate_alpha_knn(image, trimap01, **kwargs), 0.0, 1.0)
 
 
 def handcrafted(image, trimap01, sigma: float = 0.1, c: float = 0.8) -> np.ndarray:

@@ -12,7 +12,6 @@ multigrid-preconditioned CG stops converging, against scipy's LU solution.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -24,6 +23,8 @@ import numpy as np
 import scipy.sparse.linalg as spla
 
 from dmpn import propagation as P
+from dmpn.cli import check_writable, dims, positive_int, run_tool
+from dmpn.imageio import write_json
 
 
 def band_trimap(h, w, unknown_fraction=0.09, seed=0):
@@ -264,27 +265,29 @@ def format_rows(rows):
 def main(argv=None):
     os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dumps out of the table
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="600x800", help="image size HxW (default 600x800, the paper's)")
-    ap.add_argument("--batch", default="4x320x320", help="training batch NxHxW (default 4x320x320)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the C++ layer (the best is kept)")
+    ap.add_argument("--size", type=dims(2, example="600x800"), default=(600, 800),
+                    help="image size HxW (default 600x800, the paper's)")
+    ap.add_argument("--batch", type=dims(3, example="4x320x320"), default=(4, 320, 320),
+                    help="training batch NxHxW (default 4x320x320)")
+    ap.add_argument("--repeats", type=positive_int, default=3,
+                    help="timed repeats of the C++ layer (the best is kept)")
     ap.add_argument("--gpu", action="store_true", help="also time the CUDA layer (needs a GPU)")
     ap.add_argument("--no-python", action="store_true", help="skip the (slow) Python layer")
     ap.add_argument("--contrast", action="store_true",
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
-    ap.add_argument("--contrast-size", default="240x320", help="grid of the contrast sweep HxW (default 240x320)")
-    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--contrast-size", type=dims(2, example="240x320"), default=(240, 320),
+                    help="grid of the contrast sweep HxW (default 240x320)")
+    ap.add_argument("--json", help="write the figures to this file (atomically)")
     a = ap.parse_args(argv)
-    if a.contrast:
-        rows = contrast_sweep(tuple(int(v) for v in a.contrast_size.lower().split("x")))
+
+    def work():
         if a.json:
-            with open(a.json, "w") as f:
-                json.dump(rows, f, indent=2)
-        return 0
-    h, w = (int(v) for v in a.size.lower().split("x"))
-    batch = tuple(int(v) for v in a.batch.lower().split("x"))
-    rows = run((h, w), batch, a.repeats, a.gpu, not a.no_python)
-    print(format_rows(rows))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+            check_writable(a.json, folder=False)  # before the long part
+        if a.contrast:
+            rows = contrast_sweep(a.contrast_size)
+        else:
+            rows = run(a.size, a.batch, a.repeats, a.gpu, not a.no_python)
+            print(format_rows(rows))
+        if a.json:
+            write_json(a.json, rows, allow_nan=True)
+    return run_tool("bench_propagation", work, errors=((OSError, 2),))  # --json's path

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
+from dmpn.cli import run_tool
 from dmpn.imageio import save_caffemodel
+
+# Layers that read training data by themselves (BVLC's); a "Python" layer without bottoms is
+# taken as a data layer too. Without one, the TRAIN net's inputs stay zero.
+DATA_LAYER_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData")
 
 
 def batchnorm_layers(net) -> list:
@@ -54,6 +58,38 @@ def accumulate(net, batches, feed=None, progress=None):
     return names
 
 
+def _in_train_phase(layer) -> bool:
+    """Whether a LayerParameter is part of the TRAIN net (its include / exclude phase rules)."""
+    from caffe.proto import caffe_pb2
+    train = caffe_pb2.TRAIN
+    if any(r.HasField("phase") and r.phase == train for r in layer.exclude):
+        return False
+    return not layer.include or any(not r.HasField("phase") or r.phase == train for r in layer.include)
+
+
+def check_data_layers(net_param, path) -> None:
+    """ValueError naming the prototxt ``path`` when its TRAIN net has no layer that reads data
+    (e.g. a deploy net with an Input layer: its inputs would stay zero and the statistics be
+    those of an empty image), or when a Data layer's LMDB / LevelDB source does not exist
+    (Caffe would abort the process)."""
+    from caffe.proto import caffe_pb2
+    layers = [layer for layer in net_param.layer if _in_train_phase(layer)]
+    readers = [layer for layer in layers if layer.type in DATA_LAYER_TYPES
+               or (layer.type == "Python" and not layer.bottom)]
+    if not readers:
+        raise ValueError(f"{path}: the net has no data layer (Data, or a Python data layer) in its "
+                         "TRAIN phase, so its inputs would be zero: give the training net "
+                         "(train_val.prototxt), whose Data layer reads the training LMDB")
+    for layer in readers:
+        if layer.type == "Data":
+            source = layer.data_param.source
+            if not source or not os.path.exists(source):
+                backend = caffe_pb2.DataParameter.DB.Name(layer.data_param.backend)
+                where = "" if os.path.isabs(source) else f", relative to the current folder {os.getcwd()}"
+                raise ValueError(f"{source or '(none)'}: no such {backend} database (the source of "
+                                 f"Data layer '{layer.name}' in {path}{where})")
+
+
 def with_exact_averages(net_param):
     """A copy of a NetParameter whose BatchNorm layers accumulate plain sums (fraction 1)."""
     from caffe.proto import caffe_pb2
@@ -83,6 +119,7 @@ def recompute_bn(train_val, weights, out, batches=100, seed=0, show_progress=Tru
         raise ValueError(f"{train_val}: not a net prototxt ({e})")
     if not any(layer.type == "BatchNorm" for layer in param.layer):
         raise ValueError(f"{train_val}: the net has no BatchNorm layer, nothing to recompute")
+    check_data_layers(param, train_val)
     caffe.set_random_seed(int(seed))  # the Data layer's crops and mirroring
     with tempfile.TemporaryDirectory() as tmp:
         proto = os.path.join(tmp, "exact_bn.prototxt")
@@ -104,10 +141,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the Data layer's crops and mirroring")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    try:
+
+    def work():
         names = recompute_bn(a.net, a.weights, a.out, a.batches, a.seed, not a.no_progress)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"recompute_bn: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {a.out}: statistics of {len(names)} BatchNorm layers averaged over {a.batches} batches")
-    return 0
+        print(f"wrote {a.out}: statistics of {len(names)} BatchNorm layers averaged over "
+              f"{a.batches} batches")
+    return run_tool("recompute_bn", work)

@@ -28,11 +28,11 @@ uniform 2.197, hand-crafted 1.967).
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
 from dmpn import propagation
+from dmpn.cli import DEPLOY_PROTOTXT, finite_float, run_tool
 
 EDGE_K = 4.0
 EDGE_BIAS = -2.0
@@ -132,19 +132,18 @@ def write_edge_init(net_prototxt, out_caffemodel, weights=None, k=EDGE_K, bias=E
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--net", default="prototxt/deploy.prototxt", help="the net (any width)")
+    ap.add_argument("--net", default=DEPLOY_PROTOTXT,
+                    help="the net (any width; default: prototxt/deploy.prototxt of this repository)")
     ap.add_argument("--weights", help="start from this .caffemodel (e.g. tools/init_from_vgg16.py's) "
                     "instead of the fillers")
     ap.add_argument("--out", required=True, help="the .caffemodel to write (use with caffe train -weights)")
-    ap.add_argument("--k", type=float, default=EDGE_K, help=f"edge sharpness k (default {EDGE_K:g})")
-    ap.add_argument("--bias", type=float, default=EDGE_BIAS, help=f"affinity bias b (default {EDGE_BIAS:g})")
+    ap.add_argument("--k", type=finite_float, default=EDGE_K, help=f"edge sharpness k (default {EDGE_K:g})")
+    ap.add_argument("--bias", type=finite_float, default=EDGE_BIAS, help=f"affinity bias b (default {EDGE_BIAS:g})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the fillers of the other weights")
     a = ap.parse_args(argv)
-    try:
+
+    def work():
         write_edge_init(a.net, a.out, a.weights, a.k, a.bias, a.seed)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"init_edge_aware: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {a.out}: low-level branch and AffinityExp start as an edge-stopping diffusion "
-          f"(k {a.k:g}, b {a.bias:g})")
-    return 0
+        print(f"wrote {a.out}: low-level branch and AffinityExp start as an edge-stopping "
+              f"diffusion (k {a.k:g}, b {a.bias:g})")
+    return run_tool("init_edge_aware", work)

@@ -2,13 +2,20 @@
 
 The scorer reads PNG files: predictions, ground-truth alphas and trimaps are matched by file name
 (without extension). 8-bit PNGs give exactly the values the MATLAB reference sees (pred / 255);
-16-bit PNGs are read at full precision (/ 65535). Before scoring, predictions are set to 0 / 1 on
-the trimap's known pixels (the standard protocol; ``force_known=False`` turns it off).
+16-bit greyscale PNGs are read at full precision (/ 65535; see ``dmpn.imageio`` for 16-bit colour
+PNGs). Before scoring, predictions are set to 0 / 1 on the trimap's known pixels (the standard
+protocol; ``force_known=False`` turns it off).
+
+The scored region is the pixels whose trimap is exactly 128, as in the MATLAB code. Predictors
+take every value between 1 and 254 as unknown (design note, section 2), but the other values
+are not scored: a trimap holding them gets one warning on stderr, naming the file and the count.
 
 Predictors (the network through :func:`caffe_predictor`, a baseline from ``dmpn.baselines``, or
 any Python callable ``predictor(image HxWx3, trimap01 HxW) -> alpha HxW``) are run by
 :func:`predict_folder`, which writes 8-bit PNGs; :func:`score_predictor` predicts and scores the
-written PNGs in one go, so the numbers equal those of scoring the folder later.
+PNGs it wrote in this run (not other files the folder may hold), so the numbers equal those of
+scoring those files later. The network needs a trimap with a known pixel: :func:`predict_file`
+refuses one without, naming the file, before running it.
 
 Units: SAD, Grad and Conn are divided by 1000 (as printed in papers), MSE is a plain mean (tables
 print it x 1000). An image with no unknown pixel scores 0 / undefined MSE and is reported.
@@ -16,7 +23,6 @@ print it x 1000). An image with no unknown pixel scores 0 / undefined MSE and is
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,17 +31,29 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dmpn import metrics
-from dmpn.imageio import atomic_write, InputError, list_images, read_alpha, read_image, read_trimap, write_png
+from dmpn.baselines import known_sides
+from dmpn.cli import check_writable, positive_float, run_tool
+from dmpn.imageio import (InputError, list_images, read_alpha, read_image, read_trimap, write_json,
+                          write_png, TRIMAP_NOT_SCORED)
 
-__all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_folders",
-           "trimap_to_01", "predict_folder", "score_predictor", "pad_to_multiple",
-           "caffe_predictor", "load_predictor", "format_table", "results_to_json", "write_json",
-           "main", "NO_UNKNOWN_NOTE", "PROTOCOL_NOTE"]
+__all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_paths",
+           "score_folders", "trimap_to_01", "predict_file", "predict_folder", "score_predictor",
+           "pad_to_multiple", "caffe_predictor", "load_predictor", "format_table",
+           "results_to_json", "write_json", "main", "NO_UNKNOWN_NOTE", "PROTOCOL_NOTE",
+           "NO_KNOWN_PIXEL", "TOOL_ERRORS"]
 
 NO_UNKNOWN_NOTE = "no unknown pixel in the trimap: MSE undefined (left out of the mean), SAD/Grad/Conn 0"
 PROTOCOL_NOTE = ("predictions set to 0 / 1 on the trimap's known pixels before scoring "
                  "(standard protocol)")
 NO_PROTOCOL_NOTE = "predictions scored as they are on known pixels (--keep-known-pixels)"
+NO_KNOWN_PIXEL = ("the trimap has no known pixel (0 or 255): the network's propagation has nothing "
+                  "to propagate (its linear system is singular)")
+NOT_SCORED_WARNING = ("{path}: warning: {count} trimap pixel(s) with values other than 0, 128 and 255 "
+                      "not scored, as Deep Image Matting's evaluation code does not; they are "
+                      "predicted as unknown")
+# Exit status of evaluate.py and predict.py: bad input or an unusable path 2, pycaffe missing or
+# a predictor that cannot be loaded 1.
+TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1))
 
 
 # ----------------------------------------------------------------------------- results
@@ -46,6 +64,7 @@ class MethodResult:
     per_image: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)   # image name -> remark (e.g. NO_UNKNOWN_NOTE)
     folder: str = ""                            # where its PNGs are
+    paths: dict = field(default_factory=dict)   # image name -> the PNG scored
 
     def mean(self) -> dict:
         """Mean of each error over the images; MSE over the images where it is defined."""
@@ -86,10 +105,24 @@ def _shape_str(a):
     return f"{a.shape[1]}x{a.shape[0]}"
 
 
+_warned_not_scored = set()
+
+
+def _warn_not_scored(trimap_path, trimap) -> None:
+    """Once per trimap file and process: how many of its pixels are unknown but not scored."""
+    count = int(np.count_nonzero(trimap == TRIMAP_NOT_SCORED))
+    key = os.path.abspath(os.fspath(trimap_path))
+    if count and key not in _warned_not_scored:
+        _warned_not_scored.add(key)
+        print(NOT_SCORED_WARNING.format(path=trimap_path, count=count), file=sys.stderr, flush=True)
+
+
 def score_files(pred_path, gt_path, trimap_path, force_known: bool = True) -> dict:
-    """Read three PNGs, check their sizes (InputError naming the file) and score them."""
+    """Read three PNGs, check their sizes (InputError naming the file) and score them over the
+    pixels whose trimap is exactly 128 (a warning names a trimap with other unknown values)."""
     gt = read_alpha(gt_path)
-    trimap = read_trimap(trimap_path)
+    trimap = read_trimap(trimap_path, scoring=True)
+    _warn_not_scored(trimap_path, trimap)
     pred = read_alpha(pred_path)
     if trimap.shape != gt.shape:
         raise InputError(f"{trimap_path}: trimap size {_shape_str(trimap)} does not match "
@@ -129,20 +162,51 @@ def _progress(iterable, desc, enabled, total=None):
     return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=None)
 
 
-def score_folders(pred_dir, gt_dir, trimap_dir, force_known: bool = True, name: str = "prediction",
-                  progress: bool = False) -> MethodResult:
-    """Score every prediction PNG in ``pred_dir`` against ``gt_dir`` with ``trimap_dir``."""
-    preds, gts, tris = list_images(pred_dir), list_images(gt_dir), list_images(trimap_dir)
+def score_paths(preds: dict, gts: dict, tris: dict, force_known: bool = True,
+                name: str = "prediction", folder="", progress: bool = False) -> MethodResult:
+    """Score the predictions ``preds`` ({name: PNG path}) against the ground truths and trimaps
+    of the same names (``gts``, ``tris``: {name: path}; see match_names)."""
     names = match_names(preds, gts, tris)
-    result = MethodResult(name=name, folder=os.fspath(pred_dir))
+    result = MethodResult(name=name, folder=os.fspath(folder))
     for n in _progress(names, f"scoring {name}", progress):
         result.per_image[n] = score_files(preds[n], gts[n], tris[n], force_known=force_known)
+        result.paths[n] = preds[n]
         if not np.isfinite(result.per_image[n]["mse"]):
             result.notes[n] = NO_UNKNOWN_NOTE
     return result
 
 
+def score_folders(pred_dir, gt_dir, trimap_dir, force_known: bool = True, name: str = "prediction",
+                  progress: bool = False) -> MethodResult:
+    """Score every prediction PNG in ``pred_dir`` against ``gt_dir`` with ``trimap_dir``."""
+    return score_paths(list_images(pred_dir), list_images(gt_dir), list_images(trimap_dir),
+                       force_known=force_known, name=name, folder=pred_dir, progress=progress)
+
+
 # ----------------------------------------------------------------------------- predicting
+def _check_known_pixel(predictor, trimap, trimap_path) -> None:
+    """InputError naming the trimap file when ``predictor`` (the network: its attribute
+    ``needs_known_pixel``) cannot take it. The baselines take any trimap."""
+    if getattr(predictor, "needs_known_pixel", False) and not any(known_sides(trimap_to_01(trimap))):
+        raise InputError(f"{trimap_path}: {NO_KNOWN_PIXEL}")
+
+
+def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
+    """Read an image and its trimap, check them (InputError naming the file) and run
+    ``predictor(image, trimap01)``: the matte, float64 HxW in [0, 1]."""
+    image = read_image(image_path)
+    trimap = read_trimap(trimap_path)
+    if image.shape[:2] != trimap.shape:
+        raise InputError(f"{trimap_path}: trimap size {_shape_str(trimap)} does not match image "
+                         f"{image_path} ({_shape_str(image)})")
+    _check_known_pixel(predictor, trimap, trimap_path)
+    alpha = np.squeeze(np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64))
+    if alpha.shape != trimap.shape:
+        raise ValueError(f"predictor returned shape {alpha.shape} for {image_path} "
+                         f"({trimap.shape} expected)")
+    return np.clip(np.nan_to_num(alpha), 0.0, 1.0)
+
+
 def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progress: bool = True,
                    desc: str = "predicting") -> dict:
     """Run ``predictor(image, trimap01) -> alpha`` on every image (with the trimap of the same
@@ -157,36 +221,27 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
             raise InputError(f"{os.path.join(os.fspath(images_dir), n)}.*: no such image")
         if n not in tris:
             raise InputError(f"{images[n]}: no trimap named {n!r} in {trimap_dir}")
-        image = read_image(images[n])
-        trimap = read_trimap(tris[n])
-        if image.shape[:2] != trimap.shape:
-            raise InputError(f"{tris[n]}: trimap size {_shape_str(trimap)} does not match image "
-                             f"{images[n]} ({_shape_str(image)})")
-        alpha = np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64)
-        alpha = np.squeeze(alpha)
-        if alpha.shape != trimap.shape:
-            raise ValueError(f"predictor returned shape {alpha.shape} for {images[n]} "
-                             f"({trimap.shape} expected)")
         path = os.path.join(out_dir, n + ".png")
-        write_png(path, np.clip(np.nan_to_num(alpha), 0.0, 1.0))
+        write_png(path, predict_file(predictor, images[n], tris[n]))
         written[n] = path
     return written
 
 
 def score_predictor(predictor, images_dir, trimap_dir, gt_dir, out_dir, force_known: bool = True,
                     name: str = "model", progress: bool = True) -> MethodResult:
-    """Predict every image of ``images_dir``, save the PNGs in ``out_dir`` and score them."""
+    """Predict every image of ``images_dir``, save the PNGs in ``out_dir`` and score them: the
+    PNGs written now, whatever else ``out_dir`` holds (e.g. an earlier run's other images)."""
     images, gts, tris = list_images(images_dir), list_images(gt_dir), list_images(trimap_dir)
     names = match_names(images, gts, tris, primary_label="image")
-    for n in names:  # check sizes before spending time predicting
+    for n in names:  # check sizes and trimaps before spending time predicting
         g, t = read_alpha(gts[n]), read_trimap(tris[n])
         if g.shape != t.shape:
             raise InputError(f"{tris[n]}: trimap size {_shape_str(t)} does not match "
                              f"ground truth {gts[n]} ({_shape_str(g)})")
-    predict_folder(predictor, images_dir, trimap_dir, out_dir, names=names, progress=progress,
-                   desc=f"predicting ({name})")
-    result = score_folders(out_dir, gt_dir, trimap_dir, force_known=force_known, name=name)
-    return result
+        _check_known_pixel(predictor, t, tris[n])
+    written = predict_folder(predictor, images_dir, trimap_dir, out_dir, names=names,
+                             progress=progress, desc=f"predicting ({name})")
+    return score_paths(written, gts, tris, force_known=force_known, name=name, folder=out_dir)
 
 
 def pad_to_multiple(x, multiple: int = 32):
@@ -228,6 +283,8 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
                          "tools/recompute_bn.py")
 
     def predict(image, trimap01):
+        if not any(known_sides(trimap01)):  # the C++ solve would abort the process
+            raise InputError(NO_KNOWN_PIXEL)
         x = np.concatenate([np.asarray(image, np.float64),
                             np.asarray(trimap01, np.float64)[..., None]], axis=2)
         xp, (h, w) = pad_to_multiple(x, multiple)
@@ -241,20 +298,27 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         return np.clip(out[:h, :w].astype(np.float64), 0.0, 1.0)
 
     predict.net = net
+    predict.needs_known_pixel = True
     return predict
 
 
 def load_predictor(spec: str):
-    """'package.module:function' -> the callable (a Python predictor for the command line).
-    RuntimeError with a one-line message when it cannot be loaded."""
+    """'package.module:function' -> the callable (a Python predictor for the command line). The
+    module is looked for in the current folder first, then on sys.path (the current folder is
+    on sys.path for this import only). RuntimeError with a one-line message when it cannot be
+    loaded."""
     import importlib
     if ":" not in spec:
         raise RuntimeError(f"--predictor {spec!r}: expected MODULE:FUNCTION")
     mod, func = spec.split(":", 1)
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
     try:
         obj = getattr(importlib.import_module(mod), func)
     except (ImportError, AttributeError) as exc:
         raise RuntimeError(f"--predictor {spec!r}: cannot load it ({type(exc).__name__}: {exc})") from None
+    finally:
+        sys.path.remove(cwd)  # the first occurrence: ours
     if not callable(obj):
         raise RuntimeError(f"--predictor {spec!r} is not callable")
     return obj
@@ -317,15 +381,6 @@ def results_to_json(results, force_known: bool = True) -> dict:
             "methods": {r.name: _method_json(r) for r in results}}
 
 
-def write_json(path, data) -> None:
-    """Write JSON atomically (temp file + os.replace)."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-    atomic_write(path, write)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
@@ -342,10 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="FILE", help=".caffemodel for --model")
     p.add_argument("--gpu", type=int, metavar="N", help="GPU id for --model (default: CPU)")
     p.add_argument("--predictor", metavar="MODULE:FUNC",
-                   help="Python callable predictor(image, trimap01) -> alpha to run and score")
+                   help="Python callable predictor(image, trimap01) -> alpha to run and score; "
+                        "MODULE is looked for in the current folder first, then on the Python path")
     p.add_argument("--baselines", metavar="LIST",
                    help="also score baselines: comma list of cf, knn, handcrafted (or 'all')")
-    p.add_argument("--sigma", type=float, default=0.1, help="sigma of the handcrafted affinity (0.1)")
+    p.add_argument("--sigma", type=positive_float, default=0.1,
+                   help="sigma of the handcrafted affinity (0.1)")
     p.add_argument("--out", metavar="DIR", default=os.path.join("results", "evaluate"),
                    help="where predicted PNGs of --model/--predictor/--baselines go "
                         "(OUT/METHOD/NAME.png; default results/evaluate)")
@@ -402,7 +459,15 @@ def main(argv=None) -> int:
         parser.error("--model needs --weights")
     if (args.model or args.predictor or baseline_names) and not args.images:
         parser.error("--model, --predictor and --baselines need --images")
-    try:
+
+    def work():
+        # outputs that cannot be written are refused before the long part, not after it
+        if args.json:
+            check_writable(args.json, folder=False)
+        if args.figures:
+            check_writable(args.figures)
+        if args.model or args.predictor or baseline_names:
+            check_writable(args.out)
         results = run(args)
         print(format_table(results, force_known=force))
         if args.json:
@@ -414,13 +479,7 @@ def main(argv=None) -> int:
                                          gt_dir=args.gt, trimap_dir=args.trimap,
                                          rows=args.grid_rows)
             print("wrote " + ", ".join(paths))
-    except InputError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # e.g. pycaffe missing
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_tool("evaluate.py", work, TOOL_ERRORS)
 
 
 if __name__ == "__main__":  # pragma: no cover

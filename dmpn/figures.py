@@ -86,7 +86,7 @@ def qualitative_grid(results, path, gt_dir, trimap_dir, images_dir=None, rows: i
     results = list(results)
     gts, tris = list_images(gt_dir), list_images(trimap_dir)
     imgs = list_images(images_dir) if images_dir else {}
-    mattes = [list_images(r.folder) for r in results]
+    mattes = [r.paths or list_images(r.folder) for r in results]  # the PNGs scored
     if names is None:
         common = set(gts)
         for m in mattes:

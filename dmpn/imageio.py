@@ -4,24 +4,39 @@ Every reader accepts what real matting data looks like (8- and 16-bit PNGs, grey
 as RGB/RGBA with equal channels, palette PNGs) and refuses anything else with an
 :class:`InputError` whose message names the file.
 
+Precision: 8-bit files and 16-bit greyscale PNGs are read exactly (16-bit values / 65535).
+16-bit PNGs with colour or an alpha channel (RGB, RGBA, grey + alpha) are decoded by Pillow,
+imageio's PNG reader, which keeps only their high 8 bits: they are read as 8-bit data. For
+images that is what the net sees anyway (its LMDB items are 8-bit); store 16-bit alphas and
+trimaps as single-channel greyscale PNGs to keep their precision.
+
 - :func:`read_alpha`  -> float64 HxW in [0, 1]
-- :func:`read_trimap` -> uint8 HxW with values exactly {0, 128, 255}
+- :func:`read_trimap` -> uint8 HxW with values exactly {0, 128, 255} (for prediction), or with
+  ``scoring=True`` the scored region of Deep Image Matting's evaluation code: 128 only where the
+  file holds exactly 128 (on the 8-bit scale), :data:`TRIMAP_NOT_SCORED` for other unknown values
 - :func:`read_image`  -> float64 HxWx3 in [0, 1]
 - :func:`write_png`   writes an 8-bit PNG atomically (temp file + ``os.replace``)
+- :func:`write_json`  writes JSON atomically
 - :func:`list_images` -> {name without extension: path}
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
 import tempfile
 import warnings
 
 import numpy as np
 
-__all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png",
-           "list_images", "IMAGE_EXTENSIONS"]
+__all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png", "write_json",
+           "list_images", "IMAGE_EXTENSIONS", "TRIMAP_NOT_SCORED"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# read_trimap(scoring=True): an unknown pixel whose value is not exactly 128 (e.g. 100). Deep Image
+# Matting's MATLAB code scores trimap == 128 only; such pixels are neither scored nor known.
+TRIMAP_NOT_SCORED = 127
 
 
 class InputError(ValueError):
@@ -90,12 +105,16 @@ def read_alpha(path) -> np.ndarray:
     return np.ascontiguousarray(_scale(arr, path))
 
 
-def read_trimap(path) -> np.ndarray:
+def read_trimap(path, scoring: bool = False) -> np.ndarray:
     """Trimap as uint8 HxW with values exactly {0, 128, 255}.
 
     0 stays background, the full-scale value (255, or 65535 for 16-bit) is foreground, and every
     value in between is unknown (128). Label-style trimaps (values only 0/1/2) and colour
     trimaps are refused because their meaning cannot be read unambiguously.
+
+    ``scoring=True`` gives the region Deep Image Matting's evaluation code scores: 128 only where
+    the file holds exactly 128 on the 8-bit scale (128 in 8-bit data, 32896 = 128 x 257 in
+    16-bit data, 128/255 as a float), :data:`TRIMAP_NOT_SCORED` at the other unknown values.
     """
     arr = _single_channel(_load(path), path, "trimap")
     if arr.dtype == np.bool_:
@@ -104,6 +123,7 @@ def read_trimap(path) -> np.ndarray:
         if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
             raise InputError(f"{path}: floating-point trimap values outside [0, 1]")
         full = 1.0
+        exact = np.isclose(arr, 128 / 255, rtol=0, atol=1e-6)
     elif np.issubdtype(arr.dtype, np.integer):
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 65535:
@@ -113,9 +133,12 @@ def read_trimap(path) -> np.ndarray:
         if 0 < hi <= 2:
             raise InputError(f"{path}: trimap values {sorted(np.unique(arr).tolist())} look like "
                              "labels; expected 0 (background), 255 (foreground), other = unknown")
+        exact = arr == (128 if full == 255 else 128 * 257)
     else:
         raise InputError(f"{path}: unsupported trimap pixel type {arr.dtype}")
     out = np.full(arr.shape, 128, dtype=np.uint8)
+    if scoring:
+        out[~exact] = TRIMAP_NOT_SCORED
     out[arr == 0] = 0
     out[arr == full] = 255
     return out
@@ -157,6 +180,8 @@ def atomic_write(path, write, suffix: str = "") -> None:
     into place only once it is complete: no half-written file ever carries the final name.
     Parent folders are created; the file gets the usual 0644 mode."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
@@ -191,6 +216,16 @@ def write_png(path, array) -> None:
     atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), suffix=".png")
 
 
+def write_json(path, data, allow_nan: bool = False) -> None:
+    """Write JSON atomically (see atomic_write); NaN and infinities are refused unless
+    ``allow_nan`` (they are not standard JSON)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, allow_nan=allow_nan)
+            f.write("\n")
+    atomic_write(path, write)
+
+
 def list_images(folder) -> dict:
     """{file name without extension: path} for the image files in ``folder`` (sorted by name).
 
@@ -202,8 +237,12 @@ def list_images(folder) -> dict:
         raise InputError(f"{folder}: no such folder")
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: not a folder")
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot read the folder ({exc.strerror or exc})") from None
     found = {}
-    for entry in sorted(os.listdir(folder)):
+    for entry in entries:
         stem, ext = os.path.splitext(entry)
         full = os.path.join(folder, entry)
         if entry.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS or not os.path.isfile(full):

@@ -86,6 +86,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dmpn import compose
+from dmpn.cli import check_writable, dims, error_text, finite_float, positive_float, positive_int
 from dmpn.datum import encode_datum
 from dmpn.imageio import atomic_write, InputError, list_images, read_alpha, read_image, read_trimap
 
@@ -463,20 +464,6 @@ def _free_bytes(path):
 # command line
 
 
-def _parse_size(text):
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 16 or int(m.group(2)) < 16:
-        raise argparse.ArgumentTypeError(f"--size wants HxW with both >= 16, e.g. 600x800; got {text!r}")
-    return (int(m.group(1)), int(m.group(2)))
-
-
-def _positive(text):
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
-
-
 def build_parser():
     p = argparse.ArgumentParser(
         prog="make_lmdb.py",
@@ -502,8 +489,10 @@ def build_parser():
             "(300x400 is 4x smaller).\n"
             "  demo:  --size 192x192 --bg-per-original 4 --rotations 2 --test-originals 4, 12 "
             "synthetic originals (96 items, a few seconds).\n\n"
-            "Exit status: 0 complete; 2 bad input or arguments (or an output folder made with other "
-            "arguments); 3 not enough disk space; 4 write failed (e.g. disk full: free space and "
+            "Exit status: 0 complete; 1 another failure, named (a file that cannot be read or "
+            "written, or an unfinished database that these arguments do not produce); 2 bad input "
+            "or arguments (or an output folder made with other arguments, or one that cannot be "
+            "written); 3 not enough disk space; 4 write failed (e.g. disk full: free space and "
             "rerun to resume); 130 interrupted (rerun to resume)."),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumed if "
@@ -513,29 +502,29 @@ def build_parser():
                    "are resized to --size (paper: 81 originals, all resized to 600 x 800). Without "
                    "it: synthetic originals (dmpn.synth: hair, fur, motion blur, glass with holes, "
                    "net, low contrast) with their trimaps")
-    p.add_argument("--synthetic", type=_positive, metavar="N", help="number of synthetic originals "
+    p.add_argument("--synthetic", type=positive_int, metavar="N", help="number of synthetic originals "
                    "when --originals is not given (paper preset 81, demo 12)")
     p.add_argument("--trimap-dir", metavar="NAME", help="name of the trimap subfolder of "
                    "--originals (default 'trimap'; e.g. 'trimap1' for alphamatting data). Where no "
                    "trimap folder exists, trimaps are made from the rotated alpha by erosion "
                    "(see --trimap-radius), as in Deep Image Matting (the paper used hand-drawn "
                    "low-resolution trimaps)")
-    p.add_argument("--trimap-radius", type=_positive, metavar="PX", help="erosion radius for "
+    p.add_argument("--trimap-radius", type=positive_int, metavar="PX", help="erosion radius for "
                    "trimaps made from alpha (default 1.5%% of the shorter side: 9 px at 600x800)")
     p.add_argument("--backgrounds", metavar="DIR", help="folder of background images (paper: 1000, "
                    "500 indoor scenes + 500 Places, resized to 600 x 800). Default: the photographs "
                    "bundled with scikit-image (no download), random crops and flips")
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="values for the "
                    "options below (default: paper)")
-    p.add_argument("--bg-per-original", type=_positive, metavar="N", help="backgrounds each "
+    p.add_argument("--bg-per-original", type=positive_int, metavar="N", help="backgrounds each "
                    "original is composited onto (paper: 1000; demo: 4)")
-    p.add_argument("--rotations", type=_positive, metavar="K", help="rotations of foreground and "
+    p.add_argument("--rotations", type=positive_int, metavar="K", help="rotations of foreground and "
                    "alpha per background (paper: 3, angles not given; we use 0, +15, -15 deg; demo: 2)")
-    p.add_argument("--max-angle", type=float, default=15.0, metavar="DEG", help="largest rotation "
+    p.add_argument("--max-angle", type=finite_float, default=15.0, metavar="DEG", help="largest rotation "
                    "angle (default 15): angles 0, +a, -a, +2a, ... up to this")
-    p.add_argument("--size", type=_parse_size, metavar="HxW", help="stored size of every item "
+    p.add_argument("--size", type=dims(2, minimum=16), metavar="HxW", help="stored size of every item "
                    "(paper: 600x800; demo: 192x192)")
-    p.add_argument("--test-originals", type=_positive, metavar="N", help="originals held out for "
+    p.add_argument("--test-originals", type=positive_int, metavar="N", help="originals held out for "
                    "testing, with all their composites (paper: 31 of 81; demo: 4 of 12). The split "
                    "is by original, reproducible from --seed")
     p.add_argument("--forced-train", metavar="NAMES", default=",".join(FORCED_TRAIN_DEFAULT),
@@ -543,10 +532,10 @@ def build_parser():
                    "(paper: the 8 alphamatting.com test images: %(default)s)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split, "
                    "background choice, crops and flips, synthetic originals (default 0)")
-    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), metavar="N",
+    p.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), metavar="N",
                    help="worker processes for compositing (default: CPU count, at most 8); does "
                    "not change the output")
-    p.add_argument("--txn-mb", type=float, default=256.0, metavar="MB", help="LMDB transaction "
+    p.add_argument("--txn-mb", type=positive_float, default=256.0, metavar="MB", help="LMDB transaction "
                    "size in MB (default 256); does not change the output")
     return p
 
@@ -595,20 +584,27 @@ def build(args) -> dict:
     names = [o.name for o in originals]
     n = len(names)
     forced_present = [x for x in names if x.lower() in {f.lower() for f in cfg["forced_train"]}]
+    may_test = n - len(forced_present)  # originals that may be held out
     if args.test_originals:
         test_count = args.test_originals
-        if test_count > n - len(forced_present) or test_count >= n:
+        if test_count > may_test or test_count >= n:
             raise BuildError(f"--test-originals {test_count}: only {n} originals "
                              f"({len(forced_present)} forced into training); at least one must train")
     else:
         test_count = preset["test_originals"]
-        if n != preset["of_originals"]:
-            test_count = int(round(n * preset["test_originals"] / preset["of_originals"]))
-            test_count = max(1, min(test_count, n - max(len(forced_present), 1)))
-            if test_count < 1:
-                raise BuildError(f"{n} original(s): too few to split into training and testing")
-            _print(f"note: {n} originals, not {preset['of_originals']}: testing on {test_count} "
-                   f"(the preset's {preset['test_originals']} of {preset['of_originals']}, scaled)")
+        scaled = n != preset["of_originals"]
+        if scaled:  # at least one, where one is free to test
+            test_count = max(1, int(round(n * preset["test_originals"] / preset["of_originals"])))
+        test_count = min(test_count, may_test)
+        if test_count >= n:
+            raise BuildError(f"{n} original(s) with --preset {args.preset}: testing on {test_count} "
+                             f"(the preset's {preset['test_originals']} of {preset['of_originals']}"
+                             f"{', scaled' if scaled else ''}) leaves none for training; give more "
+                             "originals (--synthetic N, --originals DIR)")
+        if test_count != preset["test_originals"]:
+            _print(f"note: {n} originals ({len(forced_present)} forced into training): testing on "
+                   f"{test_count} (the preset's {preset['test_originals']} of "
+                   f"{preset['of_originals']}{', scaled' if scaled else ''})")
     cfg["test_originals"] = test_count
     train, test, forced_present = choose_split(names, test_count, cfg["forced_train"], cfg["seed"])
 
@@ -653,6 +649,10 @@ def build(args) -> dict:
     jobs_all["train"] = _plan_split(0, train, global_index, cfg, len(pool))
     jobs_all["test"] = _plan_split(1, test, global_index, cfg, len(pool))
     n_train, n_test = len(jobs_all["train"]), len(jobs_all["test"])
+    try:  # a folder that cannot be written is no full disk
+        check_writable(out)
+    except OSError as e:
+        raise BuildError(f"--out {error_text(e)}", EXIT_INPUT) from None
     est = estimate_bytes(cfg["size"], n_train, n_test, n)
     used = _du(out) if existing else 0
     need = max(est["total"] - used, 0)
@@ -668,13 +668,15 @@ def build(args) -> dict:
         per_bg = (est["per_item"] * cfg["rotations"] * n
                   + int(4.2 * h * w + 3000) * cfg["rotations"] * len(test))
         fit_bg = max(int((free - 64 * 1024 * 1024 - est["cache"] - used) // max(per_bg, 1)), 0)
+        fewer = (f"fewer backgrounds per original (--bg-per-original {fit_bg} would fit here), "
+                 if 1 <= fit_bg < cfg["bg_per_original"] else "")
+        smaller = (f"a smaller stored size (--size {h // 2}x{w // 2} takes a quarter), "
+                   if min(h, w) // 2 >= 16 else "")
         raise BuildError(
             f"not enough disk space at {out}: needs about {_human(need)}, {_human(free)} free. "
             f"(The paper's full set, 81 originals x 1000 backgrounds x 3 rotations at 600 x 800, "
             f"is about 1.3 TB as raw Datums, 1.5 TB with the test PNGs.) To make it practical: "
-            f"fewer backgrounds per original (--bg-per-original {fit_bg} would fit here), or a "
-            f"smaller stored size "
-            f"(--size {h // 2}x{w // 2} takes a quarter), or another --out on a bigger disk.",
+            f"{fewer}{smaller}{'or ' if fewer or smaller else ''}another --out on a bigger disk.",
             EXIT_DISK)
 
     # ---- write -------------------------------------------------------------------------------
@@ -718,7 +720,7 @@ def build(args) -> dict:
         "split": {"by": "original", "train": train, "test": test,
                   "forced_train_requested": cfg["forced_train"],
                   "forced_train_present": forced_present,
-                  "test_originals": test_count},
+                  "test_originals": len(test)},
         "counts": {"originals": n, "train": counts["train"], "test": counts["test"]},
         "items_per_second": rates,
         "originals": {"input": cfg["originals"], "per_original": infos},
@@ -743,7 +745,10 @@ def build(args) -> dict:
             "slice_points": SLICE_POINTS,
             "composite": "image = round(a*F + (1-a)*B) from the stored 8-bit alpha, fg, bg",
             "key_format": KEY_FORMAT,
-            "order": "original (sorted by name), then background, then rotation",
+            "order": {"train": "seeded random order (numpy default_rng([seed, 11]).permutation of "
+                               "the items listed original by original, then background, then "
+                               "rotation), so that a batch mixes originals",
+                      "test": "original (sorted by name), then background, then rotation"},
         },
         "test_png": {"folder": "test", "subfolders": ["image", "trimap", "alpha"],
                      "names": "<key>.png"},
@@ -885,7 +890,8 @@ def main(argv=None) -> int:
             print(f"make_lmdb: disk full ({e}); free space and rerun the same command to resume.",
                   file=sys.stderr, flush=True)
             return EXIT_WRITE
-        raise
+        print(f"make_lmdb: error: {error_text(e)}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
     except Exception as e:
         import lmdb
 

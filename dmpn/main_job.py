@@ -15,7 +15,11 @@ Everything goes to one results folder:
     loss_curve.png        training loss
 
 Run again with the same arguments, it resumes: the dataset is reused, training continues from
-the last snapshot until the iteration target is reached.
+the last snapshot until the iteration target is reached. net/trained_on.json records the
+fingerprint of the dataset the snapshots were trained on (manifest.json's); a rerun whose dataset
+differs (e.g. data/ deleted and rebuilt from other --originals) is refused with a message,
+rather than resuming those snapshots on other data: delete net/ (or use another --out) to train
+afresh.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dmpn.cli import REPO as ROOT, positive_float
+from dmpn.imageio import write_json
 # Caffe's solver log: "Iteration 10 (3.5 iter/s, 2.9s/10 iters), loss = 0.18"
 LOSS_RE = re.compile(r"Iteration (\d+)\b.*?, loss = ([-+.\deEnaif]+)")
 
@@ -44,7 +49,9 @@ def venv_tool(name):
 
 
 def build_data(out, originals=None, seed=0):
+    """(data folder, its manifest, whether it was built in this call rather than reused)."""
     data = os.path.join(out, "data")
+    reused = os.path.exists(os.path.join(data, "manifest.json"))
     cmd = [sys.executable, os.path.join(ROOT, "tools", "make_lmdb.py"), "--out", data, "--seed", str(seed)]
     if originals:
         # Real originals: small stored size and few backgrounds, so it stays a CPU-sized run.
@@ -61,7 +68,7 @@ def build_data(out, originals=None, seed=0):
     say("building the dataset: " + " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:]))
     subprocess.run(cmd, check=True)
     with open(os.path.join(data, "manifest.json")) as f:
-        return data, json.load(f)
+        return data, json.load(f), not reused
 
 
 # The affinity module's 2T + 1 parameters must reach |theta . f| ~ 10 to cut an edge, and with
@@ -119,6 +126,39 @@ def latest_snapshot(netdir, ext):
         return None, 0
     it, path = max(found)
     return path, it
+
+
+TRAINED_ON = "trained_on.json"
+
+
+def check_trained_on(netdir, data, manifest, data_built_now):
+    """The snapshots in ``netdir`` must have been trained on this dataset: SystemExit with the
+    reason when net/trained_on.json names another dataset fingerprint, or when snapshots
+    without that record meet a dataset built in this run (they predate the record, and their
+    data is gone); else the record is written (before training starts) or confirmed."""
+    record = os.path.join(netdir, TRAINED_ON)
+    fingerprint = manifest["fingerprint"]
+    source = manifest.get("originals", {}).get("input", {})
+    source = source.get("source", "?") if isinstance(source, dict) else str(source)
+    afresh = f"delete {netdir} to train afresh on this data, or give another --out"
+    if os.path.exists(record):
+        with open(record) as f:
+            old = json.load(f)
+        if old.get("data_fingerprint") != fingerprint:
+            raise SystemExit(
+                f"{netdir}: its snapshots were trained on another dataset (fingerprint "
+                f"{str(old.get('data_fingerprint'))[:12]}, originals {old.get('originals', '?')}); "
+                f"{data} is {fingerprint[:12]} (originals {source}). Resuming would train them on "
+                f"other data: {afresh}")
+        return
+    snapshots = glob.glob(os.path.join(netdir, "snap_iter_*"))
+    if snapshots and data_built_now:
+        raise SystemExit(f"{netdir}: holds snapshots with no record of the data they were trained "
+                         f"on, and {data} was built anew in this run, so they may come from "
+                         f"other data: {afresh}")
+    os.makedirs(netdir, exist_ok=True)
+    write_json(record, {"data_fingerprint": fingerprint, "data": os.path.abspath(data),
+                        "originals": source})
 
 
 def initial_weights(netdir, init, seed):
@@ -253,8 +293,8 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "results"), help="results folder (default results/)")
     ap.add_argument("--originals", help="folder of real originals (image/, alpha/, trimap/): train and "
                     "score on them instead of generated ones, e.g. ../shared/data/alphamatting_lowres")
-    ap.add_argument("--minutes", type=float, default=14.0, help="training time limit (default 14)")
-    ap.add_argument("--epochs", type=float, default=200, help="training length in epochs of the training "
+    ap.add_argument("--minutes", type=positive_float, default=14.0, help="training time limit (default 14)")
+    ap.add_argument("--epochs", type=positive_float, default=200, help="training length in epochs of the training "
                     "composites, if the time limit does not stop it first (default 200)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", choices=("edge", "fillers"), default="edge",
@@ -263,7 +303,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
-    data, manifest = build_data(a.out, a.originals, a.seed)
+    data, manifest, built_now = build_data(a.out, a.originals, a.seed)
+    check_trained_on(os.path.join(a.out, "net"), data, manifest, built_now)
     netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.epochs, a.seed)
     say(f"{n_train} training composites, crops {cfg.crop}x{cfg.crop}, batch {cfg.batch}")
     train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))

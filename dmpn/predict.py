@@ -3,21 +3,24 @@
 Any image size: inputs are padded to a multiple of 32 (edge replication) and the matte is cropped
 back (dmpn.evaluate.caffe_predictor). The known pixels of the trimap keep their propagated value
 (the solve already pins them towards 0 / 1); pass --force-known to set them to exactly 0 / 1.
+Trimap values between 1 and 254 are all unknown; a trimap with no known pixel (0 or 255) is
+refused, naming the file: the propagation has nothing to start from.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import sys
 
-import numpy as np
-
-from dmpn.evaluate import caffe_predictor, predict_folder, trimap_to_01
-from dmpn.imageio import InputError, read_image, read_trimap, write_png
+from dmpn.cli import check_writable, run_tool
+from dmpn.evaluate import TOOL_ERRORS, caffe_predictor, predict_file, predict_folder
+from dmpn.imageio import InputError, write_png
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Exit status: 0 done; 2 bad input or an output that cannot "
+                                        "be written (the file is named); 1 pycaffe not importable.")
     ap.add_argument("--model", required=True, help="deploy prototxt (e.g. prototxt/deploy.prototxt)")
     ap.add_argument("--weights", required=True, help="trained .caffemodel")
     ap.add_argument("--image", required=True, help="an image file, or a folder of them")
@@ -29,36 +32,40 @@ def build_parser():
     return ap
 
 
+def _forcing_known(inner):
+    """The predictor ``inner`` with the trimap's known pixels set to exactly 0 / 1."""
+    @functools.wraps(inner)  # keeps inner's attributes (needs_known_pixel)
+    def predictor(image, trimap01):
+        alpha = inner(image, trimap01)
+        alpha[trimap01 <= 0] = 0
+        alpha[trimap01 >= 1] = 1
+        return alpha
+    return predictor
+
+
+def predict(a) -> int:
+    """The work of main for parsed arguments."""
+    folder_mode = os.path.isdir(a.image)
+    if folder_mode and not os.path.isdir(a.trimap):
+        raise InputError(f"{a.trimap}: --image is a folder, so --trimap must be one too")
+    out_is_file = not folder_mode and a.out.lower().endswith(".png")
+    if out_is_file or folder_mode:
+        out = a.out
+    else:  # one image into the folder --out
+        out = os.path.join(a.out, os.path.splitext(os.path.basename(a.image))[0] + ".png")
+    check_writable(a.out, folder=not out_is_file)  # before the net is loaded
+    predictor = caffe_predictor(a.model, a.weights, gpu=a.gpu)
+    if a.force_known:
+        predictor = _forcing_known(predictor)
+    if folder_mode:
+        written = predict_folder(predictor, a.image, a.trimap, a.out, progress=not a.no_progress)
+        print(f"wrote {len(written)} mattes to {a.out}")
+    else:
+        write_png(out, predict_file(predictor, a.image, a.trimap))
+        print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None):
     a = build_parser().parse_args(argv)
-    try:
-        predictor = caffe_predictor(a.model, a.weights, gpu=a.gpu)
-        if a.force_known:
-            inner = predictor
-
-            def predictor(image, trimap01):
-                alpha = inner(image, trimap01)
-                alpha[trimap01 <= 0] = 0
-                alpha[trimap01 >= 1] = 1
-                return alpha
-        if os.path.isdir(a.image):
-            if not os.path.isdir(a.trimap):
-                raise InputError(f"{a.trimap}: --image is a folder, so --trimap must be one too")
-            written = predict_folder(predictor, a.image, a.trimap, a.out, progress=not a.no_progress)
-            print(f"wrote {len(written)} mattes to {a.out}")
-        else:
-            image = read_image(a.image)
-            trimap = read_trimap(a.trimap)
-            if trimap.shape != image.shape[:2]:
-                raise InputError(f"{a.trimap}: trimap is {trimap.shape[1]}x{trimap.shape[0]}, image "
-                                 f"{a.image} is {image.shape[1]}x{image.shape[0]}")
-            alpha = predictor(image, trimap_to_01(trimap))
-            out = a.out if a.out.lower().endswith(".png") else os.path.join(
-                a.out, os.path.splitext(os.path.basename(a.image))[0] + ".png")
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-            write_png(out, np.clip(alpha, 0, 1))
-            print(f"wrote {out}")
-    except InputError as e:
-        print(f"predict: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool("predict", lambda: predict(a), TOOL_ERRORS)

@@ -10,10 +10,10 @@ net sees RGB in [0, 1], so the RGB channels are reordered from VGG's BGR and sca
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
+from dmpn.cli import DEPLOY_PROTOTXT, run_tool
 from dmpn.net import VGG16_BLOCKS
 
 ENCODER = [f"conv{b}_{r}" for b, (_, reps) in enumerate(VGG16_BLOCKS, start=1) for r in range(1, reps + 1)]
@@ -64,14 +64,13 @@ def init_from_vgg16(net_prototxt, vgg_caffemodel, out_caffemodel):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--net", default="prototxt/deploy.prototxt", help="our net (paper size)")
+    ap.add_argument("--net", default=DEPLOY_PROTOTXT,
+                    help="our net (paper size; default: prototxt/deploy.prototxt of this repository)")
     ap.add_argument("--vgg16", required=True, help="VGG16 .caffemodel")
     ap.add_argument("--out", required=True, help="the .caffemodel to write (use with caffe train -weights)")
     a = ap.parse_args(argv)
-    try:
+
+    def work():
         layers = init_from_vgg16(a.net, a.vgg16, a.out)
-    except (ValueError, OSError) as e:
-        print(f"init_from_vgg16: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {a.out}: {len(layers)} encoder layers from {a.vgg16}")
-    return 0
+        print(f"wrote {a.out}: {len(layers)} encoder layers from {a.vgg16}")
+    return run_tool("init_from_vgg16", work)

@@ -1,6 +1,10 @@
 """The benchmark's contrast sweep (dmpn/bench.py): it must report what the C++ layer did, a
 converged solve with its iterations and alpha, and a solve that stopped with its residual."""
+import json
+import os
+
 import numpy as np
+import pytest
 
 from conftest import require_caffe
 from dmpn import bench
@@ -23,3 +27,32 @@ def test_cpp_forward_stats_reports_convergence_and_non_convergence():
     stopped = bench.cpp_forward_stats(aff, tri, max_iterations=1)
     assert not stopped["converged"] and stopped["alpha"] is None
     assert stopped["iterations"] == 1 and stopped["relative_residual"] > 1e-8
+
+
+@pytest.mark.parametrize("argv", [["--size", "600by800"], ["--repeats", "0"], ["--batch", "4x320"],
+                                  ["--contrast-size", "x"]])
+def test_bad_arguments_are_refused_by_argparse(argv, capsys, monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "2")  # main sets it; undone after the test
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GLOG_minloglevel", "2")  # main sets it; undone after the test
+    rows = [{"problem": "random", "shape": "1x32x32", "scipy_splu_s": 0.5}]
+    seen = {}
+
+    def fake_run(size, batch, repeats, gpu, python_layer):
+        seen.update(size=size, batch=batch, repeats=repeats)
+        return rows
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "format_rows", lambda r: "table")
+    out = tmp_path / "b.json"
+    assert bench.main(["--size", "48x64", "--batch", "2x32x32", "--repeats", "2", "--json", str(out)]) == 0
+    assert seen == {"size": (48, 64), "batch": (2, 32, 32), "repeats": 2}
+    assert json.loads(out.read_text()) == rows and os.listdir(tmp_path) == ["b.json"]
+    # a --json that cannot be written is refused before the (long) run
+    seen.clear()
+    assert bench.main(["--json", str(tmp_path)]) == 2
+    assert f"bench_propagation: error: {tmp_path}: is a folder" in capsys.readouterr().err and not seen

@@ -108,3 +108,52 @@ def test_untrained_weights_are_refused_with_the_reason(tmp_path):
                           "--out", str(tmp_path / "a.png")], capture_output=True, text=True)
     assert res.returncode == 2 and "no statistics" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "a.png").exists()
+
+
+def test_net_without_data_layer_is_refused(tmp_path):
+    """A deploy net (an Input layer) would give the statistics of all-zero inputs."""
+    caffe = require_caffe()
+    deploy = ROOT / "prototxt" / "slim_deploy.prototxt"
+    weights = tmp_path / "w.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
+    out = tmp_path / "out.caffemodel"
+    res = run_tool("--net", str(deploy), "--weights", str(weights), "--out", str(out), "--batches", "1")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"recompute_bn: error: {deploy}: the net has no data layer" in res.stderr
+    assert not out.exists()
+
+
+def test_missing_data_source_is_named_before_caffe_aborts(tmp_path):
+    caffe = require_caffe()
+    missing = tmp_path / "no_such_lmdb"
+    data = ('layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }\n'
+            f'        data_param {{ source: "{missing}" batch_size: 4 backend: LMDB }} }}\n')
+    train = tmp_path / "train.prototxt"
+    train.write_text(data + NET.split("\n", 2)[2])  # NET without its name and Input layer
+    weights = tmp_path / "w.caffemodel"
+    load(caffe, tmp_path, NET, caffe.TEST).save(str(weights))
+    out = tmp_path / "out.caffemodel"
+    res = run_tool("--net", str(train), "--weights", str(weights), "--out", str(out))
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"{missing}: no such LMDB database (the source of Data layer 'data' in {train})" in res.stderr
+    assert not out.exists()
+
+
+def test_data_layers_of_the_train_phase():
+    require_caffe()
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    def param(text):
+        return text_format.Merge(text, caffe_pb2.NetParameter())
+    test_only = param('layer { name: "d" type: "Data" top: "x" include { phase: TEST } '
+                      'data_param { source: "/nowhere" batch_size: 1 } }')
+    with pytest.raises(ValueError, match="net.prototxt: the net has no data layer"):
+        bn_stats.check_data_layers(test_only, "net.prototxt")
+    python_data = param('layer { name: "d" type: "Python" top: "x" '
+                        'python_param { module: "m" layer: "L" } }')
+    bn_stats.check_data_layers(python_data, "net.prototxt")  # a Python layer without bottoms reads data
+    python_op = param('layer { name: "i" type: "Input" top: "x" input_param { shape { dim: 1 } } } '
+                      'layer { name: "p" type: "Python" bottom: "x" top: "y" python_param { module: "m" layer: "L" } }')
+    with pytest.raises(ValueError, match="no data layer"):
+        bn_stats.check_data_layers(python_op, "net.prototxt")

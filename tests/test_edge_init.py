@@ -83,3 +83,11 @@ def test_tool_refuses_a_net_without_the_low_level_branch(tmp_path):
                           "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 2 and "'low1'" in res.stderr and "not a DeepMattePropNet" in res.stderr
     assert not out.exists() and not (tmp_path / "x.caffemodel.tmp").exists()
+
+
+@pytest.mark.parametrize("option", ["--k", "--bias"])
+def test_edge_parameters_must_be_finite(option, capsys):
+    for value in ("nan", "inf"):
+        with pytest.raises(SystemExit) as exc:
+            E.main(["--out", "x.caffemodel", option, value])
+        assert exc.value.code == 2 and option in capsys.readouterr().err

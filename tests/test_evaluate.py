@@ -440,3 +440,205 @@ def test_cli_predictor_that_cannot_load(dataset, capsys):
     rc = E.main(["--predictor", "no_such_module_xyz:f", "--images", str(root / "images"),
                  "--gt", str(root / "gt"), "--trimap", str(root / "trimap"), "--no-progress"])
     assert rc == 1 and "no_such_module_xyz" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_trimap_values_other_than_128_are_predicted_unknown_but_not_scored(dataset, capsys):
+    """Deep Image Matting's MATLAB code scores trimap == 128 only; other values between 1 and 254
+    are unknown for predictors (design note, section 2) but not scored, with one warning a file."""
+    root, data = dataset
+    img, gt, tri, pred = data["a"]
+    odd = tri.copy()
+    band = np.argwhere(tri == 128)[:7]
+    odd[tuple(band.T)] = 100
+    save(root / "trimap" / "a.png", odd)
+    assert np.array_equal(read_trimap(root / "trimap" / "a.png"), tri)  # prediction: all unknown
+    scored = read_trimap(root / "trimap" / "a.png", scoring=True)
+    assert np.count_nonzero(scored == 128) == np.count_nonzero(tri == 128) - 7
+    res = E.score_folders(root / "pred", root / "gt", root / "trimap")
+    again = E.score_folders(root / "pred", root / "gt", root / "trimap")
+    want = expected(gt, scored, pred)
+    for k in want:
+        assert res.per_image["a"][k] == pytest.approx(want[k], rel=1e-12, abs=1e-15)
+    assert again.per_image == res.per_image
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one warning for the file, however often it is scored
+    assert str(root / "trimap" / "a.png") in err[0] and " 7 trimap pixel(s)" in err[0]
+    assert "not scored" in err[0] and "predicted as unknown" in err[0]
+    # the predictor sees them as unknown
+    seen = []
+    E.predict_folder(lambda image, t01: seen.append(t01) or t01, root / "images", root / "trimap",
+                     root / "out", names=["a"], progress=False)
+    assert np.all(seen[0][tuple(band.T)] == 0.5)
+
+
+def test_trimap_scoring_region_in_16_bit_and_float_files(tmp_path):
+    t16 = np.array([[0, 128 * 257, 30000, 65535]], np.uint16)
+    path = save(tmp_path / "t16.png", t16)
+    assert read_trimap(path).tolist() == [[0, 128, 128, 255]]
+    assert read_trimap(path, scoring=True).tolist() == [[0, 128, E.TRIMAP_NOT_SCORED, 255]]
+
+
+def test_16_bit_grey_alpha_keeps_its_precision(tmp_path):
+    a = np.array([[0, 1000, 40000, 65535]], np.uint16)
+    np.testing.assert_allclose(read_alpha(save(tmp_path / "a.png", a)), a / 65535.0, rtol=0, atol=1e-15)
+
+
+def test_score_predictor_scores_the_names_predicted_now(dataset):
+    """An earlier run's PNGs in the output folder (other names) are neither scored nor an error."""
+    root, data = dataset
+
+    def half(image, trimap01):
+        return np.where(trimap01 == 0.5, 0.5, trimap01)
+
+    E.score_predictor(half, root / "images", root / "trimap", root / "gt", root / "out" / "half",
+                      name="half", progress=False)
+    for sub in ("images", "gt", "trimap"):
+        os.makedirs(root / "subset" / sub)
+        for n in "ab":
+            os.link(root / sub / f"{n}.png", root / "subset" / sub / f"{n}.png")
+    res = E.score_predictor(half, root / "subset" / "images", root / "subset" / "trimap",
+                            root / "subset" / "gt", root / "out" / "half", name="half", progress=False)
+    assert sorted(res.per_image) == ["a", "b"]
+    assert sorted(res.paths) == ["a", "b"]
+    assert os.path.exists(root / "out" / "half" / "c.png")  # left alone, not scored
+
+
+def test_predictor_module_in_the_current_folder(dataset):
+    """--predictor MODULE:FUNC finds MODULE in the current folder (python puts tools/ on sys.path,
+    not the current folder)."""
+    root, data = dataset
+    work = root / "work"
+    work.mkdir()
+    (work / "mypred_cwd.py").write_text(
+        "import numpy as np\n"
+        "def flat(image, trimap01):\n"
+        "    return np.where(trimap01 == 0.5, 0.25, trimap01)\n")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "evaluate.py"), "--predictor",
+                        "mypred_cwd:flat", "--images", str(root / "images"), "--gt", str(root / "gt"),
+                        "--trimap", str(root / "trimap"), "--out", str(root / "out"), "--no-progress"],
+                       capture_output=True, text=True, cwd=work)
+    assert p.returncode == 0, p.stderr
+    assert "== flat" in p.stdout
+    assert str(work) not in sys.path
+    rc, out, err = cli("--help")
+    assert "current folder" in " ".join(out.split())
+
+
+def test_unwritable_outputs_are_one_line_errors_before_the_work(dataset):
+    root, data = dataset
+    (root / "afile").write_text("x")
+    cases = [("--json", root / "afile" / "r.json", str(root / "afile")),   # parent is a file
+             ("--json", root / "gt", str(root / "gt")),                      # a folder
+             ("--figures", root / "afile" / "figs", str(root / "afile"))]
+    for option, path, named in cases:
+        msg = _bad(root, option, path)
+        assert named in msg and "Traceback" not in msg, msg
+    # and for the predictions, before predicting
+    rc, out, err = cli("--baselines", "cf", "--images", root / "images", "--gt", root / "gt",
+                       "--trimap", root / "trimap", "--out", root / "afile", "--no-progress")
+    assert rc == 2 and str(root / "afile") in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unreadable_folder_is_named(tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir()
+
+    def refuse(path):  # as for a folder without read permission (tests may run as root)
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(os, "listdir", refuse)
+    with pytest.raises(InputError, match=r"locked: cannot read the folder \(Permission denied\)"):
+        list_images(tmp_path / "locked")
+
+
+def test_knn_baseline_on_an_image_smaller_than_its_neighbourhood():
+    from dmpn.baselines import knn
+    rng = np.random.default_rng(0)
+    for shape in ((4, 4), (3, 5), (2, 3)):
+        tri = np.full(shape, 0.5)
+        tri.flat[0], tri.flat[-1] = 0.0, 1.0
+        alpha = knn(rng.random(shape + (3,)), tri)
+        assert alpha.shape == shape and alpha.min() >= 0 and alpha.max() <= 1
+        assert alpha.flat[0] == pytest.approx(0, abs=0.05) and alpha.flat[-1] == pytest.approx(1, abs=0.05)
+
+
+def test_float_option_must_be_finite(dataset):
+    root, data = dataset
+    for value in ("nan", "inf", "0"):
+        rc, out, err = cli("--baselines", "handcrafted", "--sigma", value, "--images", root / "images",
+                           "--gt", root / "gt", "--trimap", root / "trimap")
+        assert rc == 2 and "--sigma" in err and "Traceback" not in err, err
+
+
+# ----------------------------------------------------------------------------- predict.py
+PREDICT = os.path.join(ROOT, "tools", "predict.py")
+
+
+def predict_cli(*args, cwd=ROOT):
+    p = subprocess.run([sys.executable, PREDICT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_predict_unusable_out_is_a_one_line_error(dataset):
+    root, data = dataset
+    (root / "afile").write_text("x")
+    (root / "d.prototxt").write_text("")
+    (root / "w.caffemodel").write_bytes(b"")
+    model = ("--model", root / "d.prototxt", "--weights", root / "w.caffemodel")
+    for image, trimap, out, named in (
+            (root / "images", root / "trimap", root / "afile", root / "afile"),   # folder mode, a file
+            (root / "images" / "a.png", root / "trimap" / "a.png", root / "afile" / "x.png", root / "afile"),
+            (root / "images" / "a.png", root / "trimap" / "a.png", root / "afile", root / "afile")):
+        rc, out_, err = predict_cli(*model, "--image", image, "--trimap", trimap, "--out", out)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and str(named) in lines[0], err
+
+
+def test_predict_without_pycaffe_is_a_one_line_error(dataset, monkeypatch, capsys):
+    from dmpn import predict
+    root, data = dataset
+    (root / "d.prototxt").write_text("")
+    (root / "w.caffemodel").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "caffe", None)   # import caffe -> ImportError
+    rc = predict.main(["--model", str(root / "d.prototxt"), "--weights", str(root / "w.caffemodel"),
+                       "--image", str(root / "images" / "a.png"), "--trimap", str(root / "trimap" / "a.png"),
+                       "--out", str(root / "o.png")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "pycaffe is not importable" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def slim_model(tmp_path_factory):
+    """The slim deploy net with identity BatchNorm statistics (an untrained net otherwise)."""
+    from conftest import identity_batchnorm, require_caffe
+    caffe = require_caffe()
+    deploy = os.path.join(ROOT, "prototxt", "slim_deploy.prototxt")
+    weights = tmp_path_factory.mktemp("slim") / "w.caffemodel"
+    identity_batchnorm(caffe.Net(deploy, caffe.TEST)).save(str(weights))
+    return deploy, weights
+
+
+def test_trimap_without_known_pixel_is_refused_before_the_net_runs(dataset, slim_model):
+    """The C++ solve aborts the process (SIGABRT) on a trimap with no known pixel: predict.py and
+    evaluate.py --model refuse it first, naming the file; the baselines still take it."""
+    root, data = dataset
+    deploy, weights = slim_model
+    save(root / "trimap" / "b.png", np.full(data["b"][2].shape, 128, np.uint8))
+    no_known = str(root / "trimap" / "b.png")
+    rc, out, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images" / "b.png",
+                               "--trimap", no_known, "--out", root / "b.png")
+    assert rc == 2 and no_known in err and "no known pixel" in err, err
+    assert not (root / "b.png").exists()
+    rc, out, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                               "--trimap", root / "trimap", "--out", root / "mattes", "--no-progress")
+    assert rc == 2 and no_known in err and "no known pixel" in err, err
+    rc, out, err = cli("--model", deploy, "--weights", weights, "--baselines", "cf,knn,handcrafted",
+                       "--images", root / "images", "--gt", root / "gt", "--trimap", root / "trimap",
+                       "--out", root / "ev", "--no-progress")
+    last = err.strip().splitlines()[-1]  # after Caffe's log of loading the net
+    assert rc == 2 and last.startswith("evaluate.py: error: " + no_known) and "no known pixel" in last, err
+    assert not (root / "ev" / "model").exists()  # refused before predicting anything
+    for name in ("cf", "knn", "handcrafted"):    # the baselines take it
+        res = E.score_predictor(E.load_predictor(f"dmpn.baselines:{'closed_form' if name == 'cf' else name}"),
+                                root / "images", root / "trimap", root / "gt", root / "bl" / name,
+                                name=name, progress=False)
+        assert sorted(res.per_image) == ["a", "b", "c"]

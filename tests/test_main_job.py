@@ -34,3 +34,37 @@ def test_main_job_runs_end_to_end(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming training from iteration" in again.stdout
+
+
+def test_snapshots_are_not_resumed_on_other_data(tmp_path):
+    """results/data deleted and rebuilt from other originals: the snapshots in results/net were
+    trained on the old data, so the rerun stops with the reason instead of resuming them."""
+    import pytest
+    from dmpn.main_job import TRAINED_ON, check_trained_on
+    netdir, data = tmp_path / "net", tmp_path / "data"
+    synthetic = {"fingerprint": "a" * 64, "originals": {"input": {"source": "synthetic (dmpn.synth)"}}}
+    real = {"fingerprint": "b" * 64, "originals": {"input": {"source": "/data/alphamatting"}}}
+    check_trained_on(str(netdir), str(data), synthetic, data_built_now=True)  # fresh: recorded
+    assert json.loads((netdir / TRAINED_ON).read_text())["data_fingerprint"] == "a" * 64
+    (netdir / "snap_iter_100.solverstate").write_bytes(b"")
+    check_trained_on(str(netdir), str(data), synthetic, data_built_now=True)  # same data: resume
+    with pytest.raises(SystemExit, match=r"net: its snapshots were trained on another dataset.*"
+                                         r"/data/alphamatting.*delete .*net to train afresh"):
+        check_trained_on(str(netdir), str(data), real, data_built_now=True)
+    # snapshots from before the record: fine on the data they were trained on (not rebuilt) ...
+    (netdir / TRAINED_ON).unlink()
+    check_trained_on(str(netdir), str(data), real, data_built_now=False)
+    assert json.loads((netdir / TRAINED_ON).read_text())["data_fingerprint"] == "b" * 64
+    # ... but not on a dataset built anew
+    (netdir / TRAINED_ON).unlink()
+    with pytest.raises(SystemExit, match="no record of the data they were trained on"):
+        check_trained_on(str(netdir), str(data), real, data_built_now=True)
+
+
+def test_time_and_length_must_be_positive_numbers(tmp_path, capsys):
+    import pytest
+    from dmpn.main_job import main
+    for option, value in (("--minutes", "nan"), ("--minutes", "0"), ("--epochs", "inf")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", str(tmp_path / "results"), option, value])
+        assert exc.value.code == 2 and option in capsys.readouterr().err

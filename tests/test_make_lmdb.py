@@ -3,6 +3,7 @@ argument fingerprint, disk check, bad inputs, and (when pycaffe imports) the Dat
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -177,6 +178,10 @@ def test_layout_and_manifest(tiny_build):
     assert sorted(set(originals)) == sorted(m["split"]["train"])
     assert len({(k.split("_", 1)[1]) for k, _ in train}) == len(train)
     assert len(set(originals[:4])) > 1
+    # the manifest says so, split by split
+    assert "random" in m["lmdb"]["order"]["train"] and "[seed, 11]" in m["lmdb"]["order"]["train"]
+    assert m["lmdb"]["order"]["test"] == "original (sorted by name), then background, then rotation"
+    assert m["split"]["test_originals"] == len(m["split"]["test"]) == 2
     _check_items([(k, decode_datum(v)[0]) for k, v in train + test], m)
     # test PNGs are the test items' channels
     for key, v in test:
@@ -262,9 +267,62 @@ def test_lmdb_full_then_resume(tiny_build, tmp_path, monkeypatch, capsys):
 def test_disk_check(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DMPN_MAKE_LMDB_FREE_BYTES", "100000")
     rc, err = _run(["--out", tmp_path / "o", *TINY], capsys)
-    assert rc == 3 and "not enough disk space" in err and "--bg-per-original" in err
+    assert rc == 3 and "not enough disk space" in err
+    assert "--bg-per-original" not in err  # not even one background fits: 0 is no valid value
     assert "--size" in err and "1.3 TB" in err
     assert not (tmp_path / "o").exists()
+    # where fewer backgrounds fit, the suggestion is a valid count
+    monkeypatch.setenv("DMPN_MAKE_LMDB_FREE_BYTES", str(3 * 1000 * 1000 + 64 * 1024 * 1024))
+    rc, err = _run(["--out", tmp_path / "o", *TINY, "--bg-per-original", "40"], capsys)
+    m = re.search(r"--bg-per-original (\d+) would fit", err)
+    assert rc == 3 and m and 1 <= int(m.group(1)) < 40, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_out_is_not_a_full_disk(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out, named in ((tmp_path / "afile" / "o", tmp_path / "afile"),
+                       ("/proc/dmpn-make-lmdb-test", "/proc")):
+        if not os.path.isdir(os.path.dirname(str(out))):
+            continue
+        rc, err = _run(["--out", out, *TINY], capsys)
+        assert rc == 2 and f"--out {out}: cannot be" in err and str(named) in err, err
+        assert "disk space" not in err and "--bg-per-original" not in err, err
+
+
+def test_other_os_errors_are_named_with_exit_1(tmp_path, monkeypatch, capsys):
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", "/somewhere/x.npz")
+    monkeypatch.setattr(lb, "_prepare_original", refuse)
+    rc, err = _run(["--out", tmp_path / "o", *TINY], capsys)
+    assert rc == 1 and err.strip() == "make_lmdb: error: /somewhere/x.npz: Permission denied"
+
+
+def test_default_test_split_keeps_a_training_original(tmp_path, capsys):
+    """One original: the scaled default test count (at least one) would leave none to train on."""
+    rc, err = _run(["--out", tmp_path / "o", "--preset", "demo", "--synthetic", "1"], capsys)
+    assert rc == 2 and "1 original(s)" in err and "testing on 1" in err and "none for training" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_original_forced_into_training(tmp_path, capsys):
+    """The manifest states the real split: nothing held out when every original must train."""
+    names = [o.name for o in lb.synthetic_originals(3)]
+    rc, err = _run(["--out", tmp_path / "o", "--synthetic", "3", "--size", "32x32", "--bg-per-original", "1",
+                    "--rotations", "1", "--preset", "demo", "--workers", "1", "--forced-train", ",".join(names)],
+                   capsys)
+    assert rc == 0, err
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["split"]["test"] == [] and m["split"]["test_originals"] == 0
+    assert m["counts"] == {"originals": 3, "train": 3, "test": 0}
+
+
+@pytest.mark.parametrize("option", ["--max-angle", "--txn-mb"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_float_options_must_be_finite(option, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        lb.build_parser().parse_args(["--out", "o", option, value])
+    assert exc.value.code == 2 and option in capsys.readouterr().err
     est = lb.estimate_bytes((600, 800), 150000, 93000, 81)
     assert est["total"] > 1e12
 
@@ -277,6 +335,9 @@ def test_help_names_paper_values():
               "--rotations", "--size", "--test-originals", "--seed", "600x800", "1000", "31",
               "243,000"):
         assert s in r.stdout, s
+    # every exit status the tool uses is listed (lb.EXIT_ERROR among them)
+    for code in (lb.EXIT_OK, lb.EXIT_ERROR, lb.EXIT_INPUT, lb.EXIT_DISK, lb.EXIT_WRITE, lb.EXIT_INTERRUPTED):
+        assert re.search(rf"[:;] {code} ", " ".join(r.stdout.split())), code
 
 
 def test_demo_preset_sizes_and_counts(tmp_path):
@@ -388,6 +449,17 @@ def test_bad_backgrounds(tmp_path, capsys):
     (tmp_path / "bg" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     rc, err = _run(["--out", tmp_path / "o", *TINY, "--backgrounds", tmp_path / "bg"], capsys)
     assert rc == 2 and "a.png" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_small_background_refused_before_writing(tmp_path, capsys):
+    """Found mid-build it left a folder that would not resume once the file was removed."""
+    bg = tmp_path / "bg"
+    for i in range(3):
+        write_png(bg / f"b{i}.png", np.random.default_rng(i).random((30, 50, 3)))
+    write_png(bg / "tiny.png", np.zeros((1, 5, 3)))
+    rc, err = _run(["--out", tmp_path / "o", *TINY, "--backgrounds", bg], capsys)
+    assert rc == 2 and str(bg / "tiny.png") in err and "too small" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -138,14 +138,14 @@ def test_training_resumes_from_a_snapshot(tmp_path, tiny_lmdb):
     assert (tmp_path / "snap_cpp_iter_4.caffemodel").exists()
 
 
-def test_vgg16_initialisation(tmp_path):
-    """tools/init_from_vgg16.py on a VGG16-shaped caffemodel the test writes itself."""
-    caffe = require_caffe()
+def write_vgg16(path, width=1.0):
+    """A VGG16-shaped caffemodel (``width`` scales its channels); returns its conv weights."""
     from caffe.proto import caffe_pb2
     from dmpn.vgg_init import ENCODER
     rng = np.random.default_rng(0)
     vgg = caffe_pb2.NetParameter(name="VGG_ILSVRC_16_layers")
-    widths = {f"conv{b}_{r}": c for b, (c, reps) in enumerate(N.VGG16_BLOCKS, 1) for r in range(1, reps + 1)}
+    widths = {f"conv{b}_{r}": max(1, int(c * width))
+              for b, (c, reps) in enumerate(N.VGG16_BLOCKS, 1) for r in range(1, reps + 1)}
     cin = 3
     expected = {}
     for name in ENCODER:
@@ -160,8 +160,15 @@ def test_vgg16_initialisation(tmp_path):
         bias.shape.dim.append(c)
         bias.data.extend(np.zeros(c))
         cin = c
+    path.write_bytes(vgg.SerializeToString())
+    return expected
+
+
+def test_vgg16_initialisation(tmp_path):
+    """tools/init_from_vgg16.py on a VGG16-shaped caffemodel the test writes itself."""
+    caffe = require_caffe()
     vgg_path = tmp_path / "vgg16.caffemodel"
-    vgg_path.write_bytes(vgg.SerializeToString())
+    expected = write_vgg16(vgg_path)
     deploy = tmp_path / "deploy.prototxt"
     deploy.write_text(str(N.deploy(N.NetConfig(), 32, 32)))
     out = tmp_path / "init.caffemodel"
@@ -179,6 +186,27 @@ def test_vgg16_initialisation(tmp_path):
     res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--net", str(slim),
                           "--vgg16", str(vgg_path), "--out", str(tmp_path / "x.caffemodel")], capture_output=True, text=True)
     assert res.returncode == 2 and "conv1_1" in res.stderr and "width 1" in res.stderr
+
+
+def test_init_tools_find_their_default_net_from_any_folder(tmp_path):
+    """--net defaults to this repository's prototxt/deploy.prototxt, not a path relative to the
+    working folder; a net Caffe cannot open is a one-line error naming it."""
+    require_caffe()
+    vgg_path = tmp_path / "vgg16.caffemodel"
+    write_vgg16(vgg_path, width=1 / 32)  # too narrow for the paper-size net: refused after loading it
+    tool_ = [str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--vgg16", str(vgg_path),
+             "--out", str(tmp_path / "x.caffemodel")]
+    res = subprocess.run(tool_, capture_output=True, text=True, cwd=tmp_path)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and last.startswith("init_from_vgg16: error: conv1_1: VGG16 has"), res.stderr[-2000:]
+    assert str(ROOT / "prototxt" / "deploy.prototxt") in last
+    missing = tmp_path / "missing.prototxt"
+    res = subprocess.run(tool_ + ["--net", str(missing)], capture_output=True, text=True, cwd=tmp_path)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and last.startswith("init_from_vgg16: error:") and str(missing) in last, res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "x.caffemodel").exists()
+    from dmpn.cli import DEPLOY_PROTOTXT  # tools/init_edge_aware.py's default too
+    assert os.path.isabs(DEPLOY_PROTOTXT) and os.path.isfile(DEPLOY_PROTOTXT)
 
 
 def test_predict_tool_files_and_folders(tmp_path):

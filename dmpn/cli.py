@@ -1,0 +1,123 @@
+"""What the command-line tools share (``tools/*.py`` are thin wrappers over ``dmpn`` modules):
+one-line errors for a user's mistake, and argparse types that refuse bad values up front.
+
+A tool's ``main`` runs its work through :func:`run_tool`: an expected error (bad input, a path
+that cannot be read or written, Caffe refusing a file) becomes one line on stderr naming the
+file or value, ``PROG: error: PATH: reason``, and a non-zero exit status; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import math
+import os
+import re
+import sys
+import tempfile
+
+__all__ = ["REPO", "DEPLOY_PROTOTXT", "error_text", "run_tool", "USER_ERRORS", "check_writable", "positive_int",
+           "finite_float", "positive_float", "dims"]
+
+# The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The default --net of the tools that take the paper-size net, found from any working folder.
+DEPLOY_PROTOTXT = os.path.join(REPO, "prototxt", "deploy.prototxt")
+
+# The exit status of each kind of expected error, for tools with no reason to tell them apart:
+# bad input (InputError is a ValueError), a file system error, Caffe refusing a file.
+USER_ERRORS = ((ValueError, 2), (OSError, 2), (RuntimeError, 2))
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for an expected error: ``PATH: reason`` for an OSError that names a path (the
+    second path too, for a rename), else the first line of the message."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        reason = exc.strerror or type(exc).__name__
+        if exc.filename2 is not None:
+            return f"{exc.filename} -> {exc.filename2}: {reason}"
+        return f"{exc.filename}: {reason}"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def run_tool(prog: str, body, errors=USER_ERRORS) -> int:
+    """``body()`` (returns an exit status; None means 0). An exception of a class in ``errors``
+    (pairs (class, exit status), the first match counts) becomes the line ``PROG: error: ...``
+    on stderr and that exit status; any other exception propagates (a bug: its traceback helps)."""
+    try:
+        status = body()
+    except tuple(cls for cls, _ in errors) as exc:
+        code = next(code for cls, code in errors if isinstance(exc, cls))
+        print(f"{prog}: error: {error_text(exc)}", file=sys.stderr, flush=True)
+        return code
+    return 0 if status is None else status
+
+
+def check_writable(path, folder: bool = True) -> None:
+    """Refuse, before any long work, an output that cannot be written: OSError naming ``path``
+    when it is a file where a folder is wanted (or the reverse), when a parent is a file, or
+    when its nearest existing folder does not take a new entry (tried: a temporary folder is
+    made and removed there, which also catches read-only and virtual file systems, and works
+    for root, for whom permission bits say little)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        if folder and not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", path)
+        if not folder and os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
+    base = path if (folder and os.path.isdir(path)) else os.path.dirname(path)
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    if not os.path.isdir(base):
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {base} is a file", path)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=base))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot be written: making a folder in {base} failed "
+                      f"({exc.strerror or exc})", path) from None
+
+
+# ----------------------------------------------------------------------------- argparse types
+def positive_int(text) -> int:
+    """An integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def finite_float(text) -> float:
+    """A finite number (not nan or inf)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
+def positive_float(text) -> float:
+    """A finite number > 0."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def dims(count: int, minimum: int = 1, example: str = "600x800"):
+    """An argparse type for ``count`` whole numbers >= ``minimum`` joined by 'x' (or ','), such
+    as HxW or NxHxW; returns a tuple."""
+    pattern = r"\s*" + r"\s*[xX,]\s*".join([r"(\d+)"] * count) + r"\s*"
+
+    def parse(text):
+        m = re.fullmatch(pattern, text)
+        if not m or min(int(g) for g in m.groups()) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected {count} whole numbers >= {minimum} joined by 'x', e.g. {example}; "
+                f"got {text!r}")
+        return tuple(int(g) for g in m.groups())
+    return parse
