@@ -66,7 +66,9 @@ def build_data(out, originals=None, seed=0):
         cmd += ["--preset", "demo", "--synthetic", str(SYNTHETIC_ORIGINALS), "--test-originals",
                 str(SYNTHETIC_TEST_ORIGINALS), "--bg-per-original", "2"]
     say("building the dataset: " + " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:]))
-    subprocess.run(cmd, check=True)
+    res = subprocess.run(cmd)
+    if res.returncode != 0:  # make_lmdb has said why, naming the file
+        raise SystemExit(f"tools/make_lmdb.py failed (exit {res.returncode})")
     with open(os.path.join(data, "manifest.json")) as f:
         return data, json.load(f), not reused
 
@@ -267,7 +269,10 @@ def evaluate(out, data, netdir, weights):
            "--json", os.path.join(out, "metrics.json"), "--figures", os.path.join(out, "figures"),
            "--out", os.path.join(out, "mattes")]
     say(f"scoring {os.path.basename(weights)} and the baselines on the held-out composites")
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    # stdout is the table; stderr (progress, warnings, an error naming the file) goes through.
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"tools/evaluate.py failed (exit {res.returncode})")
     with open(os.path.join(out, "metrics.md"), "w") as f:
         f.write(res.stdout)
     print(res.stdout)
