@@ -53,6 +53,9 @@ def closed_form(image, trimap01) -> np.ndarray:
     trivial = _trivial(trimap01)
     if trivial is not None:
         return trivial
+    if min(trimap01.shape) < 3:  # its Laplacian is built from 3 x 3 windows
+        raise ValueError(f"closed-form matting needs an image of at least 3 x 3 pixels, got "
+                         f"{trimap01.shape[0]} x {trimap01.shape[1]}")
     from pymatting import estimate_alpha_cf
     return np.clip(estimate_alpha_cf(image, trimap01), 0.0, 1.0)
 

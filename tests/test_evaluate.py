@@ -561,6 +561,17 @@ def test_knn_baseline_on_an_image_smaller_than_its_neighbourhood():
         assert alpha.flat[0] == pytest.approx(0, abs=0.05) and alpha.flat[-1] == pytest.approx(1, abs=0.05)
 
 
+def test_closed_form_baseline_names_an_image_too_small_for_its_windows():
+    from dmpn.baselines import closed_form
+    tri = np.full((2, 6), 0.5)
+    tri[:, 0], tri[:, -1] = 0.0, 1.0
+    with pytest.raises(ValueError, match="at least 3 x 3 pixels, got 2 x 6"):
+        closed_form(np.random.default_rng(0).random((2, 6, 3)), tri)
+    tri = np.full((3, 6), 0.5)
+    tri[:, 0], tri[:, -1] = 0.0, 1.0
+    assert closed_form(np.random.default_rng(0).random((3, 6, 3)), tri).shape == (3, 6)
+
+
 def test_float_option_must_be_finite(dataset):
     root, data = dataset
     for value in ("nan", "inf", "0"):
