@@ -285,8 +285,11 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
     def predict(image, trimap01):
         if not any(known_sides(trimap01)):  # the C++ solve would abort the process
             raise InputError(NO_KNOWN_PIXEL)
-        x = np.concatenate([np.asarray(image, np.float64),
-                            np.asarray(trimap01, np.float64)[..., None]], axis=2)
+        # The net was trained on the LMDB's trimap scaled by 1/255: unknown is 128/255 there,
+        # so the predictors' 0.5 is given to it as 128/255 (the same input as in training).
+        t = np.asarray(trimap01, np.float64)
+        t = np.where((t > 0) & (t < 1), 128 / 255, t)
+        x = np.concatenate([np.asarray(image, np.float64), t[..., None]], axis=2)
         xp, (h, w) = pad_to_multiple(x, multiple)
         blob = np.ascontiguousarray(xp.transpose(2, 0, 1)[None], dtype=np.float32)
         net.blobs["data"].reshape(*blob.shape)

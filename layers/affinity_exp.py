@@ -5,15 +5,37 @@ Mirrors the C++ layer (cuda/src/caffe/layers/affinity_exp_layer.cpp); the maths 
 blobs[0]: 2 x T (theta_1; theta_2), blobs[1]: 1 (b).
 
     python_param { module: "dmpn.layers.affinity_exp" layer: "AffinityExpLayer"
-                   param_str: '{"exponent_bound": 10, "weight_std": 0.01, "bias": 0}' }
+                   param_str: '{"exponent_bound": 10,
+                                "weight_filler": {"type": "gaussian", "std": 0.001},
+                                "bias_filler": {"type": "constant", "value": 0}}' }
+
+The fillers are caffe.proto's FillerParameter as JSON, with its defaults (type "constant",
+value 0): the types "constant", "gaussian" (mean, std) and "uniform" (min, max).
 """
 import caffe
 import numpy as np
 
 from dmpn import propagation as P
-from dmpn.layers.params import parse_param_str
+from dmpn.layers.params import parse_param_str, with_defaults
 
-DEFAULTS = {"exponent_bound": P.DEFAULT_EXPONENT_BOUND, "weight_std": 0.01, "bias": 0.0, "seed": None}
+DEFAULTS = {"exponent_bound": P.DEFAULT_EXPONENT_BOUND, "weight_filler": {}, "bias_filler": {}}
+# caffe.proto's FillerParameter defaults, for the fields these types read
+FILLER_DEFAULTS = {"type": "constant", "value": 0.0, "mean": 0.0, "std": 1.0, "min": 0.0, "max": 1.0}
+
+
+def fill(filler, shape, rng, what):
+    """An array of ``shape`` drawn as Caffe's filler ``filler`` (a dict) would draw it."""
+    if not isinstance(filler, dict):
+        raise ValueError(f"AffinityExp: {what} must be a JSON object (FillerParameter), got {filler!r}")
+    f = with_defaults(filler, FILLER_DEFAULTS, f"AffinityExp: {what} has unknown field(s)")
+    if f["type"] == "constant":
+        return np.full(shape, float(f["value"]))
+    if f["type"] == "gaussian":
+        return rng.normal(float(f["mean"]), float(f["std"]), shape)
+    if f["type"] == "uniform":
+        return rng.uniform(float(f["min"]), float(f["max"]), shape)
+    raise ValueError(f"AffinityExp: {what} type {f['type']!r} is not supported here "
+                     "(constant, gaussian, uniform)")
 
 
 class AffinityExpLayer(caffe.Layer):
@@ -24,11 +46,11 @@ class AffinityExpLayer(caffe.Layer):
         self.p = parse_param_str(self, DEFAULTS)
         if len(self.blobs) == 0:  # not restored from a caffemodel
             t = bottom[0].channels
-            rng = np.random.default_rng(self.p["seed"])
+            rng = np.random.default_rng()
             self.blobs.add_blob(2, t)
             self.blobs.add_blob(1)
-            self.blobs[0].data[...] = rng.normal(0.0, self.p["weight_std"], (2, t))
-            self.blobs[1].data[...] = self.p["bias"]
+            self.blobs[0].data[...] = fill(self.p["weight_filler"], (2, t), rng, "weight_filler")
+            self.blobs[1].data[...] = fill(self.p["bias_filler"], (1,), rng, "bias_filler")
 
     def reshape(self, bottom, top):
         if bottom[0].data.ndim != 4:

@@ -14,10 +14,13 @@ def parse_param_str(layer, defaults):
         raise ValueError(f"{type(layer).__name__}: param_str is not a JSON object: {text!r} ({e})")
     if not isinstance(given, dict):
         raise ValueError(f"{type(layer).__name__}: param_str must be a JSON object, got {text!r}")
+    return with_defaults(given, defaults, f"{type(layer).__name__}: unknown parameter(s)")
+
+
+def with_defaults(given, defaults, unknown_message):
+    """``defaults`` updated with ``given``; a key of ``given`` not in ``defaults`` is a
+    ValueError: ``unknown_message`` followed by the unknown and the known keys."""
     unknown = set(given) - set(defaults)
     if unknown:
-        raise ValueError(f"{type(layer).__name__}: unknown parameter(s) {sorted(unknown)}; "
-                         f"known: {sorted(defaults)}")
-    out = dict(defaults)
-    out.update(given)
-    return out
+        raise ValueError(f"{unknown_message} {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **given}

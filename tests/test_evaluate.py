@@ -331,7 +331,9 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
     tri01 = rng.choice([0.0, 0.5, 1.0], size=(37, 70))
     out = pred(rng.random((37, 70, 3)), tri01)
     assert calls["shape"] == (1, 4, 64, 96)
-    assert out.shape == (37, 70) and np.array_equal(out, tri01)
+    # the net gets the trimap as in training (the LMDB's 128 scaled by 1/255), not 0.5
+    expected = np.where(tri01 == 0.5, np.float32(128 / 255), tri01)
+    assert out.shape == (37, 70) and np.array_equal(out, expected)
     with pytest.raises(InputError, match="missing.caffemodel"):
         E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "missing.caffemodel")
 

@@ -32,6 +32,25 @@ def test_solver_has_the_papers_settings():
     assert s.solver_mode == caffe_pb2.SolverParameter.GPU
 
 
+def test_solver_scaled_to_a_dataset(tmp_path):
+    from caffe.proto import caffe_pb2  # noqa: F401
+    from google.protobuf import text_format
+    manifest = tmp_path / "data" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text('{"counts": {"train": 7500, "test": 100}}')
+    res = subprocess.run([tool("python"), str(ROOT / "tools" / "make_prototxt.py"), "--solver-for",
+                          str(manifest), "--epochs", "20"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    s = caffe_pb2.SolverParameter()
+    text_format.Merge((tmp_path / "data" / "solver.prototxt").read_text(), s)
+    assert s.max_iter == 37500 and "37500" in res.stdout  # 20 x 7500 / 4, the paper's 20 epochs
+    assert (s.base_lr, s.net) == (pytest.approx(0.1), "prototxt/train_val.prototxt")
+    manifest.write_text('{"size": [1, 2]}')
+    res = subprocess.run([tool("python"), str(ROOT / "tools" / "make_prototxt.py"), "--solver-for",
+                          str(manifest)], capture_output=True, text=True)
+    assert res.returncode == 2 and "no training count" in res.stderr and "Traceback" not in res.stderr
+
+
 def deploy_net(caffe, tmp_path, cfg, h, w):
     path = tmp_path / "deploy.prototxt"
     path.write_text(str(N.deploy(cfg, height=h, width=w)))

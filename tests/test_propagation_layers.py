@@ -160,6 +160,29 @@ def test_python_param_str_is_checked(caffe, tmp_path):
         caffe.Net(str(path), caffe.TEST)
 
 
+def test_python_affinity_exp_takes_the_cpp_fillers(caffe, tmp_path):
+    # The same fields and defaults as caffe.proto's AffinityExpParameter: FillerParameter JSON,
+    # unset = constant 0, as Caffe fills it.
+    def net_with(param):
+        path = tmp_path / "fill.prototxt"
+        layer = PY_AFF.replace('{"exponent_bound": %g}', param)
+        path.write_text(NET.format(n=1, t=300, h=4, w=4, affinity="{affinity}", solve=PY_SOLVE % 1)
+                        .replace("{affinity}", layer))
+        return caffe.Net(str(path), caffe.TEST)
+    net = net_with('{"weight_filler": {"type": "gaussian", "std": 0.5}, '
+                   '"bias_filler": {"type": "constant", "value": 0.25}}')
+    theta, b = net.params["affinity"][0].data, net.params["affinity"][1].data
+    assert theta.shape == (2, 300) and 0.4 < theta.std() < 0.6 and b[0] == 0.25
+    net = net_with("{}")
+    assert not net.params["affinity"][0].data.any() and net.params["affinity"][1].data[0] == 0
+    net = net_with('{"weight_filler": {"type": "uniform", "min": 2, "max": 3}}')
+    assert net.params["affinity"][0].data.min() >= 2 and net.params["affinity"][0].data.max() <= 3
+    with pytest.raises(Exception, match="weight_filler type 'xavier' is not supported"):
+        net_with('{"weight_filler": {"type": "xavier"}}')
+    with pytest.raises(Exception, match=r"bias_filler has unknown field\(s\) \['sdt'\]"):
+        net_with('{"bias_filler": {"sdt": 1}}')
+
+
 def test_both_flavours_clip_at_the_default_exponent_bound(caffe, tmp_path):
     """Without exponent_bound, both AffinityExp flavours clip the exponent at the reference's
     default (caffe.proto's default and dmpn.propagation's must not drift apart)."""
