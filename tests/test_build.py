@@ -174,3 +174,12 @@ def test_build_folder_names_no_path_of_this_clone():
     assert generated
     for f in generated:
         assert str(ROOT) not in f.read_text(), f
+
+
+def test_setup_refuses_an_unknown_cpu_only_value():
+    """DMPN_CPU_ONLY takes 1/ON/true/yes or 0/OFF/false/no: anything else is an error, not a
+    CUDA build announced as CPU-only."""
+    env = dict(os.environ, DMPN_CPU_ONLY="maybe")
+    out = subprocess.run(["bash", str(ROOT / "tools/setup.sh")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert out.returncode == 1 and "DMPN_CPU_ONLY=maybe: use 1 (CPU only) or 0 (CUDA)" in out.stderr

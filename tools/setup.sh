@@ -26,7 +26,8 @@ t0=$(date +%s)
 DEBS=(build-essential cmake patch pkg-config libboost-system-dev libboost-thread-dev
       libboost-filesystem-dev libboost-python-dev libgoogle-glog-dev libgflags-dev
       libprotobuf-dev protobuf-compiler libhdf5-dev liblmdb-dev libopenblas-dev
-      xz-utils)  # xz: tools/gpu_bundle.sh
+      xz-utils  # xz: tools/gpu_bundle.sh
+      python3-dev python3-venv)  # Debian's python3 makes no venv with pip without python3-venv
 [[ -z ${CAFFE_SOURCE_TARBALL:-}${CAFFE_SOURCE_DIR:-} ]] && DEBS+=(debian-archive-keyring)
 missing=()
 for p in "${DEBS[@]}"; do
@@ -44,17 +45,32 @@ fi
 # ---- 2. virtual environment ---------------------------------------------------------------
 PYTHON=${PYTHON:-python3}
 VENV=$REPO/.venv
-if [[ ! -x $VENV/bin/python ]]; then
+# One set-up at a time in this clone (main job and tests started together share the venv).
+exec 8>"$REPO/.dmpn-setup.lock"
+flock -n 8 || { say "waiting for another set-up in this clone to finish"; flock 8; }
+# A venv counts once it has pip: one interrupted while being made, or made by a Python whose
+# venv module lacks ensurepip (Debian without python3-venv), is made again.
+if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$VENV"
   say "creating $VENV with $($PYTHON --version 2>&1)"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed (on Debian: apt-get install python3-venv)"
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || { rm -rf "$VENV"; die "the venv made by $PYTHON has no pip"; }
 fi
 PY=$VENV/bin/python
 pip_stamp=$VENV/.dmpn-pip-$(sha256sum setup.py | cut -c1-16)
+pip_install() {  # pip's own status counts; its output is shown only when it fails
+  local log=$VENV/.pip-install.log
+  "$PY" -m pip install -q "$@" > "$log" 2>&1 \
+    || { grep -v '^WARNING: Location' "$log" | tail -30 >&2; die "pip install $* failed (log: $log)"; }
+}
 if [[ ! -e $pip_stamp ]]; then
   say "installing Python packages into .venv"
-  "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  "$PY" -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
-  "$PY" -c "import dmpn, numpy, scipy, skimage, lmdb, google.protobuf" || die "Python packages failed to install"
+  pip_install --upgrade pip
+  pip_install -e ".[test]"
+  # From / so that the package is imported from the venv, not from this folder.
+  (cd / && "$PY" -c "import dmpn.layers, numpy, scipy, skimage, lmdb, google.protobuf, tqdm, pymatting, matplotlib, pytest") \
+    || die "Python packages failed to install"
+  "$PY" -m pip check >&2 || die "the venv's packages do not fit together (pip check)"
   rm -f "$VENV"/.dmpn-pip-*
   touch "$pip_stamp"
 fi
@@ -62,8 +78,18 @@ SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 
 # ---- 3. Caffe build (cached) ----------------------------------------------------------------
 CACHE=${DMPN_CACHE:-$HOME/.cache/deepmattepropnet}
-mkdir -p "$CACHE"
-CPU_ONLY=${DMPN_CPU_ONLY:-}
+mkdir -p "$CACHE" || die "cannot create the build cache $CACHE (set DMPN_CACHE to a writable folder)"
+[[ -w $CACHE ]] || die "the build cache $CACHE is not writable (set DMPN_CACHE to a writable folder)"
+# The cache is shared by every clone: one set-up at a time from here on, so that the keys are
+# computed from the sources that are then copied and built, and nothing is pruned under a build.
+exec 9>"$CACHE/.lock"
+flock -n 9 || { say "waiting for another set-up using $CACHE (a Caffe build takes minutes)"; flock 9; }
+case ${DMPN_CPU_ONLY:-} in
+  1|ON|on|On|TRUE|true|True|YES|yes|Yes) CPU_ONLY=1 ;;
+  0|OFF|off|Off|FALSE|false|False|NO|no|No) CPU_ONLY=0 ;;
+  '') CPU_ONLY= ;;
+  *) die "DMPN_CPU_ONLY=$DMPN_CPU_ONLY: use 1 (CPU only) or 0 (CUDA)" ;;
+esac
 if [[ -z $CPU_ONLY ]]; then
   if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then CPU_ONLY=0; else
     say "no nvcc found: building CPU-only (set DMPN_CPU_ONLY=0 and put nvcc on PATH for CUDA)"
@@ -73,7 +99,7 @@ fi
 CUDA_ARCH=${DMPN_CUDA_ARCH:-90}
 cmake_opts=(-DCMAKE_BUILD_TYPE=Release -DDMPN_CPU_ONLY=$([[ $CPU_ONLY == 1 ]] && echo ON || echo OFF)
             "-DPYTHON_EXECUTABLE=$PY")
-"$PY" - > "$CACHE/.pyinfo" <<'EOF'
+mapfile -t pyinfo < <("$PY" - <<'EOF'
 import sysconfig, numpy
 v = sysconfig.get_config_vars()
 print(sysconfig.get_paths()["include"])
@@ -81,16 +107,19 @@ print(v["LIBDIR"] + "/" + v["LDLIBRARY"])
 print(numpy.get_include())
 print(v.get("Py_ENABLE_SHARED"))
 EOF
-mapfile -t pyinfo < "$CACHE/.pyinfo"
+)
+((${#pyinfo[@]} == 4)) || die "$PY could not report its include and library paths"
 [[ ${pyinfo[3]} == 1 ]] || die "$PYTHON has no shared libpython (needed to embed Python in caffe); use a CPython built with --enable-shared"
 # numpy's headers from a copy in the cache keyed by their content: the compile flags then name
 # no path of this clone, and another clone's build recompiles only the sources that differ.
 numpy_key=$(cd "${pyinfo[2]}" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 NUMPY_INC=$CACHE/numpy-include-$numpy_key
 if [[ ! -d $NUMPY_INC ]]; then
+  rm -rf "$CACHE"/.numpy-include.*  # an interrupted copy's
   tmp=$(mktemp -d "$CACHE/.numpy-include.XXXXXX")
   cp -r "${pyinfo[2]}/." "$tmp/"
-  mv -T "$tmp" "$NUMPY_INC" 2>/dev/null || rm -rf "$tmp"  # another set-up may have won the race
+  chmod 755 "$tmp"
+  mv -T "$tmp" "$NUMPY_INC"
 fi
 cmake_opts+=("-DPYTHON_INCLUDE_DIR=${pyinfo[0]}" "-DPYTHON_LIBRARY=${pyinfo[1]}" "-DNUMPY_INCLUDE_DIR=$NUMPY_INC"
              "-DNUMPY_VERSION=$("$PY" -c 'import numpy; print(numpy.__version__)')")
@@ -112,9 +141,15 @@ if [[ $CPU_ONLY == 0 ]]; then
     wheels=$CACHE/cuda-wheels-cu$cuda_major
     if [[ ! -e $wheels/.complete ]]; then
       say "installing cuBLAS and cuRAND (NVIDIA's wheels) into $wheels"
-      rm -rf "$wheels"
-      "$PY" -m pip install -q --target "$wheels" "nvidia-cublas==${cuda_major}.*" "nvidia-curand" 2>&1 \
-        | grep -v '^WARNING: Location' || true
+      rm -rf "$wheels" "$wheels.part"
+      # Into a side folder, moved into place once complete and checked (a full disk or a lost
+      # connection must not leave a folder that later runs trust).
+      pip_install --target "$wheels.part" "nvidia-cublas==${cuda_major}.*" "nvidia-curand"
+      for need in cublas_v2.h curand.h; do
+        [[ -s $(find "$wheels.part" -name "$need" -print -quit) ]] \
+          || die "NVIDIA's wheels in $wheels.part lack a complete $need (disk full?)"
+      done
+      mv -T "$wheels.part" "$wheels"
       touch "$wheels/.complete"
     fi
     for d in "$wheels"/nvidia/cu"$cuda_major" "$wheels"/nvidia/*; do [[ -d $d/include ]] && extra+=("$d"); done
@@ -134,16 +169,17 @@ base_key=$( { echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69
               printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g";
               "$PY" -c 'import sys, numpy; print(sys.version, numpy.__version__)'; gcc --version | head -1;
               if [[ $CPU_ONLY == 0 ]]; then "$NVCC" --version | tail -1; fi; } | sha256sum | cut -c1-16)
-full_key=$( { echo "$base_key"; find cuda -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.hpp' \) \
-              -print0 | sort -z | xargs -0 -r sha256sum; } | sha256sum | cut -c1-16)
-BUILD=$CACHE/build-$base_key
-PREFIX=$CACHE/install-$full_key
 # CMake ties a build folder to one source folder, so the build reads what it needs of this
 # clone from a copy in the cache, the same path for every clone. A file is copied
 # only when its content differs (and so gets a new time stamp): make recompiles what changed
 # since the last build, from whichever clone.
-SRC=$CACHE/src-$base_key
 build_inputs() { find CMakeLists.txt patches tools/fetch_bvlc_source.sh cuda -type f | LC_ALL=C sort; }
+# Every file the build copies from cuda/ (any extension: a .cuh counts too).
+full_key=$( { echo "$base_key"; build_inputs | grep '^cuda/' | tr '\n' '\0' | xargs -0 -r sha256sum; } \
+            | sha256sum | cut -c1-16)
+BUILD=$CACHE/build-$base_key
+PREFIX=$CACHE/install-$full_key
+SRC=$CACHE/src-$base_key
 copy_build_inputs() {
   local f
   while IFS= read -r f; do
@@ -154,9 +190,10 @@ copy_build_inputs() {
     | while IFS= read -r f; do rm -f "$SRC/$f"; done
 }
 
-exec 9>"$CACHE/.lock"
-flock 9
-if [[ ! -e $PREFIX/.complete ]]; then
+# The CUDA build links the install to a folder of links in the cache, which a configure makes
+# afresh: one interrupted there leaves it incomplete, and only a configure mends it.
+link_root_ok() { [[ $CPU_ONLY == 1 || -e $CACHE/cuda-root-cu$cuda_major/include/cublas_v2.h ]]; }
+if [[ ! -e $PREFIX/.complete ]] || ! link_root_ok; then
   JOBS=${JOBS:-$(nproc)}
   say "building Caffe (CUDA: $([[ $CPU_ONLY == 0 ]] && echo "sm_$CUDA_ARCH" || echo off)) in $BUILD; the first build takes 5 to 15 minutes"
   tb=$(date +%s)
@@ -169,7 +206,8 @@ if [[ ! -e $PREFIX/.complete ]]; then
   cmake -S "$SRC" -B "$BUILD" "${cmake_opts[@]}" "-DCMAKE_INSTALL_PREFIX=$PREFIX" > "$BUILD.configure.log" 2>&1 \
     || { tail -40 "$BUILD.configure.log" >&2; die "CMake configure failed (log: $BUILD.configure.log)"; }
   cmake --build "$BUILD" -j "$JOBS" --target all dmpn_test > "$BUILD.build.log" 2>&1 \
-    || { grep -E -B2 -A8 'error|Error' "$BUILD.build.log" | tail -60 >&2; die "build failed (log: $BUILD.build.log)"; }
+    || { { grep -E -B2 -A8 'error|Error' "$BUILD.build.log" || tail -20 "$BUILD.build.log"; } | tail -60 >&2
+         die "build failed (log: $BUILD.build.log)"; }
   rm -rf "$PREFIX"
   cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || die "install failed (log: $BUILD.install.log)"
   touch "$PREFIX/.complete"
@@ -201,5 +239,6 @@ EOF
 done
 echo "$PREFIX" > "$VENV/.dmpn-caffe-prefix"
 echo "$BUILD" > "$VENV/.dmpn-caffe-build"  # tests/test_build.py checks its configuration
-"$PY" -c "import caffe" 2>/dev/null || die "pycaffe does not import from $PREFIX/python"
+(cd / && "$PY" -c "import caffe") > "$VENV/.import-caffe.log" 2>&1 \
+  || { tail -5 "$VENV/.import-caffe.log" >&2; die "pycaffe does not import from $PREFIX/python"; }
 say "ready in $(( $(date +%s) - t0 )) s: .venv/bin/caffe, .venv/bin/python -c 'import caffe'"
