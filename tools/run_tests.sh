@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # README command 2: set up everything (tools/setup.sh: Debian packages, .venv, the cached
 # Caffe build) and run the whole test suite: Python tests and our C++ layer tests.
-# Extra arguments go to pytest (e.g. -k solve, -x).
+# Extra arguments go to pytest (e.g. -k solve, -x, or test files: then only those run).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/tools/setup.sh"
 cd "$REPO"
 export DMPN_REQUIRE_CAFFE=1
-exec "$REPO/.venv/bin/python" -m pytest tests -ra "$@"
+targets=(tests)
+for a in "$@"; do [[ $a != -* && -e $a ]] && targets=(); done  # files or folders given
+exec "$REPO/.venv/bin/python" -m pytest "${targets[@]}" -ra "$@"
