@@ -73,3 +73,15 @@ def test_gpu_check_names_a_missing_bundle(tmp_path):
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert str(missing) in run.stderr
+
+
+def test_gpu_check_keeps_its_deadline_and_a_relative_out(bundle, tmp_path):
+    # A device command has 10 minutes: steps that cannot start within DEADLINE are skipped and
+    # said so, and the summary comes back, also to a results folder given relative to the cwd.
+    tarball, cuda = bundle
+    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="gtest time", CUDA_LIBS=cuda, DEADLINE="30")
+    run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball), "rel"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    summary = (tmp_path / "rel" / "summary.txt").read_text()
+    assert "gtest: skipped" in summary and "deploy_net: skipped" in summary, run.stdout[-2000:]
+    assert (tmp_path / "rel" / "logs.tar.gz").is_file()

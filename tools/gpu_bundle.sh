@@ -46,8 +46,11 @@ cp -r "$INSTALL/python/caffe" "$B/python/site/"
 cp -L "$PYHOME/bin/python$PYVER" "$B/python/bin-python" 2>/dev/null || die "no python$PYVER in $PYHOME/bin"
 # Left to the target: glibc, the C++ runtime, and CUDA's libraries (matched to its driver).
 SKIP='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcublas|libcublasLt|libcurand|libcuda)\.so'
+# (and the stdlib extension modules the tools load whose libraries a bare machine may lack)
 for f in "$B/bin/caffe" "$B/bin/dmpn_test" "$B/python/site/caffe/_caffe.so" "$B/python/bin-python" \
-         $(find "$SITE/lmdb" -name '*.so'); do
+         $(find "$SITE/lmdb" -name '*.so') \
+         $(find "$PYHOME/lib/python$PYVER/lib-dynload" \( -name '_bz2*.so' -o -name '_lzma*.so' \
+           -o -name '_ctypes*.so' -o -name 'zlib*.so' \)); do
   ldd "$f" | awk '/=> \//{print $1, $3}'
 done | sort -u | while read -r name path; do
   [[ $name =~ $SKIP ]] && continue

@@ -10,7 +10,9 @@
 #              TRAIN_ITERS) on composites make_lmdb.py generates there; loss and iterations/s
 #   5. sanitize compute-sanitizer's memcheck over the layers' GPU parity tests (if installed)
 # Usage: bash tools/gpu_check.sh BUNDLE.tar.xz [OUT_DIR]   (OUT_DIR default: $OUT if set, else
-# gpu-check/ in the repository)
+# gpu-check/ in the repository). The whole run keeps within DEADLINE seconds (default 540, under
+# a device call's 10 minutes): each step gets at most what is left, and steps that cannot start
+# with 20 s left are skipped (said in the summary), so the summary and logs always come back.
 # STEPS="parity bench gtest time train sanitize" picks steps; TRAIN_ITERS=300; GTEST_FILTER='*' narrows gtest;
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
@@ -20,7 +22,8 @@ TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
 STEPS=${STEPS:-parity bench gtest time train sanitize}
 TRAIN_ITERS=${TRAIN_ITERS:-300}
-mkdir -p "$RESULTS"
+DEADLINE=${DEADLINE:-540}
+mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd)  # absolute: some steps run elsewhere
 [[ -f $TARBALL ]] || { echo "gpu_check: no bundle at $TARBALL (make it with tools/gpu_bundle.sh)" >&2; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi -L | tee "$RESULTS/device.txt"
 
@@ -48,9 +51,15 @@ mkdir -p "$LOGS"
 : > "$SUMMARY"
 step() {  # step NAME LIMIT_S COMMAND...: log to LOGS/NAME.log, one summary line
   local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - SECONDS - 15))
+  if ((left < 20)); then
+    echo "$name: skipped, ${left} s left of DEADLINE=$DEADLINE" | tee -a "$SUMMARY"
+    return 124
+  fi
+  ((limit > left)) && limit=$left
   echo "=== $name (limit ${limit}s)"
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
   local rc=$?
   echo "$name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$SUMMARY"
   tail -n "${TAIL:-25}" "$LOGS/$name.log"
@@ -75,7 +84,7 @@ if want gtest; then
 fi
 
 if want time; then
-  "$DMPN_PYTHON" -c "from dmpn import net as N; open('$WORK/deploy_608x800.prototxt', 'w').write(str(N.deploy(N.NetConfig(), 608, 800)))"
+  step deploy_net 60 "$DMPN_PYTHON" -c "from dmpn import net as N; open('$WORK/deploy_608x800.prototxt', 'w').write(str(N.deploy(N.NetConfig(), 608, 800)))"
   step caffe_time 60 "$DMPN_BUNDLE/bin/caffe" time -model "$WORK/deploy_608x800.prototxt" ${DEV[@]} -iterations 20
   grep -E 'Average (Forward|Backward|Forward-Backward)|Total Time' "$LOGS/caffe_time.log" >> "$SUMMARY"
 fi
@@ -98,7 +107,7 @@ if want sanitize; then
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   if [[ -n $SAN ]]; then
     # death tests left out: their re-executed child loses its message under the sanitizer
-    step sanitize 90 "$SAN" --tool memcheck --error-exitcode 3 "$GTEST" \
+    step sanitize 150 "$SAN" --tool memcheck --error-exitcode 3 "$GTEST" \
       --gtest_filter='*GPUParity*:-*IsAnError'
     grep -E 'ERROR SUMMARY|tests? ran' "$LOGS/sanitize.log" >> "$SUMMARY"
   else
