@@ -51,6 +51,9 @@ def test_bundle_holds_the_binaries_and_a_python(bundle):
     assert any(n.startswith("libglog") for n in libs)
     # left to the target machine: glibc and cuBLAS (hundreds of MiB)
     assert not any(n.startswith(("libc.so", "libcublas")) for n in libs), sorted(libs)
+    with tarfile.open(tarball) as t:  # which code it carries, printed by gpu_check.sh
+        revision = t.extractfile("dmpn-gpu-bundle/REVISION").read().decode()
+    assert revision.startswith("git: ") and "install: " in revision
 
 
 def test_gpu_check_runs_the_gtest_step_from_the_bundle(bundle, tmp_path):

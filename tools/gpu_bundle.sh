@@ -79,6 +79,10 @@ find "$B/lib" "$B/python/lib/python$PYVER/lib-dynload" -type f -name '*.so*' \
   -exec strip --strip-unneeded {} + 2>/dev/null || true
 strip --strip-unneeded "$B/bin/caffe" "$B/bin/dmpn_test" "$B/python/bin-python" 2>/dev/null || true
 
+# What the bundle was built from: gpu_check.sh prints it, so a run shows which code it measured.
+{ echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') ($(git -C "$REPO" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet 2>/dev/null || echo ', uncommitted changes'))"
+  echo "install: $INSTALL"; } > "$B/REVISION"
+
 # The environment gpu_check.sh sets up on the target; here it proves the bundle is complete
 # (CUDA's libraries taken from this machine's build cache instead of the target's).
 cat > "$B/env.sh" <<EOF

@@ -42,6 +42,7 @@ export CUDA_LIBS=${CUDA_LIBS#:}
 # shellcheck disable=SC1091
 source "$DMPN_BUNDLE/env.sh"
 echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
+[[ -f $DMPN_BUNDLE/REVISION ]] && sed 's/^/bundle built from /' "$DMPN_BUNDLE/REVISION" | tee -a "$RESULTS/device.txt"
 
 DEV=(-gpu 0) BENCH_GPU=--gpu MODE=GPU
 [[ ${DRY_RUN_CPU:-} == 1 ]] && DEV=() BENCH_GPU= MODE=CPU
