@@ -33,7 +33,27 @@ def test_main_job_runs_end_to_end(tmp_path):
     # Run again: the dataset is reused and training resumes from its last snapshot.
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "resuming training from iteration" in again.stdout
+    resumed = re.search(r"resuming training from iteration (\d+)", again.stdout)
+    assert resumed, again.stdout[-3000:]
+    # Caffe itself restored the solver state (not a fresh start from the fillers) ...
+    train_log = (out / "net" / "train.log").read_text()
+    assert f"Resuming from {out / 'net'}/snap_iter_{resumed.group(1)}.solverstate" in train_log
+    # ... and the rerun scored a later snapshot.
+    rescored = re.search(r"weights: net/bn_recomputed_iter_(\d+)", (out / "summary.md").read_text())
+    assert int(rescored.group(1)) > int(resumed.group(1)) >= int(scored.group(2))
+
+
+def test_verdict_compares_ours_with_the_handcrafted_baseline():
+    from dmpn.main_job import verdict
+
+    def metrics(ours_sad, ours_mse):
+        mean = lambda sad, mse: {"sad": sad, "mse": mse, "grad": 1.0, "conn": 1.0}  # noqa: E731
+        return {"methods": {"cf": {"mean": mean(0.2, 0.005)}, "handcrafted": {"mean": mean(1.8, 0.067)},
+                            "model": {"mean": mean(ours_sad, ours_mse)}}}
+    table, beat, ours = verdict(metrics(1.3, 0.050))
+    assert (beat, ours) == (True, "model") and "| model | 1.300 | 50.000 |" in table
+    assert verdict(metrics(1.3, 0.070))[1] is False  # better SAD, worse MSE: not both
+    assert verdict(metrics(1.9, 0.050))[1] is False
 
 
 def test_snapshots_are_not_resumed_on_other_data(tmp_path):

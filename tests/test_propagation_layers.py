@@ -25,8 +25,9 @@ PY_SOLVE = """layer { name: "solve" type: "Python" bottom: "affinity" bottom: "t
                  param_str: '{"c": 0.8, "shrink": %d}' } }"""
 
 
-def make_net(caffe, tmp_path, flavour, n=2, t=5, h=23, w=19, shrink=1, bound=20.0):
+def make_net(caffe, tmp_path, flavour, n=2, t=5, h=23, w=19, shrink=1, bound=20.0, c=0.8):
     aff, solve = (CPP_AFF, CPP_SOLVE) if flavour == "cpp" else (PY_AFF, PY_SOLVE)
+    solve = solve.replace("c: 0.8", f"c: {c!r}").replace('"c": 0.8', f'"c": {c!r}')
     path = tmp_path / f"{flavour}.prototxt"
     path.write_text(NET.format(n=n, t=t, h=h, w=w, affinity=aff % bound, solve=solve % shrink))
     return caffe.Net(str(path), caffe.TEST)
@@ -58,29 +59,30 @@ def run(net, f, tri, theta, b, top_diff):
             net.params["affinity"][0].diff.copy(), net.params["affinity"][1].diff.copy())
 
 
-def reference(f, tri, theta, b, top_diff, shrink, bound):
+def reference(f, tri, theta, b, top_diff, shrink, bound, c=0.8):
     outs = []
     for i in range(f.shape[0]):
         w = P.affinity_exp_forward(f[i], theta, b, bound)
-        alpha, dw = P.solve_alpha_backward(w, tri[i, 0], top_diff[i, 0], shrink=shrink)
+        alpha, dw = P.solve_alpha_backward(w, tri[i, 0], top_diff[i, 0], c=c, shrink=shrink)
         df, dth, db = P.affinity_exp_backward(f[i], theta, b, dw, bound)
         outs.append((w, alpha[None], dw, df, dth, db))
     return (np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs]), np.stack([o[2] for o in outs]),
             np.stack([o[3] for o in outs]), sum(o[4] for o in outs), np.array([sum(o[5] for o in outs)]))
 
 
-@pytest.mark.parametrize("shrink,bound", [(1, 20.0), (2, 20.0), (1, 1.0)])
-def test_cpp_and_python_layers_match_the_reference(caffe, tmp_path, shrink, bound):
+@pytest.mark.parametrize("shrink,bound,c", [(1, 20.0, 0.8), (2, 20.0, 0.8), (3, 20.0, 0.8),
+                                            (1, 1.0, 0.8), (1, 20.0, 0.05), (2, 20.0, 5.0)])
+def test_cpp_and_python_layers_match_the_reference(caffe, tmp_path, shrink, bound, c):
     f, tri = inputs()
     rng = np.random.default_rng(3)
     theta = rng.normal(0, 0.3, (2, 5)).astype(np.float32)
     b = np.float32(0.1)
     top = rng.normal(size=tri.shape).astype(np.float32)
     ref = reference(f.astype(np.float64), tri.astype(np.float64), theta.astype(np.float64), float(b),
-                    top.astype(np.float64), shrink, bound)
+                    top.astype(np.float64), shrink, bound, c)
     names = ("affinity", "alpha", "d affinity", "d features", "d theta", "d bias")
     for flavour in ("cpp", "python"):
-        got = run(make_net(caffe, tmp_path, flavour, shrink=shrink, bound=bound), f, tri, theta, b, top)
+        got = run(make_net(caffe, tmp_path, flavour, shrink=shrink, bound=bound, c=c), f, tri, theta, b, top)
         for name, g, r in zip(names, got, ref):
             scale = max(1.0, np.abs(r).max())
             np.testing.assert_allclose(g, r, atol=2e-5 * scale, err_msg=f"{flavour}: {name}")

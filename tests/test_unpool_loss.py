@@ -95,6 +95,9 @@ def test_matting_loss_hand_values():
     g = M.matting_loss_backward(*args, top_diff=2.0).ravel()
     np.testing.assert_allclose(g, [0.5 + 0.5 * s3, 0, -0.5 - 0.5 * s2, 0], atol=1e-9)
     assert np.isclose(M.matting_loss_forward(*args, alpha_weight=1, composition_weight=0), 0.35)
+    # eps enters under each square root: sqrt(r^2 + eps) (the paper's Charbonnier term)
+    assert np.isclose(M.matting_loss_forward(*args, alpha_weight=1, composition_weight=0, eps=0.01),
+                      (np.sqrt(0.09 + 0.01) + np.sqrt(0.16 + 0.01)) / 2)
 
 
 def test_matting_loss_reference_finite_differences():
@@ -215,24 +218,24 @@ def test_pooling_unpooling_round_trip(caffe, tmp_path, H, W):
                                    err_msg=kind)
 
 
-LOSS_CPP = 'type: "MattingLoss" matting_loss_param { alpha_weight: %g composition_weight: %g }'
+LOSS_CPP = 'type: "MattingLoss" matting_loss_param { alpha_weight: %g composition_weight: %g eps: %g }'
 LOSS_PY = ('type: "Python" python_param { module: "dmpn.layers.matting_loss" layer: "MattingLossLayer" '
-           'param_str: \'{"alpha_weight": %g, "composition_weight": %g}\' }')
+           'param_str: \'{"alpha_weight": %g, "composition_weight": %g, "eps": %g}\' }')
 LOSS_BOTTOMS = ["pred", "alpha", "trimap", "fg", "bg", "image"]
 
 
-@pytest.mark.parametrize("loss_weight", [1.0, 2.5])
-def test_matting_loss_cpp_python_reference_agree(caffe, tmp_path, loss_weight):
+@pytest.mark.parametrize("loss_weight,eps", [(1.0, 1e-12), (2.5, 1e-2)])
+def test_matting_loss_cpp_python_reference_agree(caffe, tmp_path, loss_weight, eps):
     rng = np.random.default_rng(6)
     args = loss_inputs(rng, 2, 9, 11)
-    params = {"alpha_weight": 0.3, "composition_weight": 0.8}
+    params = {"alpha_weight": 0.3, "composition_weight": 0.8, "eps": eps}
     ref = M.matting_loss_forward(*args, **params)
     ref_grad = M.matting_loss_backward(*args, top_diff=loss_weight, **params)
     bottoms = " ".join(f'bottom: "{b}"' for b in LOSS_BOTTOMS)
     for kind, layer in (("cpp", LOSS_CPP), ("py", LOSS_PY)):
         net = make_net(caffe, tmp_path, f"loss_{kind}",
                        input_layer([(b, a.shape) for b, a in zip(LOSS_BOTTOMS, args)])
-                       + f'layer {{ name: "loss" {layer % (0.3, 0.8)} {bottoms} top: "loss" '
+                       + f'layer {{ name: "loss" {layer % (0.3, 0.8, eps)} {bottoms} top: "loss" '
                        f'loss_weight: {loss_weight} }}\n')
         for b, a in zip(LOSS_BOTTOMS, args):
             net.blobs[b].data[...] = a
@@ -252,7 +255,7 @@ def test_matting_loss_no_unknown_pixel_in_pycaffe(caffe, tmp_path):
     for kind, layer in (("cpp", LOSS_CPP), ("py", LOSS_PY)):
         net = make_net(caffe, tmp_path, f"none_{kind}",
                        input_layer([(b, a.shape) for b, a in zip(LOSS_BOTTOMS, args)])
-                       + f'layer {{ name: "loss" {layer % (0.5, 0.5)} {bottoms} top: "loss" '
+                       + f'layer {{ name: "loss" {layer % (0.5, 0.5, 1e-12)} {bottoms} top: "loss" '
                        'loss_weight: 1 }\n')
         for b, a in zip(LOSS_BOTTOMS, args):
             net.blobs[b].data[...] = a
@@ -308,4 +311,4 @@ def test_bad_shapes_through_pycaffe(caffe, tmp_path):
     with pytest.raises(Exception, match=r"foreground \(bottom\[3\]\) must be 1 x 3 x 3 x 4"):
         make_net(caffe, tmp_path, "shape_loss_py",
                  input_layer([(b, a.shape) for b, a in zip(LOSS_BOTTOMS, args)])
-                 + f'layer {{ name: "loss" {LOSS_PY % (0.5, 0.5)} {bottoms} top: "loss" loss_weight: 1 }}\n')
+                 + f'layer {{ name: "loss" {LOSS_PY % (0.5, 0.5, 1e-12)} {bottoms} top: "loss" loss_weight: 1 }}\n')
