@@ -266,3 +266,30 @@ def test_predict_tool_files_and_folders(tmp_path):
                           str(images / "a.png"), "--trimap", str(trimaps / "b.png"), "--out", str(single)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "b.png" in res.stderr and "a.png" in res.stderr
+
+
+def test_train_val_feeds_each_blob_its_part_of_the_item(tmp_path, tiny_lmdb):
+    """The training net's wiring, by blob name: the Slice of the LMDB item (image, trimap, alpha,
+    foreground, background), the 4-channel input, and the loss on the right blobs (a swapped
+    Slice top or loss bottom runs just as well, and trains on the wrong thing)."""
+    caffe = require_caffe()
+    from dmpn import matting_loss as ML
+    cfg = N.NetConfig(width=N.SLIM_WIDTH, crop=32, batch=2)
+    path = tmp_path / "train.prototxt"
+    path.write_text(str(N.train_val(cfg, train_lmdb=str(tiny_lmdb / "train_lmdb"),
+                                    test_lmdb=str(tiny_lmdb / "test_lmdb"))))
+    net = identity_batchnorm(caffe.Net(str(path), caffe.TRAIN))
+    net.forward()
+    b = {k: net.blobs[k].data.astype(np.float64)
+         for k in ("data", "image", "trimap", "alpha", "fg", "bg", "alpha_pred")}
+    assert [b[k].shape[1] for k in ("data", "image", "trimap", "alpha", "fg", "bg")] == [4, 3, 1, 1, 3, 3]
+    np.testing.assert_array_equal(b["data"][:, :3], b["image"])
+    np.testing.assert_array_equal(b["data"][:, 3:], b["trimap"])
+    assert set(np.unique(np.round(b["trimap"] * 255))) <= {0, 128, 255}
+    assert np.isclose(b["trimap"], 128 / 255).any()  # the crops hold unknown pixels
+    # the composite is alpha * fg + (1 - alpha) * bg, up to the 8-bit rounding of the stored layers
+    composite = b["alpha"] * b["fg"] + (1 - b["alpha"]) * b["bg"]
+    assert np.abs(composite - b["image"]).max() <= 1.5 / 255
+    assert float(net.blobs["loss"].data) == pytest.approx(
+        ML.matting_loss_forward(b["alpha_pred"], b["alpha"], b["trimap"], b["fg"], b["bg"], b["image"]),
+        rel=1e-5)
