@@ -582,6 +582,18 @@ def test_float_option_must_be_finite(dataset):
         assert rc == 2 and "--sigma" in err and "Traceback" not in err, err
 
 
+def test_sigma_reaches_the_handcrafted_baseline(dataset):
+    root, _ = dataset
+    mattes = {}
+    for sigma in ("0.1", "0.03"):
+        out = root / f"out{sigma}"
+        rc, _, err = cli("--baselines", "handcrafted", "--sigma", sigma, "--images", root / "images",
+                         "--gt", root / "gt", "--trimap", root / "trimap", "--out", out)
+        assert rc == 0, err
+        mattes[sigma] = np.asarray(Image.open(out / "handcrafted" / "a.png"))
+    assert not np.array_equal(mattes["0.1"], mattes["0.03"])
+
+
 # ----------------------------------------------------------------------------- predict.py
 PREDICT = os.path.join(ROOT, "tools", "predict.py")
 

@@ -262,6 +262,15 @@ def test_predict_tool_files_and_folders(tmp_path):
                           str(images / "a.png"), "--trimap", str(trimaps / "a.png"), "--out", str(single)],
                          capture_output=True, text=True)
     assert res.returncode == 0 and read_alpha(single).shape == (50, 70), res.stderr[-2000:]
+    # --force-known: exactly 0 / 1 on the trimap's known pixels, the net's values elsewhere
+    forced = tmp_path / "forced.png"
+    res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image",
+                          str(images / "a.png"), "--trimap", str(trimaps / "a.png"), "--out", str(forced),
+                          "--force-known"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    f = read_alpha(forced)
+    assert (f[:, :6] == 0).all() and (f[:, -6:] == 1).all()
+    np.testing.assert_array_equal(f[:, 6:-6], read_alpha(single)[:, 6:-6])
     res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image",
                           str(images / "a.png"), "--trimap", str(trimaps / "b.png"), "--out", str(single)],
                          capture_output=True, text=True)
