@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -132,21 +131,28 @@ def test_setup_keeps_recently_used_installs():
     another clone used recently (a job may still run on it) or this clone's own."""
     own = Path(require_caffe().__file__).resolve().parents[2]  # <install>/python/caffe/
     cache = own.parent
-    now = time.time()
-    stale = [cache / f"install-test{i:02d}stale" for i in range(25)]
-    for i, d in enumerate(stale):  # used 1 to 25 days ago
-        d.mkdir()
-        os.utime(d, (now - (i + 1) * 86400, now - (i + 1) * 86400))
-    recent = cache / "install-test00recent"  # another clone's, used a minute ago
-    recent.mkdir()
-    os.utime(recent, (now - 60, now - 60))
+    # The cache is shared with other clones: the fakes are older than every real install, so
+    # that the pruning they cause takes fakes only, and named by this process.
+    real = list(cache.glob("install-*"))
+    if len(real) >= 20:
+        pytest.skip(f"{cache} holds {len(real)} installs already: pruning would take a real one")
+    oldest = min(p.stat().st_mtime for p in real)
+    tag = f"test{os.getpid()}"
+    stale = [cache / f"install-{tag}-{i:02d}stale" for i in range(25)]
+    recent = cache / f"install-{tag}-recent"  # another clone's, used before every real one
     try:
+        for i, d in enumerate(stale):  # used 1 to 25 days before that
+            d.mkdir()
+            os.utime(d, (oldest - (i + 1) * 86400, oldest - (i + 1) * 86400))
+        recent.mkdir()
+        os.utime(recent, (oldest - 60, oldest - 60))
         out = subprocess.run(["bash", str(ROOT / "tools/setup.sh")], cwd=ROOT, capture_output=True,
                              text=True, timeout=1800)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         installs = sorted(p.name for p in cache.glob("install-*"))
         assert own.exists() and (own / ".complete").exists()
-        assert recent.exists()
+        assert all(p.exists() for p in real)
+        assert recent.exists()  # among the 20 most recently used
         assert len(installs) <= 20, installs
         assert not stale[-1].exists()  # the least recently used went
     finally:
