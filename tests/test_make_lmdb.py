@@ -246,6 +246,10 @@ def test_resume_after_kill_gives_identical_database(tiny_build, tmp_path):
     assert n_train == 24  # the second run finished training and was killed in test
     n_test = sum(1 for _ in lb.read_lmdb(str(out / "test_lmdb"), True))
     assert 0 < n_test < 12
+    # a committed test item's PNGs deleted meanwhile: the resumed run writes them again
+    committed = sorted((out / "test" / "image").glob("*.png"))[0]
+    for sub in ("image", "alpha"):
+        (out / "test" / sub / committed.name).unlink()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "resuming after" in r.stdout
