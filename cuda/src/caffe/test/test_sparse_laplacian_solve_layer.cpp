@@ -18,6 +18,25 @@
 
 namespace caffe {
 
+// x = A^-1 b by Gaussian elimination in double (A is N x N, row-major; A and b are overwritten).
+void DenseSolve(int N, std::vector<double>* A_, std::vector<double>* b_, std::vector<double>* x) {
+  std::vector<double>& A = *A_;
+  std::vector<double>& b = *b_;
+  for (int k = 0; k < N; ++k) {
+    for (int i = k + 1; i < N; ++i) {
+      const double f = A[i * N + k] / A[k * N + k];
+      for (int j = k; j < N; ++j) A[i * N + j] -= f * A[k * N + j];
+      b[i] -= f * b[k];
+    }
+  }
+  x->assign(N, 0.);
+  for (int i = N - 1; i >= 0; --i) {
+    double s = b[i];
+    for (int j = i + 1; j < N; ++j) s -= A[i * N + j] * (*x)[j];
+    (*x)[i] = s / A[i * N + i];
+  }
+}
+
 // Dense reference: alpha = (L + C)^-1 C alpha* by Gaussian elimination in double.
 template <typename Dtype>
 void DenseReference(const Blob<Dtype>& w, const Blob<Dtype>& t, double c, int n,
@@ -44,19 +63,7 @@ void DenseReference(const Blob<Dtype>& w, const Blob<Dtype>& t, double c, int n,
       }
     }
   }
-  for (int k = 0; k < N; ++k) {
-    for (int i = k + 1; i < N; ++i) {
-      const double f = A[i * N + k] / A[k * N + k];
-      for (int j = k; j < N; ++j) A[i * N + j] -= f * A[k * N + j];
-      b[i] -= f * b[k];
-    }
-  }
-  alpha->assign(N, 0.);
-  for (int i = N - 1; i >= 0; --i) {
-    double s = b[i];
-    for (int j = i + 1; j < N; ++j) s -= A[i * N + j] * (*alpha)[j];
-    (*alpha)[i] = s / A[i * N + i];
-  }
+  DenseSolve(N, &A, &b, alpha);
 }
 
 template <typename TypeParam>
@@ -251,6 +258,60 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestShrinkSolvesAggregatedSystem) {
     for (int x = 0; x < 12; ++x) {
       EXPECT_GE(a[y * 12 + x], -1e-6);
       EXPECT_LE(a[y * 12 + x], 1 + 1e-6);
+    }
+  }
+}
+
+// Shrink s (the paper's Sec. 3.3), from its definition: the system aggregated over s x s
+// blocks (ragged at the far borders) with piecewise-constant P (coarse edge = the fine edges
+// crossing between two blocks, coarse C and C alpha* = the block's sums), solved densely, then
+// bilinearly upsampled (pixel centres, clamped at the borders); float and double.
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestShrinkForwardMatchesItsDefinition) {
+  typedef typename TypeParam::Dtype Dtype;
+  const double c = 0.8;
+  for (int s = 2; s <= 3; ++s) {
+    const int H = 11, W = 13, Hc = (H + s - 1) / s, Wc = (W + s - 1) / s, nc = Hc * Wc;
+    this->Fill(1, H, W, 0.7, 20 + s);
+    SparseLaplacianSolveLayer<Dtype> layer(this->Param(s));
+    layer.SetUp(this->bottom_vec_, this->top_vec_);
+    layer.Forward(this->bottom_vec_, this->top_vec_);
+    std::vector<double> A(nc * nc, 0.), b(nc, 0.), ac;
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        const int I = (y / s) * Wc + x / s;
+        const double t = this->trimap_->data_at(0, 0, y, x);
+        if (t <= 1e-3 || t >= 1 - 1e-3) A[I * nc + I] += c;
+        if (t >= 1 - 1e-3) b[I] += c;
+        for (int k = 0; k < 2; ++k) {
+          const int y2 = y + k, x2 = x + 1 - k;
+          if (y2 >= H || x2 >= W) continue;
+          const int J = (y2 / s) * Wc + x2 / s;
+          if (J == I) continue;  // inside a block: drops out of P^T L P
+          const double e = this->affinity_->data_at(0, k, y, x);
+          A[I * nc + I] += e;
+          A[J * nc + J] += e;
+          A[I * nc + J] -= e;
+          A[J * nc + I] -= e;
+        }
+      }
+    }
+    DenseSolve(nc, &A, &b, &ac);
+    auto interp = [s](int i, int n, int* lo, int* hi) {  // -> the weight of hi
+      const double pos = std::min(std::max((i + 0.5) / s - 0.5, 0.), n - 1.);
+      *lo = static_cast<int>(std::floor(pos));
+      *hi = std::min(*lo + 1, n - 1);
+      return pos - *lo;
+    };
+    const double tol = sizeof(Dtype) == 4 ? 2e-5 : 1e-7;  // the CG stops at a 1e-12 residual
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        int y0, y1, x0, x1;
+        const double fy = interp(y, Hc, &y0, &y1), fx = interp(x, Wc, &x0, &x1);
+        const double want = (1 - fy) * ((1 - fx) * ac[y0 * Wc + x0] + fx * ac[y0 * Wc + x1]) +
+                            fy * ((1 - fx) * ac[y1 * Wc + x0] + fx * ac[y1 * Wc + x1]);
+        EXPECT_NEAR(this->top_->data_at(0, 0, y, x), want, tol) << "shrink " << s << " at ("
+            << y << ", " << x << ")";
+      }
     }
   }
 }
