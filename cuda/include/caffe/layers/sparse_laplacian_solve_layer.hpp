@@ -15,6 +15,14 @@ namespace caffe {
 /// is unknown. MattingLoss uses the same rule for its unknown region.
 const double kTrimapKnownTol = 1e-3;
 
+/// The trimap's conventions, one definition for the CPU and GPU paths: a value is valid in
+/// [0, 1] (NaN is not), known within kTrimapKnownTol of 0 or 1, foreground near 1.
+DMPN_HOST_DEVICE inline bool TrimapValid(double t) { return t >= 0 && t <= 1; }
+DMPN_HOST_DEVICE inline bool TrimapForeground(double t) { return t >= 1 - kTrimapKnownTol; }
+DMPN_HOST_DEVICE inline bool TrimapKnown(double t) {
+  return t <= kTrimapKnownTol || TrimapForeground(t);
+}
+
 /// The multigrid V-cycle. Measured on 600 x 800 systems (tools/bench_propagation.py): the
 /// coarse correction scaled by 1.3 (piecewise-constant aggregation under-corrects smooth
 /// errors) cut the CG iterations by a quarter to a third; both paths use it.

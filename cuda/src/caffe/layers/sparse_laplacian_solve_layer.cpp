@@ -823,7 +823,7 @@ int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* e
     for (int x = 0; x < W; ++x) {
       const double t = trimap[y * W + x];
       const int I = (y / s) * Wc + x / s;
-      if ((t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) && !reached[I]) {
+      if (TrimapKnown(t) && !reached[I]) {
         reached[I] = 1;
         queue.push_back(I);
       }
@@ -946,18 +946,18 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
           const double tv = trimap[i];
           const double east = x + 1 < W ? static_cast<double>(w[i]) : 0.;
           const double south = y + 1 < H ? static_cast<double>(w[HW + i]) : 0.;
-          bad |= !(tv >= 0 && tv <= 1) || !(std::isfinite(east) && east >= 0) ||
+          bad |= !TrimapValid(tv) || !(std::isfinite(east) && east >= 0) ||
                  !(std::isfinite(south) && south >= 0);
           zero |= (x + 1 < W && east == 0) || (y + 1 < H && south == 0);
           double d = 0;
           if (y > 0) d += static_cast<double>(w[HW + i - W]);
           if (x > 0) d += static_cast<double>(w[i - 1]);
-          const bool is_known = tv <= kTrimapKnownTol || tv >= 1 - kTrimapKnownTol;
+          const bool is_known = TrimapKnown(tv);
           if (is_known) {
             ++k;
             d += c_;
           }
-          rhs[i] = is_known && tv >= 1 - kTrimapKnownTol ? c_ : 0.;
+          rhs[i] = TrimapForeground(tv) ? c_ : 0.;
           if (x + 1 < W) d += east;
           if (y + 1 < H) d += south;
           ew[i] = east;
@@ -984,12 +984,12 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
         const int i = y * W + x;
         const int I = (y / s) * Wc + x / s;
         const double t = trimap[i];
-        CHECK(t >= 0 && t <= 1) << Where(n) << "trimap value " << t << " at (" << y << ", "
+        CHECK(TrimapValid(t)) << Where(n) << "trimap value " << t << " at (" << y << ", "
             << x << ") is not in [0, 1] (0 background, 1 foreground, between unknown)";
-        if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
+        if (TrimapKnown(t)) {
           ++known;
           diag[I] += c_;
-          if (t >= 1 - kTrimapKnownTol) rhs[I] += c_;
+          if (TrimapForeground(t)) rhs[I] += c_;
         }
         if (x + 1 < W) {
           const double e = w[i];

@@ -85,11 +85,11 @@ __global__ void BuildSystem(const int Hc, const int Wc, const int H, const int W
       for (int x = X * s; x < min(W, (X + 1) * s); ++x) {
         const int i = y * W + x;
         const double t = trimap[i];
-        if (!(t >= 0 && t <= 1)) bad_trimap = 1;
-        if (t <= kTrimapKnownTol || t >= 1 - kTrimapKnownTol) {
+        if (!TrimapValid(t)) bad_trimap = 1;
+        if (TrimapKnown(t)) {
           ++known;
           cdiag += c;
-          if (t >= 1 - kTrimapKnownTol) b += c;
+          if (TrimapForeground(t)) b += c;
         }
         if (x + 1 < W) {
           const double e = w[i];
