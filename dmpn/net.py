@@ -229,7 +229,8 @@ def header(text):
 
 
 def paper_solver_text(train_items, epochs, note):
-    """prototxt/solver.prototxt's text for ``epochs`` over ``train_items`` composites."""
+    """(prototxt/solver.prototxt's text for ``epochs`` over ``train_items`` composites, its
+    max_iter)."""
     batch = NetConfig().batch
     iters = epochs_to_iterations(epochs, train_items, batch)
     source = ("(50 originals x 1000 backgrounds x 3 rotations)" if train_items == PAPER_TRAIN_ITEMS
@@ -240,7 +241,7 @@ def paper_solver_text(train_items, epochs, note):
         f"max_iter = {epochs:g} epochs x {train_items:,} training composites {source}\n"
         f"/ batch {batch} = {iters}. For other data: tools/make_prototxt.py --solver-for DATA/manifest.json.\n"
         "Run from the repository root after tools/make_lmdb.py --out data.\n" + note) + str(
-        solver("prototxt/train_val.prototxt", iters, "data/deepmattepropnet", snapshot=10000, gpu=True))
+        solver("prototxt/train_val.prototxt", iters, "data/deepmattepropnet", snapshot=10000, gpu=True)), iters
 
 
 def generated_files():
@@ -259,7 +260,7 @@ def generated_files():
         files[f"{prefix}deploy.prototxt"] = header(
             f"Inference net; input `data` 1 x 4 x H x W (RGB and trimap in [0, 1]; H, W multiples of 32).\n{note}") + str(
             deploy(cfg, height=cfg.crop, width=cfg.crop))
-    files["solver.prototxt"] = paper_solver_text(PAPER_TRAIN_ITEMS, PAPER_EPOCHS, note)
+    files["solver.prototxt"], _ = paper_solver_text(PAPER_TRAIN_ITEMS, PAPER_EPOCHS, note)
     files["slim_solver.prototxt"] = header(
         "The same solver for the slim net on the CPU (the main job rewrites max_iter for its data).\n" + note) + str(
         solver("prototxt/slim_train_val.prototxt", epochs_to_iterations(PAPER_EPOCHS, 64, slim.batch),

@@ -28,10 +28,9 @@ def write_solver_for(manifest_path, epochs, out):
                          "written by tools/make_lmdb.py") from None
     if items < 1:
         raise ValueError(f"{manifest_path}: the dataset has no training composites")
-    text = net.paper_solver_text(items, epochs, "Written by tools/make_prototxt.py --solver-for "
-                                 f"{manifest_path}.")
+    text, iters = net.paper_solver_text(items, epochs, "Written by tools/make_prototxt.py "
+                                        f"--solver-for {manifest_path}.")
     atomic_write(out, lambda tmp: Path(tmp).write_text(text))
-    iters = net.epochs_to_iterations(epochs, items, net.NetConfig().batch)
     print(f"{out}: max_iter {iters} ({epochs:g} epochs x {items} training composites / batch "
           f"{net.NetConfig().batch}); the last snapshot: data/deepmattepropnet_iter_{iters}.caffemodel")
 
