@@ -48,16 +48,18 @@ VENV=$REPO/.venv
 # One set-up at a time in this clone (main job and tests started together share the venv).
 exec 8>"$REPO/.dmpn-setup.lock"
 flock -n 8 || { say "waiting for another set-up in this clone to finish"; flock 8; }
+PY=$VENV/bin/python
+pip_stamp=$VENV/.dmpn-pip-$(sha256sum setup.py | cut -c1-16)
+has_pip() { "$PY" -m pip --version >/dev/null 2>&1; }
 # A venv counts once it has pip: one interrupted while being made, or made by a Python whose
-# venv module lacks ensurepip (Debian without python3-venv), is made again.
-if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+# venv module lacks ensurepip (Debian without python3-venv), is made again. (Probed only when
+# pip is about to be used: a stamped venv had it.)
+if [[ ! -x $PY ]] || { [[ ! -e $pip_stamp ]] && ! has_pip; }; then
   rm -rf "$VENV"
   say "creating $VENV with $($PYTHON --version 2>&1)"
   "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed (on Debian: apt-get install python3-venv)"
-  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || { rm -rf "$VENV"; die "the venv made by $PYTHON has no pip"; }
+  has_pip || { rm -rf "$VENV"; die "the venv made by $PYTHON has no pip"; }
 fi
-PY=$VENV/bin/python
-pip_stamp=$VENV/.dmpn-pip-$(sha256sum setup.py | cut -c1-16)
 pip_install() {  # pip's own status counts; its output is shown only when it fails
   local log=$VENV/.pip-install.log
   "$PY" -m pip install -q "$@" > "$log" 2>&1 \
