@@ -108,6 +108,15 @@ class SparseLaplacianSolveLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // A layer with parameters p must stop in its Forward on the fixture's blobs, its message
+  // matching the regular expression `message`.
+  void ExpectForwardDies(const LayerParameter& p, const char* message) {
+    ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+    SparseLaplacianSolveLayer<Dtype> layer(p);
+    layer.SetUp(bottom_vec_, top_vec_);
+    EXPECT_DEATH(layer.Forward(bottom_vec_, top_vec_), message);
+  }
+
   LayerParameter Param(int shrink, double tol = 1e-12) {
     LayerParameter p;
     p.set_name("propagate");
@@ -318,44 +327,31 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestShrinkForwardMatchesItsDefinition)
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoKnownPixelIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(2, 5, 5, 0.5, 1);
   Dtype* t = this->trimap_->mutable_cpu_data();
   for (int i = 25; i < 50; ++i) t[i] = 0.5;  // item 1: all unknown
-  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
-  layer.SetUp(this->bottom_vec_, this->top_vec_);
-  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
-               "SparseLaplacianSolve layer 'propagate', batch item 1: the trimap has no known");
+  this->ExpectForwardDies(this->Param(1),
+      "SparseLaplacianSolve layer 'propagate', batch item 1: the trimap has no known");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestNonFiniteAffinityIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(1, 5, 5, 0.5, 1);
   this->affinity_->mutable_cpu_data()[7] = std::numeric_limits<Dtype>::quiet_NaN();
-  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
-  layer.SetUp(this->bottom_vec_, this->top_vec_);
-  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
-               "batch item 0: .*affinit");
+  this->ExpectForwardDies(this->Param(1), "batch item 0: .*affinit");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
-  typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(1, 30, 30, 2.0, 1);
   LayerParameter p = this->Param(1, 1e-14);
   p.mutable_sparse_laplacian_solve_param()->set_max_iterations(2);
   p.mutable_sparse_laplacian_solve_param()->set_solver(
       SparseLaplacianSolveParameter_Solver_JACOBI_PCG);
-  SparseLaplacianSolveLayer<Dtype> layer(p);
-  layer.SetUp(this->bottom_vec_, this->top_vec_);
-  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
-               "batch item 0: the forward solve did not converge");
+  this->ExpectForwardDies(p, "batch item 0: the forward solve did not converge");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   // A 2 x 2 unknown region at rows / columns 8-9 of a 20 x 20 grid, every edge to the rest 0:
   // alpha is undefined there. Unshrunk and shrunk by 2 (the region is one solve-grid node);
   // grids above the coarsest level's 256 unknowns, where aggregation hid it before.
@@ -370,26 +366,21 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {
       for (int j = 8; j < 10; ++j) this->trimap_->mutable_cpu_data()[
           this->trimap_->offset(1, 0, k, j)] = Dtype(0.5);
     }
-    SparseLaplacianSolveLayer<Dtype> layer(this->Param(shrink));
-    layer.SetUp(this->bottom_vec_, this->top_vec_);
-    EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
-                 "batch item 1: pixel \\(8, 8\\).* not connected to any known pixel");
+    this->ExpectForwardDies(this->Param(shrink),
+        "batch item 1: pixel \\(8, 8\\).* not connected to any known pixel");
     // One edge back: solvable again, and the zero edges left are no error.
     a->mutable_cpu_data()[a->offset(1, 0, 8, 9)] = Dtype(0.5);
+    SparseLaplacianSolveLayer<Dtype> layer(this->Param(shrink));
+    layer.SetUp(this->bottom_vec_, this->top_vec_);
     layer.Forward(this->bottom_vec_, this->top_vec_);
     EXPECT_TRUE(std::isfinite(this->top_->cpu_data()[this->top_->offset(1, 0, 8, 8)]));
   }
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestTrimapOutsideUnitRangeIsAnError) {
-  typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(1, 5, 5, 0.5, 1);
   this->trimap_->mutable_cpu_data()[13] = 128;  // a 0-255 trimap: 128 would be known
-  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
-  layer.SetUp(this->bottom_vec_, this->top_vec_);
-  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
-               "batch item 0: .*trimap value.* not in \\[0, 1\\]");
+  this->ExpectForwardDies(this->Param(1), "batch item 0: .*trimap value.* not in \\[0, 1\\]");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestZeroMaxIterationsIsAnError) {
