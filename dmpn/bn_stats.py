@@ -58,13 +58,25 @@ def accumulate(net, batches, feed=None, progress=None):
     return names
 
 
-def _in_train_phase(layer) -> bool:
-    """Whether a LayerParameter is part of the TRAIN net (its include / exclude phase rules)."""
+def _meets_train_rule(rule) -> bool:
+    """Caffe's Net::StateMeetsRule for the state recompute_bn runs (phase TRAIN, level 0, no
+    stages): a rule asking for another phase, a level the state is not within or a stage fails."""
     from caffe.proto import caffe_pb2
-    train = caffe_pb2.TRAIN
-    if any(r.HasField("phase") and r.phase == train for r in layer.exclude):
+    if rule.HasField("phase") and rule.phase != caffe_pb2.TRAIN:
         return False
-    return not layer.include or any(not r.HasField("phase") or r.phase == train for r in layer.include)
+    if rule.HasField("min_level") and 0 < rule.min_level:
+        return False
+    if rule.HasField("max_level") and 0 > rule.max_level:
+        return False
+    return not rule.stage  # not_stage: the state has no stage, so nothing is excluded by it
+
+
+def _in_train_phase(layer) -> bool:
+    """Whether a LayerParameter is part of the TRAIN net (Caffe's Net::FilterNet: any exclude rule
+    met leaves it out; with include rules, one must be met)."""
+    if any(_meets_train_rule(r) for r in layer.exclude):
+        return False
+    return not layer.include or any(_meets_train_rule(r) for r in layer.include)
 
 
 def check_data_layers(net_param, path) -> None:

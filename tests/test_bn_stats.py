@@ -150,6 +150,19 @@ def test_data_layers_of_the_train_phase():
                       'data_param { source: "/nowhere" batch_size: 1 } }')
     with pytest.raises(ValueError, match="net.prototxt: the net has no data layer"):
         bn_stats.check_data_layers(test_only, "net.prototxt")
+    # Levels and stages as Caffe's FilterNet reads them for the TRAIN state (level 0, no stage).
+    for rule in ('include { stage: "deploy" }', 'include { min_level: 1 }',
+                 'include { max_level: -1 }', 'exclude { not_stage: "x" }', 'exclude { max_level: 0 }'):
+        only_elsewhere = param('layer { name: "d" type: "Data" top: "x" %s '
+                               'data_param { source: "/nowhere" batch_size: 1 } }' % rule)
+        with pytest.raises(ValueError, match="no data layer"):
+            bn_stats.check_data_layers(only_elsewhere, "net.prototxt")
+    for rule in ('include { max_level: 0 }', 'include { not_stage: "deploy" }',
+                 'exclude { stage: "deploy" }', 'exclude { min_level: 1 }'):
+        here = param('layer { name: "d" type: "Data" top: "x" %s '
+                      'data_param { source: "/nowhere" batch_size: 1 } }' % rule)
+        with pytest.raises(ValueError, match="/nowhere: no such"):
+            bn_stats.check_data_layers(here, "net.prototxt")
     python_data = param('layer { name: "d" type: "Python" top: "x" '
                         'python_param { module: "m" layer: "L" } }')
     bn_stats.check_data_layers(python_data, "net.prototxt")  # a Python layer without bottoms reads data
