@@ -17,30 +17,41 @@ PNGs it wrote in this run (not other files the folder may hold), so the numbers 
 scoring those files later. The network needs a trimap with a known pixel: :func:`predict_file`
 refuses one without, naming the file, before running it.
 
+Resuming: given a method key, :func:`predict_folder` records each PNG it writes in
+``OUT/.predictions.json`` (:class:`PredictionRecord`) and reuses, on a later run, the PNGs made by
+the same method (for the net: deploy prototxt, weights, options, Caffe build; see the ``*_method_key``
+functions) from the same image and trimap content; anything else is predicted again.
+
 Units: SAD, Grad and Conn are divided by 1000 (as printed in papers), MSE is a plain mean (tables
 print it x 1000). An image with no unknown pixel scores 0 / undefined MSE and is reported.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import glob
+import hashlib
+import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dmpn import metrics
 from dmpn.baselines import known_sides
-from dmpn.cli import check_writable, positive_float, run_tool
-from dmpn.imageio import (InputError, list_images, read_alpha, read_image, read_trimap, write_json,
-                          write_png, TRIMAP_NOT_SCORED)
+from dmpn.cli import check_writable, error_text, positive_float, run_tool
+from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
+                          write_json, write_png, TRIMAP_NOT_SCORED)
 
 __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_paths",
            "score_folders", "trimap_to_01", "predict_file", "predict_folder", "score_predictor",
            "pad_to_multiple", "caffe_predictor", "load_predictor", "format_table",
            "results_to_json", "write_json", "main", "NO_UNKNOWN_NOTE", "PROTOCOL_NOTE",
-           "NO_KNOWN_PIXEL", "TOOL_ERRORS"]
+           "NO_KNOWN_PIXEL", "TOOL_ERRORS", "Predictions", "PredictionRecord", "PREDICTIONS_RECORD",
+           "caffe_method_key", "baseline_method_key", "python_method_key"]
 
 NO_UNKNOWN_NOTE = "no unknown pixel in the trimap: MSE undefined (left out of the mean), SAD/Grad/Conn 0"
 PROTOCOL_NOTE = ("predictions set to 0 / 1 on the trimap's known pixels before scoring "
@@ -52,8 +63,8 @@ NOT_SCORED_WARNING = ("{path}: warning: {count} trimap pixel(s) with values othe
                       "not scored, as Deep Image Matting's evaluation code does not; they are "
                       "predicted as unknown")
 # Exit status of evaluate.py and predict.py: bad input or an unusable path 2, pycaffe missing or
-# a predictor that cannot be loaded 1.
-TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1))
+# a predictor that cannot be loaded 1, interrupted (Ctrl-C; what was predicted is kept) 130.
+TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1), (KeyboardInterrupt, 130))
 
 
 # ----------------------------------------------------------------------------- results
@@ -207,30 +218,284 @@ def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
     return np.clip(np.nan_to_num(alpha), 0.0, 1.0)
 
 
+# ----------------------------------------------------------------------------- resuming
+# A prediction folder's record of what it holds (OUT/METHOD/.predictions.json for evaluate.py,
+# --out/.predictions.json for predict.py): for each PNG, the digest of the method key that made it
+# and the SHA-256 of its image, its trimap and the PNG itself. A PNG is reused only when all four
+# match this run's; anything else (no entry, another method, changed inputs, a PNG edited or
+# rewritten since) is predicted again. The PNG's own hash makes the record safe against a crash
+# between writing a PNG and the record, and against other writers (older versions, by hand).
+PREDICTIONS_RECORD = ".predictions.json"
+_RECORD_VERSION = 1
+_RECORD_SAVE_S = 1.0   # the record is rewritten (atomically) at most this often while predicting
+# The dmpn modules every prediction goes through (reading, predicting, writing): their source is
+# part of each method key, so that a change to the code re-predicts.
+_PIPELINE_MODULES = ("dmpn.imageio", "dmpn.evaluate", "dmpn.predict")
+_BASELINE_MODULES = ("dmpn.baselines", "dmpn.propagation")
+# What "the same" means for each kind of method, for the line that says predictions are reused.
+_SAME = {"caffe net": "same model, weights, options, Caffe build and inputs",
+         "baseline": "same method, parameters, libraries and inputs",
+         "python predictor": "same MODULE:FUNC and module source, same inputs"}
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _code_sha256(modules) -> str:
+    """One hash of the source files of ``modules``."""
+    import importlib
+    return _digest({m: file_sha256(importlib.import_module(m).__file__) for m in modules})
+
+
+def _caffe_build_sha256():
+    """One hash of the Caffe build the net runs in: pycaffe's extension and the libcaffe this
+    process loaded (our layers live in it), or None where pycaffe is not a real build."""
+    import caffe
+    if not getattr(caffe, "__file__", None):
+        return None
+    files = set(glob.glob(os.path.join(os.path.dirname(os.path.abspath(caffe.__file__)), "_caffe*.so")))
+    try:
+        with open("/proc/self/maps") as f:  # the shared libraries mapped: libcaffe.so's real path
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and os.path.basename(fields[5].strip()).startswith("libcaffe"):
+                    files.add(fields[5].strip())
+    except OSError:
+        pass
+    return _digest({os.path.basename(p): file_sha256(p) for p in sorted(files) if os.path.isfile(p)})
+
+
+def caffe_method_key(deploy, weights, gpu=None, force_known: bool = False) -> dict:
+    """The method key of a deploy net's predictions (see :class:`PredictionRecord`): the SHA-256 of
+    the deploy prototxt's and the weights' content (hashed in full: every snapshot of one net has
+    the same size, and an mtime can be kept or be coarse), --force-known, CPU or GPU (their
+    floating-point sums differ), the Caffe build and the dmpn code."""
+    return {"kind": "caffe net", "deploy": file_sha256(deploy), "weights": file_sha256(weights),
+            "force_known": bool(force_known), "device": "cpu" if gpu is None else "gpu",
+            "caffe_build": _caffe_build_sha256(), "code": _code_sha256(_PIPELINE_MODULES)}
+
+
+def baseline_method_key(name: str, sigma: float = 0.1) -> dict:
+    """The method key of a baseline's predictions: its name, --sigma for the hand-crafted
+    affinity, the numerical libraries' versions and the dmpn code."""
+    from importlib import metadata
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+    key = {"kind": "baseline", "baseline": name, "numpy": version("numpy"), "scipy": version("scipy"),
+           "code": _code_sha256(_PIPELINE_MODULES + _BASELINE_MODULES)}
+    if name == "handcrafted":
+        key["sigma"] = float(sigma)
+    else:  # cf, knn
+        key["pymatting"] = version("pymatting")
+    return key
+
+
+def python_method_key(spec: str, func):
+    """The method key of a --predictor MODULE:FUNC: the spec and the SHA-256 of the source file
+    that defines the function. None (nothing reused) when that file cannot be found. What the
+    function loads itself (its own weights, other modules) is not seen: --no-resume after
+    changing it."""
+    import inspect
+    try:
+        source = inspect.getsourcefile(func)
+    except TypeError:
+        source = None
+    if not source or not os.path.isfile(source):
+        return None
+    return {"kind": "python predictor", "predictor": spec, "source": file_sha256(source),
+            "code": _code_sha256(_PIPELINE_MODULES)}
+
+
+class Predictions(dict):
+    """{name: PNG path} of :func:`predict_folder`, with the names it ``reused`` from an earlier
+    run and those it ``predicted`` now."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reused, self.predicted = [], []
+
+    def summary(self) -> str:
+        reused = f", reused {len(self.reused)} from an earlier run" if self.reused else ""
+        return f"predicted {len(self.predicted)}{reused}"
+
+
+class PredictionRecord:
+    """The record ``out_dir/.predictions.json`` of which method made each PNG there from which
+    inputs (see PREDICTIONS_RECORD above). ``key``: this run's method key (None: nothing is
+    reused, and the PNGs written lose their entries). An unreadable record is named in a
+    warning and treated as empty."""
+
+    def __init__(self, out_dir, key):
+        self.folder = os.fspath(out_dir)
+        self.path = os.path.join(self.folder, PREDICTIONS_RECORD)
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", self.path)
+        self.key = key
+        self.digest = None if key is None else _digest(key)
+        self.dirty = self.unusable = False
+        self.methods, self.entries = self._load()
+        if key is not None:
+            self.methods[self.digest] = key
+        self.saved_at = time.monotonic()
+
+    def _load(self):
+        if not os.path.exists(self.path):
+            return {}, {}
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+            if data.get("version") != _RECORD_VERSION:
+                raise ValueError(f"version {data.get('version')!r}, not {_RECORD_VERSION}")
+            methods, entries = dict(data["methods"]), dict(data["predictions"])
+            for e in entries.values():
+                if not all(isinstance(e[k], str) for k in ("method", "image", "trimap", "png")):
+                    raise ValueError("an entry without its hashes")
+            if not all(isinstance(m, dict) for m in methods.values()):
+                raise ValueError("a method that is not a key")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            print(f"{self.path}: warning: cannot use this record of earlier predictions "
+                  f"({error_text(exc)}); predicting everything again", file=sys.stderr, flush=True)
+            self.dirty = self.unusable = True
+            return {}, {}
+        return methods, entries
+
+    def reusable(self, names, inputs, paths, resume: bool = True) -> list:
+        """The names whose PNG ``paths[name]`` is this method's prediction from the inputs whose
+        hashes are ``inputs[name]`` ((image, trimap)); says on stderr how many are reused and why
+        the others are predicted again."""
+        if self.key is None:
+            return []
+        same, other_method, changed_inputs, unrecorded, changed_png = [], [], [], [], []
+        for n in names:
+            entry = self.entries.get(os.path.basename(paths[n]))
+            if not os.path.isfile(paths[n]):
+                continue
+            if entry is None:
+                unrecorded.append(n)
+            elif entry["method"] != self.digest:
+                other_method.append(entry["method"])
+            elif (entry["image"], entry["trimap"]) != tuple(inputs[n]):
+                changed_inputs.append(n)
+            elif entry["png"] != file_sha256(paths[n]):
+                changed_png.append(n)
+            else:
+                same.append(n)
+        again = "predicting them again"
+        if other_method:
+            old = [self.methods.get(d, {}) for d in set(other_method)]
+            fields = sorted({k for o in old for k in set(o) | set(self.key) if o.get(k) != self.key.get(k)})
+            what = ", ".join(f.replace("_", " ") for f in fields) or "method"
+            self._say(f"{len(other_method)} prediction(s) there were made by another method or "
+                      f"model (different {what}): {again}")
+        if changed_inputs:
+            self._say(f"{len(changed_inputs)} input image(s) or trimap(s) changed since their "
+                      f"prediction ({_names(changed_inputs)}): {again}")
+        if unrecorded and not self.unusable:  # an unusable record has been named already
+            self._say(f"{len(unrecorded)} PNG(s) with no entry in {PREDICTIONS_RECORD}, so not known "
+                      f"to be this method's ({_names(unrecorded)}): {again}")
+        if changed_png:
+            self._say(f"{len(changed_png)} PNG(s) changed since they were predicted "
+                      f"({_names(changed_png)}): {again}")
+        if not resume:
+            if same:
+                self._say(f"not resuming: predicting all {len(names)}, the {len(same)} an earlier "
+                          "run made with the same method and inputs too")
+            return []
+        if same:
+            self._say(f"reused {len(same)} of {len(names)} predictions from an earlier run "
+                      f"({_SAME.get(self.key.get('kind'), 'same method and inputs')}); predicting "
+                      f"{len(names) - len(same)}")
+        return same
+
+    def _say(self, text):
+        print(f"{self.folder}: {text}", file=sys.stderr, flush=True)
+
+    def add(self, inputs, path) -> None:
+        """Record the PNG ``path`` just written from the inputs whose hashes are ``inputs``
+        (with no key: forget what was recorded for it). Saved at most every _RECORD_SAVE_S."""
+        name = os.path.basename(path)
+        if self.key is not None:
+            self.entries[name] = {"method": self.digest, "image": inputs[0], "trimap": inputs[1],
+                                  "png": file_sha256(path)}
+            self.dirty = True
+        elif self.entries.pop(name, None) is not None:
+            self.dirty = True
+        if time.monotonic() - self.saved_at >= _RECORD_SAVE_S:
+            self.save()
+
+    def save(self) -> None:
+        """Write the record atomically (entries of PNGs that are gone are dropped)."""
+        if self.dirty and (self.entries or os.path.exists(self.path)):
+            entries = {name: e for name, e in self.entries.items()
+                       if os.path.isfile(os.path.join(self.folder, name))}
+            used = {e["method"] for e in entries.values()}
+            write_json(self.path, {"version": _RECORD_VERSION,
+                                   "about": "written by dmpn.evaluate.predict_folder: PNG name -> "
+                                            "method key digest, SHA-256 of image, trimap and PNG",
+                                   "methods": {d: k for d, k in self.methods.items() if d in used},
+                                   "predictions": entries})
+        self.dirty = False
+        self.saved_at = time.monotonic()
+
+
+def _names(names, most: int = 3) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progress: bool = True,
-                   desc: str = "predicting") -> dict:
+                   desc: str = "predicting", key=None, resume: bool = True) -> Predictions:
     """Run ``predictor(image, trimap01) -> alpha`` on every image (with the trimap of the same
-    name) and write the mattes as 8-bit PNGs ``out_dir/NAME.png``. Returns {name: written path}."""
+    name) and write the mattes as 8-bit PNGs ``out_dir/NAME.png``. Returns {name: path}
+    (a :class:`Predictions`).
+
+    ``key``: the method key of ``predictor`` (:func:`caffe_method_key`, :func:`baseline_method_key`,
+    :func:`python_method_key`). With one, ``out_dir/.predictions.json`` records each PNG written
+    (see :class:`PredictionRecord`), and with ``resume`` a PNG an earlier run made with the same
+    key from the same image and trimap is reused instead of predicted again: an interrupted run
+    goes on where it stopped."""
     images, tris = list_images(images_dir), list_images(trimap_dir)
     if names is None:
         names = sorted(images)
-    os.makedirs(out_dir, exist_ok=True)
-    written = {}
-    for n in _progress(names, desc, progress, total=len(names)):
+    for n in names:  # all present before any prediction
         if n not in images:
             raise InputError(f"{os.path.join(os.fspath(images_dir), n)}.*: no such image")
         if n not in tris:
             raise InputError(f"{images[n]}: no trimap named {n!r} in {trimap_dir}")
-        path = os.path.join(out_dir, n + ".png")
-        write_png(path, predict_file(predictor, images[n], tris[n]))
-        written[n] = path
-    return written
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {n: os.path.join(out_dir, n + ".png") for n in names}
+    record = PredictionRecord(out_dir, key)
+    inputs = {n: (file_sha256(images[n]), file_sha256(tris[n])) for n in names} if key is not None else {}
+    result = Predictions((n, paths[n]) for n in names)
+    result.reused = record.reusable(names, inputs, paths, resume=resume)
+    reused = set(result.reused)
+    todo = [n for n in names if n not in reused]
+    try:
+        for n in _progress(todo, desc, progress, total=len(todo)):
+            write_png(paths[n], predict_file(predictor, images[n], tris[n]))
+            record.add(inputs.get(n), paths[n])
+            result.predicted.append(n)
+    except KeyboardInterrupt:  # the record is saved below, before this reaches the caller
+        kept = (f"; they are recorded in {record.path}: the same command goes on from there"
+                if key is not None else "")
+        raise KeyboardInterrupt(f"{out_dir}: interrupted after {len(result.predicted)} of "
+                                f"{len(todo)} predictions{kept}") from None
+    finally:
+        record.save()
+    return result
 
 
 def score_predictor(predictor, images_dir, trimap_dir, gt_dir, out_dir, force_known: bool = True,
-                    name: str = "model", progress: bool = True) -> MethodResult:
+                    name: str = "model", progress: bool = True, key=None,
+                    resume: bool = True) -> MethodResult:
     """Predict every image of ``images_dir``, save the PNGs in ``out_dir`` and score them: the
-    PNGs written now, whatever else ``out_dir`` holds (e.g. an earlier run's other images)."""
+    PNGs of this run's images, predicted now or reused (``key``, ``resume``: see predict_folder),
+    whatever else ``out_dir`` holds (e.g. an earlier run's other images)."""
     images, gts, tris = list_images(images_dir), list_images(gt_dir), list_images(trimap_dir)
     names = match_names(images, gts, tris, primary_label="image")
     for n in names:  # check sizes and trimaps before spending time predicting
@@ -240,7 +505,9 @@ def score_predictor(predictor, images_dir, trimap_dir, gt_dir, out_dir, force_kn
                              f"ground truth {gts[n]} ({_shape_str(g)})")
         _check_known_pixel(predictor, t, tris[n])
     written = predict_folder(predictor, images_dir, trimap_dir, out_dir, names=names,
-                             progress=progress, desc=f"predicting ({name})")
+                             progress=progress, desc=f"predicting ({name})", key=key, resume=resume)
+    if key is not None:
+        print(f"{name}: {written.summary()} ({out_dir})", file=sys.stderr, flush=True)
     return score_paths(written, gts, tris, force_known=force_known, name=name, folder=out_dir)
 
 
@@ -411,6 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(OUT/METHOD/NAME.png; default results/evaluate)")
     p.add_argument("--figures", metavar="DIR", help="write bar charts and a qualitative grid (PNG)")
     p.add_argument("--grid-rows", type=int, default=4, help="images in the qualitative grid (4)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="predict every image again; by default a matte an earlier run wrote to "
+                        "OUT/METHOD with the same method (model and weights content, options, "
+                        "code) from the same image and trimap content is reused, as recorded in "
+                        "OUT/METHOD/.predictions.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -429,21 +701,27 @@ def run(args) -> list:
     if args.pred:
         results.append(score_folders(args.pred, args.gt, args.trimap, force_known=force,
                                      name="prediction", progress=progress))
-    predictors = []
+    predictors = []  # (name, predictor, method key)
     if args.model:
-        predictors.append(("model", caffe_predictor(args.model, args.weights, gpu=args.gpu)))
+        predictors.append(("model", caffe_predictor(args.model, args.weights, gpu=args.gpu),
+                           caffe_method_key(args.model, args.weights, gpu=args.gpu)))
     if args.predictor:
-        predictors.append((args.predictor.split(":")[-1], load_predictor(args.predictor)))
+        f = load_predictor(args.predictor)
+        key = python_method_key(args.predictor, f)
+        if key is None:
+            print(f"--predictor {args.predictor}: its source file is not found, so its predictions "
+                  "are not reused from an earlier run", file=sys.stderr, flush=True)
+        predictors.append((args.predictor.split(":")[-1], f, key))
     for b in baseline_names:
         f = bl.get_baseline(b)
         if b == "handcrafted":
             sigma = args.sigma
             f = (lambda image, trimap01, _f=f: _f(image, trimap01, sigma=sigma))
-        predictors.append((b, f))
-    for name, predictor in predictors:
+        predictors.append((b, f, baseline_method_key(b, sigma=args.sigma)))
+    for name, predictor, key in predictors:
         results.append(score_predictor(predictor, args.images, args.trimap, args.gt,
                                        os.path.join(args.out, name), force_known=force, name=name,
-                                       progress=progress))
+                                       progress=progress, key=key, resume=not args.no_resume))
     return results
 
 

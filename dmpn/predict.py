@@ -5,6 +5,11 @@ back (dmpn.evaluate.caffe_predictor). The known pixels of the trimap keep their 
 (the solve already pins them towards 0 / 1); pass --force-known to set them to exactly 0 / 1.
 Trimap values between 1 and 254 are all unknown; a trimap with no known pixel (0 or 255) is
 refused, naming the file: the propagation has nothing to start from.
+
+Folder mode resumes: --out/.predictions.json records, for each matte written, the model (deploy
+prototxt and weights content), --force-known, CPU or GPU, the Caffe build and the image and
+trimap content it came from; a rerun reuses the mattes whose record matches and predicts the
+rest (--no-resume predicts them all).
 """
 from __future__ import annotations
 
@@ -13,14 +18,16 @@ import functools
 import os
 
 from dmpn.cli import check_writable, run_tool
-from dmpn.evaluate import TOOL_ERRORS, caffe_predictor, predict_file, predict_folder
+from dmpn.evaluate import TOOL_ERRORS, caffe_method_key, caffe_predictor, predict_file, predict_folder
 from dmpn.imageio import InputError, write_png
 
 
 def build_parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Exit status: 0 done; 2 bad input or an output that cannot "
-                                        "be written (the file is named); 1 pycaffe not importable.")
+                                        "be written (the file is named); 1 pycaffe not importable; "
+                                        "130 interrupted (the mattes written are kept and recorded: "
+                                        "the same command goes on from there).")
     ap.add_argument("--model", required=True, help="deploy prototxt (e.g. prototxt/deploy.prototxt)")
     ap.add_argument("--weights", required=True, help="trained .caffemodel")
     ap.add_argument("--image", required=True, help="an image file, or a folder of them")
@@ -28,6 +35,10 @@ def build_parser():
     ap.add_argument("--out", required=True, help="output PNG file (single image) or folder")
     ap.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
     ap.add_argument("--force-known", action="store_true", help="set the trimap's known pixels to 0 / 1")
+    ap.add_argument("--no-resume", action="store_true",
+                    help="folder mode: predict every image again; by default a matte in --out that an "
+                         "earlier run made with the same model, weights and options from the same "
+                         "image and trimap is reused (--out/.predictions.json records them)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
@@ -58,8 +69,10 @@ def predict(a) -> int:
     if a.force_known:
         predictor = _forcing_known(predictor)
     if folder_mode:
-        written = predict_folder(predictor, a.image, a.trimap, a.out, progress=not a.no_progress)
-        print(f"wrote {len(written)} mattes to {a.out}")
+        key = caffe_method_key(a.model, a.weights, gpu=a.gpu, force_known=a.force_known)
+        written = predict_folder(predictor, a.image, a.trimap, a.out, progress=not a.no_progress,
+                                 key=key, resume=not a.no_resume)
+        print(f"wrote {len(written)} mattes to {a.out} ({written.summary()})")
     else:
         write_png(out, predict_file(predictor, a.image, a.trimap))
         print(f"wrote {out}")

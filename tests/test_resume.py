@@ -1,0 +1,297 @@
+"""Resuming an interrupted prediction run (dmpn.evaluate.predict_folder, used by tools/predict.py
+and tools/evaluate.py): a matte is reused only when the record OUT/.predictions.json says the same
+method made it from the same image and trimap, and the PNG is the one written then."""
+import importlib
+import itertools
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dmpn import baselines as bl
+from dmpn import evaluate as E
+from test_evaluate import ROOT, predict_cli, save, synth
+
+NAMES = "abcdef"
+_modules = itertools.count()
+
+
+@pytest.fixture
+def data(tmp_path):
+    """tmp/{images,gt,trimap}/{a..f}.png"""
+    for i, name in enumerate(NAMES):
+        img, gt, tri, _ = synth(i)
+        save(tmp_path / "images" / f"{name}.png", img)
+        save(tmp_path / "gt" / f"{name}.png", gt)
+        save(tmp_path / "trimap" / f"{name}.png", tri)
+    return tmp_path
+
+
+COUNTING = """import numpy as np
+calls = []
+stop_at = None    # the call that raises KeyboardInterrupt (as Ctrl-C would)
+
+
+def matte(image, trimap01):
+    calls.append(1)
+    if stop_at is not None and len(calls) == stop_at:
+        raise KeyboardInterrupt
+    return np.where(trimap01 == 0.5, image[..., 0], trimap01)
+"""
+
+
+@pytest.fixture
+def counting(data, monkeypatch):
+    """A --predictor module (its own name per test) that counts its calls."""
+    name = f"counting_predictor_{next(_modules)}"
+    (data / f"{name}.py").write_text(COUNTING)
+    monkeypatch.syspath_prepend(str(data))
+    module = importlib.import_module(name)
+    yield module
+    sys.modules.pop(name, None)
+
+
+def run_evaluate(root, module, *extra, out="out", json_name="r.json"):
+    """tools/evaluate.py --predictor MODULE:matte in this process: (exit status, the calls made,
+    the JSON written)."""
+    module.calls.clear()
+    rc = E.main(["--predictor", f"{module.__name__}:matte", "--images", str(root / "images"),
+                 "--gt", str(root / "gt"), "--trimap", str(root / "trimap"), "--out", str(root / out),
+                 "--json", str(root / json_name), "--no-progress", *map(str, extra)])
+    js = json.loads((root / json_name).read_text()) if rc == 0 else None
+    return rc, len(module.calls), js
+
+
+def record(folder):
+    return json.loads((folder / E.PREDICTIONS_RECORD).read_text())
+
+
+def test_an_interrupted_run_goes_on_where_it_stopped(data, counting, capsys):
+    counting.stop_at = 3
+    rc, calls, _ = run_evaluate(data, counting)
+    err = capsys.readouterr().err
+    out = data / "out" / "matte"
+    assert rc == 130 and calls == 3
+    assert "interrupted after 2 of 6 predictions" in err and str(out / E.PREDICTIONS_RECORD) in err
+    assert sorted(record(out)["predictions"]) == ["a.png", "b.png"]
+    assert sorted(os.listdir(out)) == [E.PREDICTIONS_RECORD, "a.png", "b.png"]   # nothing half-written
+
+    counting.stop_at = None
+    rc, calls, js = run_evaluate(data, counting)
+    err = capsys.readouterr().err
+    assert rc == 0 and calls == 4                      # c..f only
+    assert "reused 2 of 6 predictions from an earlier run" in err and "predicting 4" in err
+    assert "matte: predicted 4, reused 2 from an earlier run" in err
+    assert set(js["per_image"]) == set(NAMES)          # all six scored
+    # the same numbers and mattes as one uninterrupted run
+    rc, calls, clean = run_evaluate(data, counting, out="clean", json_name="clean.json")
+    assert rc == 0 and calls == 6
+    assert js["per_image"] == clean["per_image"] and js["mean"] == clean["mean"]
+    for n in NAMES:
+        assert (out / f"{n}.png").read_bytes() == (data / "clean" / "matte" / f"{n}.png").read_bytes()
+
+    rc, calls, again = run_evaluate(data, counting)    # nothing left to do
+    assert rc == 0 and calls == 0 and again["per_image"] == clean["per_image"]
+    assert "reused 6 of 6" in capsys.readouterr().err
+    rc, calls, _ = run_evaluate(data, counting, "--no-resume")
+    assert rc == 0 and calls == 6
+    assert "not resuming: predicting all 6" in capsys.readouterr().err
+
+
+def test_only_what_changed_is_predicted_again(data, counting, capsys):
+    out = data / "out" / "matte"
+    assert run_evaluate(data, counting)[:2] == (0, 6)
+    capsys.readouterr()
+    # a changed image and a changed trimap
+    save(data / "images" / "c.png", synth(10)[0])
+    tri = synth(4)[2].copy()                           # e's, with one unknown pixel made known
+    tri[tuple(np.argwhere(tri == 128)[0])] = 0
+    save(data / "trimap" / "e.png", tri)
+    # a matte edited after it was written
+    save(out / "a.png", np.zeros((24, 30), np.uint8))
+    # a new image whose PNG is already there, with no entry in the record (by hand, or an older
+    # version): not trusted
+    for sub, arr in zip(("images", "gt", "trimap"), synth(6)[:3]):
+        save(data / sub / "g.png", arr)
+    save(out / "g.png", np.full((24, 30), 200, np.uint8))
+    rc, calls, js = run_evaluate(data, counting)
+    err = capsys.readouterr().err
+    assert rc == 0 and calls == 4, err                 # a, c, e, g
+    assert "2 input image(s) or trimap(s) changed since their prediction (c, e)" in err
+    assert "1 PNG(s) changed since they were predicted (a)" in err
+    assert f"1 PNG(s) with no entry in {E.PREDICTIONS_RECORD}" in err and "(g)" in err
+    assert "reused 3 of 7" in err
+    assert set(js["per_image"]) == set(NAMES) | {"g"}
+    assert 200 not in np.unique(np.asarray(Image.open(out / "g.png")))
+    # the record gone (or written by hand): every PNG is predicted again
+    os.remove(out / E.PREDICTIONS_RECORD)
+    assert run_evaluate(data, counting)[:2] == (0, 7)
+    assert "7 PNG(s) with no entry" in capsys.readouterr().err
+
+
+def test_another_method_never_reuses_mattes(data, counting, capsys):
+    assert run_evaluate(data, counting)[:2] == (0, 6)
+    capsys.readouterr()
+    # the predictor's module changed: its mattes may differ
+    path = data / f"{counting.__name__}.py"
+    path.write_text(path.read_text() + "\n# changed\n")
+    assert run_evaluate(data, counting)[:2] == (0, 6)
+    err = capsys.readouterr().err
+    assert "6 prediction(s) there were made by another method or model (different source)" in err
+    assert "reused" not in err
+
+
+def test_sigma_changes_the_handcrafted_mattes_only(data, monkeypatch, capsys):
+    calls = []
+
+    def counted(name):
+        real = bl.get_baseline(name)
+
+        def predictor(image, trimap01, **kw):
+            calls.append(name)
+            return real(image, trimap01, **kw)
+        return predictor
+    for name in ("cf", "handcrafted"):
+        monkeypatch.setitem(bl._FUNCS, name, counted(name))
+
+    def evaluate(sigma):
+        calls.clear()
+        rc = E.main(["--baselines", "cf,handcrafted", "--sigma", sigma, "--images", str(data / "images"),
+                     "--gt", str(data / "gt"), "--trimap", str(data / "trimap"), "--out", str(data / "out"),
+                     "--json", str(data / "r.json"), "--no-progress"])
+        assert rc == 0
+        return sorted(calls), json.loads((data / "r.json").read_text())
+
+    assert evaluate("0.1")[0] == ["cf"] * 6 + ["handcrafted"] * 6
+    capsys.readouterr()
+    calls_now, js = evaluate("0.05")
+    assert calls_now == ["handcrafted"] * 6            # cf does not depend on --sigma
+    err = capsys.readouterr().err
+    assert "made by another method or model (different sigma)" in err
+    assert f"{data / 'out' / 'cf'}: reused 6 of 6" in err
+    calls_back, back = evaluate("0.1")                 # back to 0.1: those mattes are gone
+    assert calls_back == ["handcrafted"] * 6
+    assert back["methods"]["handcrafted"] != js["methods"]["handcrafted"]
+
+
+def test_an_unreadable_record_is_named_and_everything_predicted_again(data, counting, capsys):
+    out = data / "out" / "matte"
+    assert run_evaluate(data, counting)[:2] == (0, 6)
+    for junk in ("{not json", json.dumps({"version": 99}), json.dumps([1, 2]),
+                 json.dumps({"version": 1, "methods": {}, "predictions": {"a.png": {"method": 3}}})):
+        (out / E.PREDICTIONS_RECORD).write_text(junk)
+        capsys.readouterr()
+        rc, calls, js = run_evaluate(data, counting)
+        err = capsys.readouterr().err
+        assert rc == 0 and calls == 6, err
+        warning = [line for line in err.splitlines() if "warning" in line]
+        assert len(warning) == 1 and str(out / E.PREDICTIONS_RECORD) in warning[0]
+        assert "predicting everything again" in warning[0]
+        assert sorted(record(out)["predictions"]) == [f"{n}.png" for n in NAMES]   # whole again
+    os.remove(out / E.PREDICTIONS_RECORD)
+    os.mkdir(out / E.PREDICTIONS_RECORD)              # cannot be written: refused before predicting
+    rc, calls, _ = run_evaluate(data, counting)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and calls == 0 and len(err) == 1 and str(out / E.PREDICTIONS_RECORD) in err[0]
+
+
+def test_predict_folder_without_a_key_resumes_nothing(data):
+    out = data / "out"
+    key = {"kind": "test"}
+    first = E.predict_folder(lambda image, t: t, data / "images", data / "trimap", out, progress=False,
+                             key=key)
+    assert first.predicted == sorted(NAMES) and first.reused == []
+    again = E.predict_folder(lambda image, t: t, data / "images", data / "trimap", out, progress=False,
+                             key=key)
+    assert again.reused == sorted(NAMES) and again.predicted == [] and dict(again) == dict(first)
+    # no key (a Python caller that gives none): everything predicted; the PNGs it rewrites leave
+    # the record, so a later run cannot take them for the keyed method's
+    plain = E.predict_folder(lambda image, t: 1 - t, data / "images", data / "trimap", out,
+                             names=["a", "b"], progress=False)
+    assert plain.predicted == ["a", "b"]
+    assert sorted(record(out)["predictions"]) == [f"{n}.png" for n in "cdef"]
+    assert E.predict_folder(lambda image, t: t, data / "images", data / "trimap", out, progress=False,
+                            key=key).predicted == ["a", "b"]
+    fresh = data / "fresh"
+    E.predict_folder(lambda image, t: t, data / "images", data / "trimap", fresh, progress=False)
+    assert not (fresh / E.PREDICTIONS_RECORD).exists()
+
+
+# ----------------------------------------------------------------------------- the real net
+@pytest.fixture(scope="module")
+def two_weights(tmp_path_factory):
+    """The slim deploy net and two weights files that differ in the affinity layer's parameters
+    (which change the mattes even of an untrained net)."""
+    from conftest import identity_batchnorm, require_caffe
+    caffe = require_caffe()
+    deploy = os.path.join(ROOT, "prototxt", "slim_deploy.prototxt")
+    folder = tmp_path_factory.mktemp("weights")
+    net = identity_batchnorm(caffe.Net(deploy, caffe.TEST))
+    net.save(str(folder / "a.caffemodel"))
+    net.params["affinity"][0].data[...] += 0.5
+    net.save(str(folder / "b.caffemodel"))
+    return deploy, folder / "a.caffemodel", folder / "b.caffemodel"
+
+
+def test_predict_py_reuses_mattes_of_the_same_weights_only(data, two_weights, tmp_path):
+    deploy, wa, wb = two_weights
+    weights = tmp_path / "w.caffemodel"
+    shutil.copy(wa, weights)
+    out = tmp_path / "mattes"
+
+    def predict(*extra):
+        rc, stdout, stderr = predict_cli("--model", deploy, "--weights", weights, "--image", data / "images",
+                                         "--trimap", data / "trimap", "--out", out, "--no-progress", *extra)
+        assert rc == 0, stderr
+        return stdout + stderr
+
+    assert "wrote 6 mattes" in predict() and "(predicted 6)" in predict("--no-resume")
+    first = {n: (out / f"{n}.png").read_bytes() for n in NAMES}
+    said = predict()
+    assert "reused 6 of 6 predictions from an earlier run" in said and "(predicted 0, reused 6" in said
+    shutil.copy(wb, weights)       # the same file name, other weights (a later snapshot, say)
+    said = predict()
+    assert "6 prediction(s) there were made by another method or model (different weights)" in said
+    assert "(predicted 6)" in said
+    assert any((out / f"{n}.png").read_bytes() != first[n] for n in NAMES)
+    said = predict("--force-known")
+    assert "(different force known)" in said and "(predicted 6)" in said
+    assert "reused 6 of 6" in predict("--force-known")
+
+
+def test_main_job_rescoring_predicts_the_net_again_only_for_new_weights(data, two_weights, tmp_path, capfd):
+    """dmpn.main_job.evaluate, as a rerun of the main job calls it: unchanged weights -> nothing is
+    predicted again; more training (a new snapshot) -> the net's mattes, not the baselines'."""
+    from dmpn import main_job
+    deploy, wa, wb = two_weights
+    results = tmp_path / "results"
+    test = results / "data" / "test"
+    for sub, dst in (("images", "image"), ("trimap", "trimap"), ("gt", "alpha")):
+        shutil.copytree(data / sub, test / dst)
+    netdir = results / "net"
+    netdir.mkdir()
+    shutil.copy(deploy, netdir / "deploy.prototxt")
+    shutil.copy(wa, netdir / "bn_recomputed_iter_100.caffemodel")
+    shutil.copy(wb, netdir / "bn_recomputed_iter_200.caffemodel")
+
+    def score(weights):
+        capfd.readouterr()
+        metrics = main_job.evaluate(str(results), str(results / "data"), str(netdir), str(netdir / weights))
+        return metrics, capfd.readouterr().err
+
+    first, err = score("bn_recomputed_iter_100.caffemodel")
+    assert "reused" not in err
+    again, err = score("bn_recomputed_iter_100.caffemodel")
+    for method in ("model", "cf", "knn", "handcrafted"):
+        assert f"{method}: predicted 0, reused 6 from an earlier run" in err, err
+    assert again["methods"] == first["methods"]
+    later, err = score("bn_recomputed_iter_200.caffemodel")
+    assert "model: predicted 6 (" in err and "(different weights)" in err
+    for method in ("cf", "knn", "handcrafted"):
+        assert f"{method}: predicted 0, reused 6" in err
+    assert later["methods"]["model"] != first["methods"]["model"]
+    assert later["methods"]["cf"] == first["methods"]["cf"]
