@@ -21,6 +21,7 @@ setup(
         "six",
         "pymatting",
         "matplotlib",
+        "pypng",
     ],
     extras_require={"test": ["pytest"]},
 )

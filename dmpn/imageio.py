@@ -4,11 +4,14 @@ Every reader accepts what real matting data looks like (8- and 16-bit PNGs, grey
 as RGB/RGBA with equal channels, palette PNGs) and refuses anything else with an
 :class:`InputError` whose message names the file.
 
-Precision: 8-bit files and 16-bit greyscale PNGs are read exactly (16-bit values / 65535).
-16-bit PNGs with colour or an alpha channel (RGB, RGBA, grey + alpha) are decoded by Pillow,
-imageio's PNG reader, which keeps only their high 8 bits: they are read as 8-bit data. For
-images that is what the net sees anyway (its LMDB items are 8-bit); store 16-bit alphas and
-trimaps as single-channel greyscale PNGs to keep their precision.
+Precision: 8- and 16-bit files are read exactly (16-bit values / 65535). 16-bit PNGs with
+colour or an alpha channel (RGB, RGBA, grey + alpha) are decoded by pypng, since Pillow (imageio's
+PNG reader) keeps only their high 8 bits; every other file by imageio.
+
+A matte or trimap stored in a file with an alpha channel (grey + alpha, RGBA) is read from the
+channel that holds it: the grey / colour channels when the alpha channel is opaque everywhere, the
+alpha channel when the colour channels are one flat value (a cut-out's white or black with the
+matte as its transparency); when both vary and differ the file is refused as ambiguous.
 
 - :func:`read_alpha`  -> float64 HxW in [0, 1]
 - :func:`read_trimap` -> uint8 HxW with values exactly {0, 128, 255} (for prediction), or with
@@ -45,16 +48,40 @@ class InputError(ValueError):
     """Bad input data; the message always names the offending file or folder."""
 
 
+# PNG colour types (IHDR) whose 16-bit samples Pillow truncates to 8 bits: RGB, grey + alpha, RGBA.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TRUNCATED_16_BIT_TYPES = (2, 4, 6)
+
+
+def _is_16_bit_colour_png(path) -> bool:
+    """Whether ``path`` is a PNG whose IHDR says 16 bits per sample with colour or alpha."""
+    with open(path, "rb") as f:
+        head = f.read(26)  # signature (8), IHDR length + type (8), width, height, depth, type
+    return (len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
+            and head[24] == 16 and head[25] in _PNG_TRUNCATED_16_BIT_TYPES)
+
+
+def _read_16_bit_png(path) -> np.ndarray:
+    """All 16 bits of every sample (pypng's read(): no sBIT rescaling, no gamma)."""
+    import png
+    width, height, rows, info = png.Reader(filename=path).read()
+    arr = np.array([np.asarray(row, dtype=np.uint16) for row in rows], dtype=np.uint16)
+    return arr.reshape(height, width, info["planes"])
+
+
 def _load(path) -> np.ndarray:
     """Raw pixel array of ``path`` (palette applied), or InputError naming the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     try:
-        import imageio.v3 as iio
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = iio.imread(path)
+        if _is_16_bit_colour_png(path):
+            arr = _read_16_bit_png(path)
+        else:
+            import imageio.v3 as iio
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = iio.imread(path)
     except Exception as exc:  # truncated, corrupt, unsupported: all the same to the caller
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {detail})") from None
@@ -85,20 +112,38 @@ def _scale(arr: np.ndarray, path) -> np.ndarray:
     raise InputError(f"{path}: unsupported pixel type {arr.dtype}")
 
 
+def _opaque_value(arr: np.ndarray):
+    """The alpha value meaning opaque for ``arr``'s sample type (None: no such convention)."""
+    if arr.dtype == np.uint8:
+        return 255
+    if arr.dtype == np.uint16:
+        return 65535
+    return None
+
+
 def _single_channel(arr: np.ndarray, path, what: str) -> np.ndarray:
-    """HxW, HxWx1, HxWx2 (grey+alpha), HxWx3/4 with equal colour channels -> HxW."""
+    """HxW, HxWx1, grey (equal colour channels) and grey + alpha / RGBA files -> HxW.
+
+    With an alpha channel: the grey value where the alpha channel is opaque everywhere, the alpha
+    channel where the grey value is flat (the matte stored as transparency) or equal to it."""
     if arr.ndim == 2:
         return arr
-    if arr.ndim == 3:
-        c = arr.shape[2]
-        if c in (1, 2):
-            return arr[..., 0]
-        if c in (3, 4):
-            r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
-            if np.array_equal(r, g) and np.array_equal(r, b):
-                return r
-            raise InputError(f"{path}: {what} must be grey, but its colour channels differ")
-    raise InputError(f"{path}: {what} has unsupported shape {arr.shape}")
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"{path}: {what} has unsupported shape {arr.shape}")
+    c = arr.shape[2]
+    grey = arr[..., 0]
+    if c >= 3 and not (np.array_equal(grey, arr[..., 1]) and np.array_equal(grey, arr[..., 2])):
+        raise InputError(f"{path}: {what} must be grey, but its colour channels differ")
+    if c in (1, 3):
+        return grey
+    alpha = arr[..., -1]
+    opaque = _opaque_value(arr)
+    if (opaque is not None and np.all(alpha == opaque)) or np.array_equal(alpha, grey):
+        return grey
+    if np.all(grey == grey.flat[0]):
+        return alpha
+    raise InputError(f"{path}: the {what} could be its grey values or its alpha channel (both vary "
+                     "and differ); save it as a single-channel greyscale PNG")
 
 
 def read_alpha(path) -> np.ndarray:

@@ -1,0 +1,83 @@
+"""dmpn.imageio: what matting data looks like on disk is read as what it means.
+
+16-bit PNGs with colour or alpha keep all 16 bits (Pillow would keep 8), and a matte or trimap
+stored as an alpha channel is read from that channel; ambiguous files are refused by name."""
+import numpy as np
+import png
+import pytest
+from skimage import io as skio
+
+from dmpn.imageio import InputError, read_alpha, read_image, read_trimap
+
+
+def write_png16(path, arr):
+    """A 16-bit PNG of HxWxC uint16 samples (C: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA)."""
+    h, w, c = arr.shape
+    writer = png.Writer(w, h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16)
+    with open(path, "wb") as f:
+        writer.write(f, arr.reshape(h, w * c).tolist())
+    return path
+
+
+def write_png8(path, arr):
+    skio.imsave(path, arr, check_contrast=False)
+    return path
+
+
+@pytest.fixture
+def samples():
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 65536, size=(5, 6, 4), dtype=np.uint16)
+
+
+def test_16_bit_rgb_and_rgba_images_keep_every_bit(tmp_path, samples):
+    for c in (3, 4):
+        got = read_image(write_png16(tmp_path / f"im{c}.png", samples[..., :c]))
+        np.testing.assert_array_equal(got, samples[..., :3] / 65535.0)
+        # values differing only in the low byte stay apart (Pillow's decoding merged them)
+        assert len(np.unique(got)) == len(np.unique(samples[..., :3]))
+
+
+def test_16_bit_grey_plus_alpha_matte_keeps_every_bit(tmp_path, samples):
+    grey = samples[..., :1]
+    opaque = np.full_like(grey, 65535)
+    path = write_png16(tmp_path / "la.png", np.concatenate([grey, opaque], axis=2))
+    np.testing.assert_array_equal(read_alpha(path), grey[..., 0] / 65535.0)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [2, 4])
+def test_matte_stored_as_transparency_is_read_from_the_alpha_channel(tmp_path, samples, bits, channels):
+    """A cut-out: flat white colour, the matte as the alpha channel (was read as all ones)."""
+    matte = samples[..., 0] if bits == 16 else (samples[..., 0] >> 8).astype(np.uint8)
+    full = 65535 if bits == 16 else 255
+    arr = np.full(matte.shape + (channels,), full, dtype=matte.dtype)
+    arr[..., -1] = matte
+    path = tmp_path / "cutout.png"
+    write_png16(path, arr) if bits == 16 else write_png8(path, arr)
+    np.testing.assert_array_equal(read_alpha(path), matte / float(full))
+
+
+def test_grey_matte_with_opaque_alpha_is_read_from_the_grey_values(tmp_path):
+    matte = np.array([[0, 64, 200], [255, 17, 90]], np.uint8)
+    rgba = np.stack([matte, matte, matte, np.full_like(matte, 255)], axis=2)
+    np.testing.assert_array_equal(read_alpha(write_png8(tmp_path / "m.png", rgba)), matte / 255.0)
+    same = np.stack([matte, matte], axis=2)  # grey + alpha holding the same values
+    np.testing.assert_array_equal(read_alpha(write_png8(tmp_path / "s.png", same)), matte / 255.0)
+
+
+def test_trimap_stored_as_transparency(tmp_path):
+    tri = np.array([[0, 128, 255], [255, 128, 0]], np.uint8)
+    la = np.stack([np.zeros_like(tri), tri], axis=2)  # flat black, the trimap as alpha
+    assert read_trimap(write_png8(tmp_path / "t.png", la)).tolist() == tri.tolist()
+
+
+def test_matte_in_both_grey_and_alpha_is_ambiguous(tmp_path):
+    grey = np.array([[0, 64, 200], [255, 17, 90]], np.uint8)
+    alpha = np.array([[255, 0, 10], [3, 99, 255]], np.uint8)
+    path = write_png8(tmp_path / "both.png", np.stack([grey, alpha], axis=2))
+    with pytest.raises(InputError, match=r"both\.png: the alpha matte could be its grey values or "
+                                         r"its alpha channel"):
+        read_alpha(path)
+    # an image has no such question: its alpha channel is dropped
+    np.testing.assert_array_equal(read_image(path)[..., 0], grey / 255.0)
