@@ -208,6 +208,14 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   std::string Where(int n) const;
   /// Names the unanchored node (FindUnanchoredNode) as an input pixel, and what follows.
   std::string UnanchoredMessage(int node) const;
+  /// The first invalid input of an item in raster order (a trimap value outside [0, 1], an
+  /// affinity that is not finite or < 0; padding entries are not read), described with its
+  /// pixel; empty when all are valid. The CPU path and the GPU path's error report share it.
+  std::string InvalidInputMessage(const Dtype* w, const Dtype* trimap) const;
+  /// The first non-finite entry of an item's top diff with its pixel; empty when none.
+  std::string NonFiniteTopDiffMessage(const Dtype* top_diff) const;
+  /// "... did not converge: relative residual r after k iterations (tolerance t)".
+  std::string NotConvergedMessage(const char* pass, const GridMultigridSolver::Stats& s) const;
 
   double c_;
   int shrink_;

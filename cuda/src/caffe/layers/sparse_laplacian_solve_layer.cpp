@@ -869,6 +869,60 @@ SparseLaplacianSolveLayer<Dtype>::~SparseLaplacianSolveLayer() {
 }
 
 template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::InvalidInputMessage(const Dtype* w,
+    const Dtype* trimap) const {
+  const int H = H_, W = W_, HW = H * W;
+  std::ostringstream m;
+  for (int y = 0; y < H; ++y) {
+    for (int x = 0; x < W; ++x) {
+      const int i = y * W + x;
+      const double t = trimap[i];
+      if (!TrimapValid(t)) {
+        m << "trimap value " << t << " at (" << y << ", " << x << ") is not in [0, 1] "
+             "(0 background, 1 foreground, between unknown)";
+        return m.str();
+      }
+      const double east = x + 1 < W ? static_cast<double>(w[i]) : 0.;
+      const double south = y + 1 < H ? static_cast<double>(w[HW + i]) : 0.;
+      if (!(std::isfinite(east) && east >= 0)) {
+        m << "affinity " << east << " of the edge (" << y << ", " << x << ")-(" << y << ", "
+          << x + 1 << ") is not a finite value >= 0";
+        return m.str();
+      }
+      if (!(std::isfinite(south) && south >= 0)) {
+        m << "affinity " << south << " of the edge (" << y << ", " << x << ")-(" << y + 1
+          << ", " << x << ") is not a finite value >= 0";
+        return m.str();
+      }
+    }
+  }
+  return std::string();
+}
+
+template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::NonFiniteTopDiffMessage(
+    const Dtype* top_diff) const {
+  for (int i = 0; i < H_ * W_; ++i) {
+    if (!std::isfinite(top_diff[i])) {
+      std::ostringstream m;
+      m << "the gradient from above (top diff) is " << top_diff[i] << " at (" << i / W_
+        << ", " << i % W_ << ")";
+      return m.str();
+    }
+  }
+  return std::string();
+}
+
+template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::NotConvergedMessage(const char* pass,
+    const GridMultigridSolver::Stats& s) const {
+  std::ostringstream m;
+  m << "the " << pass << " solve did not converge: relative residual " << s.relative_residual
+    << " after " << s.iterations << " iterations (tolerance " << tol_ << ")";
+  return m.str();
+}
+
+template <typename Dtype>
 std::string SparseLaplacianSolveLayer<Dtype>::Where(int n) const {
   std::ostringstream s;
   s << this->type() << " layer '" << this->layer_param_.name() << "', batch item " << n << ": ";
@@ -974,6 +1028,8 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
     for (int t = 0; t < T; ++t) known += known_part[t];
   }
   if (!built) {
+    const std::string invalid = InvalidInputMessage(w, trimap);
+    CHECK(invalid.empty()) << Where(n) << invalid;
     known = 0;
     std::fill(ew.begin(), ew.end(), 0.);
     std::fill(sw.begin(), sw.end(), 0.);
@@ -984,8 +1040,6 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
         const int i = y * W + x;
         const int I = (y / s) * Wc + x / s;
         const double t = trimap[i];
-        CHECK(TrimapValid(t)) << Where(n) << "trimap value " << t << " at (" << y << ", "
-            << x << ") is not in [0, 1] (0 background, 1 foreground, between unknown)";
         if (TrimapKnown(t)) {
           ++known;
           diag[I] += c_;
@@ -993,8 +1047,6 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
         }
         if (x + 1 < W) {
           const double e = w[i];
-          CHECK(std::isfinite(e) && e >= 0) << Where(n) << "affinity " << e << " of the edge ("
-              << y << ", " << x << ")-(" << y << ", " << x + 1 << ") is not a finite value >= 0";
           // The edge joins two pixels of the solve grid only where it crosses a block border.
           if ((x + 1) % s == 0) {
             ew[I] += e;
@@ -1004,8 +1056,6 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
         }
         if (y + 1 < H) {
           const double e = w[HW + i];
-          CHECK(std::isfinite(e) && e >= 0) << Where(n) << "affinity " << e << " of the edge ("
-              << y << ", " << x << ")-(" << y + 1 << ", " << x << ") is not a finite value >= 0";
           if ((y + 1) % s == 0) {
             sw[I] += e;
             diag[I] += e;
@@ -1036,9 +1086,7 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   fwd_stats_[n] = stats;
   VLOG(1) << Where(n) << "forward solve: " << solver.num_levels() << " levels, "
           << stats.iterations << " iterations, relative residual " << stats.relative_residual;
-  CHECK(ok) << Where(n) << "the forward solve did not converge: relative residual "
-      << stats.relative_residual << " after " << stats.iterations << " iterations (tolerance "
-      << tol_ << ")";
+  CHECK(ok) << Where(n) << NotConvergedMessage("forward", stats);
   if (s == 1) {
     SplitRows(H, HW, threads_per_item_, [&](int y0, int y1, int) {
       for (int i = y0 * W; i < y1 * W; ++i) alpha[i] = static_cast<Dtype>(a[i]);
@@ -1087,15 +1135,11 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
   bwd_stats_[n] = stats;
   VLOG(1) << Where(n) << "backward solve: " << stats.iterations << " iterations, relative "
           << "residual " << stats.relative_residual;
-  if (!ok) {
-    for (int i = 0; i < HW; ++i) {  // a non-finite gradient from above is the likelier cause
-      CHECK(std::isfinite(top_diff[i])) << Where(n) << "the gradient from above (top diff) "
-          "is " << top_diff[i] << " at (" << i / W << ", " << i % W << ")";
-    }
+  if (!ok) {  // a non-finite gradient from above is the likelier cause
+    const std::string non_finite = NonFiniteTopDiffMessage(top_diff);
+    CHECK(non_finite.empty()) << Where(n) << non_finite;
   }
-  CHECK(ok) << Where(n) << "the backward solve did not converge: relative residual "
-      << stats.relative_residual << " after " << stats.iterations << " iterations (tolerance "
-      << tol_ << ")";
+  CHECK(ok) << Where(n) << NotConvergedMessage("backward", stats);
   const vector<double>& a = alpha_grid_[n];
   // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid; a fine edge gets the value
   // of the solve-grid edge it is part of, or 0 inside a block.

@@ -712,9 +712,15 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     CUDA_CHECK(cudaMemcpyAsync(flags, item.flags, sizeof(flags), cudaMemcpyDeviceToHost,
                                item.stream));
     CUDA_CHECK(cudaStreamSynchronize(item.stream));
-    CHECK(!flags[0]) << Where(n) << "some affinities are not finite values >= 0";
-    CHECK(!flags[2]) << Where(n) << "some trimap values are not in [0, 1] (0 background, 1 "
-        "foreground, between unknown)";
+    if (flags[0] || flags[2]) {  // rare: the first invalid input is named on the host
+      const std::string invalid = InvalidInputMessage(
+          bottom[0]->cpu_data() + bottom[0]->offset(n),
+          bottom[1]->cpu_data() + bottom[1]->offset(n));
+      LOG(FATAL) << Where(n) << (invalid.empty() ? (flags[0]
+          ? "some affinities are not finite values >= 0"
+          : "some trimap values are not in [0, 1] (0 background, 1 foreground, between "
+            "unknown)") : invalid);
+    }
     CHECK_GT(flags[1], 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the "
         "system (L + C) is singular";
     if (flags[4]) {  // rare (AffinityExp's weights are > 0): the search runs on the host
@@ -732,9 +738,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::alpha, tol_,
                                         max_iter_, multigrid_, &fwd_stats_);
   for (int n = 0; n < num; ++n) {
-    CHECK(ok[n]) << Where(n) << "the forward solve did not converge: relative residual "
-        << fwd_stats_[n].relative_residual << " after " << fwd_stats_[n].iterations
-        << " iterations";
+    CHECK(ok[n]) << Where(n) << NotConvergedMessage("forward", fwd_stats_[n]);
     GpuItem& item = st->items[n];
     Dtype* alpha = top[0]->mutable_gpu_data() + top[0]->offset(n);
     Upsample<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_, W_, Hc_, Wc_, shrink_, item.alpha,
@@ -766,9 +770,12 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::sol, tol_,
                                         max_iter_, multigrid_, &bwd_stats_);
   for (int n = 0; n < st->num; ++n) {
-    CHECK(ok[n]) << Where(n) << "the backward solve did not converge: relative residual "
-        << bwd_stats_[n].relative_residual << " after " << bwd_stats_[n].iterations
-        << " iterations";
+    if (!ok[n]) {  // a non-finite gradient from above is the likelier cause
+      const std::string non_finite = NonFiniteTopDiffMessage(top[0]->cpu_diff()
+                                                             + top[0]->offset(n));
+      CHECK(non_finite.empty()) << Where(n) << non_finite;
+    }
+    CHECK(ok[n]) << Where(n) << NotConvergedMessage("backward", bwd_stats_[n]);
     GpuItem& item = st->items[n];
     EdgeGradient<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_, W_, Wc_, shrink_, item.sol,
         item.alpha, bottom[0]->mutable_gpu_diff() + bottom[0]->offset(n));

@@ -337,8 +337,32 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoKnownPixelIsAnError) {
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestNonFiniteAffinityIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
   this->Fill(1, 5, 5, 0.5, 1);
+  // Entry 7 of channel 0 on a 5 x 5 grid: the edge from (1, 2) east. The message names it, on
+  // the fast unshrunk path and the general one (shrink 2), on the CPU and (from the host's copy)
+  // on the GPU.
   this->affinity_->mutable_cpu_data()[7] = std::numeric_limits<Dtype>::quiet_NaN();
-  this->ExpectForwardDies(this->Param(1), "batch item 0: .*affinit");
+  for (int shrink = 1; shrink <= 2; ++shrink) {
+    this->ExpectForwardDies(this->Param(shrink),
+        "batch item 0: affinity nan of the edge \\(1, 2\\)-\\(1, 3\\) is not a finite");
+  }
+  this->affinity_->mutable_cpu_data()[7] = Dtype(0.5);
+  this->affinity_->mutable_cpu_data()[25 + 13] = Dtype(-1);  // channel 1: (2, 3) south
+  this->ExpectForwardDies(this->Param(1),
+      "batch item 0: affinity -1 of the edge \\(2, 3\\)-\\(3, 3\\) is not a finite");
+}
+
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestNonFiniteTopDiffIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(2, 5, 5, 0.5, 1);
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  layer.Forward(this->bottom_vec_, this->top_vec_);
+  Dtype* diff = this->top_->mutable_cpu_diff();
+  for (int i = 0; i < this->top_->count(); ++i) diff[i] = Dtype(0.1) * (i % 7);
+  diff[this->top_->offset(1, 0, 3, 4)] = std::numeric_limits<Dtype>::infinity();
+  EXPECT_DEATH(layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_),
+               "batch item 1: the gradient from above \\(top diff\\) is inf at \\(3, 4\\)");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
@@ -347,7 +371,8 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
   p.mutable_sparse_laplacian_solve_param()->set_max_iterations(2);
   p.mutable_sparse_laplacian_solve_param()->set_solver(
       SparseLaplacianSolveParameter_Solver_JACOBI_PCG);
-  this->ExpectForwardDies(p, "batch item 0: the forward solve did not converge");
+  this->ExpectForwardDies(p, "batch item 0: the forward solve did not converge: relative "
+                          "residual .* after 2 iterations \\(tolerance 1e-14\\)");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {
@@ -380,7 +405,10 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestTrimapOutsideUnitRangeIsAnError) {
   this->Fill(1, 5, 5, 0.5, 1);
   this->trimap_->mutable_cpu_data()[13] = 128;  // a 0-255 trimap: 128 would be known
-  this->ExpectForwardDies(this->Param(1), "batch item 0: .*trimap value.* not in \\[0, 1\\]");
+  for (int shrink = 1; shrink <= 2; ++shrink) {
+    this->ExpectForwardDies(this->Param(shrink),
+        "batch item 0: trimap value 128 at \\(2, 3\\) is not in \\[0, 1\\]");
+  }
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestZeroMaxIterationsIsAnError) {
