@@ -13,9 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-from dmpn import net
-from dmpn.cli import positive_float, run_tool
-from dmpn.imageio import atomic_write
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dmpn import net  # noqa: E402
+from dmpn.cli import positive_float, run_tool  # noqa: E402
+from dmpn.imageio import atomic_write  # noqa: E402
 
 
 def write_solver_for(manifest_path, epochs, out):
