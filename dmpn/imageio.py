@@ -20,6 +20,7 @@ matte as its transparency); when both vary and differ the file is refused as amb
 - :func:`read_image`  -> float64 HxWx3 in [0, 1]
 - :func:`write_png`   writes an 8-bit PNG atomically (temp file + ``os.replace``)
 - :func:`write_json`  writes JSON atomically
+- :func:`write_text`  writes a text file atomically
 - :func:`list_images` -> {name without extension: path}
 - :func:`file_sha256` the SHA-256 of a file's content (what resumed predictions are keyed on)
 """
@@ -34,7 +35,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png", "write_json",
+__all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png", "write_json", "write_text",
            "list_images", "file_sha256", "IMAGE_EXTENSIONS", "TRIMAP_NOT_SCORED"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -261,6 +262,14 @@ def write_png(path, array) -> None:
     if data.ndim not in (2, 3):
         raise ValueError(f"{path}: cannot write array of shape {data.shape} as PNG")
     atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), suffix=".png")
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see atomic_write)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
 
 
 def write_json(path, data, allow_nan: bool = False) -> None:

@@ -88,7 +88,7 @@ import numpy as np
 from dmpn import compose
 from dmpn.cli import check_writable, dims, error_text, finite_float, positive_float, positive_int
 from dmpn.datum import encode_datum
-from dmpn.imageio import atomic_write, InputError, list_images, read_alpha, read_image, read_trimap
+from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap, write_text
 
 __all__ = [
     "BUILDER_VERSION", "PRESETS", "FORCED_TRAIN_DEFAULT", "CHANNEL_ORDER", "KEY_FORMAT",
@@ -145,15 +145,6 @@ def _human(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1000.0
     return str(n)
-
-
-def _atomic_write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -682,7 +673,7 @@ def build(args) -> dict:
     # ---- write -------------------------------------------------------------------------------
     os.makedirs(out, exist_ok=True)
     if not os.path.exists(args_path):
-        _atomic_write_text(args_path, json.dumps({"fingerprint": fingerprint, "config": cfg},
+        write_text(args_path, json.dumps({"fingerprint": fingerprint, "config": cfg},
                                                  indent=1, sort_keys=True))
     cache_dir = os.path.join(out, ".cache")
     os.makedirs(cache_dir, exist_ok=True)
@@ -755,7 +746,7 @@ def build(args) -> dict:
         "disk_bytes": _du(out),
         "seconds": round(time.time() - t0, 2),
     }
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    write_text(manifest_path, json.dumps(manifest, indent=1))
     shutil.rmtree(cache_dir, ignore_errors=True)
     return manifest
 

@@ -35,7 +35,7 @@ import threading
 import time
 
 from dmpn.cli import REPO as ROOT, positive_float
-from dmpn.imageio import write_json
+from dmpn.imageio import write_json, write_text
 # Caffe's solver log: "Iteration 10 (3.5 iter/s, 2.9s/10 iters), loss = 0.18"
 LOSS_RE = re.compile(r"Iteration (\d+)\b.*?, loss = ([-+.\deEnaif]+)")
 
@@ -99,8 +99,7 @@ def write_nets(out, data, manifest, epochs, seed=0):
                         clip_gradients=CLIP_GRADIENTS)
     solver.random_seed = seed  # crops, mirroring and fillers: the run is reproducible
     for name, proto in (("train_val", train), ("deploy", deploy), ("solver", solver)):
-        with open(os.path.join(netdir, name + ".prototxt"), "w") as f:
-            f.write(str(proto))
+        write_text(os.path.join(netdir, name + ".prototxt"), str(proto))
     return netdir, max_iter, n_train, cfg
 
 
@@ -273,8 +272,7 @@ def evaluate(out, data, netdir, weights):
     res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if res.returncode != 0:
         raise SystemExit(f"tools/evaluate.py failed (exit {res.returncode})")
-    with open(os.path.join(out, "metrics.md"), "w") as f:
-        f.write(res.stdout)
+    write_text(os.path.join(out, "metrics.md"), res.stdout)
     print(res.stdout)
     with open(os.path.join(out, "metrics.json")) as f:
         return json.load(f)
@@ -327,8 +325,7 @@ def main(argv=None):
     if beat is not None:
         summary.append(f"ours ({ours}) {'BEATS' if beat else 'does NOT beat'} the hand-crafted-affinity "
                        "propagation on both SAD and MSE; closed-form matting (cf) is the bar to reach next.")
-    with open(os.path.join(a.out, "summary.md"), "w") as f:
-        f.write("\n".join(summary) + "\n")
+    write_text(os.path.join(a.out, "summary.md"), "\n".join(summary) + "\n")
     print("\n".join(summary))
     say(f"done in {(time.time() - t0) / 60:.1f} minutes; results in {a.out}")
     return 0

@@ -270,9 +270,8 @@ def generated_files():
 
 def write_files(folder):
     import os
-    from pathlib import Path
-    from dmpn.imageio import atomic_write
+    from dmpn.imageio import write_text
     files = generated_files()
     for name, text in files.items():
-        atomic_write(os.path.join(folder, name), lambda tmp, text=text: Path(tmp).write_text(text))
+        write_text(os.path.join(folder, name), text)
     return sorted(files)

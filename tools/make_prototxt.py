@@ -11,13 +11,12 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dmpn import net  # noqa: E402
 from dmpn.cli import positive_float, run_tool  # noqa: E402
-from dmpn.imageio import atomic_write  # noqa: E402
+from dmpn.imageio import write_text  # noqa: E402
 
 
 def write_solver_for(manifest_path, epochs, out):
@@ -32,7 +31,7 @@ def write_solver_for(manifest_path, epochs, out):
         raise ValueError(f"{manifest_path}: the dataset has no training composites")
     text, iters = net.paper_solver_text(items, epochs, "Written by tools/make_prototxt.py "
                                         f"--solver-for {manifest_path}.")
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    write_text(out, text)
     print(f"{out}: max_iter {iters} ({epochs:g} epochs x {items} training composites / batch "
           f"{net.NetConfig().batch}); the last snapshot: data/deepmattepropnet_iter_{iters}.caffemodel")
 
