@@ -58,9 +58,9 @@ def accumulate(net, batches, feed=None, progress=None):
     return names
 
 
-def _meets_train_rule(rule) -> bool:
-    """Caffe's Net::StateMeetsRule for the state recompute_bn runs (phase TRAIN, level 0, no
-    stages): a rule asking for another phase, a level the state is not within or a stage fails."""
+def _meets_train_rule(rule, stages) -> bool:
+    """Caffe's Net::StateMeetsRule for the state recompute_bn's net has: phase TRAIN, level 0 (the
+    Net constructor sets both) and the prototxt's own ``state { stage: ... }`` (which it keeps)."""
     from caffe.proto import caffe_pb2
     if rule.HasField("phase") and rule.phase != caffe_pb2.TRAIN:
         return False
@@ -68,15 +68,15 @@ def _meets_train_rule(rule) -> bool:
         return False
     if rule.HasField("max_level") and 0 > rule.max_level:
         return False
-    return not rule.stage  # not_stage: the state has no stage, so nothing is excluded by it
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
 
 
-def _in_train_phase(layer) -> bool:
+def _in_train_phase(layer, stages=()) -> bool:
     """Whether a LayerParameter is part of the TRAIN net (Caffe's Net::FilterNet: any exclude rule
     met leaves it out; with include rules, one must be met)."""
-    if any(_meets_train_rule(r) for r in layer.exclude):
+    if any(_meets_train_rule(r, stages) for r in layer.exclude):
         return False
-    return not layer.include or any(_meets_train_rule(r) for r in layer.include)
+    return not layer.include or any(_meets_train_rule(r, stages) for r in layer.include)
 
 
 def check_data_layers(net_param, path) -> None:
@@ -85,7 +85,8 @@ def check_data_layers(net_param, path) -> None:
     those of an empty image), or when a Data layer's LMDB / LevelDB source does not exist
     (Caffe would abort the process)."""
     from caffe.proto import caffe_pb2
-    layers = [layer for layer in net_param.layer if _in_train_phase(layer)]
+    stages = set(net_param.state.stage)
+    layers = [layer for layer in net_param.layer if _in_train_phase(layer, stages)]
     readers = [layer for layer in layers if layer.type in DATA_LAYER_TYPES
                or (layer.type == "Python" and not layer.bottom)]
     if not readers:

@@ -37,7 +37,9 @@ def error_text(exc: BaseException) -> str:
             return f"{exc.filename} -> {exc.filename2}: {reason}"
         return f"{exc.filename}: {reason}"
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    if lines:
+        return lines[0]
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
 
 
 def run_tool(prog: str, body, errors=USER_ERRORS) -> int:

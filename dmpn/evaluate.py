@@ -296,18 +296,21 @@ def baseline_method_key(name: str, sigma: float = 0.1) -> dict:
 
 
 def python_method_key(spec: str, func):
-    """The method key of a --predictor MODULE:FUNC: the spec and the SHA-256 of the source file
-    that defines the function. None (nothing reused) when that file cannot be found. What the
-    function loads itself (its own weights, other modules) is not seen: --no-resume after
-    changing it."""
+    """The method key of a --predictor MODULE:FUNC: the spec and the SHA-256 of MODULE's file and
+    of the file that defines the function itself (a decorator's wrapper is looked through). None
+    when one cannot be found. What the function loads itself (its own weights, other modules)
+    is not seen, which is why evaluate.py reuses such mattes only with --resume-predictor."""
+    import importlib
     import inspect
     try:
-        source = inspect.getsourcefile(func)
-    except TypeError:
-        source = None
-    if not source or not os.path.isfile(source):
+        files = {importlib.import_module(spec.rsplit(":", 1)[0]).__file__,
+                 inspect.getsourcefile(inspect.unwrap(func))}
+    except (TypeError, ImportError):
         return None
-    return {"kind": "python predictor", "predictor": spec, "source": file_sha256(source),
+    if not all(f and os.path.isfile(f) for f in files):
+        return None
+    return {"kind": "python predictor", "predictor": spec,
+            "source": _digest(sorted(file_sha256(f) for f in files)),
             "code": _code_sha256(_PIPELINE_MODULES)}
 
 
@@ -364,7 +367,8 @@ class PredictionRecord:
             return {}, {}
         return methods, entries
 
-    def reusable(self, names, inputs, paths, resume: bool = True) -> list:
+    def reusable(self, names, inputs, paths, resume: bool = True,
+                 resume_how: str = "the same command") -> list:
         """The names whose PNG ``paths[name]`` is this method's prediction from the inputs whose
         hashes are ``inputs[name]`` ((image, trimap)); says on stderr how many are reused and why
         the others are predicted again."""
@@ -404,7 +408,8 @@ class PredictionRecord:
         if not resume:
             if same:
                 self._say(f"not resuming: predicting all {len(names)}, the {len(same)} an earlier "
-                          "run made with the same method and inputs too")
+                          f"run made with the same method and inputs too ({resume_how} reuses "
+                          "them)")
             return []
         if same:
             self._say(f"reused {len(same)} of {len(names)} predictions from an earlier run "
@@ -449,7 +454,8 @@ def _names(names, most: int = 3) -> str:
 
 
 def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progress: bool = True,
-                   desc: str = "predicting", key=None, resume: bool = True) -> Predictions:
+                   desc: str = "predicting", key=None, resume: bool = True,
+                   resume_how: str = "the same command") -> Predictions:
     """Run ``predictor(image, trimap01) -> alpha`` on every image (with the trimap of the same
     name) and write the mattes as 8-bit PNGs ``out_dir/NAME.png``. Returns {name: path}
     (a :class:`Predictions`).
@@ -458,7 +464,8 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
     :func:`python_method_key`). With one, ``out_dir/.predictions.json`` records each PNG written
     (see :class:`PredictionRecord`), and with ``resume`` a PNG an earlier run made with the same
     key from the same image and trimap is reused instead of predicted again: an interrupted run
-    goes on where it stopped."""
+    goes on where it stopped. ``resume_how`` names, for the message of an interrupted run, the
+    command that goes on (without ``resume``: the flags that turn it on)."""
     images, tris = list_images(images_dir), list_images(trimap_dir)
     if names is None:
         names = sorted(images)
@@ -472,7 +479,7 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
     record = PredictionRecord(out_dir, key)
     inputs = {n: (file_sha256(images[n]), file_sha256(tris[n])) for n in names} if key is not None else {}
     result = Predictions((n, paths[n]) for n in names)
-    result.reused = record.reusable(names, inputs, paths, resume=resume)
+    result.reused = record.reusable(names, inputs, paths, resume=resume, resume_how=resume_how)
     reused = set(result.reused)
     todo = [n for n in names if n not in reused]
     try:
@@ -481,7 +488,7 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
             record.add(inputs.get(n), paths[n])
             result.predicted.append(n)
     except KeyboardInterrupt:  # the record is saved below, before this reaches the caller
-        kept = (f"; they are recorded in {record.path}: the same command goes on from there"
+        kept = (f"; they are recorded in {record.path}: {resume_how} goes on from there"
                 if key is not None else "")
         raise KeyboardInterrupt(f"{out_dir}: interrupted after {len(result.predicted)} of "
                                 f"{len(todo)} predictions{kept}") from None
@@ -492,10 +499,10 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
 
 def score_predictor(predictor, images_dir, trimap_dir, gt_dir, out_dir, force_known: bool = True,
                     name: str = "model", progress: bool = True, key=None,
-                    resume: bool = True) -> MethodResult:
+                    resume: bool = True, resume_how: str = "the same command") -> MethodResult:
     """Predict every image of ``images_dir``, save the PNGs in ``out_dir`` and score them: the
-    PNGs of this run's images, predicted now or reused (``key``, ``resume``: see predict_folder),
-    whatever else ``out_dir`` holds (e.g. an earlier run's other images)."""
+    PNGs of this run's images, predicted now or reused (``key``, ``resume``, ``resume_how``: see
+    predict_folder), whatever else ``out_dir`` holds (e.g. an earlier run's other images)."""
     images, gts, tris = list_images(images_dir), list_images(gt_dir), list_images(trimap_dir)
     names = match_names(images, gts, tris, primary_label="image")
     for n in names:  # check sizes and trimaps before spending time predicting
@@ -505,9 +512,8 @@ def score_predictor(predictor, images_dir, trimap_dir, gt_dir, out_dir, force_kn
                              f"ground truth {gts[n]} ({_shape_str(g)})")
         _check_known_pixel(predictor, t, tris[n])
     written = predict_folder(predictor, images_dir, trimap_dir, out_dir, names=names,
-                             progress=progress, desc=f"predicting ({name})", key=key, resume=resume)
-    if key is not None:
-        print(f"{name}: {written.summary()} ({out_dir})", file=sys.stderr, flush=True)
+                             progress=progress, desc=f"predicting ({name})", key=key, resume=resume,
+                             resume_how=resume_how)
     return score_paths(written, gts, tris, force_known=force_known, name=name, folder=out_dir)
 
 
@@ -683,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUT/METHOD with the same method (model and weights content, options, "
                         "code) from the same image and trimap content is reused, as recorded in "
                         "OUT/METHOD/.predictions.json")
+    p.add_argument("--resume-predictor", action="store_true",
+                   help="reuse --predictor's mattes too (off by default: the record sees the "
+                        "function's source files, not what it loads itself, e.g. its weights)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -701,27 +710,33 @@ def run(args) -> list:
     if args.pred:
         results.append(score_folders(args.pred, args.gt, args.trimap, force_known=force,
                                      name="prediction", progress=progress))
-    predictors = []  # (name, predictor, method key)
+    resume = not args.no_resume
+    again = "the same command" if resume else "the same command without --no-resume"
+    predictors = []  # (name, predictor, method key, resume, resume_how)
     if args.model:
         predictors.append(("model", caffe_predictor(args.model, args.weights, gpu=args.gpu),
-                           caffe_method_key(args.model, args.weights, gpu=args.gpu)))
+                           caffe_method_key(args.model, args.weights, gpu=args.gpu), resume, again))
     if args.predictor:
         f = load_predictor(args.predictor)
         key = python_method_key(args.predictor, f)
         if key is None:
             print(f"--predictor {args.predictor}: its source file is not found, so its predictions "
                   "are not reused from an earlier run", file=sys.stderr, flush=True)
-        predictors.append((args.predictor.split(":")[-1], f, key))
+        # What the function loads itself (weights, other files) is outside the key: its mattes
+        # are recorded always, reused only when asked.
+        predictors.append((args.predictor.split(":")[-1], f, key, resume and args.resume_predictor,
+                           again if args.resume_predictor else f"{again} with --resume-predictor"))
     for b in baseline_names:
         f = bl.get_baseline(b)
         if b == "handcrafted":
             sigma = args.sigma
             f = (lambda image, trimap01, _f=f: _f(image, trimap01, sigma=sigma))
-        predictors.append((b, f, baseline_method_key(b, sigma=args.sigma)))
-    for name, predictor, key in predictors:
+        predictors.append((b, f, baseline_method_key(b, sigma=args.sigma), resume, again))
+    for name, predictor, key, reuse, resume_how in predictors:
         results.append(score_predictor(predictor, args.images, args.trimap, args.gt,
                                        os.path.join(args.out, name), force_known=force, name=name,
-                                       progress=progress, key=key, resume=not args.no_resume))
+                                       progress=progress, key=key, resume=reuse,
+                                       resume_how=resume_how))
     return results
 
 

@@ -9,9 +9,11 @@ colour or an alpha channel (RGB, RGBA, grey + alpha) are decoded by pypng, since
 PNG reader) keeps only their high 8 bits; every other file by imageio.
 
 A matte or trimap stored in a file with an alpha channel (grey + alpha, RGBA) is read from the
-channel that holds it: the grey / colour channels when the alpha channel is opaque everywhere, the
-alpha channel when the colour channels are one flat value (a cut-out's white or black with the
-matte as its transparency); when both vary and differ the file is refused as ambiguous.
+channel that holds it: the grey / colour channels when the alpha channel is opaque everywhere or
+only marks where they were drawn (transparent pixels 0, as a trimap drawn on a transparent layer);
+the alpha channel when the colour is one flat value wherever it is not fully transparent (a
+cut-out, the matte as its transparency); any other file whose grey and alpha channels both vary
+is refused as ambiguous.
 
 - :func:`read_alpha`  -> float64 HxW in [0, 1]
 - :func:`read_trimap` -> uint8 HxW with values exactly {0, 128, 255} (for prediction), or with
@@ -125,8 +127,10 @@ def _opaque_value(arr: np.ndarray):
 def _single_channel(arr: np.ndarray, path, what: str) -> np.ndarray:
     """HxW, HxWx1, grey (equal colour channels) and grey + alpha / RGBA files -> HxW.
 
-    With an alpha channel: the grey value where the alpha channel is opaque everywhere, the alpha
-    channel where the grey value is flat (the matte stored as transparency) or equal to it."""
+    With an alpha channel (see the module's docstring): the grey values where the alpha channel is
+    opaque everywhere, equal to them, or only 0 / opaque with grey 0 where it is 0 (drawn on a
+    transparent layer: the grey composited over black); the alpha channel where the grey value is
+    flat over the pixels that are not fully transparent (a cut-out). Otherwise ambiguous."""
     if arr.ndim == 2:
         return arr
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
@@ -141,8 +145,11 @@ def _single_channel(arr: np.ndarray, path, what: str) -> np.ndarray:
     opaque = _opaque_value(arr)
     if (opaque is not None and np.all(alpha == opaque)) or np.array_equal(alpha, grey):
         return grey
-    if np.all(grey == grey.flat[0]):
+    visible = grey[alpha > 0]
+    if visible.size == 0 or np.all(visible == visible[0]):
         return alpha
+    if opaque is not None and np.all((alpha == opaque) | ((alpha == 0) & (grey == 0))):
+        return grey
     raise InputError(f"{path}: the {what} could be its grey values or its alpha channel (both vary "
                      "and differ); save it as a single-channel greyscale PNG")
 
@@ -265,21 +272,21 @@ def write_png(path, array) -> None:
 
 
 def write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see atomic_write)."""
+    """Write ``text`` to ``path`` atomically (see atomic_write) and durably: flushed to the disk
+    before the rename, since these are the manifests, records and prototxts a rerun reads back
+    (after a power loss a renamed but unflushed file can be empty)."""
     def write(tmp):
         with open(tmp, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
     atomic_write(path, write)
 
 
 def write_json(path, data, allow_nan: bool = False) -> None:
-    """Write JSON atomically (see atomic_write); NaN and infinities are refused unless
+    """Write JSON atomically and durably (see write_text); NaN and infinities are refused unless
     ``allow_nan`` (they are not standard JSON)."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=allow_nan)
-            f.write("\n")
-    atomic_write(path, write)
+    write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n")
 
 
 def file_sha256(path) -> str:

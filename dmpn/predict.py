@@ -27,7 +27,7 @@ def build_parser():
                                  epilog="Exit status: 0 done; 2 bad input or an output that cannot "
                                         "be written (the file is named); 1 pycaffe not importable; "
                                         "130 interrupted (the mattes written are kept and recorded: "
-                                        "the same command goes on from there).")
+                                        "the same command, without --no-resume, goes on from there).")
     ap.add_argument("--model", required=True, help="deploy prototxt (e.g. prototxt/deploy.prototxt)")
     ap.add_argument("--weights", required=True, help="trained .caffemodel")
     ap.add_argument("--image", required=True, help="an image file, or a folder of them")
@@ -71,8 +71,9 @@ def predict(a) -> int:
     if folder_mode:
         key = caffe_method_key(a.model, a.weights, gpu=a.gpu, force_known=a.force_known)
         written = predict_folder(predictor, a.image, a.trimap, a.out, progress=not a.no_progress,
-                                 key=key, resume=not a.no_resume)
-        print(f"wrote {len(written)} mattes to {a.out} ({written.summary()})")
+                                 key=key, resume=not a.no_resume, resume_how="the same command"
+                                 + (" without --no-resume" if a.no_resume else ""))
+        print(f"{len(written)} mattes in {a.out} ({written.summary()})")
     else:
         write_png(out, predict_file(predictor, a.image, a.trimap))
         print(f"wrote {out}")

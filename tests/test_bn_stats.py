@@ -163,6 +163,17 @@ def test_data_layers_of_the_train_phase():
                       'data_param { source: "/nowhere" batch_size: 1 } }' % rule)
         with pytest.raises(ValueError, match="/nowhere: no such"):
             bn_stats.check_data_layers(here, "net.prototxt")
+    # Stages the prototxt itself declares are kept by Caffe's Net constructor.
+    staged = 'layer { name: "d" type: "Data" top: "x" include { phase: TRAIN stage: "train" } ' \
+             'data_param { source: "/nowhere" batch_size: 1 } }'
+    with pytest.raises(ValueError, match="/nowhere: no such"):
+        bn_stats.check_data_layers(param('state { stage: "train" } ' + staged), "net.prototxt")
+    with pytest.raises(ValueError, match="no data layer"):
+        bn_stats.check_data_layers(param(staged), "net.prototxt")
+    unstaged = param('state { stage: "deploy" } layer { name: "d" type: "Data" top: "x" '
+                     'include { not_stage: "deploy" } data_param { source: "/nowhere" batch_size: 1 } }')
+    with pytest.raises(ValueError, match="no data layer"):
+        bn_stats.check_data_layers(unstaged, "net.prototxt")
     python_data = param('layer { name: "d" type: "Python" top: "x" '
                         'python_param { module: "m" layer: "L" } }')
     bn_stats.check_data_layers(python_data, "net.prototxt")  # a Python layer without bottoms reads data

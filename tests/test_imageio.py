@@ -81,3 +81,20 @@ def test_matte_in_both_grey_and_alpha_is_ambiguous(tmp_path):
         read_alpha(path)
     # an image has no such question: its alpha channel is dropped
     np.testing.assert_array_equal(read_image(path)[..., 0], grey / 255.0)
+
+
+def test_trimap_drawn_on_a_transparent_layer_is_read_from_its_grey_values(tmp_path):
+    """Painted in an image editor: the trimap's grey where drawn, the rest left transparent (grey 0
+    there, as exported): composited over black it is the trimap."""
+    tri = np.array([[0, 128, 255], [255, 128, 0]], np.uint8)
+    drawn = tri > 0
+    la = np.stack([tri, np.where(drawn, 255, 0).astype(np.uint8)], axis=2)
+    assert read_trimap(write_png8(tmp_path / "t.png", la)).tolist() == tri.tolist()
+
+
+def test_cut_out_with_colour_zeroed_under_transparency_is_read_from_its_alpha(tmp_path):
+    """PNG optimisers zero the colour of fully transparent pixels: the colour is flat elsewhere."""
+    matte = np.array([[0, 64, 200], [255, 0, 90]], np.uint8)
+    grey = np.where(matte > 0, 255, 0).astype(np.uint8)
+    rgba = np.stack([grey, grey, grey, matte], axis=2)
+    np.testing.assert_array_equal(read_alpha(write_png8(tmp_path / "c.png", rgba)), matte / 255.0)

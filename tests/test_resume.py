@@ -55,13 +55,14 @@ def counting(data, monkeypatch):
     sys.modules.pop(name, None)
 
 
-def run_evaluate(root, module, *extra, out="out", json_name="r.json"):
-    """tools/evaluate.py --predictor MODULE:matte in this process: (exit status, the calls made,
-    the JSON written)."""
+def run_evaluate(root, module, *extra, out="out", json_name="r.json", resume_predictor=True):
+    """tools/evaluate.py --predictor MODULE:matte [--resume-predictor] in this process: (exit
+    status, the calls made, the JSON written)."""
     module.calls.clear()
     rc = E.main(["--predictor", f"{module.__name__}:matte", "--images", str(root / "images"),
                  "--gt", str(root / "gt"), "--trimap", str(root / "trimap"), "--out", str(root / out),
-                 "--json", str(root / json_name), "--no-progress", *map(str, extra)])
+                 "--json", str(root / json_name), "--no-progress", *map(str, extra)]
+                + (["--resume-predictor"] if resume_predictor else []))
     js = json.loads((root / json_name).read_text()) if rc == 0 else None
     return rc, len(module.calls), js
 
@@ -84,8 +85,8 @@ def test_an_interrupted_run_goes_on_where_it_stopped(data, counting, capsys):
     rc, calls, js = run_evaluate(data, counting)
     err = capsys.readouterr().err
     assert rc == 0 and calls == 4                      # c..f only
-    assert "reused 2 of 6 predictions from an earlier run" in err and "predicting 4" in err
-    assert "matte: predicted 4, reused 2 from an earlier run" in err
+    assert f"{out}: reused 2 of 6 predictions from an earlier run" in err and "predicting 4" in err
+    assert err.count("reused") == 1                    # one line says it
     assert set(js["per_image"]) == set(NAMES)          # all six scored
     # the same numbers and mattes as one uninterrupted run
     rc, calls, clean = run_evaluate(data, counting, out="clean", json_name="clean.json")
@@ -100,6 +101,52 @@ def test_an_interrupted_run_goes_on_where_it_stopped(data, counting, capsys):
     rc, calls, _ = run_evaluate(data, counting, "--no-resume")
     assert rc == 0 and calls == 6
     assert "not resuming: predicting all 6" in capsys.readouterr().err
+    # interrupted under --no-resume: the message names the command that goes on
+    counting.stop_at = 2
+    rc, calls, _ = run_evaluate(data, counting, "--no-resume")
+    assert rc == 130 and "the same command without --no-resume goes on from there" in capsys.readouterr().err
+
+
+def test_a_python_predictor_is_reused_only_when_asked(data, counting, capsys):
+    """What a --predictor loads itself (its weights, other files) is outside the record's key: its
+    mattes are recorded, and reused only with --resume-predictor."""
+    counting.stop_at = 3
+    assert run_evaluate(data, counting, resume_predictor=False)[:2] == (130, 3)
+    assert ("the same command with --resume-predictor goes on from there"
+            in capsys.readouterr().err)
+    counting.stop_at = None
+    assert run_evaluate(data, counting, resume_predictor=False)[:2] == (0, 6)
+    err = capsys.readouterr().err
+    assert "not resuming: predicting all 6, the 2 an earlier run made" in err
+    assert "(the same command with --resume-predictor reuses them)" in err
+    assert run_evaluate(data, counting)[:2] == (0, 0)
+
+
+def test_a_decorated_predictor_is_keyed_on_its_own_file(data, monkeypatch, capsys):
+    """functools.wraps decorators (torch.no_grad, say) live in another file: the key is the
+    predictor's own module, not the decorator's."""
+    (data / "passing_decorator.py").write_text(
+        "import functools\n"
+        "def passing(f):\n"
+        "    @functools.wraps(f)\n"
+        "    def wrapper(*args):\n"
+        "        return f(*args)\n"
+        "    return wrapper\n")
+    source = ("import numpy as np\nfrom passing_decorator import passing\n"
+              "calls = []\nGAIN = {gain}\n@passing\ndef matte(image, trimap01):\n"
+              "    calls.append(1)\n    return np.where(trimap01 == 0.5, GAIN * image[..., 0], trimap01)\n")
+    (data / "decorated_predictor.py").write_text(source.format(gain=1.0))
+    monkeypatch.syspath_prepend(str(data))
+    module = importlib.import_module("decorated_predictor")
+    try:
+        assert run_evaluate(data, module)[:2] == (0, 6)
+        (data / "decorated_predictor.py").write_text(source.format(gain=0.5))
+        capsys.readouterr()
+        assert run_evaluate(data, module)[:2] == (0, 6)
+        assert "(different source)" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("decorated_predictor", None)
+        sys.modules.pop("passing_decorator", None)
 
 
 def test_only_what_changed_is_predicted_again(data, counting, capsys):
@@ -249,7 +296,7 @@ def test_predict_py_reuses_mattes_of_the_same_weights_only(data, two_weights, tm
         assert rc == 0, stderr
         return stdout + stderr
 
-    assert "wrote 6 mattes" in predict() and "(predicted 6)" in predict("--no-resume")
+    assert f"6 mattes in {out} (predicted 6)" in predict() and "(predicted 6)" in predict("--no-resume")
     first = {n: (out / f"{n}.png").read_bytes() for n in NAMES}
     said = predict()
     assert "reused 6 of 6 predictions from an earlier run" in said and "(predicted 0, reused 6" in said
@@ -287,11 +334,24 @@ def test_main_job_rescoring_predicts_the_net_again_only_for_new_weights(data, tw
     assert "reused" not in err
     again, err = score("bn_recomputed_iter_100.caffemodel")
     for method in ("model", "cf", "knn", "handcrafted"):
-        assert f"{method}: predicted 0, reused 6 from an earlier run" in err, err
+        assert f"{method}: reused 6 of 6 predictions from an earlier run" in err, err
     assert again["methods"] == first["methods"]
     later, err = score("bn_recomputed_iter_200.caffemodel")
-    assert "model: predicted 6 (" in err and "(different weights)" in err
+    assert "model: 6 prediction(s) there were made by another method or model (different weights)" in err
     for method in ("cf", "knn", "handcrafted"):
-        assert f"{method}: predicted 0, reused 6" in err
+        assert f"{method}: reused 6 of 6" in err
     assert later["methods"]["model"] != first["methods"]["model"]
     assert later["methods"]["cf"] == first["methods"]["cf"]
+
+
+def test_an_interrupt_outside_the_predictions_says_interrupted(data, monkeypatch, capsys):
+    """Ctrl-C while the predictor loads (or while scoring): exit 130 and the word, not the class."""
+    (data / "slow_loading_predictor.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(data))
+    try:
+        rc = E.main(["--predictor", "slow_loading_predictor:matte", "--images", str(data / "images"),
+                     "--gt", str(data / "gt"), "--trimap", str(data / "trimap"), "--no-progress"])
+    finally:
+        sys.modules.pop("slow_loading_predictor", None)
+    assert rc == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "evaluate.py: error: interrupted"
