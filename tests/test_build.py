@@ -2,6 +2,7 @@
 from the plain caffe binary, and the source checks of the build."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -80,11 +81,23 @@ def bvlc_tarball():
     return found[0]
 
 
-def configure(tmp_path, *args):
-    build = tmp_path / "build"
-    return subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DDMPN_CPU_ONLY=ON",
+def configure(tmp_path, *args, build="build"):
+    """A plain CMake configure of this tree in tmp_path/<build>, CPU-only unless args say
+    otherwise (the last -D of a variable wins)."""
+    return subprocess.run(["cmake", "-S", str(ROOT), "-B", str(tmp_path / build), "-DDMPN_CPU_ONLY=ON",
                            "-DBUILD_python=OFF", *args],
                           capture_output=True, text=True, timeout=900)
+
+
+def github_style_archive(tmp_path):
+    """BVLC's tree at the commit as GitHub archives it: one top folder, gzip."""
+    src = tmp_path / "unpacked"
+    with tarfile.open(bvlc_tarball()) as tf:
+        tf.extractall(src, filter="data")
+    other = tmp_path / "caffe-99bd99795dcdf0b1d3086a8d67ab1782a8a08383.tar.gz"
+    with tarfile.open(other, "w:gz") as tf:
+        tf.add(src, arcname="caffe-99bd99795dcdf0b1d3086a8d67ab1782a8a08383")
+    return other
 
 
 def test_tampered_tarball_stops_the_build(tmp_path):
@@ -115,15 +128,21 @@ def test_corrupt_tarball_is_refused(tmp_path):
 def test_github_style_archive_of_the_commit_is_accepted(tmp_path):
     """Another archive of the same commit (one top folder, other compression) passes the tree
     checksum and the patches apply."""
-    src = tmp_path / "unpacked"
-    with tarfile.open(bvlc_tarball()) as tf:
-        tf.extractall(src, filter="data")
-    other = tmp_path / "caffe-99bd99795dcdf0b1d3086a8d67ab1782a8a08383.tar.gz"
-    with tarfile.open(other, "w:gz") as tf:
-        tf.add(src, arcname="caffe-99bd99795dcdf0b1d3086a8d67ab1782a8a08383")
-    out = configure(tmp_path, f"-DCAFFE_SOURCE_TARBALL={other}")
+    out = configure(tmp_path, f"-DCAFFE_SOURCE_TARBALL={github_style_archive(tmp_path)}")
     assert "verified" in out.stdout and "patched" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     assert (tmp_path / "build/bvlc/.dmpn-patched").exists()
+
+
+def test_leftovers_of_an_interrupted_unpack_are_removed(tmp_path):
+    """A configure stopped while it unpacked the source leaves its folders behind; the next
+    one removes them and unpacks afresh, GitHub's top folder moved into place by one rename."""
+    build = tmp_path / "build"
+    for leftover in ("bvlc-unpack", "bvlc-unpack.extract", "bvlc-unpack.inner"):
+        (build / leftover / "caffe-99bd997-half").mkdir(parents=True)
+    out = configure(tmp_path, f"-DCAFFE_SOURCE_TARBALL={github_style_archive(tmp_path)}")
+    assert out.returncode == 0 and "patched" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (build / "bvlc/.dmpn-patched").exists()
+    assert not list(build.glob("bvlc-unpack*"))
 
 
 def test_setup_keeps_recently_used_installs():
@@ -188,3 +207,127 @@ def test_setup_refuses_an_unknown_cpu_only_value():
     out = subprocess.run(["bash", str(ROOT / "tools/setup.sh")], cwd=ROOT, capture_output=True,
                          text=True, timeout=600, env=env)
     assert out.returncode == 1 and "DMPN_CPU_ONLY=maybe: use 1 (CPU only) or 0 (CUDA)" in out.stderr
+
+
+# ---- tools/setup.sh's key, and the folder of CUDA links -----------------------------------------
+
+def setup_key(tmp_path, **env):
+    """tools/setup.sh's build key (DMPN_PRINT_KEY=1: computed, then it stops) for a CPU-only
+    build against a cache of the test's own, with env added to a compiler-neutral environment."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "NVCC_APPEND_FLAGS")}
+    nosrc = tmp_path / "no-bvlc-here"  # a set-up that went on to build would stop at once
+    nosrc.mkdir(exist_ok=True)
+    base.update(DMPN_PRINT_KEY="1", DMPN_CPU_ONLY="1", DMPN_CACHE=str(tmp_path / "cache"),
+                CAFFE_SOURCE_DIR=str(nosrc))
+    base.update(env)
+    out = subprocess.run(["bash", str(ROOT / "tools/setup.sh")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env=base)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert not list((tmp_path / "cache").glob("build-*"))  # nothing built
+    keys = dict(line.split() for line in out.stdout.splitlines())
+    return keys["base_key"]
+
+
+def test_setup_key_covers_the_compilers_and_their_flags(tmp_path):
+    """CMake compiles with CXX / CC, or the c++ / cc first on PATH, and reads the flags from
+    the environment: another compiler (down to a wrapper script's content) or other flags give
+    another key, so a fresh build, never an install built with the old ones."""
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    cxx = wrappers / "c++"
+    cxx.write_text(f'#!/bin/sh\nexec {shutil.which("c++")} "$@"\n')
+    cxx.chmod(0o755)
+    plain = setup_key(tmp_path)
+    assert setup_key(tmp_path) == plain  # the same inputs, the same key
+    keys = {"CXX": setup_key(tmp_path, CXX=str(cxx)),
+            "c++ on PATH": setup_key(tmp_path, PATH=f"{wrappers}:{os.environ['PATH']}"),
+            "CC": setup_key(tmp_path, CC=str(cxx)),
+            "CXXFLAGS": setup_key(tmp_path, CXXFLAGS="-O1"),
+            "CFLAGS": setup_key(tmp_path, CFLAGS="-O1"),
+            "LDFLAGS": setup_key(tmp_path, LDFLAGS="-Wl,-O1"),
+            "NVCC_APPEND_FLAGS": setup_key(tmp_path, NVCC_APPEND_FLAGS="-lineinfo")}
+    cxx.write_text(cxx.read_text() + "# edited\n")
+    keys["the wrapper's content"] = setup_key(tmp_path, CXX=str(cxx))
+    assert plain not in keys.values(), keys
+    assert len(set(keys.values())) == len(keys), keys
+
+
+def cuda_roots():
+    """nvcc's toolkit root, and the folders that hold what it lacks (NVIDIA's wheels, in the
+    build cache), as tools/setup.sh finds them."""
+    nvcc = shutil.which("nvcc")
+    if not nvcc:
+        pytest.skip("no nvcc")
+    root = Path(nvcc).resolve().parents[1]
+    if (root / "include/cublas_v2.h").exists():
+        return root, []
+    cache = Path(os.environ.get("DMPN_CACHE", Path.home() / ".cache/deepmattepropnet"))
+    extra = sorted({h.parents[1] for h in cache.glob("cuda-wheels-cu*/nvidia/*/include/cublas_v2.h")})
+    if not extra:
+        pytest.skip(f"{root} lacks cuBLAS and the cache holds no NVIDIA wheels")
+    return root, extra
+
+
+def test_cuda_link_folder_is_never_changed_in_place(tmp_path):
+    """Installed programs load cuBLAS through the folder of CUDA links (RPATH) whenever they
+    start, so no configure remakes it: the same links reuse the folder untouched, other links
+    make another folder beside it, and the first stays as it was."""
+    root, extra = cuda_roots()
+    links = tmp_path / "links"
+
+    def cuda_configure(build, roots):
+        out = configure(tmp_path, f"-DCAFFE_SOURCE_TARBALL={bvlc_tarball()}", "-DDMPN_CPU_ONLY=OFF",
+                        f"-DDMPN_CUDA_ROOT={root}", f"-DDMPN_CUDA_LINK_ROOT={links}",
+                        "-DDMPN_CUDA_EXTRA_ROOTS=" + ";".join(map(str, roots)), build=build)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        cache = (tmp_path / build / "CMakeCache.txt").read_text()
+        return Path(re.search(r"^CUDA_TOOLKIT_ROOT_DIR:PATH=(.*)$", cache, re.M).group(1))
+
+    def made():
+        return sorted(tmp_path.glob("links-*"))
+
+    def state(folder):  # every entry's identity, time and link target
+        return {p: (p.lstat().st_ino, p.lstat().st_mtime_ns, os.readlink(p) if p.is_symlink() else None)
+                for p in [folder, *folder.rglob("*")]}
+
+    first = cuda_configure("a", extra)
+    assert made() == [first]
+    assert (first / "include/cublas_v2.h").exists() and list(first.glob("lib64/libcublas.so*"))
+    before = state(first)
+    assert cuda_configure("b", extra) == first  # another build folder, the same links
+    assert made() == [first] and state(first) == before
+    fake = tmp_path / "fake-root"  # another library beside: other links
+    (fake / "include").mkdir(parents=True)
+    (fake / "lib").mkdir()
+    (fake / "include/dmpn_fake.h").write_text("")
+    (fake / "lib/libdmpnfake.so.1").write_text("")
+    second = cuda_configure("c", [*extra, fake])
+    assert second != first and made() == sorted([first, second])
+    assert (second / "lib64/libdmpnfake.so").resolve() == fake / "lib/libdmpnfake.so.1"
+    assert state(first) == before
+    assert cuda_configure("a", extra) == first and state(first) == before  # and back
+
+
+def test_setup_key_covers_the_cuda_libraries(tmp_path):
+    """The CUDA build's key covers what its folder of links leads to: NVIDIA's wheels in
+    another version give another key (a fresh build and another folder of links)."""
+    root, extra = cuda_roots()
+    if not extra:
+        pytest.skip(f"{root} holds cuBLAS: no wheels")
+    real = extra[0].parents[1]  # <cache>/cuda-wheels-cuN
+    wheels = tmp_path / "cache" / real.name  # the same libraries, versions of the test's own
+    (wheels / "nvidia").mkdir(parents=True)
+    for d in extra:
+        (wheels / "nvidia" / d.name).symlink_to(d)
+    (wheels / ".complete").touch()
+    version = wheels / "nvidia_cublas-13.0.0.1.dist-info"
+    version.mkdir()
+
+    def key():
+        return setup_key(tmp_path, DMPN_CPU_ONLY="0", CUDA_HOME=str(root))
+
+    first = key()
+    assert key() == first
+    version.rename(wheels / "nvidia_cublas-13.0.0.2.dist-info")
+    assert key() != first

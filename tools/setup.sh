@@ -5,6 +5,7 @@
 #   2. creates .venv/ and installs our Python package (setup.py) with its dependencies,
 #   3. builds BVLC Caffe with our layers (CMakeLists.txt), cached in $DMPN_CACHE and keyed by
 #      everything that goes into it: source checksum, patches, our layer sources, options,
+#      compilers, build tools, system libraries and the compiler environment (see "The key"),
 #   4. puts the stock `caffe` tool in .venv/bin and pycaffe on the venv's path.
 #
 # Environment (all optional):
@@ -15,6 +16,8 @@
 #   DMPN_CACHE=D             build cache (default ~/.cache/deepmattepropnet)
 #   PYTHON=python3           interpreter for .venv (a shared-libpython CPython 3.9+)
 #   JOBS=N                   parallel compile jobs (default: number of cores)
+#   DMPN_PRINT_KEY=1         print the build's keys (what names its build and install folders) and
+#                            stop before building
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -23,11 +26,14 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 t0=$(date +%s)
 
 # ---- 1. Debian packages -------------------------------------------------------------------
-DEBS=(build-essential cmake patch pkg-config libboost-system-dev libboost-thread-dev
-      libboost-filesystem-dev libboost-python-dev libgoogle-glog-dev libgflags-dev
-      libprotobuf-dev protobuf-compiler libhdf5-dev liblmdb-dev libopenblas-dev
+# What the Caffe build compiles with and links against (their versions are in its key) ...
+BUILD_DEBS=(build-essential cmake patch pkg-config libboost-system-dev libboost-thread-dev
+            libboost-filesystem-dev libboost-python-dev libgoogle-glog-dev libgflags-dev
+            libprotobuf-dev protobuf-compiler libhdf5-dev liblmdb-dev libopenblas-dev python3-dev)
+# ... and the rest.
+DEBS=("${BUILD_DEBS[@]}"
       xz-utils  # xz: tools/gpu_bundle.sh
-      python3-dev python3-venv)  # Debian's python3 makes no venv with pip without python3-venv
+      python3-venv)  # Debian's python3 makes no venv with pip without python3-venv
 [[ -z ${CAFFE_SOURCE_TARBALL:-}${CAFFE_SOURCE_DIR:-} ]] && DEBS+=(debian-archive-keyring)
 missing=()
 for p in "${DEBS[@]}"; do
@@ -162,15 +168,61 @@ if [[ $CPU_ONLY == 0 ]]; then
 fi
 
 # The key: everything that goes into the build. The build folder is keyed by what forces a
-# full rebuild (source, patches, options); the install folder by that plus our layer sources,
-# so make rebuilds only what a layer change touches.
+# full rebuild (source, patches, options, compilers, tools, system libraries); the install
+# folder by that plus our layer sources, so make rebuilds only what a layer change touches.
 # Paths of this clone are left out of the key (a Python and numpy of the same versions build
 # the same thing), so clones share one build folder and recompile only what differs.
-base_key=$( { echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c";
-              sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh | cut -c1-64;
-              printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g";
-              "$PY" -c 'import sys, numpy; print(sys.version, numpy.__version__)'; gcc --version | head -1;
-              if [[ $CPU_ONLY == 0 ]]; then "$NVCC" --version | tail -1; fi; } | sha256sum | cut -c1-16)
+# A changed compiler, library or flag gives a new key, so a fresh build: a build folder
+# configured with the old one would keep it (CMake caches the compiler it found), and an
+# install linked against the old library is not what this machine would build now.
+#
+# What CMake reads from the environment at configure time, and what the compilers read at
+# each call (gcc: CPATH, LIBRARY_PATH...; nvcc: NVCC_*_FLAGS), BVLC's find modules included.
+BUILD_ENV=(CC CXX CFLAGS CXXFLAGS CPPFLAGS LDFLAGS CUDAHOSTCXX CUDACXX CUDAFLAGS NVCC_PREPEND_FLAGS
+           NVCC_APPEND_FLAGS NVCC_CCBIN CPATH C_INCLUDE_PATH CPLUS_INCLUDE_PATH LIBRARY_PATH
+           CMAKE_PREFIX_PATH CMAKE_INCLUDE_PATH CMAKE_LIBRARY_PATH CMAKE_PROGRAM_PATH CMAKE_TOOLCHAIN_FILE
+           PKG_CONFIG_PATH BOOST_ROOT BOOSTROOT OpenBLAS_HOME OpenBLAS LMDB_DIR LEVELDB_ROOT)
+# The library families Caffe links (the -dev packages above are partly metapackages, whose
+# version does not move when the library does): their installed packages and versions.
+LIB_DEBS=('libboost*' 'libgoogle-glog*' 'libgflags*' 'libprotobuf*' 'libprotoc*' 'libhdf5*' 'liblmdb*'
+          'libleveldb*' 'libsnappy*' 'libopenblas*' 'libc6-dev' 'libpython3*-dev')
+compiler_id() {  # $1: a compiler as CMake takes it from CC/CXX (a command, maybe with arguments)
+  local exe
+  read -r exe _ <<<"$1"
+  printf '%s\n' "compiler $1"
+  exe=$(command -v "$exe") || { echo "not found"; return 0; }
+  # Where it leads (c++ -> g++-12) and its content: a wrapper script at the same path counts.
+  realpath "$exe"; sha256sum < "$exe"
+  "$exe" --version 2>&1 | sed -n 1,3p || true
+}
+cuda_link_inputs() {  # what the folder of CUDA links (CMakeLists.txt) links to, and how they stand
+  local files=() r
+  for r in "$CUDA_ROOT" "${extra[@]}"; do
+    files+=("$r"/* "$r"/include/* "$r"/lib64/lib* "$r"/lib/lib*)
+  done
+  ((${#files[@]})) || return 0
+  realpath -m -- "${files[@]}"
+  stat -L -c '%s %Y %n' -- "${files[@]}" 2>/dev/null || true  # (a dangling link is named above)
+  [[ -z ${wheels:-} ]] || printf '%s\n' "$wheels"/*.dist-info  # the wheels' versions
+}
+key_inputs() {
+  echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
+  sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh | cut -c1-64
+  printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g"
+  "$PY" -c 'import sys, numpy; print(sys.version, numpy.__version__)'
+  local v
+  for v in "${BUILD_ENV[@]}"; do [[ -z ${!v+set} ]] || printf 'env %s=%s\n' "$v" "${!v}"; done
+  compiler_id "${CXX:-c++}"  # CMake's first choices when CXX / CC are not set
+  compiler_id "${CC:-cc}"
+  cmake --version | sed -n 1p; protoc --version
+  dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' "${BUILD_DEBS[@]}" "${LIB_DEBS[@]}" \
+    2>/dev/null | grep '^ii' || true  # (a pattern that matches nothing makes dpkg-query fail)
+  if [[ $CPU_ONLY == 0 ]]; then
+    "$NVCC" --version
+    (shopt -s nullglob dotglob; cuda_link_inputs)
+  fi
+}
+base_key=$(key_inputs | sha256sum | cut -c1-16) || die "could not compute the build's key"
 # CMake ties a build folder to one source folder, so the build reads what it needs of this
 # clone from a copy in the cache, the same path for every clone. A file is copied
 # only when its content differs (and so gets a new time stamp): make recompiles what changed
@@ -182,6 +234,10 @@ full_key=$( { echo "$base_key"; build_inputs | grep '^cuda/' | tr '\n' '\0' | xa
 BUILD=$CACHE/build-$base_key
 PREFIX=$CACHE/install-$full_key
 SRC=$CACHE/src-$base_key
+if [[ -n ${DMPN_PRINT_KEY:-} ]]; then
+  printf 'base_key %s\nfull_key %s\n' "$base_key" "$full_key"
+  exit 0
+fi
 copy_build_inputs() {
   local f
   while IFS= read -r f; do
@@ -192,9 +248,14 @@ copy_build_inputs() {
     | while IFS= read -r f; do rm -f "$SRC/$f"; done
 }
 
-# The CUDA build links the install to a folder of links in the cache, which a configure makes
-# afresh: one interrupted there leaves it incomplete, and only a configure mends it.
-link_root_ok() { [[ $CPU_ONLY == 1 || -e $CACHE/cuda-root-cu$cuda_major/include/cublas_v2.h ]]; }
+# The CUDA build links the install to a folder of links in the cache (RPATH), named by its
+# content and never changed once made (CMakeLists.txt); the install records which. A folder
+# that is gone (deleted by hand) is made again by a configure: only that mends it.
+link_root_ok() {
+  [[ $CPU_ONLY == 1 ]] && return 0
+  local root
+  root=$(cat "$PREFIX/.dmpn-cuda-root" 2>/dev/null) && [[ -e $root/include/cublas_v2.h ]]
+}
 if [[ ! -e $PREFIX/.complete ]] || ! link_root_ok; then
   JOBS=${JOBS:-$(nproc)}
   say "building Caffe (CUDA: $([[ $CPU_ONLY == 0 ]] && echo "sm_$CUDA_ARCH" || echo off)) in $BUILD; the first build takes 5 to 15 minutes"
@@ -212,6 +273,9 @@ if [[ ! -e $PREFIX/.complete ]] || ! link_root_ok; then
          die "build failed (log: $BUILD.build.log)"; }
   rm -rf "$PREFIX"
   cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || die "install failed (log: $BUILD.install.log)"
+  if [[ $CPU_ONLY == 0 ]]; then
+    sed -n 's/^CUDA_TOOLKIT_ROOT_DIR:PATH=//p' "$BUILD/CMakeCache.txt" > "$PREFIX/.dmpn-cuda-root"
+  fi
   touch "$PREFIX/.complete"
   say "Caffe built and installed in $PREFIX ($(( $(date +%s) - tb )) s)"
 else
@@ -226,6 +290,13 @@ ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +21 | xargs -r rm -rf
 for old in $(ls -dt "$CACHE"/build-*/ 2>/dev/null | tail -n +4); do
   old=${old%/}
   rm -rf "$old" "$old".* "$CACHE/src-${old##*/build-}"
+done
+# Folders of CUDA links that no install uses go (with an interrupted configure's .part ones):
+# a program runs from an install, which keeps the folder it was linked to. (A build folder whose
+# install went makes its folder again when it is configured.)
+used=$(cat "$CACHE"/install-*/.dmpn-cuda-root 2>/dev/null || true)
+for links in "$CACHE"/cuda-root-cu*-*; do
+  [[ ! -e $links ]] || grep -qxF -- "$links" <<<"$used" || rm -rf "$links"
 done
 flock -u 9
 
