@@ -1,12 +1,9 @@
 #!/usr/bin/env python3
 """Forward + backward time of SparseLaplacianSolve (C++ CPU, CUDA with --gpu, Python) against
 scipy's splu factor + two solves, in one process. See dmpn/bench.py."""
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dmpn.bench import main  # noqa: E402
+from dmpn.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

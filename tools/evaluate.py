@@ -11,7 +11,7 @@ See ``dmpn.evaluate`` (scoring) and ``dmpn.metrics`` (the four errors).
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from dmpn.evaluate import main  # noqa: E402
 

@@ -1,11 +1,8 @@
 #!/usr/bin/env python3
 """Initialise the SegNet encoder from a VGG16 caffemodel. See dmpn/vgg_init.py."""
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dmpn.vgg_init import main  # noqa: E402
+from dmpn.vgg_init import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,11 +12,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dmpn import net  # noqa: E402
-from dmpn.cli import positive_float, run_tool  # noqa: E402
-from dmpn.imageio import write_text  # noqa: E402
+from dmpn import net
+from dmpn.cli import positive_float, run_tool
+from dmpn.imageio import write_text
 
 
 def write_solver_for(manifest_path, epochs, out):

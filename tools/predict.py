@@ -1,11 +1,8 @@
 #!/usr/bin/env python3
 """Alpha mattes from image + trimap (files or folders) with a trained model. See dmpn/predict.py."""
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dmpn.predict import main  # noqa: E402
+from dmpn.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())
