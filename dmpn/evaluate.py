@@ -266,6 +266,32 @@ def _caffe_build_sha256():
     return _digest({os.path.basename(p): file_sha256(p) for p in sorted(files) if os.path.isfile(p)})
 
 
+def _python_layers_sha256(deploy):
+    """One hash of the source a deploy net's Python layers run: each python_param module's file
+    and, where one is ours (dmpn.layers), every source file of the dmpn package (the layers
+    share its numpy reference); None for a net without Python layers."""
+    import importlib.util
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    with open(deploy) as f:
+        param = text_format.Parse(f.read(), caffe_pb2.NetParameter())
+    modules = sorted({layer.python_param.module for layer in param.layer if layer.type == "Python"})
+    if not modules:
+        return None
+    files = set()
+    for m in modules:
+        spec = importlib.util.find_spec(m)
+        if spec is None or not spec.origin:
+            raise InputError(f"{deploy}: Python layer module {m!r} is not importable")
+        files.add(spec.origin)
+    if any(m.split(".")[0] == "dmpn" for m in modules):
+        import dmpn
+        import dmpn.layers
+        for folder in list(dmpn.__path__) + list(dmpn.layers.__path__):
+            files.update(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".py"))
+    return _digest(sorted(file_sha256(f) for f in files))
+
+
 def caffe_method_key(deploy, weights, gpu=None, force_known: bool = False) -> dict:
     """The method key of a deploy net's predictions (see :class:`PredictionRecord`): the SHA-256 of
     the deploy prototxt's and the weights' content (hashed in full: every snapshot of one net has
@@ -273,7 +299,8 @@ def caffe_method_key(deploy, weights, gpu=None, force_known: bool = False) -> di
     floating-point sums differ), the Caffe build and the dmpn code."""
     return {"kind": "caffe net", "deploy": file_sha256(deploy), "weights": file_sha256(weights),
             "force_known": bool(force_known), "device": "cpu" if gpu is None else "gpu",
-            "caffe_build": _caffe_build_sha256(), "code": _code_sha256(_PIPELINE_MODULES)}
+            "caffe_build": _caffe_build_sha256(), "python_layers": _python_layers_sha256(deploy),
+            "code": _code_sha256(_PIPELINE_MODULES)}
 
 
 def baseline_method_key(name: str, sigma: float = 0.1) -> dict:

@@ -355,3 +355,24 @@ def test_an_interrupt_outside_the_predictions_says_interrupted(data, monkeypatch
         sys.modules.pop("slow_loading_predictor", None)
     assert rc == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "evaluate.py: error: interrupted"
+
+
+def test_a_python_layer_net_is_keyed_on_its_layers_source(tmp_path, monkeypatch):
+    """A deploy net with Python layers runs their source: a change there is another method."""
+    from conftest import require_caffe
+    require_caffe()
+    (tmp_path / "my_scale_layer.py").write_text("FACTOR = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                      'layer { name: "s" type: "Python" bottom: "x" top: "y" '
+                      'python_param { module: "my_scale_layer" layer: "Scale" } }\n')
+    weights = tmp_path / "w.caffemodel"
+    weights.write_bytes(b"weights")
+    first = E.caffe_method_key(deploy, weights)
+    assert first["python_layers"] is not None
+    assert E.caffe_method_key(deploy, weights) == first
+    (tmp_path / "my_scale_layer.py").write_text("FACTOR = 3\n")
+    assert E.caffe_method_key(deploy, weights)["python_layers"] != first["python_layers"]
+    ours = os.path.join(ROOT, "prototxt", "slim_deploy.prototxt")  # C++ layers only
+    assert E.caffe_method_key(ours, weights)["python_layers"] is None
