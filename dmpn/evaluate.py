@@ -447,13 +447,14 @@ class PredictionRecord:
     def _say(self, text):
         print(f"{self.folder}: {text}", file=sys.stderr, flush=True)
 
-    def add(self, inputs, path) -> None:
-        """Record the PNG ``path`` just written from the inputs whose hashes are ``inputs``
-        (with no key: forget what was recorded for it). Saved at most every _RECORD_SAVE_S."""
+    def add(self, inputs, path, png_sha256) -> None:
+        """Record the PNG ``path`` just written (its content's hash ``png_sha256``, as
+        write_png returns it) from the inputs whose hashes are ``inputs`` (with no key: forget
+        what was recorded for it). Saved at most every _RECORD_SAVE_S."""
         name = os.path.basename(path)
         if self.key is not None:
             self.entries[name] = {"method": self.digest, "image": inputs[0], "trimap": inputs[1],
-                                  "png": file_sha256(path)}
+                                  "png": png_sha256}
             self.dirty = True
         elif self.entries.pop(name, None) is not None:
             self.dirty = True
@@ -511,8 +512,8 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
     todo = [n for n in names if n not in reused]
     try:
         for n in _progress(todo, desc, progress, total=len(todo)):
-            write_png(paths[n], predict_file(predictor, images[n], tris[n]))
-            record.add(inputs.get(n), paths[n])
+            written = write_png(paths[n], predict_file(predictor, images[n], tris[n]))
+            record.add(inputs.get(n), paths[n], written)
             result.predicted.append(n)
     except KeyboardInterrupt:  # the record is saved below, before this reaches the caller
         kept = (f"; they are recorded in {record.path}: {resume_how} goes on from there"

@@ -258,8 +258,10 @@ def save_caffemodel(net, path) -> None:
     atomic_write(path, lambda tmp: net.save(os.fspath(tmp)), suffix=".caffemodel")
 
 
-def write_png(path, array) -> None:
-    """Write ``array`` (HxW or HxWx3/4) as an 8-bit PNG, atomically (see atomic_write).
+def write_png(path, array) -> str:
+    """Write ``array`` (HxW or HxWx3/4) as an 8-bit PNG, atomically (see atomic_write); returns
+    the SHA-256 of the file written (hashed before it takes its name, so that another writer of
+    the same path cannot slip in between).
 
     Floats are taken as [0, 1] and written as round(x * 255); parent folders are created.
     """
@@ -268,7 +270,13 @@ def write_png(path, array) -> None:
     data = to_uint8(array)
     if data.ndim not in (2, 3):
         raise ValueError(f"{path}: cannot write array of shape {data.shape} as PNG")
-    atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), suffix=".png")
+    digest = []
+
+    def write(tmp):
+        iio.imwrite(tmp, data, extension=".png")
+        digest.append(file_sha256(tmp))
+    atomic_write(path, write, suffix=".png")
+    return digest[0]
 
 
 def write_text(path, text: str) -> None:

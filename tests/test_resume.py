@@ -376,3 +376,21 @@ def test_a_python_layer_net_is_keyed_on_its_layers_source(tmp_path, monkeypatch)
     assert E.caffe_method_key(deploy, weights)["python_layers"] != first["python_layers"]
     ours = os.path.join(ROOT, "prototxt", "slim_deploy.prototxt")  # C++ layers only
     assert E.caffe_method_key(ours, weights)["python_layers"] is None
+
+
+def test_a_png_replaced_by_another_writer_right_after_ours_is_not_reused(data, counting, monkeypatch, capsys):
+    """Two runs writing one folder: the record holds the hash of the PNG this run wrote (taken
+    before the rename), so another run's PNG under that name is never taken for ours."""
+    real_write_png = E.write_png
+
+    def write_png_then_another_writer(path, array):
+        digest = real_write_png(path, array)
+        if os.path.basename(path) == "c.png":
+            real_write_png(path, np.full(np.shape(array), 0.5))
+        return digest
+    monkeypatch.setattr(E, "write_png", write_png_then_another_writer)
+    assert run_evaluate(data, counting)[:2] == (0, 6)
+    monkeypatch.setattr(E, "write_png", real_write_png)
+    capsys.readouterr()
+    assert run_evaluate(data, counting)[:2] == (0, 1)
+    assert "1 PNG(s) changed since they were predicted (c)" in capsys.readouterr().err
