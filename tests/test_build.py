@@ -179,6 +179,24 @@ def test_setup_keeps_recently_used_installs():
                 d.rmdir()
 
 
+def test_setup_with_the_cache_spelt_otherwise_keeps_the_cuda_link_folder():
+    """DMPN_CACHE with a trailing slash or a '..' (CMake records the folder of CUDA links in
+    canonical form): a cached run must neither prune the folder the install runs through nor
+    rebuild."""
+    own = Path(require_caffe().__file__).resolve().parents[2]
+    record = own / ".dmpn-cuda-root"
+    if not record.exists():
+        pytest.skip("a CPU-only build has no folder of CUDA links")
+    links = Path(record.read_text().strip())
+    cache = own.parent
+    for spelling in (f"{cache}/", f"{cache}/../{cache.name}"):
+        out = subprocess.run(["bash", str(ROOT / "tools/setup.sh")], cwd=ROOT, capture_output=True,
+                             text=True, timeout=1800, env={**os.environ, "DMPN_CACHE": spelling})
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "Caffe build cached" in out.stdout + out.stderr, spelling
+        assert (links / "include" / "cublas_v2.h").exists(), f"{links} pruned with DMPN_CACHE={spelling}"
+
+
 def test_build_folder_names_no_path_of_this_clone():
     """Clones on one machine share a build folder (tools/setup.sh). CMake ties a build folder
     to one source folder, so it must be configured from the cache's copy of the sources, and no

@@ -85,7 +85,9 @@ fi
 SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 
 # ---- 3. Caffe build (cached) ----------------------------------------------------------------
-CACHE=${DMPN_CACHE:-$HOME/.cache/deepmattepropnet}
+# In canonical form: CMake normalises the paths it is given (//, ., .., relative), and the
+# folders it records (the CUDA link folder an install uses) are compared with ours below.
+CACHE=$(realpath -m -- "${DMPN_CACHE:-$HOME/.cache/deepmattepropnet}")
 mkdir -p "$CACHE" || die "cannot create the build cache $CACHE (set DMPN_CACHE to a writable folder)"
 [[ -w $CACHE ]] || die "the build cache $CACHE is not writable (set DMPN_CACHE to a writable folder)"
 # The cache is shared by every clone: one set-up at a time from here on, so that the keys are
@@ -205,7 +207,8 @@ cuda_link_inputs() {  # what the folder of CUDA links (CMakeLists.txt) links to,
   stat -L -c '%s %Y %n' -- "${files[@]}" 2>/dev/null || true  # (a dangling link is named above)
   [[ -z ${wheels:-} ]] || printf '%s\n' "$wheels"/*.dist-info  # the wheels' versions
 }
-key_inputs() {
+key_inputs() {  # (run in a subshell: the locale set here keeps --version texts untranslated)
+  export LC_ALL=C
   echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
   sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh | cut -c1-64
   printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g"
@@ -216,7 +219,7 @@ key_inputs() {
   compiler_id "${CC:-cc}"
   cmake --version | sed -n 1p; protoc --version
   dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' "${BUILD_DEBS[@]}" "${LIB_DEBS[@]}" \
-    2>/dev/null | grep '^ii' || true  # (a pattern that matches nothing makes dpkg-query fail)
+    2>/dev/null | grep '^.i' || true  # installed, held or not (no match makes dpkg-query fail)
   if [[ $CPU_ONLY == 0 ]]; then
     "$NVCC" --version
     (shopt -s nullglob dotglob; cuda_link_inputs)
@@ -294,9 +297,13 @@ done
 # Folders of CUDA links that no install uses go (with an interrupted configure's .part ones):
 # a program runs from an install, which keeps the folder it was linked to. (A build folder whose
 # install went makes its folder again when it is configured.)
-used=$(cat "$CACHE"/install-*/.dmpn-cuda-root 2>/dev/null || true)
+# Compared as files (-ef), not as strings: another clone may reach the cache by another path.
+mapfile -t used < <(cat "$CACHE"/install-*/.dmpn-cuda-root 2>/dev/null || true)
 for links in "$CACHE"/cuda-root-cu*-*; do
-  [[ ! -e $links ]] || grep -qxF -- "$links" <<<"$used" || rm -rf "$links"
+  [[ -e $links ]] || continue
+  in_use=0
+  for u in "${used[@]}"; do [[ $links -ef $u ]] && { in_use=1; break; }; done
+  ((in_use)) || rm -rf "$links"
 done
 flock -u 9
 
