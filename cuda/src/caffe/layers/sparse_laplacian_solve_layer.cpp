@@ -884,12 +884,12 @@ std::string SparseLaplacianSolveLayer<Dtype>::InvalidInputMessage(const Dtype* w
       }
       const double east = x + 1 < W ? static_cast<double>(w[i]) : 0.;
       const double south = y + 1 < H ? static_cast<double>(w[HW + i]) : 0.;
-      if (!(std::isfinite(east) && east >= 0)) {
+      if (!AffinityValid(east)) {
         m << "affinity " << east << " of the edge (" << y << ", " << x << ")-(" << y << ", "
           << x + 1 << ") is not a finite value >= 0";
         return m.str();
       }
-      if (!(std::isfinite(south) && south >= 0)) {
+      if (!AffinityValid(south)) {
         m << "affinity " << south << " of the edge (" << y << ", " << x << ")-(" << y + 1
           << ", " << x << ") is not a finite value >= 0";
         return m.str();
@@ -1000,8 +1000,7 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
           const double tv = trimap[i];
           const double east = x + 1 < W ? static_cast<double>(w[i]) : 0.;
           const double south = y + 1 < H ? static_cast<double>(w[HW + i]) : 0.;
-          bad |= !TrimapValid(tv) || !(std::isfinite(east) && east >= 0) ||
-                 !(std::isfinite(south) && south >= 0);
+          bad |= !TrimapValid(tv) || !AffinityValid(east) || !AffinityValid(south);
           zero |= (x + 1 < W && east == 0) || (y + 1 < H && south == 0);
           double d = 0;
           if (y > 0) d += static_cast<double>(w[HW + i - W]);

@@ -93,12 +93,12 @@ __global__ void BuildSystem(const int Hc, const int Wc, const int H, const int W
         }
         if (x + 1 < W) {
           const double e = w[i];
-          if (!(isfinite(e) && e >= 0)) bad = 1;
+          if (!AffinityValid(e)) bad = 1;
           if ((x + 1) % s == 0) e_east += e;
         }
         if (y + 1 < H) {
           const double e = w[HW + i];
-          if (!(isfinite(e) && e >= 0)) bad = 1;
+          if (!AffinityValid(e)) bad = 1;
           if ((y + 1) % s == 0) e_south += e;
         }
       }
