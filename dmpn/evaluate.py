@@ -51,7 +51,7 @@ __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_
            "pad_to_multiple", "caffe_predictor", "load_predictor", "format_table",
            "results_to_json", "write_json", "main", "NO_UNKNOWN_NOTE", "PROTOCOL_NOTE",
            "NO_KNOWN_PIXEL", "TOOL_ERRORS", "Predictions", "PredictionRecord", "PREDICTIONS_RECORD",
-           "caffe_method_key", "baseline_method_key", "python_method_key"]
+           "caffe_method_key", "baseline_method_key", "python_method_key", "resume_command"]
 
 NO_UNKNOWN_NOTE = "no unknown pixel in the trimap: MSE undefined (left out of the mean), SAD/Grad/Conn 0"
 PROTOCOL_NOTE = ("predictions set to 0 / 1 on the trimap's known pixels before scoring "
@@ -242,10 +242,15 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def _files_sha256(paths) -> str:
+    """One hash of the content of the files ``paths`` (in any order)."""
+    return _digest(sorted(file_sha256(p) for p in paths))
+
+
 def _code_sha256(modules) -> str:
     """One hash of the source files of ``modules``."""
     import importlib
-    return _digest({m: file_sha256(importlib.import_module(m).__file__) for m in modules})
+    return _files_sha256(importlib.import_module(m).__file__ for m in modules)
 
 
 def _caffe_build_sha256():
@@ -263,7 +268,7 @@ def _caffe_build_sha256():
                     files.add(fields[5].strip())
     except OSError:
         pass
-    return _digest({os.path.basename(p): file_sha256(p) for p in sorted(files) if os.path.isfile(p)})
+    return _files_sha256(p for p in files if os.path.isfile(p))
 
 
 def _python_layers_sha256(deploy):
@@ -289,7 +294,7 @@ def _python_layers_sha256(deploy):
         import dmpn.layers
         for folder in list(dmpn.__path__) + list(dmpn.layers.__path__):
             files.update(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".py"))
-    return _digest(sorted(file_sha256(f) for f in files))
+    return _files_sha256(files)
 
 
 def caffe_method_key(deploy, weights, gpu=None, force_known: bool = False) -> dict:
@@ -337,8 +342,15 @@ def python_method_key(spec: str, func):
     if not all(f and os.path.isfile(f) for f in files):
         return None
     return {"kind": "python predictor", "predictor": spec,
-            "source": _digest(sorted(file_sha256(f) for f in files)),
+            "source": _files_sha256(files),
             "code": _code_sha256(_PIPELINE_MODULES)}
+
+
+def resume_command(no_resume: bool, flag: str = "") -> str:
+    """For the messages of an interrupted or unresumed run: the command that goes on where it
+    stopped (the same, without --no-resume, with ``flag`` where one more is needed)."""
+    return ("the same command" + (" without --no-resume" if no_resume else "")
+            + (f" with {flag}" if flag else ""))
 
 
 class Predictions(dict):
@@ -739,7 +751,7 @@ def run(args) -> list:
         results.append(score_folders(args.pred, args.gt, args.trimap, force_known=force,
                                      name="prediction", progress=progress))
     resume = not args.no_resume
-    again = "the same command" if resume else "the same command without --no-resume"
+    again = resume_command(args.no_resume)
     predictors = []  # (name, predictor, method key, resume, resume_how)
     if args.model:
         predictors.append(("model", caffe_predictor(args.model, args.weights, gpu=args.gpu),
@@ -753,7 +765,8 @@ def run(args) -> list:
         # What the function loads itself (weights, other files) is outside the key: its mattes
         # are recorded always, reused only when asked.
         predictors.append((args.predictor.split(":")[-1], f, key, resume and args.resume_predictor,
-                           again if args.resume_predictor else f"{again} with --resume-predictor"))
+                           resume_command(args.no_resume,
+                                          "" if args.resume_predictor else "--resume-predictor")))
     for b in baseline_names:
         f = bl.get_baseline(b)
         if b == "handcrafted":

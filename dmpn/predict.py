@@ -18,7 +18,8 @@ import functools
 import os
 
 from dmpn.cli import check_writable, run_tool
-from dmpn.evaluate import TOOL_ERRORS, caffe_method_key, caffe_predictor, predict_file, predict_folder
+from dmpn.evaluate import (TOOL_ERRORS, caffe_method_key, caffe_predictor, predict_file,
+                           predict_folder, resume_command)
 from dmpn.imageio import InputError, write_png
 
 
@@ -71,8 +72,8 @@ def predict(a) -> int:
     if folder_mode:
         key = caffe_method_key(a.model, a.weights, gpu=a.gpu, force_known=a.force_known)
         written = predict_folder(predictor, a.image, a.trimap, a.out, progress=not a.no_progress,
-                                 key=key, resume=not a.no_resume, resume_how="the same command"
-                                 + (" without --no-resume" if a.no_resume else ""))
+                                 key=key, resume=not a.no_resume,
+                                 resume_how=resume_command(a.no_resume))
         print(f"{len(written)} mattes in {a.out} ({written.summary()})")
     else:
         write_png(out, predict_file(predictor, a.image, a.trimap))
