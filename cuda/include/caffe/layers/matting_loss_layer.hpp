@@ -8,6 +8,7 @@
 #include "caffe/layers/loss_layer.hpp"
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"  // kTrimapKnownTol
 #include "caffe/proto/caffe.pb.h"
+#include "caffe/syncedmem.hpp"
 
 namespace caffe {
 
@@ -63,6 +64,9 @@ class MattingLossLayer : public LossLayer<Dtype> {
   /// Per pixel: 1 where unknown, else 0.
   Blob<Dtype> unknown_;
   Dtype num_unknown_;  // of the last forward
+  /// GPU forward: per-block (loss, unknown) sums in double, at most kMaxSumBlocks blocks.
+  static const int kMaxSumBlocks = 256;
+  shared_ptr<SyncedMemory> block_sums_;
 };
 
 }  // namespace caffe

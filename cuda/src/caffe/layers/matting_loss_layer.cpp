@@ -20,6 +20,7 @@ void MattingLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       << this->layer_param_.name() << "': the weights must be >= 0, got alpha_weight "
       << alpha_weight_ << ", composition_weight " << composition_weight_;
   num_unknown_ = 0;
+  block_sums_.reset(new SyncedMemory(2 * kMaxSumBlocks * sizeof(double)));
 }
 
 template <typename Dtype>

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <vector>
 
 #include "caffe/layers/matting_loss_layer.hpp"
@@ -35,6 +36,35 @@ __global__ void MattingLossForward(const int count, const int HW, const Dtype* p
   }
 }
 
+// Per-block sums of the losses and of the unknown flags, accumulated in double as the CPU path
+// sums them (cuBLAS's asum of a float blob sums in float). blockDim.x must be
+// CAFFE_CUDA_NUM_THREADS, a power of two.
+template <typename Dtype>
+__global__ void MattingLossBlockSums(const int count, const Dtype* loss, const Dtype* unknown,
+    double* partial) {
+  __shared__ double loss_sum[CAFFE_CUDA_NUM_THREADS];
+  __shared__ double unknown_sum[CAFFE_CUDA_NUM_THREADS];
+  double l = 0, u = 0;
+  CUDA_KERNEL_LOOP(j, count) {
+    l += loss[j];
+    u += unknown[j];
+  }
+  loss_sum[threadIdx.x] = l;
+  unknown_sum[threadIdx.x] = u;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      loss_sum[threadIdx.x] += loss_sum[threadIdx.x + half];
+      unknown_sum[threadIdx.x] += unknown_sum[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    partial[2 * blockIdx.x] = loss_sum[0];
+    partial[2 * blockIdx.x + 1] = unknown_sum[0];
+  }
+}
+
 template <typename Dtype>
 void MattingLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
@@ -47,11 +77,19 @@ void MattingLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
       composition_weight_, kTrimapKnownTol, pixel_.mutable_gpu_data(),
       pixel_.mutable_gpu_diff(), unknown_.mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
-  // Both are sums of non-negative terms: asum is the sum.
-  Dtype sum;
-  caffe_gpu_asum(count, pixel_.gpu_data(), &sum);
-  caffe_gpu_asum(count, unknown_.gpu_data(), &num_unknown_);
-  top[0]->mutable_cpu_data()[0] = num_unknown_ > 0 ? sum / num_unknown_ : Dtype(0);
+  const int blocks = std::min(CAFFE_GET_BLOCKS(count), kMaxSumBlocks);
+  // NOLINT_NEXT_LINE(whitespace/operators)
+  MattingLossBlockSums<Dtype><<<blocks, CAFFE_CUDA_NUM_THREADS>>>(count, pixel_.gpu_data(),
+      unknown_.gpu_data(), static_cast<double*>(block_sums_->mutable_gpu_data()));
+  CUDA_POST_KERNEL_CHECK;
+  const double* partial = static_cast<const double*>(block_sums_->cpu_data());
+  double sum = 0, unknown = 0;
+  for (int b = 0; b < blocks; ++b) {
+    sum += partial[2 * b];
+    unknown += partial[2 * b + 1];
+  }
+  num_unknown_ = unknown;
+  top[0]->mutable_cpu_data()[0] = unknown > 0 ? sum / unknown : 0;
 }
 
 template <typename Dtype>
