@@ -253,6 +253,20 @@ def _code_sha256(modules) -> str:
     return _files_sha256(importlib.import_module(m).__file__ for m in modules)
 
 
+def _mapped_libraries(maps: str = "/proc/self/maps") -> set:
+    """The paths of the shared objects mapped into this process (empty where /proc is not)."""
+    paths = set()
+    try:
+        with open(maps) as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and ".so" in os.path.basename(fields[5]):
+                    paths.add(fields[5].strip().removesuffix(" (deleted)"))
+    except OSError:
+        pass
+    return paths
+
+
 def _caffe_build_sha256():
     """One hash of the Caffe build the net runs in: pycaffe's extension and the libcaffe this
     process loaded (our layers live in it), or None where pycaffe is not a real build."""
@@ -260,15 +274,46 @@ def _caffe_build_sha256():
     if not getattr(caffe, "__file__", None):
         return None
     files = set(glob.glob(os.path.join(os.path.dirname(os.path.abspath(caffe.__file__)), "_caffe*.so")))
-    try:
-        with open("/proc/self/maps") as f:  # the shared libraries mapped: libcaffe.so's real path
-            for line in f:
-                fields = line.split(None, 5)
-                if len(fields) == 6 and os.path.basename(fields[5].strip()).startswith("libcaffe"):
-                    files.add(fields[5].strip())
-    except OSError:
-        pass
+    files.update(p for p in _mapped_libraries() if os.path.basename(p).startswith("libcaffe"))
     return _files_sha256(p for p in files if os.path.isfile(p))
+
+
+# Libraries besides libcaffe whose version can change a net's low bits: BLAS / LAPACK on the CPU,
+# CUDA's on the GPU (Caffe loads cuBLAS and cuRAND, which load the runtime).
+_NUMERIC_LIBRARY_PREFIXES = ("libopenblas", "libblas", "liblapack", "libmkl", "libcublas",
+                             "libcudart", "libcurand", "libcudnn")
+
+
+def _numeric_libraries_key(maps: str = "/proc/self/maps") -> list:
+    """[real path, size, mtime] of each numerical library mapped into this process: an upgrade
+    replaces the file. Not their content: cuBLAS is hundreds of MB, too much to hash per run."""
+    key = []
+    for path in _mapped_libraries(maps):
+        if os.path.basename(path).startswith(_NUMERIC_LIBRARY_PREFIXES):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            key.append([os.path.realpath(path), st.st_size, st.st_mtime_ns])
+    return sorted(key)
+
+
+def _gpu_model(device: int):
+    """'NAME, driver VERSION' of CUDA device ``device`` (as CUDA numbers it, after
+    CUDA_VISIBLE_DEVICES), from the driver library; None where there is no driver or device.
+    Results differ between GPU models (other cuBLAS kernels), so the key names it."""
+    import ctypes
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    handle, version = ctypes.c_int(), ctypes.c_int()
+    name = ctypes.create_string_buffer(256)
+    if (cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(handle), int(device)) != 0
+            or cuda.cuDeviceGetName(name, len(name), handle) != 0
+            or cuda.cuDriverGetVersion(ctypes.byref(version)) != 0):
+        return None
+    return f"{name.value.decode(errors='replace')}, driver {version.value}"
 
 
 def _python_layers_sha256(deploy):
@@ -300,12 +345,14 @@ def _python_layers_sha256(deploy):
 def caffe_method_key(deploy, weights, gpu=None, force_known: bool = False) -> dict:
     """The method key of a deploy net's predictions (see :class:`PredictionRecord`): the SHA-256 of
     the deploy prototxt's and the weights' content (hashed in full: every snapshot of one net has
-    the same size, and an mtime can be kept or be coarse), --force-known, CPU or GPU (their
-    floating-point sums differ), the Caffe build and the dmpn code."""
+    the same size, and an mtime can be kept or be coarse), --force-known, CPU or GPU and which
+    GPU model (their floating-point sums differ), the Caffe build, the BLAS / CUDA libraries it
+    runs on and the dmpn code."""
     return {"kind": "caffe net", "deploy": file_sha256(deploy), "weights": file_sha256(weights),
             "force_known": bool(force_known), "device": "cpu" if gpu is None else "gpu",
-            "caffe_build": _caffe_build_sha256(), "python_layers": _python_layers_sha256(deploy),
-            "code": _code_sha256(_PIPELINE_MODULES)}
+            "gpu_model": None if gpu is None else _gpu_model(gpu),
+            "caffe_build": _caffe_build_sha256(), "numeric_libraries": _numeric_libraries_key(),
+            "python_layers": _python_layers_sha256(deploy), "code": _code_sha256(_PIPELINE_MODULES)}
 
 
 def baseline_method_key(name: str, sigma: float = 0.1) -> dict:

@@ -394,3 +394,58 @@ def test_a_png_replaced_by_another_writer_right_after_ours_is_not_reused(data, c
     capsys.readouterr()
     assert run_evaluate(data, counting)[:2] == (0, 1)
     assert "1 PNG(s) changed since they were predicted (c)" in capsys.readouterr().err
+
+
+def test_the_net_key_names_the_numerical_libraries_it_runs_on(tmp_path):
+    """An upgrade of BLAS (or cuBLAS) can change a net's low bits without changing libcaffe: the
+    key lists the numerical libraries this process has mapped, and a replaced file changes it."""
+    from conftest import require_caffe
+    require_caffe()
+    ours = os.path.join(ROOT, "prototxt", "slim_deploy.prototxt")
+    weights = tmp_path / "w.caffemodel"
+    weights.write_bytes(b"weights")
+    libraries = E.caffe_method_key(ours, weights)["numeric_libraries"]
+    assert any("blas" in os.path.basename(path) for path, _, _ in libraries), libraries
+    blas, other = tmp_path / "libopenblas.so.0", tmp_path / "libpng16.so.16"
+    for lib in (blas, other):
+        lib.write_bytes(b"\x7fELF")
+    maps = tmp_path / "maps"
+    maps.write_text("".join(f"7f00-7f01 r-xp 00000000 08:01 {i} {lib}\n" for i, lib in enumerate((blas, other)))
+                    + "7f02-7f03 rw-p 00000000 00:00 0 [heap]\n")
+    key = E._numeric_libraries_key(str(maps))
+    assert [path for path, _, _ in key] == [str(blas)]
+    os.utime(blas, ns=(1, 1))     # what an upgrade does: another file at that path
+    assert E._numeric_libraries_key(str(maps)) != key
+
+
+def test_the_gpu_key_names_the_gpu_model(monkeypatch):
+    """GPU models run other cuBLAS kernels: the key says which GPU (from the driver library) and
+    is None where there is no driver or no such device."""
+    import ctypes
+
+    class FakeDriver:
+        def cuInit(self, flags):
+            return 0
+
+        def cuDeviceGet(self, handle, ordinal):
+            if ordinal > 0:
+                return 101                        # CUDA_ERROR_INVALID_DEVICE
+            handle._obj.value = ordinal
+            return 0
+
+        def cuDeviceGetName(self, name, length, handle):
+            name.value = b"NVIDIA H100 80GB HBM3"
+            return 0
+
+        def cuDriverGetVersion(self, version):
+            version._obj.value = 13000
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeDriver())
+    assert E._gpu_model(0) == "NVIDIA H100 80GB HBM3, driver 13000"
+    assert E._gpu_model(1) is None
+
+    def no_driver(name):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(ctypes, "CDLL", no_driver)
+    assert E._gpu_model(0) is None
