@@ -455,6 +455,21 @@ def _free_bytes(path):
 # command line
 
 
+SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit words; a seed is one of them
+
+
+def seed_value(text) -> int:
+    """A seed: a whole number 0 <= S < 2**32."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, "
+                                         f"got {text!r}") from None
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_LIMIT - 1}, got {text}")
+    return v
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="make_lmdb.py",
@@ -521,8 +536,9 @@ def build_parser():
     p.add_argument("--forced-train", metavar="NAMES", default=",".join(FORCED_TRAIN_DEFAULT),
                    help="comma-separated original names always put in training, where present "
                    "(paper: the 8 alphamatting.com test images: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split, "
-                   "background choice, crops and flips, synthetic originals (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="seed of the split, "
+                   "background choice, crops and flips, synthetic originals: 0 to 4294967295 "
+                   "(default 0)")
     p.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), metavar="N",
                    help="worker processes for compositing (default: CPU count, at most 8); does "
                    "not change the output")

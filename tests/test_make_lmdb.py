@@ -543,3 +543,29 @@ def test_round_trip_through_caffe_data_layer(tiny_build, tmp_path):
             for i, (key, _) in enumerate(db):
                 img = np.rint(read_image(tiny_build / "test/image" / f"{key}.png") * 255)
                 assert np.array_equal(np.moveaxis(img, 2, 0), data[i, 0:3])
+
+
+
+
+# ----------------------------------------------------------------------------------------------
+# argument and input checks: one line, exit status 2, no traceback
+
+
+def _tool(argv, timeout=120):
+    """Run tools/make_lmdb.py; (exit status, stdout, stderr), never a traceback."""
+    r = subprocess.run([sys.executable, str(TOOL), *[str(a) for a in argv]], capture_output=True,
+                       text=True, timeout=timeout)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "abc"])
+def test_seed_out_of_range_refused(tmp_path, seed):
+    rc, _, err = _tool(["--out", tmp_path / "o", *TINY[:-2], "--seed", seed])
+    assert rc == 2 and "--seed" in err and seed in err and "4294967295" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_seed_range_limits_accepted():
+    for seed in ("0", "4294967295"):
+        assert lb.build_parser().parse_args(["--out", "o", "--seed", seed]).seed == int(seed)
