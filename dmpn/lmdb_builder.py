@@ -456,6 +456,7 @@ def _free_bytes(path):
 
 
 SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit words; a seed is one of them
+MAX_ANGLE_LIMIT = 90.0  # degrees; --max-angle 0 gives unrotated copies
 
 
 def seed_value(text) -> int:
@@ -467,6 +468,16 @@ def seed_value(text) -> int:
                                          f"got {text!r}") from None
     if not 0 <= v < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_LIMIT - 1}, got {text}")
+    return v
+
+
+def max_angle_value(text) -> float:
+    """The largest rotation, degrees: finite, 0 <= DEG <= 90 (the angles are 0, +a, -a, ...; a
+    negative value only swaps their signs, and beyond 90 a same-size rotation loses most of the
+    foreground)."""
+    v = finite_float(text)
+    if not 0 <= v <= MAX_ANGLE_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_ANGLE_LIMIT:g} degrees, got {text}")
     return v
 
 
@@ -526,8 +537,9 @@ def build_parser():
                    "original is composited onto (paper: 1000; demo: 4)")
     p.add_argument("--rotations", type=positive_int, metavar="K", help="rotations of foreground and "
                    "alpha per background (paper: 3, angles not given; we use 0, +15, -15 deg; demo: 2)")
-    p.add_argument("--max-angle", type=finite_float, default=15.0, metavar="DEG", help="largest rotation "
-                   "angle (default 15): angles 0, +a, -a, +2a, ... up to this")
+    p.add_argument("--max-angle", type=max_angle_value, default=15.0, metavar="DEG",
+                   help="largest rotation angle, 0 to 90 degrees (default 15): angles 0, +a, -a, "
+                   "+2a, ... up to this")
     p.add_argument("--size", type=dims(2, minimum=16), metavar="HxW", help="stored size of every item "
                    "(paper: 600x800; demo: 192x192)")
     p.add_argument("--test-originals", type=positive_int, metavar="N", help="originals held out for "

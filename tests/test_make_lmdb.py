@@ -569,3 +569,12 @@ def test_seed_out_of_range_refused(tmp_path, seed):
 def test_seed_range_limits_accepted():
     for seed in ("0", "4294967295"):
         assert lb.build_parser().parse_args(["--out", "o", "--seed", seed]).seed == int(seed)
+
+
+@pytest.mark.parametrize("angle", ["400", "-15", "90.5"])
+def test_max_angle_out_of_range_refused(tmp_path, angle):
+    rc, _, err = _tool(["--out", tmp_path / "o", *TINY, "--max-angle", angle])
+    assert rc == 2 and "--max-angle" in err and angle in err and "90" in err, err
+    assert not (tmp_path / "o").exists()
+    for ok in ("0", "90", "22.5"):
+        assert lb.build_parser().parse_args(["--out", "o", "--max-angle", ok]).max_angle == float(ok)
