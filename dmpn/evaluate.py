@@ -43,6 +43,7 @@ import numpy as np
 from dmpn import metrics
 from dmpn.baselines import known_sides
 from dmpn.cli import check_writable, error_text, positive_float, run_tool
+from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT
 from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
                           write_json, write_png, TRIMAP_NOT_SCORED)
 
@@ -613,13 +614,44 @@ def pad_to_multiple(x, multiple: int = 32):
     return (np.pad(x, pad, mode="edge") if (ph or pw) else x), (h, w)
 
 
-def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
-    """A predictor running a deploy net through pycaffe (imported lazily).
+_DATA_LAYER_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData")
 
-    The net's input blob "data" is 1x4xHxW: RGB in [0, 1] (channels 0-2) and the trimap in [0, 1]
-    with 0.5 for unknown (channel 3); its output blob "alpha" is 1x1xHxW. Inputs are padded to a
-    multiple of ``multiple`` by edge replication and the output cropped back. ``gpu``: device id,
-    or None for the CPU.
+
+def check_deploy_prototxt(deploy) -> None:
+    """InputError naming ``deploy`` unless it is a deploy net as dmpn.net.deploy writes: inputs
+    `data` and `trimap` (Input layers), output `alpha`, no data layer. A training net given as
+    --model would read its LMDB and overwrite `data`, and its `alpha` is the ground truth: it
+    would score perfectly."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = caffe_pb2.NetParameter()
+    try:
+        with open(deploy) as f:
+            text_format.Merge(f.read(), net)
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise InputError(f"{deploy}: not a Caffe prototxt ({error_text(exc)})") from None
+    inputs = list(net.input) + [t for layer in net.layer if layer.type == "Input" for t in layer.top]
+    readers = [layer.name for layer in net.layer if layer.type in _DATA_LAYER_TYPES or
+               (layer.type == "Python" and "data" in layer.python_param.layer.lower())]
+    tops = {t for layer in net.layer for t in layer.top}
+    needed = ", ".join(f"'{n}'" for n in DEPLOY_INPUTS)
+    if readers or not set(DEPLOY_INPUTS) <= set(inputs) or DEPLOY_OUTPUT not in tops:
+        why = (f"it reads its own data (layer '{readers[0]}'), e.g. a training net" if readers else
+               f"its inputs are {inputs or 'none'}, not {needed}" if not set(DEPLOY_INPUTS) <= set(inputs)
+               else f"no layer makes its output '{DEPLOY_OUTPUT}'")
+        raise InputError(f"{deploy}: not a deploy net: {why}; the predictor needs Input blobs {needed} "
+                         f"and the output '{DEPLOY_OUTPUT}' (prototxt/deploy.prototxt, or "
+                         "dmpn.net.deploy for another width)")
+
+
+def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
+    """A predictor running a deploy net (dmpn.net.deploy) through pycaffe (imported lazily).
+
+    The net's inputs: `data` 1x4xH'xW', RGB in [0, 1] (channels 0-2) and the trimap in [0, 1]
+    (channel 3), edge-replicated up to H', W', the multiples of ``multiple`` the CNN needs; and
+    `trimap` 1x1xHxW, the trimap itself, to whose size the net crops the affinities before the
+    solve, so the padding never enters the propagation. Output `alpha` 1x1xHxW. ``gpu``: device
+    id, or None for the CPU.
     """
     for path, what in ((deploy, "deploy prototxt"), (weights, "weights")):
         if not os.path.isfile(os.fspath(path)):
@@ -628,6 +660,7 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         import caffe
     except ImportError as exc:
         raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
+    check_deploy_prototxt(deploy)
     if gpu is None:
         caffe.set_mode_cpu()
     else:
@@ -651,14 +684,17 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         t = np.where((t > 0) & (t < 1), 128 / 255, t)
         x = np.concatenate([np.asarray(image, np.float64), t[..., None]], axis=2)
         xp, (h, w) = pad_to_multiple(x, multiple)
-        blob = np.ascontiguousarray(xp.transpose(2, 0, 1)[None], dtype=np.float32)
-        net.blobs["data"].reshape(*blob.shape)
+        net.blobs["data"].reshape(*(1,) + xp.shape[2:] + xp.shape[:2])
+        net.blobs["trimap"].reshape(1, 1, h, w)
         net.reshape()
-        net.blobs["data"].data[...] = blob
+        net.blobs["data"].data[...] = xp.transpose(2, 0, 1)[None]
+        net.blobs["trimap"].data[...] = t
         net.forward()
-        out = np.asarray(net.blobs["alpha"].data)
-        out = out.reshape(out.shape[-2:]) if out.size == out.shape[-2] * out.shape[-1] else out[0, 0]
-        return np.clip(out[:h, :w].astype(np.float64), 0.0, 1.0)
+        out = np.asarray(net.blobs[DEPLOY_OUTPUT].data)
+        if out.shape != (1, 1, h, w):
+            raise InputError(f"{deploy}: output '{DEPLOY_OUTPUT}' has shape {out.shape} for an image "
+                             f"of {h} x {w} (1 x 1 x {h} x {w} expected)")
+        return np.clip(out[0, 0].astype(np.float64), 0.0, 1.0)
 
     predict.net = net
     predict.needs_known_pixel = True

@@ -91,7 +91,7 @@ def write_nets(out, data, manifest, epochs, seed=0):
     cfg = net.NetConfig(width=net.SLIM_WIDTH, crop=crop, batch=4, affinity_lr_mult=AFFINITY_LR_MULT)
     train = net.train_val(cfg, train_lmdb=os.path.join(data, "train_lmdb"),
                           test_lmdb=os.path.join(data, "test_lmdb"))
-    deploy = net.deploy(cfg, height=((h + 31) // 32) * 32, width=((w + 31) // 32) * 32)
+    deploy = net.deploy(cfg, height=h, width=w)  # the CNN input is padded to multiples of 32
     n_train = manifest_count(manifest, "train")
     max_iter = net.epochs_to_iterations(epochs, n_train, cfg.batch)
     solver = net.solver(os.path.join(netdir, "train_val.prototxt"), max_iter,

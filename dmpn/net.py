@@ -113,25 +113,35 @@ def lowlevel_branch(n, data, cfg):
     return x
 
 
-def propagation(n, features, trimap, cfg, out):
+def propagation(n, features, trimap, cfg, out, crop_to_trimap=False):
     """AffinityExp then SparseLaplacianSolve, C++ or Python flavour (same maths, same params);
-    the matte is the blob named `out`."""
+    the matte is the blob named `out`. ``crop_to_trimap``: the affinities are cropped to the
+    trimap's H x W first (a deploy net whose CNN input is padded), so that the solve runs on the
+    image's own grid and the padding never enters the propagation."""
     import json
     _, L, _ = _caffe()
     # No weight decay on theta and b: decay pulls theta to 0, i.e. towards uniform affinities
     # (plain diffusion of the trimap), and in our runs it was as large as the loss gradient.
     no_decay = [dict(lr_mult=cfg.affinity_lr_mult, decay_mult=0)] * 2
     fillers = dict(weight_filler=dict(type="gaussian", std=0.001), bias_filler=dict(type="constant", value=0))
+
+    def affinity():
+        if not crop_to_trimap:
+            return n.affinity
+        # Crop keeps rows 0..H-1 and columns 0..W-1; the edges from the last column / row to the
+        # padding that it keeps are ignored by the solve (no such edge in an H x W grid).
+        n.affinity_crop = L.Crop(n.affinity, trimap, crop_param=dict(axis=2, offset=[0]))
+        return n.affinity_crop
     if cfg.flavour == "cpp":
         n.affinity = L.AffinityExp(features, param=no_decay, affinity_exp_param=dict(
             exponent_bound=cfg.exponent_bound, **fillers))
-        alpha = L.SparseLaplacianSolve(n.affinity, trimap, sparse_laplacian_solve_param=dict(
+        alpha = L.SparseLaplacianSolve(affinity(), trimap, sparse_laplacian_solve_param=dict(
             c=cfg.c, shrink=cfg.shrink, tolerance=cfg.tolerance))
     elif cfg.flavour == "python":
         n.affinity = L.Python(features, param=no_decay, python_param=dict(
             module="dmpn.layers.affinity_exp", layer="AffinityExpLayer",
             param_str=json.dumps({"exponent_bound": cfg.exponent_bound, **fillers})))
-        alpha = L.Python(n.affinity, trimap, python_param=dict(
+        alpha = L.Python(affinity(), trimap, python_param=dict(
             module="dmpn.layers.sparse_laplacian_solve", layer="SparseLaplacianSolveLayer",
             param_str=json.dumps({"c": cfg.c, "shrink": cfg.shrink})))
     else:
@@ -140,12 +150,12 @@ def propagation(n, features, trimap, cfg, out):
     return alpha
 
 
-def body(n, data, trimap, cfg, out):
+def body(n, data, trimap, cfg, out, crop_to_trimap=False):
     _, L, _ = _caffe()
     sem = semantic_branch(n, data, cfg)
     low = lowlevel_branch(n, data, cfg)
     n.features = L.Concat(sem, low, axis=1)
-    return propagation(n, n.features, trimap, cfg, out)
+    return propagation(n, n.features, trimap, cfg, out, crop_to_trimap)
 
 
 def train_val(cfg, train_lmdb="data/train_lmdb", test_lmdb="data/test_lmdb", test_batch=1):
@@ -170,14 +180,28 @@ def train_val(cfg, train_lmdb="data/train_lmdb", test_lmdb="data/test_lmdb", tes
     return proto
 
 
+def padded(size, multiple=32):
+    """``size`` rounded up to a multiple of ``multiple`` (SegNet's five 2 x 2 poolings)."""
+    return -(-int(size) // multiple) * multiple
+
+
+# The inputs of a deploy net, as the predictor (dmpn/evaluate.py) feeds them.
+DEPLOY_INPUTS = ("data", "trimap")
+DEPLOY_OUTPUT = "alpha"
+
+
 def deploy(cfg, height=320, width=320):
-    """Inference net: input `data` 1 x 4 x H x W (RGB in [0, 1], trimap in [0, 1]), output
-    `alpha`. H and W must be multiples of 32; the tools pad and crop back."""
+    """Inference net for an image of ``height`` x ``width`` (any size; the predictor reshapes it
+    to each image's). Inputs: `data` 1 x 4 x H' x W', the image RGB in [0, 1] and its trimap in
+    [0, 1] (unknown 128/255, as in training), edge-replicated up to H', W', the multiples of 32
+    the CNN needs; `trimap` 1 x 1 x H x W, the trimap itself. The affinities are cropped to H x W
+    before the solve, so the matte is the propagation on the image's own grid, whatever the
+    padding. Output `alpha` 1 x 1 x H x W."""
     caffe, L, _ = _caffe()
     n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[1, 4, height, width]))
-    n.image, n.trimap = L.Slice(n.data, axis=1, slice_point=[3], ntop=2)
-    body(n, n.data, n.trimap, cfg, "alpha")
+    n.data = L.Input(shape=dict(dim=[1, 4, padded(height), padded(width)]))
+    n.trimap = L.Input(shape=dict(dim=[1, 1, int(height), int(width)]))
+    body(n, n.data, n.trimap, cfg, DEPLOY_OUTPUT, crop_to_trimap=True)
     proto = n.to_proto()
     proto.name = f"DeepMattePropNet{'' if cfg.width == 1 else f'_w{cfg.width:g}'}_deploy"
     return proto
@@ -258,7 +282,9 @@ def generated_files():
             files[f"{prefix}train_val{suffix}.prototxt"] = header(f"{what}\n{note}") + str(
                 train_val(c, train_lmdb="data/train_lmdb", test_lmdb="data/test_lmdb"))
         files[f"{prefix}deploy.prototxt"] = header(
-            f"Inference net; input `data` 1 x 4 x H x W (RGB and trimap in [0, 1]; H, W multiples of 32).\n{note}") + str(
+            "Inference net; inputs `data` 1 x 4 x H' x W' (RGB and trimap in [0, 1], edge-replicated to\n"
+            "multiples of 32) and `trimap` 1 x 1 x H x W; the solve runs on H x W. tools/predict.py feeds them.\n"
+            f"{note}") + str(
             deploy(cfg, height=cfg.crop, width=cfg.crop))
     files["solver.prototxt"], _ = paper_solver_text(PAPER_TRAIN_ITEMS, PAPER_EPOCHS, note)
     files["slim_solver.prototxt"] = header(

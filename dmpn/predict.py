@@ -1,7 +1,8 @@
 """tools/predict.py: alpha mattes from image + trimap with a trained DeepMattePropNet.
 
-Any image size: inputs are padded to a multiple of 32 (edge replication) and the matte is cropped
-back (dmpn.evaluate.caffe_predictor). The known pixels of the trimap keep their propagated value
+Any image size: the CNN's input is padded to a multiple of 32 (edge replication), and the deploy
+net crops the affinities back to the image's size before the solve, so the matte is the
+propagation on the image's own grid (dmpn.evaluate.caffe_predictor, dmpn.net.deploy). The known pixels of the trimap keep their propagated value
 (the solve already pins them towards 0 / 1); pass --force-known to set them to exactly 0 / 1.
 Trimap values between 1 and 254 are all unknown; a trimap with no known pixel (0 or 255) is
 refused, naming the file: the propagation has nothing to start from.

@@ -61,7 +61,7 @@ def test_initialised_net_computes_the_reference(tmp_path, width):
     net.blobs["data"].data[0, :3] = im.transpose(2, 0, 1)
     trimap = np.full((h, w), 0.5)
     trimap[:, :4], trimap[:, -4:] = 0, 1  # the solve after AffinityExp needs known pixels
-    net.blobs["data"].data[0, 3] = trimap
+    net.blobs["data"].data[0, 3] = net.blobs["trimap"].data[0, 0] = trimap
     net.forward()
     a, b = E.edge_strengths(im)
     np.testing.assert_allclose(net.blobs["low3"].data[0, E.A_CHANNEL], a, atol=1e-5)

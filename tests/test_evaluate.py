@@ -306,23 +306,23 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
     class Net:
         def __init__(self, deploy, weights, phase):
             calls["init"] = (deploy, weights, phase)
-            self.blobs = {"data": Blob(), "alpha": Blob()}
+            self.blobs = {"data": Blob(), "trimap": Blob(), "alpha": Blob()}
             self.layers, self._layer_names = [], []
 
         def reshape(self):
-            n, c, h, w = self.blobs["data"].data.shape
-            self.blobs["alpha"].reshape(n, 1, h, w)
+            self.blobs["alpha"].reshape(*self.blobs["trimap"].data.shape)
 
         def forward(self):
             d = self.blobs["data"].data
-            calls["shape"] = d.shape
-            self.blobs["alpha"].data[...] = d[:, 3:4]     # alpha = trimap channel
+            calls["shape"], calls["data"] = d.shape, d.copy()
+            self.blobs["alpha"].data[...] = self.blobs["trimap"].data     # alpha = the trimap input
             return {"alpha": self.blobs["alpha"].data}
 
     fake = types.SimpleNamespace(TEST=1, Net=Net, set_mode_cpu=lambda: calls.setdefault("cpu", True),
                                  set_mode_gpu=lambda: calls.setdefault("gpu", True),
                                  set_device=lambda i: calls.setdefault("device", i))
     monkeypatch.setitem(sys.modules, "caffe", fake)
+    monkeypatch.setattr(E, "check_deploy_prototxt", lambda path: None)  # needs the real caffe_pb2
     (tmp_path / "d.prototxt").write_text("")
     (tmp_path / "w.caffemodel").write_bytes(b"")
     pred = E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "w.caffemodel", gpu=0)
@@ -330,10 +330,12 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     tri01 = rng.choice([0.0, 0.5, 1.0], size=(37, 70))
     out = pred(rng.random((37, 70, 3)), tri01)
-    assert calls["shape"] == (1, 4, 64, 96)
+    assert calls["shape"] == (1, 4, 64, 96)   # the CNN's input: padded to multiples of 32
     # the net gets the trimap as in training (the LMDB's 128 scaled by 1/255), not 0.5
     expected = np.where(tri01 == 0.5, np.float32(128 / 255), tri01)
-    assert out.shape == (37, 70) and np.array_equal(out, expected)
+    assert out.shape == (37, 70) and np.array_equal(out, expected)  # the solve's: unpadded
+    assert np.array_equal(calls["data"][0, 3, :37, :70], expected)
+    assert np.array_equal(calls["data"][0, 3, 37:, :70], np.repeat(expected[-1:], 64 - 37, 0))
     with pytest.raises(InputError, match="missing.caffemodel"):
         E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "missing.caffemodel")
 
@@ -641,6 +643,53 @@ def slim_model(tmp_path_factory):
     weights = tmp_path_factory.mktemp("slim") / "w.caffemodel"
     identity_batchnorm(caffe.Net(deploy, caffe.TEST)).save(str(weights))
     return deploy, weights
+
+
+def test_the_matte_is_the_solve_on_the_image_grid_whatever_the_padding(slim_model):
+    """The CNN sees the image padded to multiples of 32, but the propagation runs on the image's
+    own H x W grid: the matte is the reference solve of the net's affinities cropped to H x W,
+    not the solve on the padded grid (which differs near the padded borders)."""
+    from dmpn.propagation import solve_alpha
+    deploy, weights = slim_model
+    pred = E.caffe_predictor(deploy, weights)
+    rng = np.random.default_rng(3)
+    h, w = 40, 50                                # padded to 64 x 64
+    image = rng.random((h, w, 3))
+    tri = np.full((h, w), 0.5)   # the unknown region reaches the right and bottom borders
+    tri[:, :5], tri[:5, 5:] = 0, 1
+    alpha = pred(image, tri)
+    t = np.where(tri == 0.5, 128 / 255, tri)
+    affinity = pred.net.blobs["affinity"].data[0].astype(np.float64)
+    assert affinity.shape == (2, 64, 64)
+    unpadded = solve_alpha(affinity[:, :h, :w], t)
+    assert np.abs(alpha - np.clip(unpadded, 0, 1)).max() < 1e-4   # the solve's stated accuracy
+    padded_t = np.pad(t, ((0, 64 - h), (0, 64 - w)), mode="edge")
+    on_padded_grid = solve_alpha(affinity, padded_t)[:h, :w]
+    assert np.abs(alpha - on_padded_grid).max() > 1e-3     # what the padding used to change
+
+
+def test_a_training_net_as_model_is_refused(dataset, slim_model, tmp_path):
+    """A train_val prototxt as --model reads its LMDB into `data` and its `alpha` blob is the
+    ground truth: it would score perfectly. The tools refuse it, naming the file."""
+    root, _ = dataset
+    _, weights = slim_model
+    train_val = os.path.join(ROOT, "prototxt", "slim_train_val.prototxt")
+    rc, out, err = predict_cli("--model", train_val, "--weights", weights, "--image", root / "images",
+                               "--trimap", root / "trimap", "--out", tmp_path / "m", "--no-progress")
+    assert rc == 2 and f"{train_val}: not a deploy net" in err and "'item'" in err, err
+    rc, out, err = cli("--model", train_val, "--weights", weights, "--images", root / "images",
+                       "--gt", root / "gt", "--trimap", root / "trimap", "--out", tmp_path / "ev",
+                       "--no-progress")
+    assert rc == 2 and f"{train_val}: not a deploy net" in err and "Traceback" not in err, err
+    one_input = tmp_path / "one_input.prototxt"
+    one_input.write_text(open(slim_model[0]).read().replace('top: "trimap"\n  input_param',
+                                                            'top: "tri"\n  input_param'))
+    with pytest.raises(InputError, match="not a deploy net: its inputs are .'data', 'tri'."):
+        E.caffe_predictor(one_input, weights)
+    garbage = tmp_path / "garbage.prototxt"
+    garbage.write_text("layer { name: ")
+    with pytest.raises(InputError, match="garbage.prototxt: not a Caffe prototxt"):
+        E.caffe_predictor(garbage, weights)
 
 
 def test_trimap_without_known_pixel_is_refused_before_the_net_runs(dataset, slim_model):

@@ -78,12 +78,14 @@ def test_slim_net_keeps_odd_sizes(tmp_path, h, w):
     come back whole."""
     caffe = require_caffe()
     net = deploy_net(caffe, tmp_path, N.NetConfig(width=N.SLIM_WIDTH), h, w)
+    net.blobs["data"].reshape(1, 4, h, w)  # unpadded: the CNN itself at the odd size
+    net.reshape()
     rng = np.random.default_rng(0)
     net.blobs["data"].data[0, :3] = rng.random((3, h, w))
     tri = np.full((h, w), 0.5)
     tri[:, :5] = 0
     tri[:, -5:] = 1
-    net.blobs["data"].data[0, 3] = tri
+    net.blobs["data"].data[0, 3] = net.blobs["trimap"].data[0, 0] = tri
     net.forward()
     alpha = net.blobs["alpha"].data[0, 0]
     assert alpha.shape == (h, w)
