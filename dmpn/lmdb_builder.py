@@ -60,8 +60,9 @@ Choices the paper leaves open (documented here and in the manifest)
   is file ``perm[(k * N + b) % P]`` of the P backgrounds (``perm`` a seeded permutation), so with
   P = N every original gets all N backgrounds, as in the paper.
 - The paper's 8 alphamatting.com test images (doll, donkey, elephant, net, pineapple, plant,
-  plasticbag, troll) are forced into training when present (``--forced-train``); the 27
-  alphamatting.com images in ``shared/data`` are its *training* images, so none is forced there.
+  plasticbag, troll) are forced into training when present; the 27 alphamatting.com images in
+  ``shared/data`` are its *training* images, so none is forced there. Names given with
+  ``--forced-train`` must each name an original (a typo would silently change the split).
 - When fewer originals than the paper's 81 are given and ``--test-originals`` is not, the test
   count is scaled: round(n * 31 / 81).
 """
@@ -409,10 +410,16 @@ def _plan_split(split_code, names, global_index, cfg, n_bg):
             for i, (name, k, b, r, bg_file) in enumerate(items)]
 
 
+def _forced_set(forced):
+    """--forced-train names as they match original names: key-safe (a file stem works too),
+    lower case."""
+    return {_safe_name(f).lower() for f in forced}
+
+
 def choose_split(names, test_count, forced, seed):
     """(train names, test names), sorted. Forced names always train; test originals drawn from
     the rest with ``default_rng([seed, 1])``."""
-    forced_present = sorted(n for n in names if n.lower() in {f.lower() for f in forced})
+    forced_present = sorted(n for n in names if n.lower() in _forced_set(forced))
     free = sorted(n for n in names if n not in forced_present)
     order = np.random.default_rng([seed, 1]).permutation(len(free))
     test = sorted(free[i] for i in order[:test_count])
@@ -545,9 +552,11 @@ def build_parser():
     p.add_argument("--test-originals", type=positive_int, metavar="N", help="originals held out for "
                    "testing, with all their composites (paper: 31 of 81; demo: 4 of 12). The split "
                    "is by original, reproducible from --seed")
-    p.add_argument("--forced-train", metavar="NAMES", default=",".join(FORCED_TRAIN_DEFAULT),
-                   help="comma-separated original names always put in training, where present "
-                   "(paper: the 8 alphamatting.com test images: %(default)s)")
+    p.add_argument("--forced-train", metavar="NAMES", help="comma-separated original names "
+                   "(case-insensitive; file stems work too) always put in training; each must name an "
+                   "original. "
+                   "Default: the paper's 8 alphamatting.com test images, where present: "
+                   + ",".join(FORCED_TRAIN_DEFAULT))
     p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="seed of the split, "
                    "background choice, crops and flips, synthetic originals: 0 to 4294967295 "
                    "(default 0)")
@@ -568,7 +577,8 @@ def resolve_config(args) -> dict:
         "rotations": args.rotations or preset["rotations"],
         "max_angle": float(args.max_angle),
         "seed": int(args.seed),
-        "forced_train": [s.strip() for s in (args.forced_train or "").split(",") if s.strip()],
+        "forced_train": (list(FORCED_TRAIN_DEFAULT) if args.forced_train is None else
+                         [s.strip() for s in args.forced_train.split(",") if s.strip()]),
     }
     cfg["angles"] = compose.rotation_angles(cfg["rotations"], cfg["max_angle"])
     cfg["trimap_radius"] = args.trimap_radius or compose.default_trimap_radius(cfg["size"])
@@ -602,7 +612,14 @@ def build(args) -> dict:
                             "seed": cfg["seed"], "size": cfg["size"]}
     names = [o.name for o in originals]
     n = len(names)
-    forced_present = [x for x in names if x.lower() in {f.lower() for f in cfg["forced_train"]}]
+    if args.forced_train is not None:  # given names must exist; the default applies where present
+        lower = {x.lower() for x in names}
+        unknown = [f for f in cfg["forced_train"] if _forced_set([f]).isdisjoint(lower)]
+        if unknown:
+            shown = ", ".join(names[:8]) + (f", ... ({n} in all)" if n > 8 else "")
+            raise BuildError(f"--forced-train: no original named {', '.join(unknown)}; the "
+                             f"originals are {shown}")
+    forced_present = [x for x in names if x.lower() in _forced_set(cfg["forced_train"])]
     may_test = n - len(forced_present)  # originals that may be held out
     if args.test_originals:
         test_count = args.test_originals

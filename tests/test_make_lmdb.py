@@ -578,3 +578,19 @@ def test_max_angle_out_of_range_refused(tmp_path, angle):
     assert not (tmp_path / "o").exists()
     for ok in ("0", "90", "22.5"):
         assert lb.build_parser().parse_args(["--out", "o", "--max-angle", ok]).max_angle == float(ok)
+
+
+def test_unknown_forced_train_names_refused(tmp_path):
+    names = [o.name for o in lb.synthetic_originals(6)]
+    rc, _, err = _tool(["--out", tmp_path / "o", *TINY, "--forced-train",
+                        f"{names[1]},nosuch,troll"])
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--forced-train" in err and "nosuch" in err and "troll" in err, err
+    assert names[0] in err and names[1] in err  # the available names are listed
+    assert not (tmp_path / "o").exists()
+    # a file stem names its original too ("synth0001_fur" is stored as "synth0001-fur")
+    assert lb.choose_split(names, 2, [names[1].replace("-", "_").upper()], 5)[2] == [names[1]]
+    # the default list (the paper's 8 test images) applies where present, silently
+    rc, _, err = _tool(["--out", tmp_path / "ok", *TINY, "--workers", "1"])
+    assert rc == 0, err
