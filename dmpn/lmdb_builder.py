@@ -50,7 +50,8 @@ next index, so the final database holds exactly the keys and values of an uninte
 Choices the paper leaves open (documented here and in the manifest)
 -------------------------------------------------------------------
 - Rotation angles: 0, +15, -15 degrees (``dmpn.compose.rotation_angles``; ``--max-angle``).
-- Trimaps: given ones (``--trimap-dir``) are resized (nearest) and rotated with the alpha;
+- Trimaps: given ones (``--trimap-dir``) are resized (nearest) and rotated with the alpha (one
+  with no known pixel, 0 or 255, is refused: the propagation has nothing to start from);
   otherwise made from the rotated alpha by the Deep-Image-Matting style erosion of
   ``dmpn.compose.trimap_from_alpha`` with radius ``--trimap-radius`` (default 1.5 % of the
   shorter side). Synthetic originals carry their own trimaps.
@@ -224,6 +225,9 @@ def scan_originals(folder, trimap_dir="trimap", trimap_dir_given=False, fg_dir="
             if tri.shape != img.shape[:2]:
                 raise InputError(f"{o.trimap_path}: trimap is {tri.shape[1]} x {tri.shape[0]} but "
                                  f"the image {o.image_path} is {img.shape[1]} x {img.shape[0]}")
+            if not (tri != 128).any():
+                raise InputError(f"{o.trimap_path}: trimap has no known pixel (0 or 255), all "
+                                 "unknown; training on it stops in SparseLaplacianSolve")
         if o.fg_path:
             fg = read_image(o.fg_path)
             if fg.shape != img.shape:

@@ -594,3 +594,14 @@ def test_unknown_forced_train_names_refused(tmp_path):
     # the default list (the paper's 8 test images) applies where present, silently
     rc, _, err = _tool(["--out", tmp_path / "ok", *TINY, "--workers", "1"])
     assert rc == 0, err
+
+
+def test_given_trimap_without_known_pixel_refused(tmp_path):
+    f = _originals(tmp_path)
+    p = _first(f, "trimap")
+    write_png(p, np.full((32, 40), 128, np.uint8))
+    rc, _, err = _tool(["--out", tmp_path / "out", "--originals", f, "--size", "32x32",
+                        "--bg-per-original", "1", "--rotations", "1", "--test-originals", "1"])
+    assert rc == 2 and str(p) in err and "no known pixel" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
