@@ -23,7 +23,8 @@ the same method (for the net: deploy prototxt, weights, options, Caffe build; se
 functions) from the same image and trimap content; anything else is predicted again.
 
 Units: SAD, Grad and Conn are divided by 1000 (as printed in papers), MSE is a plain mean (tables
-print it x 1000). An image with no unknown pixel scores 0 / undefined MSE and is reported.
+print it x 1000). An image with no unknown pixel has nothing to score: its errors are undefined
+(n/a, null in JSON), it is left out of every mean, and reported.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_
            "NO_KNOWN_PIXEL", "TOOL_ERRORS", "Predictions", "PredictionRecord", "PREDICTIONS_RECORD",
            "caffe_method_key", "baseline_method_key", "python_method_key", "resume_command"]
 
-NO_UNKNOWN_NOTE = "no unknown pixel in the trimap: MSE undefined (left out of the mean), SAD/Grad/Conn 0"
+NO_UNKNOWN_NOTE = ("no unknown pixel (128) in the trimap: nothing to score, the four errors undefined "
+                   "and the image left out of every mean")
 PROTOCOL_NOTE = ("predictions set to 0 / 1 on the trimap's known pixels before scoring "
                  "(standard protocol)")
 NO_PROTOCOL_NOTE = "predictions scored as they are on known pixels (--keep-known-pixels)"
@@ -79,7 +81,7 @@ class MethodResult:
     paths: dict = field(default_factory=dict)   # image name -> the PNG scored
 
     def mean(self) -> dict:
-        """Mean of each error over the images; MSE over the images where it is defined."""
+        """Mean of each error over the images scored (those with an unknown pixel)."""
         out = {}
         for key in metrics.METRICS:
             vals = np.array([v[key] for v in self.per_image.values()], dtype=np.float64)
@@ -183,7 +185,9 @@ def score_paths(preds: dict, gts: dict, tris: dict, force_known: bool = True,
     for n in _progress(names, f"scoring {name}", progress):
         result.per_image[n] = score_files(preds[n], gts[n], tris[n], force_known=force_known)
         result.paths[n] = preds[n]
-        if not np.isfinite(result.per_image[n]["mse"]):
+        if not np.isfinite(result.per_image[n]["mse"]):  # no scored pixel: SAD etc. would be 0
+            # and pull the means down while MSE's left the image out; all four leave it out.
+            result.per_image[n] = {k: float("nan") for k in result.per_image[n]}
             result.notes[n] = NO_UNKNOWN_NOTE
     return result
 
