@@ -53,7 +53,8 @@ __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_
            "pad_to_multiple", "caffe_predictor", "load_predictor", "format_table",
            "results_to_json", "write_json", "main", "NO_UNKNOWN_NOTE", "PROTOCOL_NOTE",
            "NO_KNOWN_PIXEL", "TOOL_ERRORS", "Predictions", "PredictionRecord", "PREDICTIONS_RECORD",
-           "caffe_method_key", "baseline_method_key", "python_method_key", "resume_command"]
+           "caffe_method_key", "baseline_method_key", "python_method_key", "resume_command",
+           "read_pair", "check_not_an_input", "check_deploy_prototxt"]
 
 NO_UNKNOWN_NOTE = ("no unknown pixel (128) in the trimap: nothing to score, the four errors undefined "
                    "and the image left out of every mean")
@@ -207,16 +208,34 @@ def _check_known_pixel(predictor, trimap, trimap_path) -> None:
         raise InputError(f"{trimap_path}: {NO_KNOWN_PIXEL}")
 
 
-def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
-    """Read an image and its trimap, check them (InputError naming the file) and run
-    ``predictor(image, trimap01)``: the matte, float64 HxW in [0, 1]."""
+def read_pair(predictor, image_path, trimap_path):
+    """(image, trimap) read and checked for ``predictor``: InputError naming the file when their
+    sizes differ or the trimap has no known pixel that the predictor needs."""
     image = read_image(image_path)
     trimap = read_trimap(trimap_path)
     if image.shape[:2] != trimap.shape:
         raise InputError(f"{trimap_path}: trimap size {_shape_str(trimap)} does not match image "
                          f"{image_path} ({_shape_str(image)})")
     _check_known_pixel(predictor, trimap, trimap_path)
-    alpha = np.squeeze(np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64))
+    return image, trimap
+
+
+def check_not_an_input(out_path, *input_paths) -> None:
+    """InputError when writing ``out_path`` would overwrite one of ``input_paths`` (the same
+    file or folder, through any link or spelling)."""
+    for p in input_paths:
+        if os.path.exists(out_path) and os.path.exists(p) and os.path.samefile(out_path, p):
+            raise InputError(f"{out_path}: the output is the input {p}; writing the mattes there "
+                             "would overwrite it: choose another --out")
+
+
+def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
+    """Read an image and its trimap, check them (InputError naming the file) and run
+    ``predictor(image, trimap01)``: the matte, float64 HxW in [0, 1]."""
+    image, trimap = read_pair(predictor, image_path, trimap_path)
+    alpha = np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64)
+    if alpha.shape != trimap.shape and alpha.size == trimap.size:  # e.g. 1 x 1 x H x W
+        alpha = alpha.reshape(trimap.shape)
     if alpha.shape != trimap.shape:
         raise ValueError(f"predictor returned shape {alpha.shape} for {image_path} "
                          f"({trimap.shape} expected)")
@@ -566,7 +585,7 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
             raise InputError(f"{os.path.join(os.fspath(images_dir), n)}.*: no such image")
         if n not in tris:
             raise InputError(f"{images[n]}: no trimap named {n!r} in {trimap_dir}")
-    os.makedirs(out_dir, exist_ok=True)
+    check_not_an_input(out_dir, images_dir, trimap_dir)
     paths = {n: os.path.join(out_dir, n + ".png") for n in names}
     record = PredictionRecord(out_dir, key)
     inputs = {n: (file_sha256(images[n]), file_sha256(tris[n])) for n in names} if key is not None else {}
@@ -574,6 +593,9 @@ def predict_folder(predictor, images_dir, trimap_dir, out_dir, names=None, progr
     result.reused = record.reusable(names, inputs, paths, resume=resume, resume_how=resume_how)
     reused = set(result.reused)
     todo = [n for n in names if n not in reused]
+    for n in todo:  # every pair checked before the first prediction, not when reached
+        read_pair(predictor, images[n], tris[n])
+    os.makedirs(out_dir, exist_ok=True)
     try:
         for n in _progress(todo, desc, progress, total=len(todo)):
             written = write_png(paths[n], predict_file(predictor, images[n], tris[n]))
@@ -597,12 +619,11 @@ def score_predictor(predictor, images_dir, trimap_dir, gt_dir, out_dir, force_kn
     predict_folder), whatever else ``out_dir`` holds (e.g. an earlier run's other images)."""
     images, gts, tris = list_images(images_dir), list_images(gt_dir), list_images(trimap_dir)
     names = match_names(images, gts, tris, primary_label="image")
-    for n in names:  # check sizes and trimaps before spending time predicting
+    for n in names:  # ground truths checked before predicting (predict_folder checks the rest)
         g, t = read_alpha(gts[n]), read_trimap(tris[n])
         if g.shape != t.shape:
             raise InputError(f"{tris[n]}: trimap size {_shape_str(t)} does not match "
                              f"ground truth {gts[n]} ({_shape_str(g)})")
-        _check_known_pixel(predictor, t, tris[n])
     written = predict_folder(predictor, images_dir, trimap_dir, out_dir, names=names,
                              progress=progress, desc=f"predicting ({name})", key=key, resume=resume,
                              resume_how=resume_how)

@@ -19,9 +19,9 @@ import functools
 import os
 
 from dmpn.cli import check_writable, run_tool
-from dmpn.evaluate import (TOOL_ERRORS, caffe_method_key, caffe_predictor, predict_file,
-                           predict_folder, resume_command)
-from dmpn.imageio import InputError, write_png
+from dmpn.evaluate import (TOOL_ERRORS, caffe_method_key, caffe_predictor, check_not_an_input,
+                           predict_file, predict_folder, resume_command)
+from dmpn.imageio import IMAGE_EXTENSIONS, InputError, write_png
 
 
 def build_parser():
@@ -61,11 +61,19 @@ def predict(a) -> int:
     folder_mode = os.path.isdir(a.image)
     if folder_mode and not os.path.isdir(a.trimap):
         raise InputError(f"{a.trimap}: --image is a folder, so --trimap must be one too")
-    out_is_file = not folder_mode and a.out.lower().endswith(".png")
+    if not folder_mode and os.path.isdir(a.trimap):
+        raise InputError(f"{a.trimap}: --trimap is a folder, so --image must be one too "
+                         f"({a.image} is not a folder)")
+    ext = os.path.splitext(a.out)[1].lower()
+    if not folder_mode and ext in IMAGE_EXTENSIONS and ext != ".png":
+        raise InputError(f"{a.out}: mattes are written as PNG: --out must end in .png (or be a folder)")
+    out_is_file = not folder_mode and ext == ".png"
     if out_is_file or folder_mode:
         out = a.out
     else:  # one image into the folder --out
         out = os.path.join(a.out, os.path.splitext(os.path.basename(a.image))[0] + ".png")
+    if not folder_mode:  # folder mode: predict_folder checks the folders
+        check_not_an_input(out, a.image, a.trimap)
     check_writable(a.out, folder=not out_is_file)  # before the net is loaded
     predictor = caffe_predictor(a.model, a.weights, gpu=a.gpu)
     if a.force_known:

@@ -717,3 +717,54 @@ def test_trimap_without_known_pixel_is_refused_before_the_net_runs(dataset, slim
                                 root / "images", root / "trimap", root / "gt", root / "bl" / name,
                                 name=name, progress=False)
         assert sorted(res.per_image) == ["a", "b", "c"]
+
+
+def test_predict_never_overwrites_its_inputs(dataset, slim_model):
+    """--out naming the image, the trimap or their folder is refused before anything is
+    written: the matte would replace the photograph."""
+    root, _ = dataset
+    deploy, weights = slim_model
+    before = {p: p.read_bytes() for p in (root / "images").iterdir()}
+    before.update({p: p.read_bytes() for p in (root / "trimap").iterdir()})
+    image, trimap = root / "images" / "a.png", root / "trimap" / "a.png"
+    for out in (image, trimap, root / "images" / ".." / "trimap" / "a.png"):
+        rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", image,
+                                 "--trimap", trimap, "--out", out)
+        assert rc == 2 and "would overwrite" in err and "Traceback" not in err, err
+    for out in (root / "images", root / "trimap", root / "images" / "."):
+        rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                                 "--trimap", root / "trimap", "--out", out, "--no-progress")
+        assert rc == 2 and "would overwrite" in err, err
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                             "--trimap", root / "trimap", "--out", root / "images", "--no-progress")
+    assert sorted(os.listdir(root / "images")) == ["a.png", "b.png", "c.png"]
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_predict_arguments_that_do_not_fit(dataset, slim_model):
+    root, data = dataset
+    deploy, weights = slim_model
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images" / "a.png",
+                             "--trimap", root / "trimap", "--out", root / "o.png")
+    assert rc == 2 and "--trimap is a folder, so --image must be one too" in err, err
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images" / "a.png",
+                             "--trimap", root / "trimap" / "a.png", "--out", root / "o.jpg")
+    assert rc == 2 and "must end in .png" in err and not (root / "o.jpg").exists(), err
+    # Folder mode checks every pair before the first prediction: nothing written for a
+    # mismatch in the last image.
+    save(root / "trimap" / "c.png", np.zeros((7, 9), np.uint8))
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                             "--trimap", root / "trimap", "--out", root / "mattes", "--no-progress")
+    assert rc == 2 and os.path.join("trimap", "c.png") in err and "does not match" in err, err
+    assert not (root / "mattes").exists()
+
+
+def test_one_pixel_high_images_keep_their_shape(tmp_path):
+    """A 1 x W image: a predictor's 1 x 1 x 1 x W output is its matte, not a W-vector."""
+    w = 9
+    save(tmp_path / "i.png", np.zeros((1, w, 3), np.uint8))
+    tri = np.full((1, w), 128, np.uint8)
+    tri[0, 0], tri[0, -1] = 0, 255
+    save(tmp_path / "t.png", tri)
+    alpha = E.predict_file(lambda image, t01: t01[None, None], tmp_path / "i.png", tmp_path / "t.png")
+    assert alpha.shape == (1, w) and alpha[0, 0] == 0 and alpha[0, -1] == 1
