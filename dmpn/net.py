@@ -252,10 +252,19 @@ def header(text):
     return "".join(f"# {line}\n" if line else "#\n" for line in text.splitlines())
 
 
-def paper_solver_text(train_items, epochs, note):
-    """(prototxt/solver.prototxt's text for ``epochs`` over ``train_items`` composites, its
-    max_iter)."""
-    batch = NetConfig().batch
+# Caffe's SolverParameter.max_iter is an int32.
+MAX_ITER_LIMIT = 2 ** 31 - 1
+
+
+def paper_solver_text(train_items, epochs, note, net_path="prototxt/train_val.prototxt",
+                      snapshot_prefix="data/deepmattepropnet", gpu=True, batch=None):
+    """(the text of the paper's solver for ``epochs`` over ``train_items`` composites, its
+    max_iter); prototxt/solver.prototxt with the defaults."""
+    batch = batch or NetConfig().batch
+    if epochs * train_items / batch > MAX_ITER_LIMIT:  # before ceil(): it overflows on inf
+        raise ValueError(f"{epochs:g} epochs x {train_items:,} composites / batch {batch} = "
+                         f"{epochs * train_items / batch:.3g} iterations: more than Caffe's max_iter "
+                         f"holds ({MAX_ITER_LIMIT:,})")
     iters = epochs_to_iterations(epochs, train_items, batch)
     source = ("(50 originals x 1000 backgrounds x 3 rotations)" if train_items == PAPER_TRAIN_ITEMS
               else "(the dataset's manifest)")
@@ -264,8 +273,9 @@ def paper_solver_text(train_items, epochs, note):
         "(the paper: about 20); weight decay 0.0005 is ours (the paper gives none; none on AffinityExp).\n"
         f"max_iter = {epochs:g} epochs x {train_items:,} training composites {source}\n"
         f"/ batch {batch} = {iters}. For other data: tools/make_prototxt.py --solver-for DATA/manifest.json.\n"
-        "Run from the repository root after tools/make_lmdb.py --out data.\n" + note) + str(
-        solver("prototxt/train_val.prototxt", iters, "data/deepmattepropnet", snapshot=10000, gpu=True)), iters
+        + ("solver_mode GPU: on a machine without one, use --cpu or prototxt/slim_solver.prototxt.\n" if gpu
+           else "solver_mode CPU.\n") + note) + str(
+        solver(net_path, iters, snapshot_prefix, snapshot=10000, gpu=gpu)), iters
 
 
 def generated_files():
@@ -286,7 +296,8 @@ def generated_files():
             "multiples of 32) and `trimap` 1 x 1 x H x W; the solve runs on H x W. tools/predict.py feeds them.\n"
             f"{note}") + str(
             deploy(cfg, height=cfg.crop, width=cfg.crop))
-    files["solver.prototxt"], _ = paper_solver_text(PAPER_TRAIN_ITEMS, PAPER_EPOCHS, note)
+    files["solver.prototxt"], _ = paper_solver_text(
+        PAPER_TRAIN_ITEMS, PAPER_EPOCHS, "Run from the repository root after tools/make_lmdb.py --out data.\n" + note)
     files["slim_solver.prototxt"] = header(
         "The same solver for the slim net on the CPU (the main job rewrites max_iter for its data).\n" + note) + str(
         solver("prototxt/slim_train_val.prototxt", epochs_to_iterations(PAPER_EPOCHS, 64, slim.batch),

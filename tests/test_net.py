@@ -35,20 +35,45 @@ def test_solver_has_the_papers_settings():
 def test_solver_scaled_to_a_dataset(tmp_path):
     from caffe.proto import caffe_pb2  # noqa: F401
     from google.protobuf import text_format
-    manifest = tmp_path / "data" / "manifest.json"
-    manifest.parent.mkdir()
+    data = tmp_path / "mydata"   # not the repository's data/: the solver must train on this one
+    manifest = data / "manifest.json"
+    data.mkdir()
     manifest.write_text('{"counts": {"train": 7500, "test": 100}}')
-    res = subprocess.run([tool("python"), str(ROOT / "tools" / "make_prototxt.py"), "--solver-for",
-                          str(manifest), "--epochs", "20"], capture_output=True, text=True)
+
+    def make(*extra):
+        return subprocess.run([tool("python"), str(ROOT / "tools" / "make_prototxt.py"), "--solver-for",
+                               str(manifest), *extra], capture_output=True, text=True)
+
+    res = make("--epochs", "20")
+    assert res.returncode == 2 and f"{data / 'train_lmdb'}: no such LMDB" in res.stderr, res.stderr
+    (data / "train_lmdb").mkdir(), (data / "test_lmdb").mkdir()
+    res = make("--epochs", "20")
     assert res.returncode == 0, res.stderr
     s = caffe_pb2.SolverParameter()
-    text_format.Merge((tmp_path / "data" / "solver.prototxt").read_text(), s)
+    text_format.Merge((data / "solver.prototxt").read_text(), s)
     assert s.max_iter == 37500 and "37500" in res.stdout  # 20 x 7500 / 4, the paper's 20 epochs
-    assert (s.base_lr, s.net) == (pytest.approx(0.1), "prototxt/train_val.prototxt")
-    manifest.write_text('{"size": [1, 2]}')
-    res = subprocess.run([tool("python"), str(ROOT / "tools" / "make_prototxt.py"), "--solver-for",
-                          str(manifest)], capture_output=True, text=True)
-    assert res.returncode == 2 and "no training count" in res.stderr and "Traceback" not in res.stderr
+    assert (s.base_lr, s.net) == (pytest.approx(0.1), str(data / "train_val.prototxt"))
+    assert s.snapshot_prefix == str(data / "deepmattepropnet") and s.solver_mode == s.GPU
+    n = caffe_pb2.NetParameter()
+    text_format.Merge((data / "train_val.prototxt").read_text(), n)
+    sources = {l.include[0].phase: l.data_param.source for l in n.layer if l.type == "Data"}
+    assert sources == {caffe_pb2.TRAIN: str(data / "train_lmdb"), caffe_pb2.TEST: str(data / "test_lmdb")}
+    assert [l for l in n.layer if l.name == "conv1_1"][0].convolution_param.num_output == 64
+    res = make("--cpu", "--slim", "--solver-out", str(tmp_path / "run" / "s.prototxt"))
+    assert res.returncode == 0, res.stderr
+    text_format.Merge((tmp_path / "run" / "s.prototxt").read_text(), s)
+    assert s.solver_mode == s.CPU and s.net == str(tmp_path / "run" / "train_val.prototxt")
+    n = caffe_pb2.NetParameter()
+    text_format.Merge((tmp_path / "run" / "train_val.prototxt").read_text(), n)
+    assert [l for l in n.layer if l.name == "conv1_1"][0].convolution_param.num_output == 8
+    res = make("--epochs", "1e300")
+    assert res.returncode == 2 and "more than Caffe's max_iter holds" in res.stderr, res.stderr
+    for text, message in (('{"size": [1, 2]}', "no training count"), ("{oops", "not a JSON manifest"),
+                          ('{"counts": {"train": 1e400}}', "no training count")):
+        manifest.write_text(text)
+        res = make()
+        assert res.returncode == 2 and f"{manifest}: {message}" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
 
 
 def deploy_net(caffe, tmp_path, cfg, h, w):
