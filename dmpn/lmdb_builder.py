@@ -55,6 +55,15 @@ Choices the paper leaves open (documented here and in the manifest)
   otherwise made from the rotated alpha by the Deep-Image-Matting style erosion of
   ``dmpn.compose.trimap_from_alpha`` with radius ``--trimap-radius`` (default 1.5 % of the
   shorter side). Synthetic originals carry their own trimaps.
+- Crops: the Data layer crops each item (``crop_size``: 160 in the main job, 320 in the
+  paper-size net), anywhere in TRAIN, in the centre in TEST, and a crop with no known pixel stops
+  training (SparseLaplacianSolve). The builder makes every original's trimap at every rotation
+  as its items get it and warns (one line on stderr naming the original, its trimap's source and
+  the rotations; also ``trimap_crop_check`` in the manifest) where an N x N window (``--check-crop
+  N``, default 160; a 320 window without a known pixel holds such a window too) has no known
+  pixel: a summed-area table of the known mask, O(H W) per trimap. Given trimaps rarely do
+  (alphamatting.com GT04's trimap2, about 2 % of positions at 600 x 800); trimaps made from an
+  alpha whose foreground never reaches 255 can (GT27: about half of the positions).
 - Foregrounds: ``fg/`` when given, otherwise pymatting's ``estimate_foreground_ml`` on the
   resized image and alpha.
 - Backgrounds: background number b of the k-th original (k in sorted order over all originals)
@@ -391,6 +400,59 @@ def _make_item(job):
 
 
 # ----------------------------------------------------------------------------------------------
+# training crops without a known pixel
+
+
+def unknown_windows(trimap, crop):
+    """Boolean map over the top-left corners of the ``min(crop, H) x min(crop, W)`` windows of
+    ``trimap``: True where the window holds no known pixel (0 or 255). A summed-area table of the
+    known mask, O(H W) whatever the crop."""
+    h, w = trimap.shape
+    ch, cw = min(int(crop), h), min(int(crop), w)
+    table = np.zeros((h + 1, w + 1), np.int64)
+    table[1:, 1:] = (trimap != 128).cumsum(0).cumsum(1)
+    return (table[ch:, cw:] - table[:-ch, cw:] - table[ch:, :-cw] + table[:-ch, :-cw]) == 0
+
+
+def _crop_check(name, split, crop, rotations):
+    """Where crops of an original's items (one trimap per rotation, as ``_rotated`` makes it)
+    hold no known pixel: Caffe's Data layer takes a crop anywhere in TRAIN, the centre one,
+    offset (H - crop) / 2, in TEST. None, or a dict for the manifest and the warning."""
+    found = {}
+    for rot in range(rotations):
+        tri = _rotated(name, rot)[2]
+        bad = unknown_windows(tri, crop)
+        if split == "test":
+            y, x = (bad.shape[0] - 1) // 2, (bad.shape[1] - 1) // 2
+            bad = bad[y:y + 1, x:x + 1]
+        if bad.any():
+            if split == "train":
+                y, x = (int(v[0]) for v in np.nonzero(bad))
+            found[rot] = {"fraction": round(float(bad.mean()), 4), "first": [x, y],
+                          "no_known_pixel": bool(not (tri != 128).any())}
+    if not found:
+        return None
+    h, w = tri.shape
+    return {"split": split, "window": [min(crop, w), min(crop, h)], "rotations": found}
+
+
+def _crop_warning(o, r, angles):
+    """One line naming the original, its trimap's source and the rotations (item keys end _r<k>)."""
+    src = (f"trimap {o.trimap_path}" if o.trimap_path else f"trimap made from {o.alpha_path}"
+           if o.alpha_path else "generated trimap")
+    rots = ", ".join(f"r{k} ({angles[k]:+g} deg)" for k in r["rotations"])
+    where = ("crop positions" if r["split"] == "train" else "the centre crop (Caffe's TEST phase)")
+    worst = max(v["fraction"] for v in r["rotations"].values())
+    x, y = next(iter(r["rotations"].values()))["first"]
+    what = ("no known pixel at all"
+            if any(v["no_known_pixel"] for v in r["rotations"].values()) else
+            f"{r['window'][0]} x {r['window'][1]} windows with no known pixel (0 or 255)")
+    return (f"make_lmdb: warning: {o.name} ({r['split']}, {src}): {what} at rotation {rots}: "
+            f"up to {100 * worst:.1f} % of {where}, the first at x {x}, y {y}; a crop there stops "
+            "training (SparseLaplacianSolve: no known pixel)")
+
+
+# ----------------------------------------------------------------------------------------------
 # planning
 
 
@@ -470,16 +532,24 @@ SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit words; a seed is one of them
 MAX_ANGLE_LIMIT = 90.0  # degrees; --max-angle 0 gives unrotated copies
 
 
-def seed_value(text) -> int:
-    """A seed: a whole number 0 <= S < 2**32."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, "
-                                         f"got {text!r}") from None
-    if not 0 <= v < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_LIMIT - 1}, got {text}")
-    return v
+def whole_number(low: int, high: int | None = None, note: str = ""):
+    """An argparse type for a whole number from ``low`` to ``high`` (None: no upper bound);
+    ``note`` is added to the message, e.g. what 0 means."""
+    what = f"from {low} to {high}" if high is not None else f">= {low}"
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {what}{note}, got {text!r}")
+        return v
+    return parse
+
+
+seed_value = whole_number(0, SEED_LIMIT - 1)
+crop_value = whole_number(0, note=" (0: no check)")
 
 
 def max_angle_value(text) -> float:
@@ -561,6 +631,12 @@ def build_parser():
                    "original. "
                    "Default: the paper's 8 alphamatting.com test images, where present: "
                    + ",".join(FORCED_TRAIN_DEFAULT))
+    p.add_argument("--check-crop", type=crop_value, default=160, metavar="N", help="warn, naming "
+                   "the original and rotation, where an item's trimap has an N x N window with no "
+                   "known pixel (0 or 255): a training crop there stops SparseLaplacianSolve. "
+                   "Default 160, the main job's crop (a 320 crop, the paper net's, without a known "
+                   "pixel holds such a window too); test items: the centre crop only. 0: no check. "
+                   "Does not change the output")
     p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="seed of the split, "
                    "background choice, crops and flips, synthetic originals: 0 to 4294967295 "
                    "(default 0)")
@@ -734,12 +810,22 @@ def build(args) -> dict:
         from tqdm import tqdm
 
         it = tqdm(originals, desc="originals", unit="orig", dynamic_ncols=True)
-    for o in it:
-        infos[o.name] = _prepare_original(o, cfg, cache_dir)
-
     ctx = {"seed": cfg["seed"], "size": tuple(cfg["size"]), "angles": cfg["angles"],
            "trimap_radius": cfg["trimap_radius"], "cache_dir": cache_dir, "out": out,
            "bg_paths": pool.paths, "bg_source": pool.source}
+    _init_worker(ctx)  # the crop check makes the items' trimaps as the workers do
+    test_set = set(test)
+    crop_found = {}
+    for o in it:
+        infos[o.name] = _prepare_original(o, cfg, cache_dir)
+        if args.check_crop:
+            r = _crop_check(o.name, "test" if o.name in test_set else "train", args.check_crop,
+                            cfg["rotations"])
+            if r:
+                crop_found[o.name] = r
+    for o in originals:  # after the progress bar
+        if o.name in crop_found:
+            print(_crop_warning(o, crop_found[o.name], cfg["angles"]), file=sys.stderr, flush=True)
     counts, rates = {}, {}
     for split in SPLITS:
         counts[split], rates[split] = _write_split(out, split, jobs_all[split], ctx, est, args)
@@ -777,6 +863,14 @@ def build(args) -> dict:
                                        f"background = alpha 0 eroded by a disk of radius "
                                        f"{cfg['trimap_radius']} px, rest 128 "
                                        "(dmpn.compose.trimap_from_alpha)"},
+        "trimap_crop_check": {
+            "crop": args.check_crop,
+            "how": "per original and rotation number, the windows of crop x crop (at most the "
+                   "item size) with no known pixel (0 or 255) in the item's trimap: any position "
+                   "for training originals, the centre one for test originals (Caffe's Data "
+                   "layer in TRAIN / TEST); fraction of positions, first (x, y); crop 0: not "
+                   "checked",
+            "originals": crop_found},
         "foregrounds": "see originals.per_original[*].foreground",
         "lmdb": {
             "train": "train_lmdb", "test": "test_lmdb",

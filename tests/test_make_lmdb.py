@@ -605,3 +605,63 @@ def test_given_trimap_without_known_pixel_refused(tmp_path):
     assert rc == 2 and str(p) in err and "no known pixel" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_unknown_windows_match_brute_force():
+    rng = np.random.default_rng(3)
+    for shape, c in (((20, 30), 5), ((12, 9), 4), ((8, 8), 8), ((6, 10), 20)):
+        tri = np.where(rng.random(shape) < 0.93, 128, 0).astype(np.uint8)
+        tri[2:9, 3:] = 128
+        got = lb.unknown_windows(tri, c)
+        ch, cw = min(c, shape[0]), min(c, shape[1])
+        want = np.array([[np.all(tri[y:y + ch, x:x + cw] == 128)
+                          for x in range(shape[1] - cw + 1)] for y in range(shape[0] - ch + 1)])
+        assert got.shape == want.shape and np.array_equal(got, want), (shape, c)
+
+
+def test_crop_check_warns_of_all_unknown_windows(tmp_path):
+    """An item trimap with a crop-size window of unknown pixels only: a training crop there stops
+    SparseLaplacianSolve. Training originals: any window; test originals: the centre crop."""
+    f = tmp_path / "orig"
+    names = write_originals(f, 3, (64, 64), seed=1)
+    safe = [lb._safe_name(x) for x in names]
+    p = f / "trimap" / f"{names[2]}.png"
+    tri = read_trimap(p)
+    tri[4:44, 10:50] = 128  # a 40 x 40 unknown block, off centre
+    tri[46, 46] = 0  # a known pixel in the centre 32 x 32 crop (16..47)
+    write_png(p, tri)
+    args = ["--originals", f, "--size", "64x64", "--bg-per-original", "1", "--rotations", "1",
+            "--test-originals", "1", "--workers", "1"]
+
+    def warnings(out, *extra):
+        rc, _, err = _tool(["--out", tmp_path / out, *args, *extra])
+        assert rc == 0, err
+        return [ln for ln in err.splitlines() if ln.startswith("make_lmdb: warning:")]
+
+    warn = warnings("a", "--check-crop", "32", "--forced-train", safe[2])
+    assert len(warn) == 1 and safe[2] in warn[0] and str(p) in warn[0], warn
+    assert "32 x 32" in warn[0] and "no known pixel" in warn[0] and "r0 (+0 deg)" in warn[0], warn
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert list(m["trimap_crop_check"]["originals"]) == [safe[2]]
+    assert m["trimap_crop_check"]["originals"][safe[2]]["split"] == "train"
+    # windows larger than the block: nothing to report; 0 turns the check off
+    for crop in ("48", "0"):
+        assert warnings(f"c{crop}", "--check-crop", crop, "--forced-train", safe[2]) == []
+    # the check does not change the data
+    assert _db(tmp_path / "a" / "train_lmdb") == _db(tmp_path / "c48" / "train_lmdb")
+    # a test original: only the centre crop counts
+    held_out = ["--check-crop", "32", "--forced-train", f"{safe[0]},{safe[1]}"]
+    assert warnings("t1", *held_out) == []
+    tri[12:52, 12:52] = 128  # the centre crop too
+    write_png(p, tri)
+    warn = warnings("t2", *held_out)
+    assert len(warn) == 1 and safe[2] in warn[0] and "centre crop" in warn[0], warn
+
+
+@pytest.mark.parametrize("value", ["-2", "1.5", "x"])
+def test_check_crop_must_be_a_whole_number(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        lb.build_parser().parse_args(["--out", "o", "--check-crop", value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--check-crop" in err and value in err, err
+    assert lb.build_parser().parse_args(["--out", "o"]).check_crop == 160
