@@ -43,7 +43,7 @@ import numpy as np
 
 from dmpn import metrics
 from dmpn.baselines import known_sides
-from dmpn.cli import check_writable, error_text, positive_float, run_tool
+from dmpn.cli import check_writable, error_text, positive_float, positive_int, run_tool
 from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT
 from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
                           write_json, write_png, TRIMAP_NOT_SCORED)
@@ -64,8 +64,8 @@ NO_PROTOCOL_NOTE = "predictions scored as they are on known pixels (--keep-known
 NO_KNOWN_PIXEL = ("the trimap has no known pixel (0 or 255): the network's propagation has nothing "
                   "to propagate (its linear system is singular)")
 NOT_SCORED_WARNING = ("{path}: warning: {count} trimap pixel(s) with values other than 0, 128 and 255 "
-                      "not scored, as Deep Image Matting's evaluation code does not; they are "
-                      "predicted as unknown")
+                      "(a lossy format's noise?) are predicted as unknown, and not scored, as Deep "
+                      "Image Matting's evaluation code does not score them")
 # Exit status of evaluate.py and predict.py: bad input or an unusable path 2, pycaffe missing or
 # a predictor that cannot be loaded 1, interrupted (Ctrl-C; what was predicted is kept) 130.
 TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1), (KeyboardInterrupt, 130))
@@ -212,7 +212,8 @@ def read_pair(predictor, image_path, trimap_path):
     """(image, trimap) read and checked for ``predictor``: InputError naming the file when their
     sizes differ or the trimap has no known pixel that the predictor needs."""
     image = read_image(image_path)
-    trimap = read_trimap(trimap_path)
+    trimap = read_trimap(trimap_path, scoring=True)  # unknown either way; warns of odd values
+    _warn_not_scored(trimap_path, trimap)             # (a JPEG's noise turns known into unknown)
     if image.shape[:2] != trimap.shape:
         raise InputError(f"{trimap_path}: trimap size {_shape_str(trimap)} does not match image "
                          f"{image_path} ({_shape_str(image)})")
@@ -831,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where predicted PNGs of --model/--predictor/--baselines go "
                         "(OUT/METHOD/NAME.png; default results/evaluate)")
     p.add_argument("--figures", metavar="DIR", help="write bar charts and a qualitative grid (PNG)")
-    p.add_argument("--grid-rows", type=int, default=4, help="images in the qualitative grid (4)")
+    p.add_argument("--grid-rows", type=positive_int, default=4, help="images in the qualitative grid (4)")
     p.add_argument("--no-resume", action="store_true",
                    help="predict every image again; by default a matte an earlier run wrote to "
                         "OUT/METHOD with the same method (model and weights content, options, "

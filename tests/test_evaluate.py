@@ -768,3 +768,25 @@ def test_one_pixel_high_images_keep_their_shape(tmp_path):
     save(tmp_path / "t.png", tri)
     alpha = E.predict_file(lambda image, t01: t01[None, None], tmp_path / "i.png", tmp_path / "t.png")
     assert alpha.shape == (1, w) and alpha[0, 0] == 0 and alpha[0, -1] == 1
+
+
+def test_a_trimap_with_lossy_noise_is_named_when_predicting(tmp_path, capsys):
+    """A JPEG trimap's noise (3, 252, ...) turns known pixels into unknown ones for the
+    predictor: predicting from it warns once, naming the file and the count."""
+    img, gt, tri, pred = synth(0)
+    save(tmp_path / "i.png", img)
+    noisy = tri.copy()
+    noisy[0, :5], noisy[-1, :3] = 3, 252
+    save(tmp_path / "t.png", noisy)
+    E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
+    E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "t.png") in err[0] and " 8 trimap pixel(s)" in err[0], err
+    assert "predicted as unknown" in err[0]
+
+
+def test_grid_rows_must_be_positive(dataset):
+    root, _ = dataset
+    rc, _, err = cli("--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimap",
+                     "--figures", root / "fig", "--grid-rows", "0")
+    assert rc == 2 and "--grid-rows" in err and not (root / "fig").exists(), err
