@@ -17,7 +17,8 @@ import argparse
 import os
 import tempfile
 
-from dmpn.cli import run_tool
+from dmpn.caffe_checks import ITEM_CHANNELS, check_lmdb, check_prototxt, check_weights, in_phase
+from dmpn.cli import INTERRUPTED, USER_ERRORS, check_writable, positive_int, run_tool, seed
 from dmpn.imageio import save_caffemodel
 
 # Layers that read training data by themselves (BVLC's); a "Python" layer without bottoms is
@@ -58,32 +59,29 @@ def accumulate(net, batches, feed=None, progress=None):
     return names
 
 
-def _meets_train_rule(rule, stages) -> bool:
-    """Caffe's Net::StateMeetsRule for the state recompute_bn's net has: phase TRAIN, level 0 (the
-    Net constructor sets both) and the prototxt's own ``state { stage: ... }`` (which it keeps)."""
-    from caffe.proto import caffe_pb2
-    if rule.HasField("phase") and rule.phase != caffe_pb2.TRAIN:
-        return False
-    if rule.HasField("min_level") and 0 < rule.min_level:
-        return False
-    if rule.HasField("max_level") and 0 > rule.max_level:
-        return False
-    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
-
-
 def _in_train_phase(layer, stages=()) -> bool:
-    """Whether a LayerParameter is part of the TRAIN net (Caffe's Net::FilterNet: any exclude rule
-    met leaves it out; with include rules, one must be met)."""
-    if any(_meets_train_rule(r, stages) for r in layer.exclude):
-        return False
-    return not layer.include or any(_meets_train_rule(r, stages) for r in layer.include)
+    """Whether a LayerParameter is part of the TRAIN net recompute_bn builds (phase TRAIN, level
+    0, the prototxt's own stages: Caffe's Net::FilterNet)."""
+    return in_phase(layer, "TRAIN", stages)
+
+
+def _item_channels(layers, top):
+    """The channel count the net needs of the items a Data layer puts in ``top``: that of
+    tools/make_lmdb.py's items when a Slice cuts them at ITEM_SLICE_POINTS, else None (unknown)."""
+    from dmpn.net import ITEM_SLICE_POINTS
+    for layer in layers:
+        if (layer.type == "Slice" and top in layer.bottom and layer.slice_param.axis == 1
+                and tuple(layer.slice_param.slice_point) == tuple(ITEM_SLICE_POINTS)):
+            return ITEM_CHANNELS
+    return None
 
 
 def check_data_layers(net_param, path) -> None:
     """ValueError naming the prototxt ``path`` when its TRAIN net has no layer that reads data
     (e.g. a deploy net with an Input layer: its inputs would stay zero and the statistics be
     those of an empty image), or when a Data layer's LMDB / LevelDB source does not exist
-    (Caffe would abort the process)."""
+    or is empty, not an LMDB, or holds items with other channels than the net slices or smaller
+    than its crop (Caffe would abort the process on each)."""
     from caffe.proto import caffe_pb2
     stages = set(net_param.state.stage)
     layers = [layer for layer in net_param.layer if _in_train_phase(layer, stages)]
@@ -101,6 +99,9 @@ def check_data_layers(net_param, path) -> None:
                 where = "" if os.path.isabs(source) else f", relative to the current folder {os.getcwd()}"
                 raise ValueError(f"{source or '(none)'}: no such {backend} database (the source of "
                                  f"Data layer '{layer.name}' in {path}{where})")
+            if layer.data_param.backend == caffe_pb2.DataParameter.LMDB:
+                channels = _item_channels(layers, layer.top[0]) if layer.top else None
+                check_lmdb(source, crop=layer.transform_param.crop_size, channels=channels)
 
 
 def with_exact_averages(net_param):
@@ -115,21 +116,17 @@ def with_exact_averages(net_param):
 
 
 def recompute_bn(train_val, weights, out, batches=100, seed=0, show_progress=True):
+    """Writes ``out``: ``weights`` with the BatchNorm statistics of the TRAIN net ``train_val``
+    averaged over ``batches`` batches. Every file is checked before Caffe sees it
+    (dmpn.caffe_checks: an InputError naming it where Caffe would abort)."""
     import caffe
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
     from tqdm import tqdm
     for path in (train_val, weights):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such file")
     if batches < 1:
         raise ValueError(f"--batches must be at least 1, got {batches}")
-    param = caffe_pb2.NetParameter()
-    try:
-        with open(train_val) as f:
-            text_format.Merge(f.read(), param)
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise ValueError(f"{train_val}: not a net prototxt ({e})")
+    param = check_prototxt(train_val, phase="TRAIN")
     if not any(layer.type == "BatchNorm" for layer in param.layer):
         raise ValueError(f"{train_val}: the net has no BatchNorm layer, nothing to recompute")
     check_data_layers(param, train_val)
@@ -138,7 +135,9 @@ def recompute_bn(train_val, weights, out, batches=100, seed=0, show_progress=Tru
         proto = os.path.join(tmp, "exact_bn.prototxt")
         with open(proto, "w") as f:
             f.write(str(with_exact_averages(param)))
-        net = caffe.Net(proto, caffe.TRAIN, weights=weights)
+        net = caffe.Net(proto, caffe.TRAIN)
+    check_weights(weights, net, net_path=train_val)
+    net.copy_from(os.fspath(weights))
     with tqdm(total=batches, desc="BatchNorm statistics", unit="batch", disable=not show_progress) as bar:
         names = accumulate(net, batches, progress=bar)
     save_caffemodel(net, out)  # never a half-written model
@@ -150,13 +149,20 @@ def main(argv=None):
     ap.add_argument("--net", required=True, help="the training net (train_val.prototxt, with its Data layer)")
     ap.add_argument("--weights", required=True, help="the trained .caffemodel (a snapshot)")
     ap.add_argument("--out", required=True, help="the .caffemodel to write")
-    ap.add_argument("--batches", type=int, default=100, help="training batches to average over (default 100)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the Data layer's crops and mirroring")
+    ap.add_argument("--batches", type=positive_int, default=100,
+                    help="training batches to average over (default 100)")
+    ap.add_argument("--seed", type=seed, default=0,
+                    help="seed of the Data layer's crops and mirroring (0 <= seed < 2**32)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
     def work():
-        names = recompute_bn(a.net, a.weights, a.out, a.batches, a.seed, not a.no_progress)
+        check_writable(a.out, folder=False)  # before minutes of work
+        try:
+            names = recompute_bn(a.net, a.weights, a.out, a.batches, a.seed, not a.no_progress)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted: nothing written to {a.out}; run the same "
+                                    "command again to recompute the statistics") from None
         print(f"wrote {a.out}: statistics of {len(names)} BatchNorm layers averaged over "
               f"{a.batches} batches")
-    return run_tool("recompute_bn", work)
+    return run_tool("recompute_bn", work, USER_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))

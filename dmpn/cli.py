@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 __all__ = ["REPO", "DEPLOY_PROTOTXT", "error_text", "run_tool", "USER_ERRORS", "check_writable", "positive_int",
-           "finite_float", "positive_float", "dims"]
+           "finite_float", "positive_float", "dims", "seed", "SEED_LIMIT", "INTERRUPTED"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +79,28 @@ def check_writable(path, folder: bool = True) -> None:
                       f"({exc.strerror or exc})", path) from None
 
 
+# The exit status of a tool stopped with Ctrl-C (128 + SIGINT, as a shell reports it); a tool that
+# lists (KeyboardInterrupt, INTERRUPTED) in run_tool's errors raises KeyboardInterrupt("what was
+# kept; how to go on") from its work to say so in one line.
+INTERRUPTED = 130
+
+# Seeds are unsigned 32-bit for Caffe (set_random_seed, the solver's random_seed) and numpy.
+SEED_LIMIT = 2 ** 32
+
+
 # ----------------------------------------------------------------------------- argparse types
+def seed(text) -> int:
+    """A random seed: a whole number with 0 <= seed < 2**32 (Caffe's and numpy's range: outside it
+    Caffe's set_random_seed raises OverflowError and numpy ValueError)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v is None or not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number with 0 <= seed < 2**32, got {text!r}")
+    return v
+
+
 def positive_int(text) -> int:
     """An integer >= 1."""
     try:

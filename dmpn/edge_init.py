@@ -28,11 +28,12 @@ uniform 2.197, hand-crafted 1.967).
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
 from dmpn import propagation
-from dmpn.cli import DEPLOY_PROTOTXT, finite_float, run_tool
+from dmpn.cli import DEPLOY_PROTOTXT, check_writable, finite_float, run_tool, seed
 
 EDGE_K = 4.0
 EDGE_BIAS = -2.0
@@ -120,12 +121,18 @@ def init_edge_aware(net, k=EDGE_K, bias=EDGE_BIAS):
 
 def write_edge_init(net_prototxt, out_caffemodel, weights=None, k=EDGE_K, bias=EDGE_BIAS, seed=None):
     """Loads the net (with `weights` if given, else its fillers, seeded), initialises it and
-    saves a .caffemodel for `caffe train -weights`."""
+    saves a .caffemodel for `caffe train -weights`. The prototxt and the weights are checked
+    first (dmpn.caffe_checks: InputError naming the file where Caffe would abort)."""
     import caffe
+    from dmpn.caffe_checks import check_prototxt, check_weights
     from dmpn.imageio import save_caffemodel
+    check_prototxt(net_prototxt)
     if seed is not None:
         caffe.set_random_seed(int(seed))
-    net = caffe.Net(net_prototxt, caffe.TEST, weights=weights) if weights else caffe.Net(net_prototxt, caffe.TEST)
+    net = caffe.Net(os.fspath(net_prototxt), caffe.TEST)
+    if weights:
+        check_weights(weights, net, net_path=net_prototxt)
+        net.copy_from(os.fspath(weights))
     init_edge_aware(net, k, bias)
     save_caffemodel(net, out_caffemodel)
 
@@ -139,10 +146,12 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="the .caffemodel to write (use with caffe train -weights)")
     ap.add_argument("--k", type=finite_float, default=EDGE_K, help=f"edge sharpness k (default {EDGE_K:g})")
     ap.add_argument("--bias", type=finite_float, default=EDGE_BIAS, help=f"affinity bias b (default {EDGE_BIAS:g})")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the fillers of the other weights")
+    ap.add_argument("--seed", type=seed, default=0, help="seed of the fillers of the other weights "
+                    "(0 <= seed < 2**32)")
     a = ap.parse_args(argv)
 
     def work():
+        check_writable(a.out, folder=False)  # before the net is built
         write_edge_init(a.net, a.out, a.weights, a.k, a.bias, a.seed)
         print(f"wrote {a.out}: low-level branch and AffinityExp start as an edge-stopping "
               f"diffusion (k {a.k:g}, b {a.bias:g})")

@@ -230,32 +230,76 @@ def to_uint8(array) -> np.ndarray:
     raise ValueError(f"cannot write array of type {a.dtype} as PNG")
 
 
+def _make_parents(path, folder) -> None:
+    """Create ``folder`` (the parent of ``path``) and its parents, or NotADirectoryError naming
+    ``path`` and the file that stands where a folder is needed (os.makedirs said only "File
+    exists" about it)."""
+    base = folder
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    if not os.path.isdir(base):
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {base} is a file, not a folder", path)
+    os.makedirs(folder, exist_ok=True)
+
+
 def atomic_write(path, write, suffix: str = "") -> None:
     """Create ``path`` through ``write(tmp_path)`` on a temporary file in the same folder, renamed
-    into place only once it is complete: no half-written file ever carries the final name.
-    Parent folders are created; the file gets the usual 0644 mode."""
+    into place only once it is complete: no half-written file ever carries the final name, and
+    the temporary file is removed whatever stops the write. Parent folders are created; the file
+    gets the usual 0644 mode. An OSError that names no file, or the temporary one (a full disk:
+    ENOSPC), is raised again naming ``path``."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
-    os.close(fd)
+    _make_parents(path, folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        tmp = None
+    except OSError as exc:
+        if exc.filename is None or exc.filename == tmp or exc.filename == folder:
+            raise OSError(exc.errno, f"{exc.strerror or exc} (nothing written)", path) from None
         raise
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _copy_file(src, dst) -> None:
+    """Copy the open binary file ``src`` into ``dst`` (a write error is an OSError)."""
+    import shutil
+    shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def save_caffemodel(net, path) -> None:
-    """Save a pycaffe net's weights to ``path`` atomically (see atomic_write)."""
-    atomic_write(path, lambda tmp: net.save(os.fspath(tmp)), suffix=".caffemodel")
+    """Save a pycaffe net's weights to ``path`` atomically and durably (see atomic_write).
+
+    Caffe's own writer aborts the process when a write fails (CHECK(SerializeToOstream)) and
+    does not check the final flush: the model is serialised into an in-memory file (Linux
+    memfd) and copied to disk by Python, where a full disk is an OSError naming ``path``."""
+    def write(tmp):
+        if not hasattr(os, "memfd_create"):
+            net.save(os.fspath(tmp))
+            return
+        mem = os.memfd_create("caffemodel", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            net.save(f"/proc/self/fd/{mem}")
+            with os.fdopen(os.dup(mem), "rb") as src, open(tmp, "wb") as dst:
+                src.seek(0)
+                _copy_file(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+        finally:
+            os.close(mem)
+    atomic_write(path, write, suffix=".caffemodel")
 
 
 def write_png(path, array) -> str:

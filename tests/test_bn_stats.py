@@ -181,3 +181,125 @@ def test_data_layers_of_the_train_phase():
                       'layer { name: "p" type: "Python" bottom: "x" top: "y" python_param { module: "m" layer: "L" } }')
     with pytest.raises(ValueError, match="no data layer"):
         bn_stats.check_data_layers(python_op, "net.prototxt")
+
+
+def refused(res, message):
+    """Exit status 2 and one line naming the problem, not Caffe's abort or a traceback."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert message in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
+
+
+@pytest.fixture
+def training(tmp_path):
+    """A slim train_val net over a small LMDB of 11-channel 48 x 48 items (crop 32), and weights
+    for it (untrained: recompute_bn fills the statistics)."""
+    caffe = require_caffe()
+    from dmpn import net as N
+    from test_caffe_checks import write_lmdb
+    cfg = N.NetConfig(width=N.SLIM_WIDTH, crop=32, batch=2)
+    lmdb = write_lmdb(tmp_path / "train_lmdb", items=4)
+    train = tmp_path / "train_val.prototxt"
+    train.write_text(str(N.train_val(cfg, train_lmdb=str(lmdb), test_lmdb=str(lmdb))))
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(N.deploy(cfg, 32, 32)))
+    weights = tmp_path / "w.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
+    return train, weights, lmdb
+
+
+def test_tool_recomputes_with_checked_files(tmp_path, training):
+    train, weights, _ = training
+    out = tmp_path / "bn.caffemodel"
+    res = run_tool("--net", str(train), "--weights", str(weights), "--out", str(out), "--batches", "2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "statistics of" in res.stdout and out.stat().st_size > 0
+    caffe = require_caffe()
+    from dmpn.caffe_checks import check_weights
+    check_weights(out, caffe.Net(str(train), caffe.TRAIN))
+    assert not missing_after(caffe, train, out)
+
+
+def missing_after(caffe, train, weights):
+    return bn_stats.missing_statistics(caffe.Net(str(train), caffe.TRAIN, weights=str(weights)))
+
+
+def test_files_caffe_would_abort_on_are_refused_by_name(tmp_path, training):
+    """Was exit 134 and a glog dump: garbage prototxt or weights, a .solverstate as --weights,
+    weights of another width, an empty LMDB, an empty folder, items with other than 11 channels,
+    items smaller than the net's crop."""
+    caffe = require_caffe()
+    from dmpn import net as N
+    from test_caffe_checks import solver_state, write_lmdb
+    train, weights, lmdb = training
+    out = tmp_path / "out" / "bn.caffemodel"
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    state = solver_state(tmp_path / "snap_iter_100.solverstate")
+    wide = tmp_path / "wide.prototxt"
+    wide.write_text(str(N.deploy(N.NetConfig(width=0.25), 32, 32)))
+    wide_weights = tmp_path / "wide.caffemodel"
+    caffe.Net(str(wide), caffe.TEST).save(str(wide_weights))
+
+    def with_lmdb(name, path):
+        net = tmp_path / f"{name}.prototxt"
+        net.write_text(train.read_text().replace(str(lmdb), str(path)))
+        return net
+    (tmp_path / "empty_folder").mkdir()
+    cases = [
+        (train, garbage, f"{garbage}: not a Caffe .caffemodel"),
+        (garbage, weights, f"{garbage}: not a net prototxt: a binary file"),
+        (train, state, f"{state}: a Caffe solver state (.solverstate, iteration 100), not weights"),
+        (train, wide_weights, f"{wide_weights}: layer 'conv1_1' parameter 0 has shape 16 x 4 x 3 x 3, "
+                              f"the net {train} wants 8 x 4 x 3 x 3"),
+        (with_lmdb("empty", write_lmdb(tmp_path / "empty_lmdb", items=0)), weights,
+         f"{tmp_path / 'empty_lmdb'}: the LMDB is empty"),
+        (with_lmdb("folder", tmp_path / "empty_folder"), weights,
+         f"{tmp_path / 'empty_folder'}: not an LMDB: the folder holds no data.mdb"),
+        (with_lmdb("nine", write_lmdb(tmp_path / "nine_lmdb", channels=9)), weights,
+         f"{tmp_path / 'nine_lmdb'}: items have 9 channels (item '00000000'); the net reads 11"),
+        (with_lmdb("small", write_lmdb(tmp_path / "small_lmdb", height=24, width=40)), weights,
+         f"{tmp_path / 'small_lmdb'}: items are 24 x 40 (item '00000000'), smaller than the net's 32 x 32 crop"),
+    ]
+    for net, w, message in cases:
+        refused(run_tool("--net", str(net), "--weights", str(w), "--out", str(out), "--batches", "1"), message)
+        assert not out.parent.exists()
+
+
+def test_output_and_seed_are_checked_before_the_work(tmp_path, training):
+    train, weights, _ = training
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    res = run_tool("--net", str(train), "--weights", str(weights), "--out", str(afile / "bn.caffemodel"),
+                   "--batches", "1")
+    refused(res, f"{afile}/bn.caffemodel: cannot be created: {afile} is a file")
+    assert "File exists" not in res.stderr and "Creating layer" not in res.stderr
+    for seed in ("-1", str(2 ** 32)):
+        res = run_tool("--net", str(train), "--weights", str(weights), "--out", str(tmp_path / "o.caffemodel"),
+                       "--seed", seed)
+        refused(res, "argument --seed: expected a whole number with 0 <= seed < 2**32")
+    assert not (tmp_path / "o.caffemodel").exists()
+
+
+INTERRUPTED = """
+import sys
+from dmpn import bn_stats
+def stop(*a, **k):
+    raise KeyboardInterrupt
+bn_stats.accumulate = stop
+sys.exit(bn_stats.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_says_what_was_kept_in_one_line(tmp_path, training):
+    train, weights, _ = training
+    out = tmp_path / "bn.caffemodel"
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", INTERRUPTED, "--no-progress", "--net", str(train),
+                          "--weights", str(weights), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 130, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    line = [x for x in res.stderr.splitlines() if x.startswith("recompute_bn:")]
+    assert line == [f"recompute_bn: error: interrupted: nothing written to {out}; run the same "
+                    "command again to recompute the statistics"], res.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["train_lmdb", "train_val.prototxt",
+                                                                  "deploy.prototxt", "w.caffemodel"])

@@ -91,3 +91,56 @@ def test_edge_parameters_must_be_finite(option, capsys):
         with pytest.raises(SystemExit) as exc:
             E.main(["--out", "x.caffemodel", option, value])
         assert exc.value.code == 2 and option in capsys.readouterr().err
+
+
+def edge_tool(*args):
+    return subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_edge_aware.py"), *args],
+                          capture_output=True, text=True)
+
+
+def refused(res, message):
+    """Exit status 2 and one line naming the problem, not Caffe's abort or a traceback."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert message in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
+
+
+def test_files_caffe_would_abort_on_are_refused_by_name(tmp_path):
+    """Was exit 134 and a glog dump: a garbage or wrong prototxt, weights that are not a
+    caffemodel (garbage, a .solverstate), weights of a net of another width."""
+    caffe = require_caffe()
+    from test_caffe_checks import solver_state
+    full, slim_net = ROOT / "prototxt" / "deploy.prototxt", ROOT / "prototxt" / "slim_deploy.prototxt"
+    slim = tmp_path / "slim.caffemodel"
+    caffe.Net(str(slim_net), caffe.TEST).save(str(slim))
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text('name: "x"\nlayer { name: "c" type: \n')
+    state = solver_state(tmp_path / "snap_iter_100.solverstate", str(tmp_path / "snap_iter_100.caffemodel"))
+    out = tmp_path / "out" / "init.caffemodel"
+    cases = [(["--net", str(garbage)], f"{garbage}: not a net prototxt: a binary file"),
+             (["--net", str(broken)], f"{broken}: not a net prototxt (line 3: "),
+             (["--net", str(ROOT / "prototxt" / "slim_solver.prototxt")], "a solver prototxt, not a net prototxt"),
+             (["--net", str(full), "--weights", str(garbage)], f"{garbage}: not a Caffe .caffemodel"),
+             (["--net", str(slim_net), "--weights", str(state)],
+              f"{state}: a Caffe solver state (.solverstate, iteration 100), not weights: give the .caffemodel "
+              f"of that snapshot ({tmp_path / 'snap_iter_100.caffemodel'})"),
+             (["--net", str(full), "--weights", str(slim)],
+              f"{slim}: layer 'conv1_1' parameter 0 has shape 8 x 4 x 3 x 3, the net {full} wants 64 x 4 x 3 x 3")]
+    for args, message in cases:
+        refused(edge_tool(*args, "--out", str(out)), message)
+        assert not out.parent.exists()
+
+
+def test_output_and_seed_are_checked_before_the_net_is_built(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    res = edge_tool("--net", str(ROOT / "prototxt" / "slim_deploy.prototxt"), "--out", str(afile / "x.caffemodel"))
+    refused(res, f"{afile}/x.caffemodel: cannot be created: {afile} is a file")
+    assert "File exists" not in res.stderr and "Creating layer" not in res.stderr
+    for seed in ("-1", str(2 ** 32), "x"):
+        res = edge_tool("--out", str(tmp_path / "x.caffemodel"), "--seed", seed)
+        refused(res, "--seed: ")
+        assert "0 <= seed < 2**32" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

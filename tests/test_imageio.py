@@ -98,3 +98,80 @@ def test_cut_out_with_colour_zeroed_under_transparency_is_read_from_its_alpha(tm
     grey = np.where(matte > 0, 255, 0).astype(np.uint8)
     rgba = np.stack([grey, grey, grey, matte], axis=2)
     np.testing.assert_array_equal(read_alpha(write_png8(tmp_path / "c.png", rgba)), matte / 255.0)
+
+
+def test_failed_write_leaves_no_temp_file_and_names_the_destination(tmp_path):
+    """A full disk: the temporary file is removed and the error names the file that was being
+    written (the bare ENOSPC message named nothing)."""
+    import errno
+
+    from dmpn.cli import error_text
+    from dmpn.imageio import atomic_write
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    dest = tmp_path / "out" / "model.caffemodel"
+    with pytest.raises(OSError) as exc:
+        atomic_write(dest, write, suffix=".caffemodel")
+    assert exc.value.errno == errno.ENOSPC
+    assert error_text(exc.value) == f"{dest}: No space left on device (nothing written)"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_output_below_a_file_is_refused_as_such(tmp_path):
+    """--out afile/x where afile is a regular file: 'File exists' misled; the parent is named."""
+    from dmpn.cli import error_text
+    from dmpn.imageio import write_text
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for dest in (afile / "x.json", afile / "deeper" / "x.json"):
+        with pytest.raises(NotADirectoryError) as exc:
+            write_text(dest, "{}")
+        assert error_text(exc.value) == f"{dest}: cannot be created: {afile} is a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+SAVE_FAILS = """
+import errno, sys
+import caffe
+from dmpn import imageio
+def full(src, dst):
+    dst.write(src.read(100))
+    raise OSError(errno.ENOSPC, "No space left on device")
+imageio._copy_file = full
+net = caffe.Net(sys.argv[1], caffe.TEST)
+try:
+    imageio.save_caffemodel(net, sys.argv[2])
+except OSError as e:
+    from dmpn.cli import error_text
+    print("refused:", error_text(e))
+"""
+
+
+def test_caffemodel_save_on_a_full_disk_is_an_error_not_an_abort(tmp_path):
+    """Caffe writes with CHECK(SerializeToOstream): a full disk aborted the process and left the
+    temporary file behind. The model is serialised into memory and copied by Python instead."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, require_caffe
+    require_caffe()
+    dest = tmp_path / "out" / "m.caffemodel"
+    res = subprocess.run([sys.executable, "-c", SAVE_FAILS, str(ROOT / "prototxt" / "slim_deploy.prototxt"), str(dest)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"refused: {dest}: No space left on device (nothing written)" in res.stdout
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_caffemodel_saved_through_memory_is_caffes_own_file(tmp_path):
+    from conftest import ROOT, require_caffe
+    from dmpn.imageio import save_caffemodel
+    caffe = require_caffe()
+    net = caffe.Net(str(ROOT / "prototxt" / "slim_deploy.prototxt"), caffe.TEST)
+    save_caffemodel(net, tmp_path / "ours.caffemodel")
+    net.save(str(tmp_path / "caffe.caffemodel"))
+    assert (tmp_path / "ours.caffemodel").read_bytes() == (tmp_path / "caffe.caffemodel").read_bytes()
+    assert oct((tmp_path / "ours.caffemodel").stat().st_mode & 0o777) == "0o644"

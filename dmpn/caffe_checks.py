@@ -1,0 +1,385 @@
+"""Checks, in Python, of what is about to be handed to Caffe.
+
+Caffe meets a bad file with a glog ``CHECK`` or ``LOG(FATAL)``: the whole process aborts
+(exit 134, "Check failed" and a stack dump), which no ``try`` catches. Each function here
+looks at one input the way Caffe will, and raises :class:`dmpn.imageio.InputError` (a
+ValueError) with one line naming the file or value instead, so that a tool's ``run_tool``
+turns it into ``PROG: error: ...`` and exit status 2. They return what they parsed, so that
+callers need not read the file again.
+
+- :func:`check_prototxt` (path, what, phase) -> NetParameter: a text net Caffe can build
+- :func:`check_weights`  (weights, net, net_path) -> NetParameter or None: a .caffemodel whose
+  blobs fit the net (not garbage, not a .solverstate, not a net of another width)
+- :func:`gpu_count`      () -> (count, reason): CUDA devices this Caffe build can use, counted
+  without aborting
+- :func:`check_gpu`      (device, option) -> device: a GPU id that exists
+- :func:`check_lmdb`     (path, crop, channels, what) -> (entries, (C, H, W)): a non-empty LMDB of
+  Datums with the channel count and at least the size the net's Data layer needs
+- :func:`in_phase`       (layer, phase, stages, level): Caffe's FilterNet rule for one layer
+"""
+from __future__ import annotations
+
+import ctypes
+import difflib
+import os
+
+from dmpn.imageio import InputError
+
+__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_weights", "gpu_count", "check_gpu", "check_lmdb",
+           "in_phase", "blob_shapes"]
+
+# Channels of one LMDB item of tools/make_lmdb.py: image RGB, trimap, alpha, foreground RGB,
+# background RGB (dmpn.lmdb_builder.CHANNEL_ORDER; dmpn.net.ITEM_SLICE_POINTS slices them).
+ITEM_CHANNELS = 11
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _proto():
+    from caffe.proto import caffe_pb2
+    return caffe_pb2
+
+
+def _phase_value(phase):
+    """caffe_pb2.TRAIN / TEST from "TRAIN", "train", caffe.TRAIN (an int) or caffe_pb2's value."""
+    pb = _proto()
+    if isinstance(phase, str):
+        return pb.Phase.Value(phase.upper())
+    return int(phase)
+
+
+def _meets_rule(rule, phase, stages, level) -> bool:
+    """Caffe's Net::StateMeetsRule."""
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def in_phase(layer, phase, stages=(), level: int = 0) -> bool:
+    """Whether a LayerParameter is part of the net Caffe builds for ``phase`` (Caffe's
+    Net::FilterNet: any exclude rule met leaves it out; with include rules, one must be met).
+    ``stages``: the NetState's stages (a prototxt's own ``state { stage: ... }`` is kept)."""
+    phase = _phase_value(phase)
+    if any(_meets_rule(r, phase, stages, level) for r in layer.exclude):
+        return False
+    return not layer.include or any(_meets_rule(r, phase, stages, level) for r in layer.include)
+
+
+def _read_bytes(path, what):
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a {what} file")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
+def _parse_error_text(exc) -> str:
+    """'line N: reason' of a text_format.ParseError."""
+    line = exc.GetLine() if hasattr(exc, "GetLine") else None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if line:
+        # ParseError's text starts "LINE:COLUMN : " where it knows them
+        head, sep, rest = text.partition(" : ")
+        if sep and head.replace(":", "").isdigit():
+            text = rest
+        return f"line {line}: {text}"
+    return text
+
+
+def check_prototxt(path, what: str = "net prototxt", phase="TEST"):
+    """The NetParameter of a text prototxt that Caffe can build a net from, or InputError naming
+    ``path``: missing, binary (a .caffemodel), a parse error (with its line), a solver prototxt,
+    no layer, a layer type this Caffe build lacks, or a bottom no earlier layer of the ``phase``
+    net produces (``phase`` None: not checked). Caffe itself would abort on each."""
+    from google.protobuf import text_format
+    pb = _proto()
+    path = os.fspath(path)
+    raw = _read_bytes(path, what)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a {what}: a binary file (a .caffemodel or .solverstate?), "
+                         "not protobuf text") from None
+    param = pb.NetParameter()
+    try:
+        text_format.Parse(text, param)
+    except text_format.ParseError as exc:
+        solver = pb.SolverParameter()
+        try:
+            text_format.Parse(text, solver)
+        except text_format.ParseError:
+            raise InputError(f"{path}: not a {what} ({_parse_error_text(exc)})") from None
+        net = solver.net or solver.train_net or "?"
+        raise InputError(f"{path}: a solver prototxt, not a {what} (its net is {net})") from None
+    if not param.layer and not param.layers:
+        raise InputError(f"{path}: not a {what}: it defines no layer")
+    try:
+        import caffe
+        known = set(caffe.layer_type_list())
+    except Exception:  # no pycaffe: the caller's import says so
+        known = None
+    if known:
+        for layer in param.layer:
+            if layer.type not in known:
+                close = difflib.get_close_matches(layer.type, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise InputError(f"{path}: layer '{layer.name}' has type '{layer.type}', which this "
+                                 f"Caffe build does not have{hint}")
+    if phase is not None and param.layer:
+        stages = set(param.state.stage)
+        level = param.state.level
+        blobs = set(param.input)
+        for layer in param.layer:
+            if not in_phase(layer, phase, stages, level):
+                continue
+            for bottom in layer.bottom:
+                if bottom not in blobs:
+                    name = pb.Phase.Name(_phase_value(phase))
+                    raise InputError(f"{path}: layer '{layer.name}' takes bottom '{bottom}', which no "
+                                     f"earlier layer of its {name} net produces")
+            blobs.update(layer.top)
+    return param
+
+
+def _shape_text(shape) -> str:
+    return " x ".join(str(d) for d in shape) if shape else "(scalar)"
+
+
+def _legacy(blob) -> bool:
+    return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
+def _source_shape(blob):
+    if _legacy(blob):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(blob.shape.dim)
+
+
+def _shape_equals(target, blob) -> bool:
+    """Caffe's Blob::ShapeEquals(BlobProto): legacy 4-D blobs compare from the last axis."""
+    if _legacy(blob):
+        if len(target) > 4:
+            return False
+        padded = (1,) * (4 - len(target)) + tuple(target)
+        return padded == _source_shape(blob)
+    return tuple(target) == tuple(blob.shape.dim)
+
+
+def blob_shapes(net) -> dict:
+    """{layer name: [shape of each parameter blob]} of a pycaffe net, in net order (layers
+    without parameters included, with [])."""
+    return {name: [tuple(b.data.shape) for b in layer.blobs]
+            for name, layer in zip(net._layer_names, net.layers)}
+
+
+def _solver_state(raw):
+    """The SolverState ``raw`` holds, or None when it is not one."""
+    from google.protobuf.message import DecodeError
+    state = _proto().SolverState()
+    try:
+        state.ParseFromString(raw)
+    except DecodeError:
+        return None
+    return state if (len(state.history) or state.learned_net) else None
+
+
+def check_weights(weights, net, net_path=None, what: str = "weights"):
+    """The NetParameter of a .caffemodel whose parameters Caffe can copy into ``net`` (a pycaffe
+    Net, or the path of a net prototxt, which is then checked and built in the TEST phase), or
+    InputError naming ``weights``: missing, not a binary NetParameter (garbage, a prototxt), a
+    .solverstate (its .caffemodel is named), no layer of the net in it, or a layer whose blob
+    count or shapes differ from the net's (both shapes named: e.g. a net of another width).
+    ``net_path`` names the net in messages. An HDF5 weights file is not checked (None)."""
+    from google.protobuf.message import DecodeError
+    pb = _proto()
+    weights = os.fspath(weights)
+    raw = _read_bytes(weights, what)
+    if raw.startswith(_HDF5_SIGNATURE):
+        return None
+    if isinstance(net, (str, os.PathLike)):
+        net_path = os.fspath(net) if net_path is None else net_path
+        check_prototxt(net)
+        import caffe
+        net = caffe.Net(os.fspath(net), caffe.TEST)
+    target = blob_shapes(net)
+    where = f"the net {net_path}" if net_path else "the net"
+    param = pb.NetParameter()
+    try:
+        param.ParseFromString(raw)
+        parsed = True
+    except DecodeError:
+        parsed = False
+    layers = list(param.layer) + list(param.layers) if parsed else []
+    if not layers:
+        state = _solver_state(raw)
+        if state is not None:
+            model = f" ({state.learned_net})" if state.learned_net else ""
+            raise InputError(f"{weights}: a Caffe solver state (.solverstate, iteration {state.iter}), "
+                             f"not {what}: give the .caffemodel of that snapshot{model}")
+        try:
+            from google.protobuf import text_format
+            text_format.Parse(raw.decode("utf-8"), pb.NetParameter())
+            kind = "a text prototxt"
+        except Exception:
+            kind = "not a NetParameter in protobuf binary format"
+        if parsed and kind.startswith("not"):
+            kind = "it holds no layer"
+        raise InputError(f"{weights}: not a Caffe .caffemodel ({kind})")
+    matched = 0
+    for layer in layers:
+        if layer.name not in target:
+            continue
+        shapes = target[layer.name]
+        if len(shapes) != len(layer.blobs):
+            raise InputError(f"{weights}: layer '{layer.name}' has {len(layer.blobs)} parameter blobs, "
+                             f"{where} has {len(shapes)} there (a layer of another type?)")
+        for j, (shape, blob) in enumerate(zip(shapes, layer.blobs)):
+            if not _shape_equals(shape, blob):
+                raise InputError(f"{weights}: layer '{layer.name}' parameter {j} has shape "
+                                 f"{_shape_text(_source_shape(blob))}, {where} wants "
+                                 f"{_shape_text(shape)}: weights of another net (another width?)")
+            count = 1
+            for d in shape:
+                count *= d
+            held = len(blob.double_data) or len(blob.data)
+            if held != count:
+                raise InputError(f"{weights}: layer '{layer.name}' parameter {j} holds {held} values "
+                                 f"for its shape {_shape_text(shape)} ({count}): a damaged file")
+        matched += bool(shapes)
+    if not matched and any(target.values()):
+        names = ", ".join(f"'{layer.name}'" for layer in layers[:3])
+        raise InputError(f"{weights}: none of its {len(layers)} layers ({names}{', ...' if len(layers) > 3 else ''}) "
+                         f"is a layer with parameters of {where}: weights of another net")
+    return param
+
+
+# ------------------------------------------------------------------------------------ GPUs
+def _mapped(prefix: str, maps: str = "/proc/self/maps"):
+    """Paths of the shared libraries named ``prefix``* that this process has mapped."""
+    found = []
+    try:
+        with open(maps) as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) == 6:
+                    p = fields[5].strip().removesuffix(" (deleted)")
+                    if os.path.basename(p).startswith(prefix) and p not in found:
+                        found.append(p)
+    except OSError:
+        pass
+    return found
+
+
+def gpu_count():
+    """(number of CUDA devices Caffe's CUDA runtime sees, None) or (0, reason), found without
+    aborting: cudaGetDeviceCount of the libcudart that pycaffe loaded (as Caffe numbers them,
+    after CUDA_VISIBLE_DEVICES)."""
+    try:
+        import caffe  # noqa: F401  (maps Caffe's CUDA runtime into the process)
+    except Exception as exc:
+        return 0, f"pycaffe does not import: {exc}"
+    paths = _mapped("libcudart")
+    lib = None
+    for path in paths + ["libcudart.so"]:
+        try:
+            lib = ctypes.CDLL(path)
+            break
+        except OSError:
+            continue
+    if lib is None or not hasattr(lib, "cudaGetDeviceCount"):
+        return 0, "this Caffe build has no CUDA runtime (built CPU_ONLY)"
+    n = ctypes.c_int(0)
+    rc = lib.cudaGetDeviceCount(ctypes.byref(n))
+    if rc != 0:
+        lib.cudaGetErrorString.restype = ctypes.c_char_p
+        reason = (lib.cudaGetErrorString(rc) or b"error %d" % rc).decode(errors="replace")
+        try:
+            ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            reason = f"no NVIDIA driver (libcuda.so.1 not found); CUDA says: {reason}"
+        return 0, reason
+    return n.value, None
+
+
+def check_gpu(device, option: str = "--gpu") -> int:
+    """``device`` as an int when a CUDA device with that id exists for Caffe, else InputError
+    naming ``option`` and the value and saying how many GPUs there are (Caffe's set_device
+    would abort the process)."""
+    try:
+        device = int(device)
+    except (TypeError, ValueError):
+        raise InputError(f"{option} {device}: expected a GPU id (a whole number >= 0)") from None
+    if device < 0:
+        raise InputError(f"{option} {device}: GPU ids start at 0")
+    count, reason = gpu_count()
+    if count == 0:
+        raise InputError(f"{option} {device}: this machine has no GPU that Caffe can use ({reason}); "
+                         f"leave out {option} to run on the CPU")
+    if device >= count:
+        ids = "id 0" if count == 1 else f"ids 0 to {count - 1}"
+        raise InputError(f"{option} {device}: this machine has {count} GPU{'s' if count > 1 else ''} "
+                         f"({ids})")
+    return device
+
+
+# ------------------------------------------------------------------------------------ LMDB
+def check_lmdb(path, crop=None, channels=ITEM_CHANNELS, what: str = "LMDB"):
+    """(entries, (C, H, W) of the first item) of an LMDB that Caffe's Data layer can read, or
+    InputError naming ``path``: missing, not a folder holding an LMDB (data.mdb), empty, a first
+    item that is not a Datum, with other than ``channels`` channels (None: not checked), or
+    smaller than ``crop`` (the Data layer's crop_size; None or 0: not checked)."""
+    import lmdb
+    from dmpn.datum import DatumError, decode_datum_fields
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such {what}")
+    if not os.path.isdir(path):
+        raise InputError(f"{path}: not an {what}: a file, where Caffe wants a folder holding data.mdb")
+    if not os.path.isfile(os.path.join(path, "data.mdb")):
+        raise InputError(f"{path}: not an {what}: the folder holds no data.mdb")
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    except lmdb.Error as exc:
+        raise InputError(f"{path}: not a readable {what} ({exc})") from None
+    try:
+        entries = env.stat()["entries"]
+        if entries == 0:
+            raise InputError(f"{path}: the {what} is empty (no items)")
+        with env.begin() as txn, txn.cursor() as cur:
+            cur.first()
+            key, value = bytes(cur.key()), bytes(cur.value())
+    except lmdb.Error as exc:
+        raise InputError(f"{path}: not a readable {what} ({exc})") from None
+    finally:
+        env.close()
+    name = key.decode("ascii", "replace")
+    try:
+        f = decode_datum_fields(value)
+    except DatumError as exc:
+        raise InputError(f"{path}: item '{name}' is not a Caffe Datum ({exc})") from None
+    c, h, w = f.get("channels", 0), f.get("height", 0), f.get("width", 0)
+    if not f.get("encoded"):
+        if c <= 0 or h <= 0 or w <= 0:
+            raise InputError(f"{path}: item '{name}' is not a Caffe Datum image (shape {c} x {h} x {w})")
+        size = len(f["data"]) if f["data"] else len(f["float_data"])
+        if size != c * h * w:
+            raise InputError(f"{path}: item '{name}' holds {size} values for {c} x {h} x {w}: a damaged item")
+        if channels is not None and c != channels:
+            raise InputError(f"{path}: items have {c} channels (item '{name}'); the net reads "
+                             f"{channels} (image RGB, trimap, alpha, foreground RGB, background RGB: "
+                             "tools/make_lmdb.py's items)" if channels == ITEM_CHANNELS else
+                             f"{path}: items have {c} channels (item '{name}'); the net reads {channels}")
+        if crop and (h < crop or w < crop):
+            raise InputError(f"{path}: items are {h} x {w} (item '{name}'), smaller than the net's "
+                             f"{crop} x {crop} crop: build the LMDB with a larger --size, or use a "
+                             "net with a smaller crop")
+    return entries, (c, h, w)
