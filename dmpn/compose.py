@@ -10,7 +10,9 @@
   pixel whose rotated value is not a pure 0 or 255 (a class border) becomes unknown, so the
   unknown band can only grow.
 - :func:`trimap_from_alpha` (from ``dmpn.synth``): where an original has no trimap, one is made
-  from the (rotated) alpha as in Deep Image Matting: foreground = alpha = 1 eroded by a disk of
+  from the (rotated) alpha by a fixed erosion (Deep Image Matting dilates the unknown band by a
+  random amount; ours is deterministic, so every rotation and rerun gets the same trimap):
+  foreground = alpha = 1 eroded by a disk of
   radius r, background = alpha = 0 eroded likewise, the rest unknown. :func:`default_trimap_radius`
   gives r = max(2, round(1.5 % of the shorter side)), i.e. 9 px at 600 x 800.
 - :func:`composite_uint8`: the composite is computed from the 8-bit alpha, foreground and

@@ -605,8 +605,8 @@ def build_parser():
     p.add_argument("--trimap-dir", metavar="NAME", help="name of the trimap subfolder of "
                    "--originals (default 'trimap'; e.g. 'trimap1' for alphamatting data). Where no "
                    "trimap folder exists, trimaps are made from the rotated alpha by erosion "
-                   "(see --trimap-radius), as in Deep Image Matting (the paper used hand-drawn "
-                   "low-resolution trimaps)")
+                   "(see --trimap-radius) by a fixed erosion (Deep Image Matting dilates by a random "
+                   "amount; the paper used hand-drawn low-resolution trimaps)")
     p.add_argument("--trimap-radius", type=positive_int, metavar="PX", help="erosion radius for "
                    "trimaps made from alpha (default 1.5%% of the shorter side: 9 px at 600x800)")
     p.add_argument("--backgrounds", metavar="DIR", help="folder of background images (paper: 1000, "

@@ -49,7 +49,8 @@ class SynthOriginal:
 
 
 def trimap_from_alpha(alpha: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
-    """Trimap from alpha as in Deep Image Matting: unknown = the fractional pixels and every pixel
+    """Trimap from alpha by a fixed erosion (Deep Image Matting dilates its training trimaps by a
+    random amount instead; ours is deterministic): unknown = the fractional pixels and every pixel
     within ``radius`` (a disk) of both a non-foreground and a non-background pixel.
 
     Definite foreground (255) = pixels whose alpha >= 1 - eps, eroded by a disk of ``radius``;
