@@ -38,10 +38,23 @@ def check_shapes(pred, alpha, trimap, fg, bg, image, where="MattingLoss"):
                              f"{' x '.join(map(str, want))}, got {np.shape(x)}")
 
 
+def check_trimap(trimap, where="MattingLoss"):
+    """Every trimap value in [0, 1] (NaN is not): one in 0-255 would make every pixel known and
+    the loss silently 0. The C++ layer has the same rule and message (both devices)."""
+    t = np.asarray(trimap, dtype=np.float64)
+    outside = ~((t >= 0) & (t <= 1))
+    if outside.any():
+        n, _, y, x = np.argwhere(outside)[0]
+        raise ValueError(f"{where}: the trimap (bottom[2]) value {t[n, 0, y, x]:g} of item {n} at "
+                         f"({y}, {x}) is not in [0, 1] (0 background, 1 foreground, between unknown)")
+
+
 def per_pixel(pred, alpha, trimap, fg, bg, image, eps=1e-12, alpha_weight=0.5,
-              composition_weight=0.5):
-    """(loss, d loss / d a_hat, unknown mask), each N x 1 x H x W; 0 on known pixels."""
-    check_shapes(pred, alpha, trimap, fg, bg, image)
+              composition_weight=0.5, where="MattingLoss"):
+    """(loss, d loss / d a_hat, unknown mask), each N x 1 x H x W; 0 on known pixels. ``where``
+    starts the messages of bad inputs."""
+    check_shapes(pred, alpha, trimap, fg, bg, image, where)
+    check_trimap(trimap, where)
     p = np.asarray(pred, dtype=np.float64)
     r = p - np.asarray(alpha, dtype=np.float64)
     fg, bg, image = (np.asarray(x, dtype=np.float64) for x in (fg, bg, image))

@@ -60,6 +60,10 @@ def edge_mask(height, width):
 # accuracy lies above the solve's tolerance, and training stopped on a solve that did not
 # converge (README, The layers).
 DEFAULT_EXPONENT_BOUND = 10.0
+# The largest exponent_bound either AffinityExp flavour accepts (the C++ layer's
+# kMaxExponentBound, the same number): e^80 is 5.5e34, float32 ends at 3.4e38 (e^88.7), and a
+# pixel's degree sums four weights.
+MAX_EXPONENT_BOUND = 80.0
 
 
 def affinity_exp_forward(features, theta, bias, exponent_bound=DEFAULT_EXPONENT_BOUND):
@@ -121,6 +125,20 @@ def check_system(affinity, trimap, where="SparseLaplacianSolve"):
     bg, fg = known_masks(trimap)
     if not (bg | fg).any():
         raise PropagationError(f"{where}: the trimap has no known pixel, the system is singular")
+
+
+def check_shrink(shrink, height, width, where="SparseLaplacianSolve"):
+    """``shrink`` as an int: a whole number >= 1 and at most min(H, W), so that the solve grid
+    keeps a block of full size along each side (the C++ layer's Reshape has the same rule);
+    otherwise a PropagationError naming the shrink and the grid."""
+    s = shrink
+    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(s) or int(s) != s or s < 1:
+        raise PropagationError(f"{where}: shrink must be a whole number >= 1, got {shrink!r}")
+    if s > min(height, width):
+        raise PropagationError(f"{where}: shrink {int(s)} is larger than the {height} x {width} "
+                               f"affinity grid (bottom[0]); at most min(H, W) = {min(height, width)}")
+    return int(s)
 
 
 def unanchored_node(affinity, anchored):
@@ -250,9 +268,7 @@ class Propagation:
         affinity = np.asarray(affinity, dtype=np.float64)
         check_system(affinity, trimap, where)
         self.shape = affinity.shape[1:]
-        self.s = int(shrink)
-        if self.s < 1:
-            raise PropagationError(f"{where}: shrink must be >= 1, got {shrink}")
+        self.s = check_shrink(shrink, *self.shape, where=where)
         diag, rhs = constraint_terms(trimap, c)
         if self.s > 1:
             affinity = aggregate_affinity(affinity, self.s)

@@ -13,7 +13,7 @@ cannot refuse force_backward per bottom, so the other bottoms' diffs are set to 
 import caffe
 
 from dmpn import matting_loss as M
-from dmpn.layers.params import parse_param_str
+from dmpn.layers.params import check_not_empty, finite_param, layer_label, parse_param_str
 
 DEFAULTS = dict(M.DEFAULTS)
 
@@ -24,20 +24,27 @@ def _data(blobs):
 
 
 class MattingLossLayer(caffe.Layer):
+    TYPE = "MattingLoss"
+
     def setup(self, bottom, top):
+        self.where = layer_label(self)
         if len(bottom) != 6 or len(top) != 1:
-            raise ValueError("MattingLoss: needs 6 bottoms (predicted alpha, true alpha, trimap, "
+            raise ValueError(f"{self.where}: needs 6 bottoms (predicted alpha, true alpha, trimap, "
                              f"foreground, background, image) and 1 top, got {len(bottom)} and {len(top)}")
         self.p = parse_param_str(self, DEFAULTS)
-        if self.p["eps"] < 0 or self.p["alpha_weight"] < 0 or self.p["composition_weight"] < 0:
-            raise ValueError(f"MattingLoss: eps and the weights must be >= 0, got {self.p}")
+        # The C++ layer's rules (LayerSetUp): eps finite > 0 (with 0, a residual of 0 divides
+        # by sqrt(0) in the gradient), the weights finite >= 0.
+        self.p["eps"] = finite_param(self, "eps", self.p["eps"], above=0)
+        for k in ("alpha_weight", "composition_weight"):
+            self.p[k] = finite_param(self, k, self.p[k], minimum=0)
 
     def reshape(self, bottom, top):
-        M.check_shapes(*_data(bottom))
+        check_not_empty(self, bottom)
+        M.check_shapes(*_data(bottom), where=self.where)
         top[0].reshape()  # a scalar, as BVLC's loss layers
 
     def forward(self, bottom, top):
-        top[0].data[...] = M.matting_loss_forward(*_data(bottom), **self.p)
+        top[0].data[...] = M.matting_loss_forward(*_data(bottom), where=self.where, **self.p)
 
     def backward(self, top, propagate_down, bottom):
         for b in range(1, 6):
@@ -45,4 +52,4 @@ class MattingLossLayer(caffe.Layer):
                 bottom[b].diff[...] = 0
         if propagate_down[0]:
             bottom[0].diff[...] = M.matting_loss_backward(
-                *_data(bottom), top_diff=top[0].diff.flat[0], **self.p)
+                *_data(bottom), top_diff=top[0].diff.flat[0], where=self.where, **self.p)

@@ -1,9 +1,22 @@
-"""Parsing of ``python_param { param_str: ... }`` for our Python layers.
+"""Parsing and checking of ``python_param { param_str: ... }`` for our Python layers.
 
 param_str is a JSON object whose keys are the fields of the C++ layer's typed parameter
-message (caffe.proto), with the same defaults, e.g. ``'{"c": 0.8, "shrink": 1}'``.
+message (caffe.proto), with the same defaults, e.g. ``'{"c": 0.8, "shrink": 1}'``. The values
+are held to the C++ layer's rules (its LayerSetUp), with messages that name the layer and the
+value. pycaffe does not tell a Python layer its name (PythonLayer sets only param_str and
+phase), so the messages name the layer's type; a ``name`` attribute, where one is set, is named
+too.
 """
 import json
+import math
+import numbers
+
+
+def layer_label(layer):
+    """'<type> Python layer' (and its name where known), the start of the layer's messages."""
+    kind = getattr(layer, "TYPE", type(layer).__name__)
+    name = getattr(layer, "name", "")
+    return f"{kind} Python layer" + (f" '{name}'" if isinstance(name, str) and name else "")
 
 
 def parse_param_str(layer, defaults):
@@ -11,10 +24,10 @@ def parse_param_str(layer, defaults):
     try:
         given = json.loads(text) if text else {}
     except json.JSONDecodeError as e:
-        raise ValueError(f"{type(layer).__name__}: param_str is not a JSON object: {text!r} ({e})")
+        raise ValueError(f"{layer_label(layer)}: param_str is not a JSON object: {text!r} ({e})")
     if not isinstance(given, dict):
-        raise ValueError(f"{type(layer).__name__}: param_str must be a JSON object, got {text!r}")
-    return with_defaults(given, defaults, f"{type(layer).__name__}: unknown parameter(s)")
+        raise ValueError(f"{layer_label(layer)}: param_str must be a JSON object, got {text!r}")
+    return with_defaults(given, defaults, f"{layer_label(layer)}: unknown parameter(s)")
 
 
 def with_defaults(given, defaults, unknown_message):
@@ -24,3 +37,42 @@ def with_defaults(given, defaults, unknown_message):
     if unknown:
         raise ValueError(f"{unknown_message} {sorted(unknown)}; known: {sorted(defaults)}")
     return {**defaults, **given}
+
+
+def _refuse(layer, key, value, rule):
+    raise ValueError(f"{layer_label(layer)}: {key} must be {rule}, got {value!r}")
+
+
+def finite_param(layer, key, value, above=None, minimum=None, maximum=None, why=""):
+    """``value`` (param ``key``) as a float: a finite number (not a bool or a string), > above,
+    >= minimum and <= maximum where given; otherwise a ValueError naming the layer, the key and
+    the value, ending with ``why``."""
+    rule = "a finite number" + (f" > {above:g}" if above is not None else "") \
+        + (f" >= {minimum:g}" if minimum is not None else "") \
+        + (f" and <= {maximum:g}" if maximum is not None else "") + why
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        _refuse(layer, key, value, rule)
+    if (above is not None and not value > above) or (minimum is not None and not value >= minimum) \
+            or (maximum is not None and not value <= maximum):
+        _refuse(layer, key, value, rule)
+    return float(value)
+
+
+def whole_param(layer, key, value, minimum):
+    """``value`` (param ``key``) as an int: a whole number >= minimum (2.0 counts, 2.5, NaN,
+    a bool or a string do not); otherwise a ValueError naming the layer, the key and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or int(value) != value or value < minimum:
+        _refuse(layer, key, value, f"a whole number >= {minimum}")
+    return int(value)
+
+
+def check_not_empty(layer, bottom):
+    """Each bottom holds at least one value: an empty batch (or an empty grid) is a ValueError
+    naming the layer and the bottom, as the C++ layers' Reshape says it (CheckBottomsNotEmpty).
+    Reads the shapes only: the data of an empty blob does not exist."""
+    for i in range(len(bottom)):
+        shape = tuple(bottom[i].shape)
+        if not all(shape):
+            raise ValueError(f"{layer_label(layer)}: bottom[{i}] is empty "
+                             f"({' x '.join(map(str, shape))}): a batch needs at least one item")

@@ -11,33 +11,39 @@ top: alpha N x 1 x H x W. No gradient to the trimap.
 import caffe
 
 from dmpn import propagation as P
-from dmpn.layers.params import parse_param_str
+from dmpn.layers.params import check_not_empty, finite_param, layer_label, parse_param_str, whole_param
 
 DEFAULTS = {"c": 0.8, "shrink": 1}
 
 
 class SparseLaplacianSolveLayer(caffe.Layer):
+    TYPE = "SparseLaplacianSolve"
+
     def setup(self, bottom, top):
         if len(bottom) != 2 or len(top) != 1:
-            raise ValueError("SparseLaplacianSolve: needs 2 bottoms (affinities, trimap) and 1 top, "
+            raise ValueError(f"{layer_label(self)}: needs 2 bottoms (affinities, trimap) and 1 top, "
                              f"got {len(bottom)} and {len(top)}")
         self.p = parse_param_str(self, DEFAULTS)
-        if self.p["c"] <= 0:
-            raise ValueError(f"SparseLaplacianSolve: c must be > 0, got {self.p['c']}")
+        # The C++ layer's rules (LayerSetUp): c finite > 0, shrink a whole number >= 1.
+        self.p["c"] = finite_param(self, "c", self.p["c"], above=0)
+        self.p["shrink"] = whole_param(self, "shrink", self.p["shrink"], 1)
         self.systems = []
 
     def reshape(self, bottom, top):
+        check_not_empty(self, bottom)
         a, t = bottom[0].data.shape, bottom[1].data.shape
+        label = layer_label(self)
         if len(a) != 4 or a[1] != 2:
-            raise ValueError(f"SparseLaplacianSolve: affinities must be N x 2 x H x W, got {a}")
+            raise ValueError(f"{label}: affinities must be N x 2 x H x W, got {a}")
         if len(t) != 4 or t[1] != 1 or t[0] != a[0] or t[2:] != a[2:]:
-            raise ValueError(f"SparseLaplacianSolve: trimap must be {a[0]} x 1 x {a[2]} x {a[3]}, got {t}")
+            raise ValueError(f"{label}: trimap must be {a[0]} x 1 x {a[2]} x {a[3]}, got {t}")
+        P.check_shrink(self.p["shrink"], a[2], a[3], where=label)
         top[0].reshape(a[0], 1, a[2], a[3])
 
     def forward(self, bottom, top):
         self.systems = []
         for i in range(bottom[0].num):
-            where = f"SparseLaplacianSolve (item {i} of the batch)"
+            where = f"{layer_label(self)}, batch item {i}"
             s = P.Propagation(bottom[0].data[i], bottom[1].data[i, 0], self.p["c"],
                               self.p["shrink"], where=where)
             self.systems.append(s)

@@ -11,30 +11,32 @@ N x C x H x W. No gradient to the mask or the reference (their diffs are set to 
 import caffe
 
 from dmpn import unpooling as U
-from dmpn.layers.params import parse_param_str
+from dmpn.layers.params import check_not_empty, layer_label, parse_param_str, whole_param
 
 DEFAULTS = {"out_height": 0, "out_width": 0}
 
 
 class UnpoolingLayer(caffe.Layer):
+    TYPE = "Unpooling"
+
     def setup(self, bottom, top):
         if len(bottom) not in (2, 3) or len(top) != 1:
-            raise ValueError("Unpooling: needs 2 or 3 bottoms (values, mask[, size reference]) and "
+            raise ValueError(f"{layer_label(self)}: needs 2 or 3 bottoms (values, mask[, size reference]) and "
                              f"1 top, got {len(bottom)} and {len(top)}")
         self.p = parse_param_str(self, DEFAULTS)
         for k in DEFAULTS:
-            if int(self.p[k]) != self.p[k] or self.p[k] < 0:
-                raise ValueError(f"Unpooling: {k} must be an integer >= 0, got {self.p[k]!r}")
+            self.p[k] = whole_param(self, k, self.p[k], 0)
 
     def reshape(self, bottom, top):
+        check_not_empty(self, bottom)
         v, m = bottom[0].data.shape, bottom[1].data.shape
         if len(v) != 4 or m != v:
-            raise U.UnpoolingError(f"Unpooling: the mask (bottom[1]) is {m}, the pooled values "
+            raise U.UnpoolingError(f"{layer_label(self)}: the mask (bottom[1]) is {m}, the pooled values "
                                    f"(bottom[0]) are {v}; they must be the same N x C x h x w")
         ref = None
         if len(bottom) > 2:
             if bottom[2].data.ndim != 4:
-                raise ValueError(f"Unpooling: the size reference (bottom[2]) must be 4-D, got "
+                raise ValueError(f"{layer_label(self)}: the size reference (bottom[2]) must be 4-D, got "
                                  f"{bottom[2].data.shape}")
             ref = bottom[2].data.shape[2:]
         self.out_hw = U.output_size(v[2:], self.p["out_height"], self.p["out_width"], ref)
