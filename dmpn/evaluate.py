@@ -648,14 +648,8 @@ def check_deploy_prototxt(deploy) -> None:
     `data` and `trimap` (Input layers), output `alpha`, no data layer. A training net given as
     --model would read its LMDB and overwrite `data`, and its `alpha` is the ground truth: it
     would score perfectly."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
-    net = caffe_pb2.NetParameter()
-    try:
-        with open(deploy) as f:
-            text_format.Merge(f.read(), net)
-    except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise InputError(f"{deploy}: not a Caffe prototxt ({error_text(exc)})") from None
+    from dmpn.caffe_checks import check_prototxt
+    net = check_prototxt(deploy, what="deploy prototxt", phase=None)  # layers checked after ours
     inputs = list(net.input) + [t for layer in net.layer if layer.type == "Input" for t in layer.top]
     readers = [layer.name for layer in net.layer if layer.type in _DATA_LAYER_TYPES or
                (layer.type == "Python" and "data" in layer.python_param.layer.lower())]
@@ -686,13 +680,17 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         import caffe
     except ImportError as exc:
         raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
+    from dmpn.caffe_checks import check_gpu, check_prototxt, check_weights
     check_deploy_prototxt(deploy)
+    check_prototxt(deploy, what="deploy prototxt")  # what Caffe would abort on
     if gpu is None:
         caffe.set_mode_cpu()
     else:
-        caffe.set_device(int(gpu))
+        caffe.set_device(check_gpu(gpu))
         caffe.set_mode_gpu()
-    net = caffe.Net(os.fspath(deploy), os.fspath(weights), caffe.TEST)
+    net = caffe.Net(os.fspath(deploy), caffe.TEST)
+    check_weights(weights, net, net_path=deploy)   # garbage, a .solverstate, another width
+    net.copy_from(os.fspath(weights))
     from dmpn.bn_stats import missing_statistics
     empty = missing_statistics(net)
     if empty:

@@ -688,8 +688,29 @@ def test_a_training_net_as_model_is_refused(dataset, slim_model, tmp_path):
         E.caffe_predictor(one_input, weights)
     garbage = tmp_path / "garbage.prototxt"
     garbage.write_text("layer { name: ")
-    with pytest.raises(InputError, match="garbage.prototxt: not a Caffe prototxt"):
+    with pytest.raises(InputError, match="garbage.prototxt: not a deploy prototxt"):
         E.caffe_predictor(garbage, weights)
+
+
+def test_weights_caffe_cannot_load_are_one_line_errors(dataset, slim_model, tmp_path):
+    """Caffe aborts the process (SIGABRT, a stack dump) on weights it cannot copy: the tools
+    check them first and name the file; and a --gpu the machine lacks."""
+    root, _ = dataset
+    deploy, weights = slim_model
+    garbage = tmp_path / "garbage.caffemodel"
+    garbage.write_bytes(b"\x00\x01not a net" * 10)
+    paper_deploy = os.path.join(ROOT, "prototxt", "deploy.prototxt")
+    for model, w, message in ((deploy, garbage, f"{garbage}"),
+                              (paper_deploy, weights, "conv1_1")):   # slim weights, paper net
+        rc, _, err = predict_cli("--model", model, "--weights", w, "--image", root / "images" / "a.png",
+                                 "--trimap", root / "trimap" / "a.png", "--out", tmp_path / "a.png")
+        last = err.strip().splitlines()[-1]
+        assert rc == 2 and last.startswith("predict: error: ") and message in last, err
+    from dmpn.caffe_checks import gpu_count
+    if not gpu_count()[0]:
+        rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images" / "a.png",
+                                 "--trimap", root / "trimap" / "a.png", "--out", tmp_path / "a.png", "--gpu", "0")
+        assert rc == 2 and "--gpu" in err and "Traceback" not in err, err
 
 
 def test_trimap_without_known_pixel_is_refused_before_the_net_runs(dataset, slim_model):
