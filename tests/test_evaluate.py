@@ -304,10 +304,13 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
             self.data = np.zeros(shape, np.float32)
 
     class Net:
-        def __init__(self, deploy, weights, phase):
-            calls["init"] = (deploy, weights, phase)
+        def __init__(self, deploy, phase):
+            calls["init"] = (deploy, phase)
             self.blobs = {"data": Blob(), "trimap": Blob(), "alpha": Blob()}
             self.layers, self._layer_names = [], []
+
+        def copy_from(self, weights):
+            calls["weights"] = weights
 
         def reshape(self):
             self.blobs["alpha"].reshape(*self.blobs["trimap"].data.shape)
@@ -322,7 +325,11 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
                                  set_mode_gpu=lambda: calls.setdefault("gpu", True),
                                  set_device=lambda i: calls.setdefault("device", i))
     monkeypatch.setitem(sys.modules, "caffe", fake)
-    monkeypatch.setattr(E, "check_deploy_prototxt", lambda path: None)  # needs the real caffe_pb2
+    import dmpn.caffe_checks as C   # the checks need the real caffe_pb2; tested on their own
+    monkeypatch.setattr(E, "check_deploy_prototxt", lambda path: None)
+    monkeypatch.setattr(C, "check_prototxt", lambda path, **kw: None)
+    monkeypatch.setattr(C, "check_weights", lambda weights, net, **kw: None)
+    monkeypatch.setattr(C, "check_gpu", lambda device: int(device))
     (tmp_path / "d.prototxt").write_text("")
     (tmp_path / "w.caffemodel").write_bytes(b"")
     pred = E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "w.caffemodel", gpu=0)
