@@ -4,6 +4,10 @@ GPUDevice instances (indices 2 and 3 of BVLC's TestDtypesAndDevices) and fixture
 """
 import re
 import subprocess
+import sys
+
+import numpy as np
+import pytest
 
 from conftest import ROOT, has_gpu, tool
 
@@ -33,3 +37,71 @@ def test_cpp_layer_tests_pass():
                   "MattingLossLayerTest"):
         assert f"[       OK ] {layer}/0.TestGradient" in out.stdout
         assert f"[       OK ] {layer}/1.TestGradient" in out.stdout  # double precision
+
+
+# A C++ layer's CHECK failure ends the process: nets expected to fail run in a child, which
+# fills the named blobs from an .npz, runs forward (and backward) and says "no error".
+CHILD = """
+import sys, numpy as np, caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], caffe.TEST)
+blobs = np.load(sys.argv[2])
+for k in blobs.files:
+    net.blobs[k].data[...] = blobs[k]
+net.forward()
+if sys.argv[3] == "backward":
+    for k in net.outputs:
+        net.blobs[k].diff[...] = 1
+    net.backward()
+print("no error")
+"""
+
+
+def cpp_net_error(tmp_path, net_text, blobs=None, backward=False):
+    """The stderr of a child that loads ``net_text``, fills ``blobs`` (name -> array), runs
+    forward (and backward); asserts that it failed."""
+    net, data = tmp_path / "child.prototxt", tmp_path / "child.npz"
+    net.write_text(net_text)
+    np.savez(data, **(blobs or {}))
+    out = subprocess.run([sys.executable, "-c", CHILD, str(net), str(data),
+                          "backward" if backward else "forward"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode != 0 and "no error" not in out.stdout, out.stderr[-3000:]
+    return out.stderr
+
+
+def input_layer(names_shapes):
+    """An Input layer with the tops ``names_shapes`` [(name, shape)]."""
+    tops = " ".join(f'top: "{n}"' for n, _ in names_shapes)
+    shapes = " ".join("shape { " + " ".join(f"dim: {d}" for d in s) + " }" for _, s in names_shapes)
+    return f'layer {{ name: "input" type: "Input" {tops} input_param {{ {shapes} }} }}\n'
+
+
+EMPTY_BATCH = {
+    "AffinityExp": ([("f", (0, 3, 4, 4))], 'bottom: "f"'),
+    "SparseLaplacianSolve": ([("w", (0, 2, 4, 4)), ("t", (0, 1, 4, 4))], 'bottom: "w" bottom: "t"'),
+    "Unpooling": ([("v", (0, 2, 4, 4)), ("m", (0, 2, 4, 4))], 'bottom: "v" bottom: "m"'),
+    "MattingLoss": ([(n, (0, c, 4, 4)) for n, c in zip("patfbi", (1, 1, 1, 3, 3, 3))],
+                    " ".join(f'bottom: "{n}"' for n in "patfbi")),
+}
+
+
+def test_empty_batch_is_an_error_naming_the_layer(caffe, tmp_path):
+    # Before, a bare "Check failed: data_" in blob.cpp, from either flavour.
+    modules = {"AffinityExp": "affinity_exp", "SparseLaplacianSolve": "sparse_laplacian_solve",
+               "Unpooling": "unpooling", "MattingLoss": "matting_loss"}
+    for kind, (shapes, bottoms) in EMPTY_BATCH.items():
+        err = cpp_net_error(tmp_path, input_layer(shapes) + f'layer {{ name: "empty" type: "{kind}" '
+                            f'{bottoms} top: "out" }}\n')
+        name, shape = shapes[0]
+        assert (f"{kind} layer 'empty': bottom[0] ('{name}') is empty "
+                f"({' '.join(map(str, shape))} (0)): a batch needs at least one item") in err, \
+            err[-2000:]
+        path = tmp_path / "empty_py.prototxt"
+        path.write_text(input_layer(shapes) + f'layer {{ name: "empty" type: "Python" {bottoms} '
+                        f'top: "out" python_param {{ module: "dmpn.layers.{modules[kind]}" '
+                        f'layer: "{kind}Layer" }} }}\n')
+        msg = (f"{kind} Python layer: bottom[0] is empty ({' x '.join(map(str, shape))}): a batch "
+               "needs at least one item")
+        with pytest.raises(Exception, match=re.escape(msg)):
+            caffe.Net(str(path), caffe.TEST)

@@ -1,10 +1,13 @@
 """The propagation layers through Caffe: the C++ layers and the Python layers against the
 float64 reference (dmpn.propagation) on the same inputs, finite differences through the Python
 layers, and their errors."""
+import re
+
 import numpy as np
 import pytest
 
 from dmpn import propagation as P
+from test_cpp_layers import cpp_net_error
 
 NET = """
 name: "propagation"
@@ -206,3 +209,79 @@ def test_both_flavours_clip_at_the_default_exponent_bound(caffe, tmp_path):
         net.forward()
         np.testing.assert_allclose(net.blobs["affinity"].data[0], expected, rtol=1e-5,
                                    err_msg=flavour)
+
+
+# ---- parameters and inputs the layers refuse, with the same rules in both flavours ----------
+
+def python_net(caffe, tmp_path, aff_param='{"exponent_bound": 20}', solve_param='{"c": 0.8, "shrink": 1}',
+               h=4, w=4):
+    path = tmp_path / "params.prototxt"
+    aff = PY_AFF.replace('{"exponent_bound": %g}', aff_param)
+    solve = PY_SOLVE.replace("'{\"c\": 0.8, \"shrink\": %d}'", f"'{solve_param}'")
+    path.write_text(NET.format(n=1, t=2, h=h, w=w, affinity=aff, solve=solve))
+    return caffe.Net(str(path), caffe.TEST)
+
+
+@pytest.mark.parametrize("value,shown", [("0", "0"), ("NaN", "nan"), ("1000", "1000"), ("-1", "-1"),
+                                         ("Infinity", "inf"), ('"10"', "'10'"), ("true", "True")])
+def test_python_affinity_exp_refuses_the_bounds_cpp_refuses(caffe, tmp_path, value, shown):
+    # C++: 0 < exponent_bound <= 80 (AffinityExpLayer::LayerSetUp)
+    with pytest.raises(Exception, match=r"AffinityExp Python layer: exponent_bound must be a finite "
+                                        rf"number > 0 and <= 80 .*, got {shown}$"):
+        python_net(caffe, tmp_path, aff_param=f'{{"exponent_bound": {value}}}')
+
+
+@pytest.mark.parametrize("param,value,shown", [
+    ("c", "NaN", "nan"), ("c", "Infinity", "inf"), ("c", "0", "0"), ("c", "-0.5", "-0.5"),
+    ("c", '"0.8"', "'0.8'"), ("shrink", "2.5", "2.5"), ("shrink", "NaN", "nan"), ("shrink", "0", "0"),
+    ("shrink", '"2"', "'2'")])
+def test_python_solve_refuses_the_params_cpp_refuses(caffe, tmp_path, param, value, shown):
+    other = {"c": '"shrink": 1', "shrink": '"c": 0.8'}[param]
+    rule = "a finite number > 0" if param == "c" else "a whole number >= 1"
+    with pytest.raises(Exception, match=rf"SparseLaplacianSolve Python layer: {param} must be {rule}, "
+                                        rf"got {shown}$"):
+        python_net(caffe, tmp_path, solve_param=f'{{"{param}": {value}, {other}}}')
+
+
+def test_shrink_larger_than_the_grid_is_an_error_in_both_flavours(caffe, tmp_path):
+    # A 4 x 6 grid: shrink 4 (a 1 x 2 solve grid) is the largest allowed, 5 is refused.
+    msg = "shrink 5 is larger than the 4 x 6 affinity grid (bottom[0]); at most min(H, W) = 4"
+    net = python_net(caffe, tmp_path, solve_param='{"c": 0.8, "shrink": 4}', h=4, w=6)
+    with pytest.raises(Exception, match=r"SparseLaplacianSolve Python layer: " + re.escape(msg)):
+        python_net(caffe, tmp_path, solve_param='{"c": 0.8, "shrink": 5}', h=4, w=6)
+    assert net.blobs["alpha"].data.shape == (1, 1, 4, 6)
+    cpp = NET.format(n=1, t=2, h=4, w=6, affinity=CPP_AFF % 20, solve=CPP_SOLVE % 5)
+    assert "SparseLaplacianSolve layer 'solve': " + msg in cpp_net_error(tmp_path, cpp)
+    with pytest.raises(P.PropagationError, match=re.escape(msg)):
+        P.solve_alpha(np.ones((2, 4, 6)), np.zeros((4, 6)), shrink=5)
+
+
+@pytest.mark.parametrize("param,value", [("c", "inf"), ("c", "nan"), ("tolerance", "inf"),
+                                         ("tolerance", "nan"), ("tolerance", "0")])
+def test_cpp_solve_refuses_non_finite_params(caffe, tmp_path, param, value):
+    solve = CPP_SOLVE.replace("tolerance: 1e-12", "") .replace("c: 0.8", f"{param}: {value}")
+    err = cpp_net_error(tmp_path, NET.format(n=1, t=2, h=4, w=4, affinity=CPP_AFF % 20,
+                                             solve=solve % 1))
+    assert f"SparseLaplacianSolve layer 'solve': {param} must be a finite number > 0, got " \
+           f"{value}" in err, err[-2000:]
+
+
+@pytest.mark.parametrize("where,value,shown", [("edge", 1e30, "1e+30"), ("row", 3e38, "3e+38")])
+def test_cpp_solve_overflow_names_the_largest_affinity(caffe, tmp_path, where, value, shown):
+    # Finite affinities so large that the solve overflows (its float32 V-cycle) give a residual
+    # nan: the message says why and names the largest affinity, not a bare "did not converge".
+    n, h, w = 2, 40, 40
+    net = NET.replace('top: "features" top: "trimap"', 'top: "affinity" top: "trimap"')
+    net = net.replace("dim: {t}", "dim: 2").format(n=n, t=2, h=h, w=w, affinity="", solve=CPP_SOLVE % 1)
+    rng = np.random.default_rng(0)
+    aff = np.exp(rng.normal(0, 1, (n, 2, h, w))).astype(np.float32)
+    _, tri = inputs(n, 2, h, w)
+    if where == "edge":
+        aff[1, 0, 3, 3] = value
+        edge = "(3, 3)-(3, 4)"
+    else:
+        aff[1, :, 20, :] = value
+        edge = "(20, 0)-(20, 1)"
+    err = cpp_net_error(tmp_path, net, {"affinity": aff, "trimap": tri})
+    assert "SparseLaplacianSolve layer 'solve', batch item 1: " in err, err[-2000:]
+    assert f"the affinities are too large: the largest is {shown} at the edge {edge}" in err, err[-2000:]

@@ -2,6 +2,7 @@
 against finite differences and hand values, then the C++ layers, the Python layers and the
 references on the same inputs through pycaffe, a BVLC Pooling -> Unpooling round trip with odd
 sizes, and bad inputs."""
+import re
 import subprocess
 import sys
 
@@ -312,3 +313,61 @@ def test_bad_shapes_through_pycaffe(caffe, tmp_path):
         make_net(caffe, tmp_path, "shape_loss_py",
                  input_layer([(b, a.shape) for b, a in zip(LOSS_BOTTOMS, args)])
                  + f'layer {{ name: "loss" {LOSS_PY % (0.5, 0.5, 1e-12)} {bottoms} top: "loss" loss_weight: 1 }}\n')
+
+
+def loss_net_text(layer, args, name="loss"):
+    bottoms = " ".join(f'bottom: "{b}"' for b in LOSS_BOTTOMS)
+    return (input_layer([(b, a.shape) for b, a in zip(LOSS_BOTTOMS, args)])
+            + f'layer {{ name: "{name}" {layer} {bottoms} top: "loss" loss_weight: 1 }}\n')
+
+
+@pytest.mark.parametrize("param,value,shown", [
+    ("eps", "NaN", "nan"), ("eps", "0", "0"), ("eps", "-1", "-1"), ("eps", "Infinity", "inf"),
+    ("eps", '"1e-12"', "'1e-12'"), ("alpha_weight", "NaN", "nan"), ("alpha_weight", "-0.5", "-0.5"),
+    ("composition_weight", "Infinity", "inf")])
+def test_matting_loss_python_params_follow_the_cpp_rules(caffe, tmp_path, param, value, shown):
+    # C++ (MattingLossLayer::LayerSetUp): eps finite > 0 (0 makes sqrt(0) the divisor of the
+    # gradient where a residual is 0), the weights finite >= 0.
+    args = loss_inputs(np.random.default_rng(9), 1, 3, 4)
+    params = {"eps": "1e-12", "alpha_weight": "0.5", "composition_weight": "0.5", param: value}
+    layer = ('type: "Python" python_param { module: "dmpn.layers.matting_loss" layer: "MattingLossLayer" '
+             "param_str: '{" + ", ".join(f'"{k}": {v}' for k, v in params.items()) + "}' }")
+    rule = "a finite number > 0" if param == "eps" else "a finite number >= 0"
+    with pytest.raises(Exception, match=rf"MattingLoss Python layer: {param} must be {rule}, got {shown}$"):
+        make_net(caffe, tmp_path, "params_py", loss_net_text(layer, args))
+
+
+@pytest.mark.parametrize("param,value", [("eps", "0"), ("eps", "inf"), ("alpha_weight", "inf"),
+                                         ("composition_weight", "nan")])
+def test_matting_loss_cpp_params(caffe, tmp_path, param, value):
+    from test_cpp_layers import cpp_net_error
+    args = loss_inputs(np.random.default_rng(9), 1, 3, 4)
+    layer = (LOSS_CPP % (0.5, 0.5, 1e-12)).replace(f"{param}: ", f"{param}: {value} _was: ")
+    layer = re.sub(r" _was: \S+", "", layer)
+    rule = "a finite number > 0" if param == "eps" else "a finite number >= 0"
+    err = cpp_net_error(tmp_path, loss_net_text(layer, args))
+    assert f"MattingLoss layer 'loss': {param} must be {rule}, got {value}" in err, err[-2000:]
+
+
+def test_matting_loss_trimap_outside_unit_range_is_an_error(caffe, tmp_path):
+    # A trimap in 0-255 (128 unknown) would make every pixel known: the loss and its gradient
+    # silently 0. The reference, the Python layer and the C++ layer refuse it alike.
+    from test_cpp_layers import cpp_net_error
+    args = loss_inputs(np.random.default_rng(10), 2, 3, 4)
+    args[2][...] = 0.5
+    args[2][1, 0, 2, 1] = 128
+    msg = ("the trimap (bottom[2]) value 128 of item 1 at (2, 1) is not in [0, 1] "
+           "(0 background, 1 foreground, between unknown)")
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        M.matting_loss_forward(*args)
+    net = make_net(caffe, tmp_path, "trimap_py", loss_net_text(LOSS_PY % (0.5, 0.5, 1e-12), args))
+    for b, a in zip(LOSS_BOTTOMS, args):
+        net.blobs[b].data[...] = a
+    with pytest.raises(Exception, match="MattingLoss Python layer: " + re.escape(msg)):
+        net.forward()
+    err = cpp_net_error(tmp_path, loss_net_text(LOSS_CPP % (0.5, 0.5, 1e-12), args),
+                        dict(zip(LOSS_BOTTOMS, args)))
+    assert "MattingLoss layer 'loss': " + msg in err, err[-2000:]
+    args[2][1, 0, 2, 1] = np.nan
+    with pytest.raises(ValueError, match=re.escape(msg.replace("128", "nan"))):
+        M.matting_loss_forward(*args)

@@ -10,6 +10,11 @@
 
 namespace caffe {
 
+/// The largest exponent_bound accepted: e^80 is 5.5e34, float32 ends at 3.4e38 (e^88.7), and a
+/// degree sums four weights. The Python layer's limit is the same number
+/// (dmpn/propagation.py, MAX_EXPONENT_BOUND).
+const float kMaxExponentBound = 80;
+
 /// clip(z, -bound, bound) that keeps a NaN: std::min/max and CUDA's fmin/fmax would turn it
 /// into a bound, and a broken feature would pass as a weak edge instead of reaching
 /// SparseLaplacianSolve's non-finite check (the numpy reference's np.clip keeps it too).

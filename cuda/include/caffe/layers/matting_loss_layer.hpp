@@ -1,6 +1,7 @@
 #ifndef CAFFE_MATTING_LOSS_LAYER_HPP_
 #define CAFFE_MATTING_LOSS_LAYER_HPP_
 
+#include <string>
 #include <vector>
 
 #include "caffe/blob.hpp"
@@ -23,6 +24,8 @@ namespace caffe {
  * in [0, 1] (unknown: strictly between kTrimapKnownTol and 1 - kTrimapKnownTol, as for
  * SparseLaplacianSolve), 3 foreground F, 4 background B, 5 composited image c, each
  * N x 3 x H x W. top: the scalar loss; 0 (and a 0 gradient) when no pixel is unknown.
+ * A trimap value outside [0, 1] (a trimap in 0-255 would make every pixel known) stops the
+ * forward pass with an error naming the item and the pixel, on both devices.
  * Only the prediction gets a gradient; asking for one to another bottom is a fatal error.
  * Forward keeps each pixel's derivative, so backward is one scaling.
  */
@@ -56,6 +59,9 @@ class MattingLossLayer : public LossLayer<Dtype> {
   Dtype BackwardScale(const vector<Blob<Dtype>*>& top) const {
     return num_unknown_ > 0 ? top[0]->cpu_diff()[0] / num_unknown_ : Dtype(0);
   }
+  /// Stops with the first trimap value (bottom[2], host copy) outside [0, 1], named with its
+  /// item and pixel (both devices; dmpn/matting_loss.py's check_trimap says the same).
+  void FailOnTrimapOutsideUnitRange(const Blob<Dtype>& trimap) const;
 
   Dtype eps_, alpha_weight_, composition_weight_;
   /// Per pixel, N x 1 x H x W: data = the loss, diff = its derivative in a_hat (both 0 on
@@ -64,7 +70,8 @@ class MattingLossLayer : public LossLayer<Dtype> {
   /// Per pixel: 1 where unknown, else 0.
   Blob<Dtype> unknown_;
   Dtype num_unknown_;  // of the last forward
-  /// GPU forward: per-block (loss, unknown) sums in double, at most kMaxSumBlocks blocks.
+  /// GPU forward: per-block (loss, unknown, invalid trimap) sums in double, at most
+  /// kMaxSumBlocks blocks.
   static const int kMaxSumBlocks = 256;
   shared_ptr<SyncedMemory> block_sums_;
 };

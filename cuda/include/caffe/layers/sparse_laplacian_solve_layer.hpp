@@ -127,9 +127,12 @@ class GridMultigridSolver {
 
   /// Builds the hierarchy from the finest level's edge weights and diagonal (moved in; the
   /// vectors come back holding storage of the same size to reuse, contents unspecified).
-  /// Returns false (with a reason) when the system is not positive definite.
+  /// Returns false (with a reason) when the system is not positive definite, or when a
+  /// diagonal of the coarsest level is not finite (overflow() says which).
   bool Setup(int H, int W, std::vector<double>* ew, std::vector<double>* sw,
              std::vector<double>* diag, std::string* why, int threads = 1);
+  /// Whether the last Setup failed on a diagonal that overflowed (not a singular system).
+  bool overflow() const { return overflow_; }
   /// Solves A x = b to ||b - A x|| <= tol ||b||; x is H * W. Returns false if it does not
   /// converge in max_iter iterations (stats say how far it got).
   bool Solve(const double* b, double* x, double tol, int max_iter, bool multigrid,
@@ -145,6 +148,7 @@ class GridMultigridSolver {
   /// A field of the solve grid into the SplitIndex layout (to_split) or back, by row blocks.
   void RearrangeRows(bool to_split, const double* in, double* out);
   int H_ = 0, W_ = 0, threads_ = 1;
+  bool overflow_ = false;
   std::vector<double> ew_, sw_, diag_;  // the fine operator, float64 (edges: see Setup)
   bool edges_in_float_ = false;         // ew_, sw_ dropped: level 0's float copy is exact
   std::vector<Level> levels_;
@@ -172,7 +176,10 @@ class GridMultigridSolver {
  * grid (P^T A P), solved there and bilinearly upsampled; the gradient goes through both.
  * A trimap without known pixels or with values outside [0, 1], non-finite or negative
  * affinities, a region that affinities of 0 cut off from every known pixel, or a solve that
- * does not converge stop with an error naming the layer, the batch item and the reason.
+ * does not converge stop with an error naming the layer, the batch item and the reason; where
+ * affinities so large that a degree or the solve's residual is not finite are the reason, it
+ * names the largest. c and tolerance must be finite and > 0, shrink at most min(H, W), the
+ * batch not empty.
  */
 template <typename Dtype>
 class SparseLaplacianSolveLayer : public Layer<Dtype> {
@@ -207,7 +214,7 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
   void ForwardItem(int n, const Dtype* w, const Dtype* trimap, Dtype* alpha);
-  void BackwardItem(int n, const Dtype* top_diff, Dtype* w_diff);
+  void BackwardItem(int n, const Dtype* w, const Dtype* top_diff, Dtype* w_diff);
   std::string Where(int n) const;
   /// Names the unanchored node (FindUnanchoredNode) as an input pixel, and what follows.
   std::string UnanchoredMessage(int node) const;
@@ -217,8 +224,15 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   std::string InvalidInputMessage(const Dtype* w, const Dtype* trimap) const;
   /// The first non-finite entry of an item's top diff with its pixel; empty when none.
   std::string NonFiniteTopDiffMessage(const Dtype* top_diff) const;
-  /// "... did not converge: relative residual r after k iterations (tolerance t)".
-  std::string NotConvergedMessage(const char* pass, const GridMultigridSolver::Stats& s) const;
+  /// "... did not converge: relative residual r after k iterations (tolerance t)", and where
+  /// the residual is not finite (overflow), TooLargeMessage of the item's affinities w.
+  std::string NotConvergedMessage(const char* pass, const GridMultigridSolver::Stats& s,
+                                  const Dtype* w) const;
+  /// "the affinities are too large: the largest is v at the edge (y, x)-(y', x') ...": the
+  /// reason of an overflow, with the item's largest affinity (padding entries not read).
+  std::string TooLargeMessage(const Dtype* w) const;
+  /// A degree (a pixel's sum of affinities plus c) that is not finite, with TooLargeMessage.
+  std::string DegreeOverflowMessage(const Dtype* w) const;
 
   double c_;
   int shrink_;

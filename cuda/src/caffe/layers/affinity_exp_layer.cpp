@@ -4,6 +4,7 @@
 
 #include "caffe/filler.hpp"
 #include "caffe/layers/affinity_exp_layer.hpp"
+#include "caffe/layers/dmpn_checks.hpp"
 #include "caffe/util/math_functions.hpp"
 
 namespace caffe {
@@ -15,10 +16,9 @@ void AffinityExpLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   CHECK_EQ(bottom[0]->num_axes(), 4) << this->type() << " layer " << this->layer_param_.name()
       << ": bottom must be N x T x H x W";
   bound_ = param.exponent_bound();
-  CHECK_GT(bound_, 0) << this->type() << " layer " << this->layer_param_.name()
-      << ": exponent_bound must be > 0";
-  CHECK_LE(bound_, 80) << this->type() << " layer " << this->layer_param_.name()
-      << ": exponent_bound " << bound_ << " would let float32 affinities overflow";
+  CHECK(bound_ > 0 && bound_ <= kMaxExponentBound) << this->type() << " layer '"
+      << this->layer_param_.name() << "': exponent_bound must be a finite number > 0 and <= "
+      << kMaxExponentBound << " (a larger one lets float32 affinities overflow), got " << bound_;
   channels_ = bottom[0]->channels();
   if (this->blobs_.size() > 0) {
     CHECK_EQ(this->blobs_[0]->count(), 2 * channels_) << this->type() << " layer "
@@ -39,6 +39,7 @@ void AffinityExpLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
 template <typename Dtype>
 void AffinityExpLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
+  CheckBottomsNotEmpty(*this, bottom);
   CHECK_EQ(bottom[0]->channels(), channels_) << this->type() << " layer "
       << this->layer_param_.name() << ": feature channels changed from " << channels_
       << " to " << bottom[0]->channels();

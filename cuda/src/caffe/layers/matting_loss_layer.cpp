@@ -1,6 +1,7 @@
 #include <cmath>
 #include <vector>
 
+#include "caffe/layers/dmpn_checks.hpp"
 #include "caffe/layers/matting_loss_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 
@@ -14,18 +15,24 @@ void MattingLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   eps_ = param.eps();
   alpha_weight_ = param.alpha_weight();
   composition_weight_ = param.composition_weight();
-  CHECK_GE(eps_, 0) << this->type() << " layer '" << this->layer_param_.name()
-      << "': eps must be >= 0, got " << eps_;
-  CHECK(alpha_weight_ >= 0 && composition_weight_ >= 0) << this->type() << " layer '"
-      << this->layer_param_.name() << "': the weights must be >= 0, got alpha_weight "
-      << alpha_weight_ << ", composition_weight " << composition_weight_;
+  // The Python layer's rules are the same (layers/matting_loss.py). eps > 0: with 0, a pixel
+  // whose residual is 0 divides by sqrt(0) in the gradient.
+  CHECK(std::isfinite(eps_) && eps_ > 0) << this->type() << " layer '"
+      << this->layer_param_.name() << "': eps must be a finite number > 0, got " << eps_;
+  CHECK(std::isfinite(alpha_weight_) && alpha_weight_ >= 0) << this->type() << " layer '"
+      << this->layer_param_.name() << "': alpha_weight must be a finite number >= 0, got "
+      << alpha_weight_;
+  CHECK(std::isfinite(composition_weight_) && composition_weight_ >= 0) << this->type()
+      << " layer '" << this->layer_param_.name() << "': composition_weight must be a finite "
+      << "number >= 0, got " << composition_weight_;
   num_unknown_ = 0;
-  block_sums_.reset(new SyncedMemory(2 * kMaxSumBlocks * sizeof(double)));
+  block_sums_.reset(new SyncedMemory(3 * kMaxSumBlocks * sizeof(double)));
 }
 
 template <typename Dtype>
 void MattingLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
+  CheckBottomsNotEmpty(*this, bottom);
   LossLayer<Dtype>::Reshape(bottom, top);
   static const char* names[] = {"predicted alpha", "true alpha", "trimap", "foreground",
                                 "background", "image"};
@@ -64,6 +71,7 @@ void MattingLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     for (int i = 0; i < HW; ++i) {
       const int j = n * HW + i;
       const double t = trimap[j];
+      if (!TrimapValid(t)) FailOnTrimapOutsideUnitRange(*bottom[2]);
       if (!(t > kTrimapKnownTol && t < 1 - kTrimapKnownTol)) {
         loss[j] = grad[j] = unknown[j] = 0;
         continue;
@@ -87,6 +95,20 @@ void MattingLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   }
   num_unknown_ = count;
   top[0]->mutable_cpu_data()[0] = count > 0 ? sum / count : 0;
+}
+
+template <typename Dtype>
+void MattingLossLayer<Dtype>::FailOnTrimapOutsideUnitRange(const Blob<Dtype>& trimap) const {
+  const int H = trimap.height(), W = trimap.width(), HW = H * W;
+  const Dtype* t = trimap.cpu_data();
+  for (int j = 0; j < trimap.count(); ++j) {
+    if (!TrimapValid(t[j])) {
+      const int n = j / HW, i = j % HW;
+      LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name() << "': the trimap "
+                 << "(bottom[2]) value " << t[j] << " of item " << n << " at (" << i / W << ", "
+                 << i % W << ") is not in [0, 1] (0 background, 1 foreground, between unknown)";
+    }
+  }
 }
 
 template <typename Dtype>

@@ -36,32 +36,31 @@ __global__ void MattingLossForward(const int count, const int HW, const Dtype* p
   }
 }
 
-// Per-block sums of the losses and of the unknown flags, accumulated in double as the CPU path
-// sums them (cuBLAS's asum of a float blob sums in float). blockDim.x must be
-// CAFFE_CUDA_NUM_THREADS, a power of two.
+// Per-block sums of the losses, of the unknown flags and of the trimap values outside [0, 1],
+// accumulated in double as the CPU path sums them (cuBLAS's asum of a float blob sums in
+// float). blockDim.x must be CAFFE_CUDA_NUM_THREADS, a power of two.
 template <typename Dtype>
 __global__ void MattingLossBlockSums(const int count, const Dtype* loss, const Dtype* unknown,
-    double* partial) {
-  __shared__ double loss_sum[CAFFE_CUDA_NUM_THREADS];
-  __shared__ double unknown_sum[CAFFE_CUDA_NUM_THREADS];
-  double l = 0, u = 0;
+    const Dtype* trimap, double* partial) {
+  __shared__ double sums[3][CAFFE_CUDA_NUM_THREADS];
+  double l = 0, u = 0, bad = 0;
   CUDA_KERNEL_LOOP(j, count) {
     l += loss[j];
     u += unknown[j];
+    bad += TrimapValid(trimap[j]) ? 0 : 1;  // the CPU path's check, in double as there
   }
-  loss_sum[threadIdx.x] = l;
-  unknown_sum[threadIdx.x] = u;
+  sums[0][threadIdx.x] = l;
+  sums[1][threadIdx.x] = u;
+  sums[2][threadIdx.x] = bad;
   __syncthreads();
   for (int half = blockDim.x / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) {
-      loss_sum[threadIdx.x] += loss_sum[threadIdx.x + half];
-      unknown_sum[threadIdx.x] += unknown_sum[threadIdx.x + half];
+      for (int k = 0; k < 3; ++k) sums[k][threadIdx.x] += sums[k][threadIdx.x + half];
     }
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    partial[2 * blockIdx.x] = loss_sum[0];
-    partial[2 * blockIdx.x + 1] = unknown_sum[0];
+    for (int k = 0; k < 3; ++k) partial[3 * blockIdx.x + k] = sums[k][0];
   }
 }
 
@@ -80,14 +79,18 @@ void MattingLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   const int blocks = std::min(CAFFE_GET_BLOCKS(count), kMaxSumBlocks);
   // NOLINT_NEXT_LINE(whitespace/operators)
   MattingLossBlockSums<Dtype><<<blocks, CAFFE_CUDA_NUM_THREADS>>>(count, pixel_.gpu_data(),
-      unknown_.gpu_data(), static_cast<double*>(block_sums_->mutable_gpu_data()));
+      unknown_.gpu_data(), bottom[2]->gpu_data(),
+      static_cast<double*>(block_sums_->mutable_gpu_data()));
   CUDA_POST_KERNEL_CHECK;
   const double* partial = static_cast<const double*>(block_sums_->cpu_data());
-  double sum = 0, unknown = 0;
+  double sum = 0, unknown = 0, bad = 0;
   for (int b = 0; b < blocks; ++b) {
-    sum += partial[2 * b];
-    unknown += partial[2 * b + 1];
+    sum += partial[3 * b];
+    unknown += partial[3 * b + 1];
+    bad += partial[3 * b + 2];
   }
+  // rare: the first value outside [0, 1] is named from the host's copy, as on the CPU
+  if (bad > 0) FailOnTrimapOutsideUnitRange(*bottom[2]);
   num_unknown_ = unknown;
   top[0]->mutable_cpu_data()[0] = unknown > 0 ? sum / unknown : 0;
 }

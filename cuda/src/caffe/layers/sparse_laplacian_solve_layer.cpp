@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "caffe/layers/dmpn_checks.hpp"
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 
@@ -318,6 +319,7 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   H_ = H;
   W_ = W;
   threads_ = std::max(1, threads);
+  overflow_ = false;
   ew_.swap(*ew);
   sw_.swap(*sw);
   diag_.swap(*diag);
@@ -403,7 +405,12 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
   }
   for (int j = 0; j < n; ++j) {
     const double a = chol_[j * n + j];
-    if (!(a > 0 && std::isfinite(a))) {
+    if (!std::isfinite(a)) {  // the coarsening summed degrees beyond double's range
+      overflow_ = true;
+      if (why) *why = "a degree of the coarsened system is not finite";
+      return false;
+    }
+    if (!(a > 0)) {
       if (why) *why = "the system is singular (a part of the image not connected to any "
                       "known pixel?)";
       return false;
@@ -915,11 +922,38 @@ std::string SparseLaplacianSolveLayer<Dtype>::NonFiniteTopDiffMessage(
 
 template <typename Dtype>
 std::string SparseLaplacianSolveLayer<Dtype>::NotConvergedMessage(const char* pass,
-    const GridMultigridSolver::Stats& s) const {
+    const GridMultigridSolver::Stats& s, const Dtype* w) const {
   std::ostringstream m;
   m << "the " << pass << " solve did not converge: relative residual " << s.relative_residual
     << " after " << s.iterations << " iterations (tolerance " << tol_ << ")";
+  // With valid inputs (checked before) A is positive definite: a residual that is not finite
+  // (or a CG breakdown, reported as nan) is an overflow, in the CPU's float32 V-cycle first.
+  if (!std::isfinite(s.relative_residual)) m << ": " << TooLargeMessage(w);
   return m.str();
+}
+
+template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::TooLargeMessage(const Dtype* w) const {
+  const int H = H_, W = W_, HW = H * W;
+  double largest = -1;
+  int at = 0, channel = 0;
+  for (int i = 0; i < HW; ++i) {
+    const int y = i / W, x = i % W;
+    if (x + 1 < W && w[i] > largest) { largest = w[i]; at = i; channel = 0; }
+    if (y + 1 < H && w[HW + i] > largest) { largest = w[HW + i]; at = i; channel = 1; }
+  }
+  const int y = at / W, x = at % W;
+  std::ostringstream m;
+  m << "the affinities are too large: the largest is " << largest << " at the edge (" << y
+    << ", " << x << ")-(" << y + channel << ", " << x + 1 - channel << ") (AffinityExp's "
+    << "default exponent_bound, 10, keeps them within e^10)";
+  return m.str();
+}
+
+template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::DegreeOverflowMessage(const Dtype* w) const {
+  return "a pixel's degree (the sum of its affinities and c) is not finite: " +
+         TooLargeMessage(w);
 }
 
 template <typename Dtype>
@@ -938,12 +972,15 @@ void SparseLaplacianSolveLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bo
   tol_ = p.tolerance();
   max_iter_ = p.max_iterations();
   multigrid_ = p.solver() == SparseLaplacianSolveParameter_Solver_MULTIGRID_PCG;
-  CHECK_GT(c_, 0) << this->type() << " layer '" << this->layer_param_.name()
-      << "': c must be > 0";
+  // c and shrink: the Python layer's rules are the same (layers/sparse_laplacian_solve.py).
+  // An infinite c made every known pixel's degree infinite and the error a misleading
+  // "singular"; an infinite tolerance stopped every solve at once.
+  CHECK(std::isfinite(c_) && c_ > 0) << this->type() << " layer '"
+      << this->layer_param_.name() << "': c must be a finite number > 0, got " << c_;
   CHECK_GE(shrink_, 1) << this->type() << " layer '" << this->layer_param_.name()
       << "': shrink must be >= 1";
-  CHECK_GT(tol_, 0) << this->type() << " layer '" << this->layer_param_.name()
-      << "': tolerance must be > 0";
+  CHECK(std::isfinite(tol_) && tol_ > 0) << this->type() << " layer '"
+      << this->layer_param_.name() << "': tolerance must be a finite number > 0, got " << tol_;
   CHECK_GT(max_iter_, 0) << this->type() << " layer '" << this->layer_param_.name()
       << "': max_iterations must be > 0";
 }
@@ -951,6 +988,7 @@ void SparseLaplacianSolveLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bo
 template <typename Dtype>
 void SparseLaplacianSolveLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
+  CheckBottomsNotEmpty(*this, bottom);
   CHECK_EQ(bottom[0]->num_axes(), 4) << this->type() << " layer '"
       << this->layer_param_.name() << "': affinities must be N x 2 x H x W";
   CHECK_EQ(bottom[0]->channels(), 2) << this->type() << " layer '"
@@ -964,6 +1002,10 @@ void SparseLaplacianSolveLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& botto
       << bottom[1]->shape_string();
   H_ = bottom[0]->height();
   W_ = bottom[0]->width();
+  // A block of full size along each side (dmpn.propagation.check_shrink: the same rule).
+  CHECK_LE(shrink_, std::min(H_, W_)) << this->type() << " layer '"
+      << this->layer_param_.name() << "': shrink " << shrink_ << " is larger than the " << H_
+      << " x " << W_ << " affinity grid (bottom[0]); at most min(H, W) = " << std::min(H_, W_);
   Hc_ = (H_ + shrink_ - 1) / shrink_;
   Wc_ = (W_ + shrink_ - 1) / shrink_;
   top[0]->Reshape(bottom[0]->num(), 1, H_, W_);
@@ -1013,6 +1055,7 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
           rhs[i] = TrimapForeground(tv) ? c_ : 0.;
           if (x + 1 < W) d += east;
           if (y + 1 < H) d += south;
+          bad |= !std::isfinite(d);  // overflow: the general loop below names it
           ew[i] = east;
           sw[i] = south;
           diag[i] = d;
@@ -1066,6 +1109,11 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   }
   CHECK_GT(known, 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the system "
       "(L + C) is singular";
+  if (!built) {  // (the fast path has checked its degrees)
+    for (int I = 0; I < nc; ++I) {
+      CHECK(std::isfinite(diag[I])) << Where(n) << DegreeOverflowMessage(w);
+    }
+  }
   if (!built) {
     for (int I = 0; I < nc && !zero_edge; ++I) {
       zero_edge = ((I % Wc) + 1 < Wc && ew[I] == 0) || (I + Wc < nc && sw[I] == 0);
@@ -1077,7 +1125,9 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   }
   std::string why;
   GridMultigridSolver& solver = solvers_[n];
-  CHECK(solver.Setup(Hc_, Wc_, &ew, &sw, &diag, &why, threads_per_item_)) << Where(n) << why;
+  if (!solver.Setup(Hc_, Wc_, &ew, &sw, &diag, &why, threads_per_item_)) {
+    LOG(FATAL) << Where(n) << (solver.overflow() ? DegreeOverflowMessage(w) : why);
+  }
   vector<double>& a = alpha_grid_[n];
   a.assign(nc, 0.);
   GridMultigridSolver::Stats stats;
@@ -1085,7 +1135,7 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   fwd_stats_[n] = stats;
   VLOG(1) << Where(n) << "forward solve: " << solver.num_levels() << " levels, "
           << stats.iterations << " iterations, relative residual " << stats.relative_residual;
-  CHECK(ok) << Where(n) << NotConvergedMessage("forward", stats);
+  CHECK(ok) << Where(n) << NotConvergedMessage("forward", stats, w);
   if (s == 1) {
     SplitRows(H, HW, threads_per_item_, [&](int y0, int y1, int) {
       for (int i = y0 * W; i < y1 * W; ++i) alpha[i] = static_cast<Dtype>(a[i]);
@@ -1106,8 +1156,8 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
 }
 
 template <typename Dtype>
-void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff,
-    Dtype* w_diff) {
+void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* w,
+    const Dtype* top_diff, Dtype* w_diff) {
   const int H = H_, W = W_, HW = H * W, s = shrink_, Wc = Wc_, nc = Hc_ * Wc_;
   std::vector<double>&rhs = buffers_[n].rhs, &g = buffers_[n].g;
   rhs.resize(nc);
@@ -1138,7 +1188,7 @@ void SparseLaplacianSolveLayer<Dtype>::BackwardItem(int n, const Dtype* top_diff
     const std::string non_finite = NonFiniteTopDiffMessage(top_diff);
     CHECK(non_finite.empty()) << Where(n) << non_finite;
   }
-  CHECK(ok) << Where(n) << NotConvergedMessage("backward", stats);
+  CHECK(ok) << Where(n) << NotConvergedMessage("backward", stats, w);
   const vector<double>& a = alpha_grid_[n];
   // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid; a fine edge gets the value
   // of the solve-grid edge it is part of, or 0 inside a block.
@@ -1202,10 +1252,12 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& 
   const int num = bottom[0]->num();
   CHECK_EQ(static_cast<int>(solvers_.size()), num) << this->type() << " layer '"
       << this->layer_param_.name() << "': Backward without a Forward";
+  const Dtype* w = bottom[0]->cpu_data();
   const Dtype* top_diff = top[0]->cpu_diff();
   Dtype* w_diff = bottom[0]->mutable_cpu_diff();
   ParallelFor(num, [&](int n) {
-    BackwardItem(n, top_diff + top[0]->offset(n), w_diff + bottom[0]->offset(n));
+    BackwardItem(n, w + bottom[0]->offset(n), top_diff + top[0]->offset(n),
+                 w_diff + bottom[0]->offset(n));
   });
 }
 

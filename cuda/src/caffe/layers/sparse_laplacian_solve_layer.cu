@@ -13,6 +13,7 @@
 // own streams in lockstep. Figures: README, Performance, GPU.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
@@ -26,7 +27,7 @@ const int kBlockLevelUnknowns = 8192;  // levels this small: one thread block fo
 const int kBlockLevelThreads = 1024;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
-const int kNumFlags = 5;               // an item's set-up flags (GpuItem::flags)
+const int kNumFlags = 6;               // an item's set-up flags (GpuItem::flags)
 
 struct GpuLevel {  // plain data: also copied to the device for the one-block V-cycle
   int H, W;
@@ -50,7 +51,8 @@ struct GpuItem {
   double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
   double* inverse;       // coarsest level's inverse (symmetric, n x n)
   double *alpha, *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors
-  int* flags;  // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular, [4] a 0 edge
+  int* flags;  // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular, [4] a 0 edge,
+               // [5] a degree (diagonal) that is not finite: overflow
   CgScalars* cg;
   double* partial;       // per-block partial sums of the dot products
   unsigned* retired;     // blocks done with a dot product (the last one sums up)
@@ -115,15 +117,17 @@ __global__ void BuildSystem(const int Hc, const int Wc, const int H, const int W
   }
 }
 
-// diag_i += sum of the weights of the edges at i (a gather: no atomics).
+// diag_i += sum of the weights of the edges at i (a gather: no atomics); flags[5] = 1 where the
+// sum is not finite (overflow, as the CPU path checks its degrees).
 __global__ void AddDegrees(const int H, const int W, const double* ew, const double* sw,
-    double* diag) {
+    double* diag, int* flags) {
   CUDA_KERNEL_LOOP(i, H * W) {
     const int y = i / W, x = i % W;
     double d = ew[i] + sw[i];
     if (x > 0) d += ew[i - 1];
     if (y > 0) d += sw[i - W];
     diag[i] += d;
+    if (!isfinite(diag[i])) atomicOr(flags + 5, 1);
   }
 }
 
@@ -164,7 +168,7 @@ __global__ void Densify(const int H, const int W, const double* ew, const double
 }
 
 // In-place dense Cholesky (lower) in one thread block; flags[3] = 1 if a diagonal is not
-// positive. Pivots are clamped at kPivotFloor of their diagonal, as on the CPU (round-off:
+// positive, flags[5] = 1 if one is not finite (overflow, as the CPU's Setup). Pivots are clamped at kPivotFloor of their diagonal, as on the CPU (round-off:
 // singular systems are ruled out before, FindUnanchoredNode).
 __global__ void CholeskyFactor(const int n, double* A, int* flags) {
   __shared__ double pivot;
@@ -174,7 +178,7 @@ __global__ void CholeskyFactor(const int n, double* A, int* flags) {
       double d = a;
       for (int k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
       if (!(a > 0 && isfinite(a))) {
-        flags[3] = 1;
+        flags[isfinite(a) ? 3 : 5] = 1;
         d = 1;
       } else {
         d = fmax(d, kPivotFloor * a);
@@ -591,6 +595,10 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       (*stats)[i].relative_residual = rel;
       if (it.host_check[1] != 0 || !std::isfinite(rel)) {  // p.q <= 0: not positive definite
         active[i] = false;
+        // a breakdown reads as nan, as on the CPU (NotConvergedMessage: an overflow)
+        if (it.host_check[1] != 0) {
+          (*stats)[i].relative_residual = std::numeric_limits<double>::quiet_NaN();
+        }
       } else if (rel <= tol) {
         active[i] = false;
         converged[i] = true;
@@ -692,7 +700,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
         bottom[0]->gpu_data() + bottom[0]->offset(n),
         bottom[1]->gpu_data() + bottom[1]->offset(n), c_, F.ew, F.sw, F.diag, item.rhs,
         item.flags);
-    AddDegrees<<<LAUNCH(nc, s)>>>(Hc_, Wc_, F.ew, F.sw, F.diag);
+    AddDegrees<<<LAUNCH(nc, s)>>>(Hc_, Wc_, F.ew, F.sw, F.diag, item.flags);
     for (size_t l = 1; l < item.levels.size(); ++l) {
       const GpuLevel& f = item.levels[l - 1];
       GpuLevel& c = item.levels[l];
@@ -723,6 +731,8 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     }
     CHECK_GT(flags[1], 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the "
         "system (L + C) is singular";
+    CHECK(!flags[5]) << Where(n) << DegreeOverflowMessage(bottom[0]->cpu_data()
+                                                          + bottom[0]->offset(n));
     if (flags[4]) {  // rare (AffinityExp's weights are > 0): the search runs on the host
       std::vector<double> ew(nc), sw(nc);
       const GpuLevel& F = item.levels[0];
@@ -738,7 +748,8 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::alpha, tol_,
                                         max_iter_, multigrid_, &fwd_stats_);
   for (int n = 0; n < num; ++n) {
-    CHECK(ok[n]) << Where(n) << NotConvergedMessage("forward", fwd_stats_[n]);
+    CHECK(ok[n]) << Where(n) << NotConvergedMessage("forward", fwd_stats_[n],
+                                                    bottom[0]->cpu_data() + bottom[0]->offset(n));
     GpuItem& item = st->items[n];
     Dtype* alpha = top[0]->mutable_gpu_data() + top[0]->offset(n);
     Upsample<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_, W_, Hc_, Wc_, shrink_, item.alpha,
@@ -756,7 +767,8 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
   }
   if (!propagate_down[0]) return;
   GpuState* st = static_cast<GpuState*>(gpu_state_);
-  CHECK(st && st->num == bottom[0]->num()) << this->type() << ": Backward without a Forward";
+  CHECK(st && st->num == bottom[0]->num()) << this->type() << " layer '"
+      << this->layer_param_.name() << "': Backward without a Forward";
   for (int n = 0; n < st->num; ++n) {
     GpuItem& item = st->items[n];
     const Dtype* top_diff = top[0]->gpu_diff() + top[0]->offset(n);
@@ -775,7 +787,8 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
                                                              + top[0]->offset(n));
       CHECK(non_finite.empty()) << Where(n) << non_finite;
     }
-    CHECK(ok[n]) << Where(n) << NotConvergedMessage("backward", bwd_stats_[n]);
+    CHECK(ok[n]) << Where(n) << NotConvergedMessage("backward", bwd_stats_[n],
+                                                    bottom[0]->cpu_data() + bottom[0]->offset(n));
     GpuItem& item = st->items[n];
     EdgeGradient<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_, W_, Wc_, shrink_, item.sol,
         item.alpha, bottom[0]->mutable_gpu_diff() + bottom[0]->offset(n));

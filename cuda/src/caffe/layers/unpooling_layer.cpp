@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "caffe/layers/dmpn_checks.hpp"
 #include "caffe/layers/unpooling_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 
@@ -20,6 +21,7 @@ void UnpoolingLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
 template <typename Dtype>
 void UnpoolingLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
+  CheckBottomsNotEmpty(*this, bottom);
   CHECK_EQ(bottom[0]->num_axes(), 4) << this->type() << " layer '"
       << this->layer_param_.name() << "': bottom[0] must be N x C x h x w, got "
       << bottom[0]->shape_string();

@@ -231,6 +231,20 @@ TYPED_TEST(MattingLossLayerTest, TestBackpropagationToLabelsIsAnError) {
   EXPECT_TRUE(layer.AllowForceBackward(0));
 }
 
+TYPED_TEST(MattingLossLayerTest, TestTrimapOutsideUnitRangeIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  // A trimap in 0-255 would make every pixel known, the loss silently 0: refused, on both
+  // devices (the GPU names the value from the host's copy).
+  this->Fill(2, 3, 4, 9);
+  this->blobs_[2]->mutable_cpu_data()[this->blobs_[2]->offset(1, 0, 2, 1)] = Dtype(128);
+  MattingLossLayer<Dtype> layer(this->Param());
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+               "MattingLoss layer 'loss': the trimap \\(bottom\\[2\\]\\) value 128 of item 1 at "
+               "\\(2, 1\\) is not in \\[0, 1\\]");
+}
+
 TYPED_TEST(MattingLossLayerTest, TestShapeMismatchIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";

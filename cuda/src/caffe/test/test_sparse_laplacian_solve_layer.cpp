@@ -411,6 +411,24 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestTrimapOutsideUnitRangeIsAnError) {
   }
 }
 
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestDegreeOverflowNamesTheLargestAffinity) {
+  typedef typename TypeParam::Dtype Dtype;
+  // Two finite affinities of 1e308 at pixel (3, 3): its degree is inf in double, on the CPU's
+  // fast and general (shrink 2: both edges cross block borders) paths and on the GPU's. Float
+  // affinities cannot get there (tests/test_propagation_layers.py covers their overflow in the
+  // solve).
+  if (sizeof(Dtype) < sizeof(double)) return;
+  this->Fill(1, 5, 5, 0.5, 1);
+  Dtype* w = this->affinity_->mutable_cpu_data();
+  w[3 * 5 + 3] = static_cast<Dtype>(1e308);       // (3, 3)-(3, 4)
+  w[25 + 3 * 5 + 3] = static_cast<Dtype>(1e308);  // (3, 3)-(4, 3)
+  for (int shrink = 1; shrink <= 2; ++shrink) {
+    this->ExpectForwardDies(this->Param(shrink), "batch item 0: a pixel's degree \\(the sum of "
+        "its affinities and c\\) is not finite: the affinities are too large: the largest is "
+        "1e\\+308 at the edge \\(3, 3\\)-\\(3, 4\\)");
+  }
+}
+
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestZeroMaxIterationsIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
