@@ -10,6 +10,8 @@ callers need not read the file again.
 - :func:`check_prototxt` (path, what, phase) -> NetParameter: a text net Caffe can build
 - :func:`check_weights`  (weights, net, net_path) -> NetParameter or None: a .caffemodel whose
   blobs fit the net (not garbage, not a .solverstate, not a net of another width)
+- :func:`check_solverstate` (path) -> SolverState: a snapshot `caffe train -snapshot` can resume
+  from (readable, with its .caffemodel present and readable)
 - :func:`gpu_count`      () -> (count, reason): CUDA devices this Caffe build can use, counted
   without aborting
 - :func:`check_gpu`      (device, option) -> device: a GPU id that exists
@@ -25,7 +27,7 @@ import os
 
 from dmpn.imageio import InputError
 
-__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_weights", "gpu_count", "check_gpu", "check_lmdb",
+__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_weights", "check_solverstate", "gpu_count", "check_gpu", "check_lmdb",
            "in_phase", "blob_shapes"]
 
 # Channels of one LMDB item of tools/make_lmdb.py: image RGB, trimap, alpha, foreground RGB,
@@ -260,6 +262,33 @@ def check_weights(weights, net, net_path=None, what: str = "weights"):
         raise InputError(f"{weights}: none of its {len(layers)} layers ({names}{', ...' if len(layers) > 3 else ''}) "
                          f"is a layer with parameters of {where}: weights of another net")
     return param
+
+
+def check_solverstate(path):
+    """The SolverState of a snapshot that `caffe train -snapshot` can resume from, or InputError
+    naming the file: not a solver state (e.g. a damaged snapshot of a run killed while writing
+    it), or its learned_net (the snapshot's .caffemodel, which Caffe reads too; relative to the
+    current folder, as Caffe reads it) missing or not a .caffemodel."""
+    from google.protobuf.message import DecodeError
+    path = os.fspath(path)
+    raw = _read_bytes(path, "solver state")
+    state = _solver_state(raw)
+    again = "delete it and its .caffemodel to resume from the snapshot before, or train afresh"
+    if state is None:
+        raise InputError(f"{path}: not a readable Caffe solver state (a damaged snapshot?): {again}")
+    if state.learned_net:
+        model = state.learned_net
+        if not os.path.isfile(model):
+            raise InputError(f"{path}: the weights of this snapshot, {model}, are missing: {again}")
+        param = _proto().NetParameter()
+        try:
+            param.ParseFromString(_read_bytes(model, "weights"))
+        except DecodeError:
+            param = None
+        if param is None or not (param.layer or param.layers):
+            raise InputError(f"{model}: not a readable .caffemodel (the weights of the snapshot {path}): "
+                             f"{again}")
+    return state
 
 
 # ------------------------------------------------------------------------------------ GPUs

@@ -97,7 +97,7 @@ def seed(text) -> int:
     except ValueError:
         v = None
     if v is None or not 0 <= v < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected a whole number with 0 <= seed < 2**32, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, got {text!r}")
     return v
 
 

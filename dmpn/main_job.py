@@ -34,8 +34,11 @@ import sys
 import threading
 import time
 
-from dmpn.cli import REPO as ROOT, positive_float
-from dmpn.imageio import write_json, write_text
+from dmpn.cli import INTERRUPTED, REPO as ROOT, USER_ERRORS, check_writable, positive_float, run_tool, seed
+from dmpn.imageio import InputError, write_json, write_text
+
+# The usage text's name for the job (it runs as `python -c` from there, or `python -m dmpn.main_job`).
+PROG = "tools/main_job.sh"
 # Caffe's solver log: "Iteration 10 (3.5 iter/s, 2.9s/10 iters), loss = 0.18"
 LOSS_RE = re.compile(r"Iteration (\d+)\b.*?, loss = ([-+.\deEnaif]+)")
 
@@ -163,12 +166,16 @@ def check_trained_on(netdir, data, manifest, data_built_now):
 
 
 def initial_weights(netdir, init, seed):
-    """The starting .caffemodel for `caffe train -weights` (None: the prototxt's fillers)."""
+    """The starting .caffemodel for `caffe train -weights` (None: the prototxt's fillers); one
+    kept from an earlier run is checked against the net (dmpn.caffe_checks)."""
     if init == "fillers":
         return None
     from dmpn import edge_init
     path = os.path.join(netdir, "init_edge.caffemodel")
-    if not os.path.exists(path):
+    if os.path.exists(path):
+        from dmpn.caffe_checks import check_weights
+        check_weights(path, os.path.join(netdir, "deploy.prototxt"))
+    else:
         edge_init.write_edge_init(os.path.join(netdir, "deploy.prototxt"), path, seed=seed)
         say(f"edge-aware initialisation of the low-level branch and AffinityExp: {path}")
     return path
@@ -180,6 +187,9 @@ def train(netdir, max_iter, minutes, weights=None):
     if done >= max_iter:
         say(f"training already complete ({done} iterations)")
         return
+    if state:
+        from dmpn.caffe_checks import check_solverstate
+        check_solverstate(state)  # a damaged one would abort caffe train
     cmd = [venv_tool("caffe"), "train", "-solver", os.path.join(netdir, "solver.prototxt")]
     if state:
         cmd += ["-snapshot", state]
@@ -291,30 +301,71 @@ def verdict(metrics):
     return "\n".join(lines), beat, ours
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(ROOT, "results"), help="results folder (default results/)")
-    ap.add_argument("--originals", help="folder of real originals (image/, alpha/, trimap/): train and "
-                    "score on them instead of generated ones, e.g. ../shared/data/alphamatting_lowres")
-    ap.add_argument("--minutes", type=positive_float, default=14.0, help="training time limit (default 14)")
-    ap.add_argument("--epochs", type=positive_float, default=200, help="training length in epochs of the training "
-                    "composites, if the time limit does not stop it first (default 200)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", choices=("edge", "fillers"), default="edge",
-                    help="start the low-level branch and AffinityExp as an edge-stopping diffusion "
-                    "(dmpn/edge_init.py, the default) or from the prototxt's fillers alone")
-    a = ap.parse_args(argv)
-    os.makedirs(a.out, exist_ok=True)
-    t0 = time.time()
-    data, manifest, built_now = build_data(a.out, a.originals, a.seed)
-    check_trained_on(os.path.join(a.out, "net"), data, manifest, built_now)
-    netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.epochs, a.seed)
-    say(f"{n_train} training composites, crops {cfg.crop}x{cfg.crop}, batch {cfg.batch}")
-    train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))
-    pts = losses(netdir)
-    plot_losses(pts, os.path.join(a.out, "loss_curve.png"))
-    weights = recompute_bn(netdir, a.seed)
-    metrics = evaluate(a.out, data, netdir, weights)
+def check_data(data, crop):
+    """The LMDBs `caffe train` reads, checked as its Data layers will read them (an empty or
+    broken one would abort it: dmpn.caffe_checks.check_lmdb)."""
+    from dmpn.caffe_checks import check_lmdb
+    for split in ("train", "test"):
+        check_lmdb(os.path.join(data, f"{split}_lmdb"), crop=crop)
+
+
+def check_arguments(a):
+    """What can be checked before anything is created: --originals a folder, --out a folder
+    that can be made or written (InputError / OSError naming it)."""
+    if a.originals is not None:
+        if not os.path.exists(a.originals):
+            raise InputError(f"{a.originals}: no such folder (--originals)")
+        if not os.path.isdir(a.originals):
+            raise InputError(f"{a.originals}: not a folder (--originals wants the folder holding "
+                             "image/, alpha/ and trimap/)")
+    check_writable(a.out)
+
+
+# What Ctrl-C keeps at each step of the job: (what it was doing, what stays in --out).
+STEPS = {
+    "data": ("building the dataset", "what was built (tools/make_lmdb.py resumes it)"),
+    "train": ("training", "the dataset and the snapshots so far (caffe train snapshots when stopped; "
+                          "training resumes from the last)"),
+    "score": ("scoring", "the dataset and the trained snapshots (the scoring is redone)"),
+}
+
+
+def _remove_if_empty(*folders):
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def run(a):
+    step = "data"
+    check_arguments(a)
+    created = not os.path.exists(a.out)
+    try:
+        os.makedirs(a.out, exist_ok=True)
+        t0 = time.time()
+        try:
+            data, manifest, built_now = build_data(a.out, a.originals, a.seed)
+        except (Exception, SystemExit):
+            if created:  # a bad --originals: nothing of this run is left behind
+                _remove_if_empty(os.path.join(a.out, "data"), a.out)
+            raise
+        check_trained_on(os.path.join(a.out, "net"), data, manifest, built_now)
+        netdir, max_iter, n_train, cfg = write_nets(a.out, data, manifest, a.epochs, a.seed)
+        check_data(data, cfg.crop)
+        say(f"{n_train} training composites, crops {cfg.crop}x{cfg.crop}, batch {cfg.batch}")
+        step = "train"
+        train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))
+        step = "score"
+        pts = losses(netdir)
+        plot_losses(pts, os.path.join(a.out, "loss_curve.png"))
+        weights = recompute_bn(netdir, a.seed)
+        metrics = evaluate(a.out, data, netdir, weights)
+    except KeyboardInterrupt:
+        doing, kept = STEPS[step]
+        raise KeyboardInterrupt(f"interrupted while {doing}; kept in {a.out}: {kept}; run the same command "
+                                "again to go on") from None
     table, beat, ours = verdict(metrics)
     summary = ["# DeepMattePropNet main job", "",
                f"data: {os.path.relpath(data, a.out)} ({n_train} training composites), "
@@ -329,3 +380,24 @@ def main(argv=None):
     print("\n".join(summary))
     say(f"done in {(time.time() - t0) / 60:.1f} minutes; results in {a.out}")
     return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(ROOT, "results"), help="results folder (default results/)")
+    ap.add_argument("--originals", help="folder of real originals (image/, alpha/, trimap/): train and "
+                    "score on them instead of generated ones, e.g. ../shared/data/alphamatting_lowres")
+    ap.add_argument("--minutes", type=positive_float, default=14.0, help="training time limit (default 14)")
+    ap.add_argument("--epochs", type=positive_float, default=200, help="training length in epochs of the training "
+                    "composites, if the time limit does not stop it first (default 200)")
+    ap.add_argument("--seed", type=seed, default=0, help="seed of the dataset, the crops and the fillers "
+                    "(0 <= seed < 2**32; default 0)")
+    ap.add_argument("--init", choices=("edge", "fillers"), default="edge",
+                    help="start the low-level branch and AffinityExp as an edge-stopping diffusion "
+                    "(dmpn/edge_init.py, the default) or from the prototxt's fillers alone")
+    a = ap.parse_args(argv)
+    return run_tool("main_job", lambda: run(a), USER_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

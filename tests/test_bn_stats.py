@@ -277,7 +277,7 @@ def test_output_and_seed_are_checked_before_the_work(tmp_path, training):
     for seed in ("-1", str(2 ** 32)):
         res = run_tool("--net", str(train), "--weights", str(weights), "--out", str(tmp_path / "o.caffemodel"),
                        "--seed", seed)
-        refused(res, "argument --seed: expected a whole number with 0 <= seed < 2**32")
+        refused(res, "argument --seed: expected a whole number from 0 to 4294967295, got '" + seed)
     assert not (tmp_path / "o.caffemodel").exists()
 
 

@@ -221,3 +221,24 @@ def test_phase_rules_are_caffes():
     assert not C.in_phase(layer('include { stage: "s" }'), "TEST")
     assert C.in_phase(layer('include { stage: "s" }'), "TEST", stages={"s"})
     assert C.in_phase(layer("include { min_level: 1 }"), "TEST", level=1)
+
+
+def test_solver_state_to_resume_from(tmp_path):
+    caffe = require_caffe()
+    model = tmp_path / "snap_iter_100.caffemodel"
+    caffe.Net(str(SLIM_DEPLOY), caffe.TEST).save(str(model))
+    state = solver_state(tmp_path / "snap_iter_100.solverstate", str(model))
+    assert C.check_solverstate(state).iter == 100
+    truncated = tmp_path / "snap_iter_200.solverstate"
+    truncated.write_bytes(state.read_bytes()[:-7])
+    with pytest.raises(InputError, match=r"snap_iter_200\.solverstate: not a readable Caffe solver state \(a damaged "
+                                         r"snapshot\?\): delete it and its \.caffemodel"):
+        C.check_solverstate(truncated)
+    model.write_bytes(b"")
+    with pytest.raises(InputError, match=r"snap_iter_100\.caffemodel: not a readable \.caffemodel \(the weights of "
+                                         r"the snapshot .*snap_iter_100\.solverstate\)"):
+        C.check_solverstate(state)
+    model.unlink()
+    with pytest.raises(InputError, match=r"snap_iter_100\.solverstate: the weights of this snapshot, .*"
+                                         r"snap_iter_100\.caffemodel, are missing"):
+        C.check_solverstate(state)

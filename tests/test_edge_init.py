@@ -141,6 +141,5 @@ def test_output_and_seed_are_checked_before_the_net_is_built(tmp_path):
     assert "File exists" not in res.stderr and "Creating layer" not in res.stderr
     for seed in ("-1", str(2 ** 32), "x"):
         res = edge_tool("--out", str(tmp_path / "x.caffemodel"), "--seed", seed)
-        refused(res, "--seed: ")
-        assert "0 <= seed < 2**32" in res.stderr
+        refused(res, f"argument --seed: expected a whole number from 0 to 4294967295, got '{seed}'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

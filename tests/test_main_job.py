@@ -88,3 +88,73 @@ def test_time_and_length_must_be_positive_numbers(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["--out", str(tmp_path / "results"), option, value])
         assert exc.value.code == 2 and option in capsys.readouterr().err
+
+
+def job(*args, code=None, env=None):
+    """The main job in a subprocess (as tools/main_job.sh runs it, after its set-up); ``code``:
+    Python run first in that process (e.g. to stop it at a given step)."""
+    import os
+    prog = (code or "") + "\nimport sys\nfrom dmpn.main_job import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", prog, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600, env=dict(os.environ, **(env or {})))
+
+
+def refused(res, message, code=2):
+    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert message in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
+
+
+def test_bad_arguments_are_refused_before_anything_is_created(tmp_path):
+    out = tmp_path / "results"
+    for seed in ("-1", str(2 ** 32)):
+        refused(job("--out", str(out), "--seed", seed), "argument --seed: expected a whole number from 0 to 4294967295, got '" + seed)
+    missing = tmp_path / "no_such_originals"
+    refused(job("--out", str(out), "--originals", str(missing)), f"main_job: error: {missing}: no such folder")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    refused(job("--out", str(afile / "results")), f"{afile}/results: cannot be created: {afile} is a file")
+    refused(job("--out", str(afile)), f"main_job: error: {afile}: exists and is not a folder")
+    refused(job("--out", str(out), "--originals", str(afile)), f"{afile}: not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_usage_names_the_command_not_python_c():
+    res = job("--help")
+    assert res.returncode == 0 and res.stdout.startswith("usage: tools/main_job.sh [-h]"), res.stdout[:300]
+    res = subprocess.run([sys.executable, "-m", "dmpn.main_job", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.startswith("usage: tools/main_job.sh [-h]"), res.stderr[-2000:]
+    assert "-c:" not in res.stdout + res.stderr
+    script = (ROOT / "tools" / "main_job.sh").read_text()
+    assert "python\" -c" not in script and "-m dmpn.main_job" in script
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
+    out = tmp_path / "results"
+    stop = ("from dmpn import main_job\ndef stop(*a, **k):\n    raise KeyboardInterrupt\n"
+            "main_job.build_data = stop\n")
+    res = job("--out", str(out), code=stop)
+    refused(res, f"main_job: error: interrupted while building the dataset; kept in {out}: what was built "
+                 "(tools/make_lmdb.py resumes it); run the same command again to go on", code=130)
+    assert len([x for x in res.stderr.splitlines() if x.strip()]) == 1, res.stderr
+
+
+def test_lmdbs_are_checked_before_caffe_train(tmp_path):
+    """A reused dataset whose LMDB is empty (or another broken one): caffe train would abort
+    (exit 134 and a glog dump in train.log); the job names the LMDB instead."""
+    from test_caffe_checks import write_lmdb
+    out = tmp_path / "results"
+    data = out / "data"
+    data.mkdir(parents=True)
+    write_lmdb(data / "train_lmdb", items=0)
+    write_lmdb(data / "test_lmdb", items=2, height=64, width=64)
+    manifest = {"size": {"height": 64, "width": 64}, "counts": {"train": 4, "test": 2}, "fingerprint": "f" * 64}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    fake = ("from dmpn import main_job\nimport json, os\n"
+            "def built(out, originals=None, seed=0):\n"
+            "    data = os.path.join(out, 'data')\n"
+            "    return data, json.load(open(os.path.join(data, 'manifest.json'))), False\n"
+            "main_job.build_data = built\n")
+    res = job("--out", str(out), "--minutes", "0.05", code=fake)
+    refused(res, f"main_job: error: {data / 'train_lmdb'}: the LMDB is empty")
+    assert not (out / "net" / "train.log").exists()

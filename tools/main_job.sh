@@ -6,4 +6,4 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/tools/setup.sh"
-exec "$REPO/.venv/bin/python" -c 'import sys; from dmpn.main_job import main; sys.exit(main())' "$@"
+exec "$REPO/.venv/bin/python" -m dmpn.main_job "$@"
