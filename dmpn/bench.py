@@ -41,6 +41,42 @@ def band_trimap(h, w, unknown_fraction=0.09, seed=0):
     return t
 
 
+# The smallest grid of the image problem: dmpn.synth's originals need 16 x 16 pixels.
+MIN_IMAGE_SIDE = 16
+
+
+def band_trimap_lacks(h, w, seed=0):
+    """The kinds of pixel (foreground, background, unknown) that band_trimap(h, w, seed=seed)
+    has none of: on grids smaller than 5 x 5, or very narrow ones, the disk or the band
+    vanishes, and a problem without foreground (alpha 0, b = 0) or unknowns measures nothing."""
+    t = band_trimap(h, w, seed=seed)
+    return [name for name, v in (("foreground", 1.0), ("background", 0.0), ("unknown", 0.5))
+            if not (t == v).any()]
+
+
+def grid_arg(count, example, min_side=1):
+    """argparse type: ``count`` whole numbers joined by 'x' (HxW, or NxHxW for a batch of
+    problems seeded 0..N-1), whose H x W grid is at least min_side on each side and gives every
+    problem's band trimap foreground, background and unknown pixels."""
+    parse = dims(count, example=example)
+
+    def check(text):
+        shape = parse(text)
+        h, w = shape[-2:]
+        if min(h, w) < min_side:
+            raise argparse.ArgumentTypeError(
+                f"the image problem needs at least {min_side} x {min_side} pixels (synthetic "
+                f"originals), got {h} x {w}; e.g. {example}")
+        for seed in range(shape[0] if count == 3 else 1):
+            lacks = band_trimap_lacks(h, w, seed)
+            if lacks:
+                raise argparse.ArgumentTypeError(
+                    f"a {h} x {w} grid is too small or too narrow: the problem's trimap (seed "
+                    f"{seed}) has no {' and no '.join(lacks)} pixel; e.g. {example}")
+        return shape
+    return check
+
+
 def random_problem(h, w, sigma=2.0, seed=0):
     rng = np.random.default_rng(seed)
     aff = np.exp(rng.normal(0, sigma, (2, h, w))) * P.edge_mask(h, w)
@@ -265,9 +301,9 @@ def format_rows(rows):
 def main(argv=None):
     os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dumps out of the table
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=dims(2, example="600x800"), default=(600, 800),
+    ap.add_argument("--size", type=grid_arg(2, "600x800", MIN_IMAGE_SIDE), default=(600, 800),
                     help="image size HxW (default 600x800, the paper's)")
-    ap.add_argument("--batch", type=dims(3, example="4x320x320"), default=(4, 320, 320),
+    ap.add_argument("--batch", type=grid_arg(3, "4x320x320"), default=(4, 320, 320),
                     help="training batch NxHxW (default 4x320x320)")
     ap.add_argument("--repeats", type=positive_int, default=3,
                     help="timed repeats of the C++ layer (the best is kept)")
@@ -275,7 +311,7 @@ def main(argv=None):
     ap.add_argument("--no-python", action="store_true", help="skip the (slow) Python layer")
     ap.add_argument("--contrast", action="store_true",
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
-    ap.add_argument("--contrast-size", type=dims(2, example="240x320"), default=(240, 320),
+    ap.add_argument("--contrast-size", type=grid_arg(2, "240x320"), default=(240, 320),
                     help="grid of the contrast sweep HxW (default 240x320)")
     ap.add_argument("--json", help="write the figures to this file (atomically)")
     a = ap.parse_args(argv)

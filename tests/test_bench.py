@@ -30,7 +30,11 @@ def test_cpp_forward_stats_reports_convergence_and_non_convergence():
 
 
 @pytest.mark.parametrize("argv", [["--size", "600by800"], ["--repeats", "0"], ["--batch", "4x320"],
-                                  ["--contrast-size", "x"]])
+                                  ["--contrast-size", "x"],
+                                  # grids too small for the benchmark's problems (tracebacks before)
+                                  ["--size", "8x8"], ["--size", "15x600"], ["--contrast-size", "1x1"],
+                                  ["--contrast-size", "4x4"], ["--batch", "2x3x3"],
+                                  ["--contrast-size", "5x400"]])
 def test_bad_arguments_are_refused_by_argparse(argv, capsys, monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")  # main sets it; undone after the test
     with pytest.raises(SystemExit) as exc:
