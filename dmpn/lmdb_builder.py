@@ -97,7 +97,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dmpn import compose
-from dmpn.cli import check_writable, dims, error_text, finite_float, positive_float, positive_int
+from dmpn.cli import check_writable, dims, error_text, finite_float, positive_float, positive_int, seed
 from dmpn.datum import encode_datum
 from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap, write_text
 
@@ -528,7 +528,6 @@ def _free_bytes(path):
 # command line
 
 
-SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit words; a seed is one of them
 MAX_ANGLE_LIMIT = 90.0  # degrees; --max-angle 0 gives unrotated copies
 
 
@@ -548,7 +547,6 @@ def whole_number(low: int, high: int | None = None, note: str = ""):
     return parse
 
 
-seed_value = whole_number(0, SEED_LIMIT - 1)
 crop_value = whole_number(0, note=" (0: no check)")
 
 
@@ -637,7 +635,7 @@ def build_parser():
                    "Default 160, the main job's crop (a 320 crop, the paper net's, without a known "
                    "pixel holds such a window too); test items: the centre crop only. 0: no check. "
                    "Does not change the output")
-    p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="seed of the split, "
+    p.add_argument("--seed", type=seed, default=0, metavar="S", help="seed of the split, "
                    "background choice, crops and flips, synthetic originals: 0 to 4294967295 "
                    "(default 0)")
     p.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), metavar="N",

@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from dmpn.cli import DEPLOY_PROTOTXT, run_tool
+from dmpn.cli import DEPLOY_PROTOTXT, check_writable, run_tool
 from dmpn.net import VGG16_BLOCKS
 
 ENCODER = [f"conv{b}_{r}" for b, (_, reps) in enumerate(VGG16_BLOCKS, start=1) for r in range(1, reps + 1)]
@@ -44,7 +44,7 @@ def init_from_vgg16(net_prototxt, vgg_caffemodel, out_caffemodel):
     missing = [n for n in ENCODER if n not in vgg]
     if missing:
         raise ValueError(f"{vgg_caffemodel}: no layer(s) {', '.join(missing)}: not a VGG16 caffemodel")
-    net = caffe.Net(net_prototxt, caffe.TEST)
+    net = caffe.Net(net_prototxt, caffe.TEST)  # checked by main() (check_prototxt)
     for name in ENCODER:
         w = vgg[name][0]
         ours = net.params[name][0].data
@@ -71,6 +71,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     def work():
+        from dmpn.caffe_checks import check_prototxt
+        check_writable(a.out, folder=False)  # before the work, not after it
+        check_prototxt(a.net)                # what Caffe would abort on
         layers = init_from_vgg16(a.net, a.vgg16, a.out)
         print(f"wrote {a.out}: {len(layers)} encoder layers from {a.vgg16}")
     return run_tool("init_from_vgg16", work)

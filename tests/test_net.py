@@ -235,6 +235,14 @@ def test_vgg16_initialisation(tmp_path):
     res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--net", str(slim),
                           "--vgg16", str(vgg_path), "--out", str(tmp_path / "x.caffemodel")], capture_output=True, text=True)
     assert res.returncode == 2 and "conv1_1" in res.stderr and "width 1" in res.stderr
+    # A net Caffe cannot build, and an --out that cannot be written, are refused before the work.
+    for net_arg, out_arg, message in ((ROOT / "prototxt" / "slim_solver.prototxt", tmp_path / "y.caffemodel",
+                                       "a solver prototxt, not a net prototxt"),
+                                      (deploy, tmp_path / "vgg16.caffemodel" / "y.caffemodel", "is a file")):
+        res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_from_vgg16.py"), "--net",
+                              str(net_arg), "--vgg16", str(vgg_path), "--out", str(out_arg)],
+                             capture_output=True, text=True)
+        assert res.returncode == 2 and message in res.stderr and "Check failed" not in res.stderr, res.stderr
 
 
 def test_init_tools_find_their_default_net_from_any_folder(tmp_path):
