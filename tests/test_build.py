@@ -349,3 +349,23 @@ def test_setup_key_covers_the_cuda_libraries(tmp_path):
     assert key() == first
     version.rename(wheels / "nvidia_cublas-13.0.0.2.dist-info")
     assert key() != first
+
+
+def test_each_tool_runs_its_own_clones_code(tmp_path):
+    """tools/X.py imports the dmpn beside it, not the one the venv was made from (another
+    clone's): a copy of the repository with a changed dmpn shows the change."""
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "tools", clone / "tools", ignore=shutil.ignore_patterns("*.sh"))
+    shutil.copytree(ROOT / "dmpn", clone / "dmpn", ignore=shutil.ignore_patterns("__pycache__"))
+    wrappers = sorted(p.name for p in (clone / "tools").glob("*.py"))
+    assert len(wrappers) >= 8
+    for name in wrappers:
+        text = (clone / "tools" / name).read_text()
+        module = re.search(r"^from (dmpn\.\w+) import main", text, re.M).group(1)
+        path = clone / (module.replace(".", "/") + ".py")
+        source = path.read_text()
+        path.write_text(source + '\nimport sys as _sys\n_sys.stderr.write("CLONE-MARKER\\n")\n')
+        res = subprocess.run([sys.executable, str(clone / "tools" / name), "--help"],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 0 and "CLONE-MARKER" in res.stderr, (name, res.stderr[-500:])
+        path.write_text(source)

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Forward + backward time of SparseLaplacianSolve (C++ CPU, CUDA with --gpu, Python) against
 scipy's splu factor + two solves, in one process. See dmpn/bench.py."""
+import os
 import sys
 
-from dmpn.bench import main
+# This repository's dmpn first: a venv made by another clone would import that clone's code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dmpn.bench import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

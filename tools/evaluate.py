@@ -11,7 +11,8 @@ See ``dmpn.evaluate`` (scoring) and ``dmpn.metrics`` (the four errors).
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+# This repository's dmpn first: a venv made by another clone would import that clone's code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dmpn.evaluate import main  # noqa: E402
 

@@ -11,6 +11,7 @@ item layout (11 uint8 channels: image RGB, trimap, alpha, foreground RGB, backgr
 import os
 import sys
 
+# This repository's dmpn first: a venv made by another clone would import that clone's code.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dmpn.lmdb_builder import main  # noqa: E402
