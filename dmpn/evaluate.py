@@ -235,8 +235,8 @@ def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
     ``predictor(image, trimap01)``: the matte, float64 HxW in [0, 1]."""
     image, trimap = read_pair(predictor, image_path, trimap_path)
     alpha = np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64)
-    if alpha.shape != trimap.shape and alpha.size == trimap.size:  # e.g. 1 x 1 x H x W
-        alpha = alpha.reshape(trimap.shape)
+    if alpha.ndim > 2 and all(d == 1 for d in alpha.shape[:-2]):  # e.g. 1 x 1 x H x W; never
+        alpha = alpha.reshape(alpha.shape[-2:])                     # a transposed W x H
     if alpha.shape != trimap.shape:
         raise ValueError(f"predictor returned shape {alpha.shape} for {image_path} "
                          f"({trimap.shape} expected)")
@@ -657,8 +657,10 @@ def check_deploy_prototxt(deploy) -> None:
     needed = ", ".join(f"'{n}'" for n in DEPLOY_INPUTS)
     if readers or not set(DEPLOY_INPUTS) <= set(inputs) or DEPLOY_OUTPUT not in tops:
         why = (f"it reads its own data (layer '{readers[0]}'), e.g. a training net" if readers else
-               f"its inputs are {inputs or 'none'}, not {needed}" if not set(DEPLOY_INPUTS) <= set(inputs)
-               else f"no layer makes its output '{DEPLOY_OUTPUT}'")
+               "its only input is 'data' (a deploy net from before the solve ran on the unpadded "
+               "trimap: regenerate it)" if inputs == ["data"] else
+               f"its inputs are {', '.join(repr(i) for i in inputs) or 'none'}, not {needed}"
+               if not set(DEPLOY_INPUTS) <= set(inputs) else f"no layer makes its output '{DEPLOY_OUTPUT}'")
         raise InputError(f"{deploy}: not a deploy net: {why}; the predictor needs Input blobs {needed} "
                          f"and the output '{DEPLOY_OUTPUT}' (prototxt/deploy.prototxt, or "
                          "dmpn.net.deploy for another width)")
@@ -768,7 +770,10 @@ def format_table(results, force_known: bool = True) -> str:
             lines.append(f"{n:<24}{_fmt(v['sad'])}{_fmt(v['mse'], 1000)}{_fmt(v['grad'])}"
                          f"{_fmt(v['conn'])}{flag}")
         m = res.mean()
-        lines.append(f"{'mean (' + str(len(res.per_image)) + ' images)':<24}{_fmt(m['sad'])}"
+        scored = sum(np.isfinite(v["mse"]) for v in res.per_image.values())
+        count = (f"{scored} images" if scored == len(res.per_image)
+                 else f"{scored} of {len(res.per_image)}")  # the rest: nothing to score
+        lines.append(f"{'mean (' + count + ')':<24}{_fmt(m['sad'])}"
                      f"{_fmt(m['mse'], 1000)}{_fmt(m['grad'])}{_fmt(m['conn'])}")
         for n, note in res.notes.items():
             lines.append(f"  * {n}: {note}")

@@ -14,7 +14,7 @@ import json
 import os
 
 from dmpn import net
-from dmpn.cli import REPO, positive_float, run_tool
+from dmpn.cli import REPO, check_writable, positive_float, run_tool
 from dmpn.imageio import InputError, write_text
 
 
@@ -36,15 +36,27 @@ def read_train_count(manifest_path) -> int:
 
 
 def write_solver_for(manifest_path, epochs, out, slim=False, cpu=False):
+    from dmpn.caffe_checks import check_lmdb
     items = read_train_count(manifest_path)
     data = os.path.dirname(manifest_path)
+    cfg = net.NetConfig(width=net.SLIM_WIDTH, crop=160) if slim else net.NetConfig()
+    net_path = os.path.join(os.path.dirname(out), "train_val.prototxt")
+    committed = os.path.join(REPO, "prototxt")
+    for path in (out, net_path):  # both checked before either is written
+        check_writable(path, folder=False)
+        if os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(committed):
+            raise InputError(f"{path}: would replace the repository's generated prototxt/ files: "
+                             "choose another --solver-out")
     lmdbs = [os.path.join(data, f"{split}_lmdb") for split in ("train", "test")]
     for lmdb in lmdbs:
         if not os.path.isdir(lmdb):
             raise InputError(f"{lmdb}: no such LMDB beside {manifest_path} (tools/make_lmdb.py "
                              "writes both there)")
-    cfg = net.NetConfig(width=net.SLIM_WIDTH, crop=160) if slim else net.NetConfig()
-    net_path = os.path.join(os.path.dirname(out), "train_val.prototxt")
+        try:  # caffe train would abort on items smaller than the crop
+            check_lmdb(lmdb, crop=cfg.crop)
+        except InputError as exc:
+            hint = "" if slim else " (--slim trains on 160 x 160 crops)"
+            raise InputError(f"{exc}{hint}") from None
     prefix = os.path.join(data, "deepmattepropnet" + ("_slim" if slim else ""))
     note = f"Written by tools/make_prototxt.py --solver-for {manifest_path}."
     text, iters = net.paper_solver_text(items, epochs, note, net_path=net_path, snapshot_prefix=prefix,

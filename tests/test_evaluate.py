@@ -194,6 +194,7 @@ def test_image_without_unknown_pixel_is_reported(dataset):
                        "--json", root / "r.json")
     assert rc == 0, err
     assert "b: no unknown pixel" in out and "left out of every mean" in out
+    assert "mean (2 of 3)" in out   # the images the means are over
     js = json.loads((root / "r.json").read_text())
     assert all(js["per_image"]["b"][k] is None for k in M.METRICS)
     for k in M.METRICS:  # every mean over the same images: those scored
@@ -691,8 +692,13 @@ def test_a_training_net_as_model_is_refused(dataset, slim_model, tmp_path):
     one_input = tmp_path / "one_input.prototxt"
     one_input.write_text(open(slim_model[0]).read().replace('top: "trimap"\n  input_param',
                                                             'top: "tri"\n  input_param'))
-    with pytest.raises(InputError, match="not a deploy net: its inputs are .'data', 'tri'."):
+    with pytest.raises(InputError, match="not a deploy net: its inputs are 'data', 'tri', not"):
         E.caffe_predictor(one_input, weights)
+    old_deploy = tmp_path / "old_deploy.prototxt"   # one input, as before the unpadded solve
+    old_deploy.write_text(open(slim_model[0]).read().replace('type: "Input"\n  top: "trimap"',
+                                                             'type: "Slice"\n  top: "trimap"'))
+    with pytest.raises(InputError, match="its only input is 'data' .a deploy net from before"):
+        E.caffe_predictor(old_deploy, weights)
     garbage = tmp_path / "garbage.prototxt"
     garbage.write_text("layer { name: ")
     with pytest.raises(InputError, match="garbage.prototxt: not a deploy prototxt"):
@@ -796,6 +802,8 @@ def test_one_pixel_high_images_keep_their_shape(tmp_path):
     save(tmp_path / "t.png", tri)
     alpha = E.predict_file(lambda image, t01: t01[None, None], tmp_path / "i.png", tmp_path / "t.png")
     assert alpha.shape == (1, w) and alpha[0, 0] == 0 and alpha[0, -1] == 1
+    with pytest.raises(ValueError, match="predictor returned shape"):  # W x 1: never reshaped
+        E.predict_file(lambda image, t01: t01.T, tmp_path / "i.png", tmp_path / "t.png")
 
 
 def test_a_trimap_with_lossy_noise_is_named_when_predicting(tmp_path, capsys):

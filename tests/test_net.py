@@ -1,6 +1,7 @@
 """The paper's network: the committed prototxts are what dmpn/net.py generates, the nets build
 and keep their sizes, the C++ and Python layer flavours train alike, training resumes from a
 snapshot with the stock tool, and the VGG16 initialiser."""
+import json
 import os
 import re
 import subprocess
@@ -32,26 +33,25 @@ def test_solver_has_the_papers_settings():
     assert s.solver_mode == caffe_pb2.SolverParameter.GPU
 
 
-def test_solver_scaled_to_a_dataset(tmp_path):
+def test_solver_scaled_to_a_dataset(tmp_path, tiny_lmdb):
     from caffe.proto import caffe_pb2  # noqa: F401
     from google.protobuf import text_format
     data = tmp_path / "mydata"   # not the repository's data/: the solver must train on this one
+    rc = lb.main(["--out", str(data), "--synthetic", "3", "--size", "320x320", "--bg-per-original", "1",
+                  "--rotations", "1", "--test-originals", "1", "--seed", "2"])
+    assert rc == 0
     manifest = data / "manifest.json"
-    data.mkdir()
-    manifest.write_text('{"counts": {"train": 7500, "test": 100}}')
+    n_train = json.loads(manifest.read_text())["counts"]["train"]
 
-    def make(*extra):
+    def make(*extra, manifest=manifest):
         return subprocess.run([tool("python"), str(ROOT / "tools" / "make_prototxt.py"), "--solver-for",
                                str(manifest), *extra], capture_output=True, text=True)
 
     res = make("--epochs", "20")
-    assert res.returncode == 2 and f"{data / 'train_lmdb'}: no such LMDB" in res.stderr, res.stderr
-    (data / "train_lmdb").mkdir(), (data / "test_lmdb").mkdir()
-    res = make("--epochs", "20")
     assert res.returncode == 0, res.stderr
     s = caffe_pb2.SolverParameter()
     text_format.Merge((data / "solver.prototxt").read_text(), s)
-    assert s.max_iter == 37500 and "37500" in res.stdout  # 20 x 7500 / 4, the paper's 20 epochs
+    assert s.max_iter == -(-20 * n_train // 4) and str(s.max_iter) in res.stdout  # the paper's 20 epochs
     assert (s.base_lr, s.net) == (pytest.approx(0.1), str(data / "train_val.prototxt"))
     assert s.snapshot_prefix == str(data / "deepmattepropnet") and s.solver_mode == s.GPU
     n = caffe_pb2.NetParameter()
@@ -59,13 +59,30 @@ def test_solver_scaled_to_a_dataset(tmp_path):
     sources = {l.include[0].phase: l.data_param.source for l in n.layer if l.type == "Data"}
     assert sources == {caffe_pb2.TRAIN: str(data / "train_lmdb"), caffe_pb2.TEST: str(data / "test_lmdb")}
     assert [l for l in n.layer if l.name == "conv1_1"][0].convolution_param.num_output == 64
-    res = make("--cpu", "--slim", "--solver-out", str(tmp_path / "run" / "s.prototxt"))
+    res = make("--cpu", "--slim", "--epochs", "0.5", "--solver-out", str(tmp_path / "run" / "s.prototxt"))
     assert res.returncode == 0, res.stderr
     text_format.Merge((tmp_path / "run" / "s.prototxt").read_text(), s)
     assert s.solver_mode == s.CPU and s.net == str(tmp_path / "run" / "train_val.prototxt")
+    assert s.snapshot_prefix == str(data / "deepmattepropnet_slim")
     n = caffe_pb2.NetParameter()
     text_format.Merge((tmp_path / "run" / "train_val.prototxt").read_text(), n)
     assert [l for l in n.layer if l.name == "conv1_1"][0].convolution_param.num_output == 8
+    # What it writes trains with the stock tool, on this dataset.
+    res = subprocess.run([tool("caffe"), "train", "-solver", str(tmp_path / "run" / "s.prototxt")],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (data / f"deepmattepropnet_slim_iter_{s.max_iter}.caffemodel").exists()
+    # Refused before anything is written, naming the file or value:
+    small = make("--slim", manifest=tiny_lmdb / "manifest.json")   # 48 x 48 items, 160 crops
+    assert small.returncode == 2 and "smaller than" in small.stderr and "Check failed" not in small.stderr, small.stderr
+    assert "--slim trains on 160" in make(manifest=tiny_lmdb / "manifest.json").stderr
+    for solver_out, message in ((ROOT / "prototxt" / "solver.prototxt", "would replace the repository's"),
+                                (tmp_path / "run", "is a folder")):
+        before = (ROOT / "prototxt" / "train_val.prototxt").read_bytes()
+        res = make("--solver-out", str(solver_out))
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert (ROOT / "prototxt" / "train_val.prototxt").read_bytes() == before
+    assert not (tmp_path / "train_val.prototxt").exists()
     res = make("--epochs", "1e300")
     assert res.returncode == 2 and "more than Caffe's max_iter holds" in res.stderr, res.stderr
     for text, message in (('{"size": [1, 2]}', "no training count"), ("{oops", "not a JSON manifest"),
@@ -74,6 +91,10 @@ def test_solver_scaled_to_a_dataset(tmp_path):
         res = make()
         assert res.returncode == 2 and f"{manifest}: {message}" in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
+    (data / "manifest.json").write_text('{"counts": {"train": 3}}')
+    os.rename(data / "train_lmdb", data / "moved")
+    res = make()
+    assert res.returncode == 2 and f"{data / 'train_lmdb'}: no such LMDB" in res.stderr, res.stderr
 
 
 def deploy_net(caffe, tmp_path, cfg, h, w):
