@@ -428,7 +428,7 @@ def _crop_check(name, split, crop, rotations):
         if bad.any():
             if split == "train":
                 y, x = (int(v[0]) for v in np.nonzero(bad))
-            found[rot] = {"fraction": round(float(bad.mean()), 4), "first": [x, y],
+            found[rot] = {"fraction": round(float(bad.mean()), 4), "positions": int(bad.sum()), "first": [x, y],
                           "no_known_pixel": bool(not (tri != 128).any())}
     if not found:
         return None
@@ -442,13 +442,14 @@ def _crop_warning(o, r, angles):
            if o.alpha_path else "generated trimap")
     rots = ", ".join(f"r{k} ({angles[k]:+g} deg)" for k in r["rotations"])
     where = ("crop positions" if r["split"] == "train" else "the centre crop (Caffe's TEST phase)")
-    worst = max(v["fraction"] for v in r["rotations"].values())
+    worst = max(r["rotations"].values(), key=lambda v: v["positions"])
+    share = (f"up to {100 * worst['fraction']:.1f} %" if worst["fraction"] >= 0.001 else "under 0.1 %")
     x, y = next(iter(r["rotations"].values()))["first"]
     what = ("no known pixel at all"
             if any(v["no_known_pixel"] for v in r["rotations"].values()) else
             f"{r['window'][0]} x {r['window'][1]} windows with no known pixel (0 or 255)")
     return (f"make_lmdb: warning: {o.name} ({r['split']}, {src}): {what} at rotation {rots}: "
-            f"up to {100 * worst:.1f} % of {where}, the first at x {x}, y {y}; a crop there stops "
+            f"{share} of {where} ({worst['positions']}), the first at x {x}, y {y}; a crop there stops "
             "training (SparseLaplacianSolve: no known pixel)")
 
 
@@ -866,7 +867,7 @@ def build(args) -> dict:
             "how": "per original and rotation number, the windows of crop x crop (at most the "
                    "item size) with no known pixel (0 or 255) in the item's trimap: any position "
                    "for training originals, the centre one for test originals (Caffe's Data "
-                   "layer in TRAIN / TEST); fraction of positions, first (x, y); crop 0: not "
+                   "layer in TRAIN / TEST); fraction and count of positions, first (x, y); crop 0: not "
                    "checked",
             "originals": crop_found},
         "foregrounds": "see originals.per_original[*].foreground",

@@ -641,6 +641,8 @@ def test_crop_check_warns_of_all_unknown_windows(tmp_path):
     warn = warnings("a", "--check-crop", "32", "--forced-train", safe[2])
     assert len(warn) == 1 and safe[2] in warn[0] and str(p) in warn[0], warn
     assert "32 x 32" in warn[0] and "no known pixel" in warn[0] and "r0 (+0 deg)" in warn[0], warn
+    count = re.search(r"(up to \d+\.\d|under 0\.1) % of crop positions \((\d+)\)", warn[0])
+    assert count and int(count.group(2)) >= 9 * 9, warn  # the block holds 9 x 9 window positions
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert list(m["trimap_crop_check"]["originals"]) == [safe[2]]
     assert m["trimap_crop_check"]["originals"][safe[2]]["split"] == "train"
