@@ -273,7 +273,8 @@ def paper_solver_text(train_items, epochs, note, net_path="prototxt/train_val.pr
         "(the paper: about 20); weight decay 0.0005 is ours (the paper gives none; none on AffinityExp).\n"
         f"max_iter = {epochs:g} epochs x {train_items:,} training composites {source}\n"
         f"/ batch {batch} = {iters}. For other data: tools/make_prototxt.py --solver-for DATA/manifest.json.\n"
-        + ("solver_mode GPU: on a machine without one, use --cpu or prototxt/slim_solver.prototxt.\n" if gpu
+        + ("solver_mode GPU; for a machine without one: tools/make_prototxt.py --solver-for ... --cpu,\n"
+           "or prototxt/slim_solver.prototxt.\n" if gpu
            else "solver_mode CPU.\n") + note) + str(
         solver(net_path, iters, snapshot_prefix, snapshot=10000, gpu=gpu)), iters
 
