@@ -285,3 +285,21 @@ def test_cpp_solve_overflow_names_the_largest_affinity(caffe, tmp_path, where, v
     err = cpp_net_error(tmp_path, net, {"affinity": aff, "trimap": tri})
     assert "SparseLaplacianSolve layer 'solve', batch item 1: " in err, err[-2000:]
     assert f"the affinities are too large: the largest is {shown} at the edge {edge}" in err, err[-2000:]
+
+
+def test_cpp_solve_breakdown_on_extreme_contrast_is_not_called_an_overflow(caffe, tmp_path):
+    # A field of e^30 and e^-30 weights (far beyond AffinityExp's default bound e^10) makes CG
+    # break down from rounding, no number overflowing: the message says so, with the contrast,
+    # instead of "too large" (the largest, 1e13, is far from overflowing).
+    n, h, w = 1, 64, 64
+    net = NET.replace('top: "features" top: "trimap"', 'top: "affinity" top: "trimap"')
+    net = net.replace("dim: {t}", "dim: 2").format(n=n, t=2, h=h, w=w, affinity="",
+                                                   solve=CPP_SOLVE.replace("tolerance: 1e-12", "") % 1)
+    rng = np.random.default_rng(0)
+    aff = np.exp(rng.choice([-30.0, 30.0], size=(n, 2, h, w))).astype(np.float32)
+    tri = np.full((n, 1, h, w), 0.5, np.float32)
+    tri[..., :3], tri[..., -3:] = 0, 1
+    err = cpp_net_error(tmp_path, net, {"affinity": aff, "trimap": tri})
+    assert "SparseLaplacianSolve layer 'solve', batch item 0: " in err, err[-2000:]
+    assert "the iteration broke down" in err and "too large" not in err, err[-2000:]
+    assert "the smallest nonzero 9.35" in err, err[-2000:]   # e^-30

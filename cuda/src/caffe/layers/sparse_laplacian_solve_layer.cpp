@@ -926,14 +926,24 @@ std::string SparseLaplacianSolveLayer<Dtype>::NotConvergedMessage(const char* pa
   std::ostringstream m;
   m << "the " << pass << " solve did not converge: relative residual " << s.relative_residual
     << " after " << s.iterations << " iterations (tolerance " << tol_ << ")";
-  // With valid inputs (checked before) A is positive definite: a residual that is not finite
-  // (or a CG breakdown, reported as nan) is an overflow, in the CPU's float32 V-cycle first.
-  if (!std::isfinite(s.relative_residual)) m << ": " << TooLargeMessage(w);
+  // With valid inputs (checked before) A is positive definite in exact arithmetic: a residual
+  // that is not finite (or a CG breakdown, reported as nan) is an overflow where the affinities
+  // are huge, and otherwise rounding on a field of extreme contrast.
+  if (!std::isfinite(s.relative_residual)) {
+    const double largest = LargestAffinity(w, NULL);
+    if (largest > kOverflowingAffinity) {
+      m << ": " << TooLargeMessage(w);
+    } else {
+      m << ": the iteration broke down (the system lost positive definiteness to rounding; the "
+        << "largest affinity is " << largest << ", the smallest nonzero "
+        << SmallestAffinity(w) << ": a contrast this high is beyond float arithmetic)";
+    }
+  }
   return m.str();
 }
 
 template <typename Dtype>
-std::string SparseLaplacianSolveLayer<Dtype>::TooLargeMessage(const Dtype* w) const {
+double SparseLaplacianSolveLayer<Dtype>::LargestAffinity(const Dtype* w, std::string* edge) const {
   const int H = H_, W = W_, HW = H * W;
   double largest = -1;
   int at = 0, channel = 0;
@@ -942,11 +952,34 @@ std::string SparseLaplacianSolveLayer<Dtype>::TooLargeMessage(const Dtype* w) co
     if (x + 1 < W && w[i] > largest) { largest = w[i]; at = i; channel = 0; }
     if (y + 1 < H && w[HW + i] > largest) { largest = w[HW + i]; at = i; channel = 1; }
   }
-  const int y = at / W, x = at % W;
+  if (edge) {
+    const int y = at / W, x = at % W;
+    std::ostringstream e;
+    e << "(" << y << ", " << x << ")-(" << y + channel << ", " << x + 1 - channel << ")";
+    *edge = e.str();
+  }
+  return largest;
+}
+
+template <typename Dtype>
+double SparseLaplacianSolveLayer<Dtype>::SmallestAffinity(const Dtype* w) const {
+  const int H = H_, W = W_, HW = H * W;
+  double smallest = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < HW; ++i) {
+    const int y = i / W, x = i % W;
+    if (x + 1 < W && w[i] > 0 && w[i] < smallest) smallest = w[i];
+    if (y + 1 < H && w[HW + i] > 0 && w[HW + i] < smallest) smallest = w[HW + i];
+  }
+  return smallest;
+}
+
+template <typename Dtype>
+std::string SparseLaplacianSolveLayer<Dtype>::TooLargeMessage(const Dtype* w) const {
+  std::string edge;
+  const double largest = LargestAffinity(w, &edge);
   std::ostringstream m;
-  m << "the affinities are too large: the largest is " << largest << " at the edge (" << y
-    << ", " << x << ")-(" << y + channel << ", " << x + 1 - channel << ") (AffinityExp's "
-    << "default exponent_bound, 10, keeps them within e^10)";
+  m << "the affinities are too large: the largest is " << largest << " at the edge " << edge
+    << " (AffinityExp's default exponent_bound, 10, keeps them within e^10)";
   return m.str();
 }
 
