@@ -640,20 +640,19 @@ def pad_to_multiple(x, multiple: int = 32):
     return (np.pad(x, pad, mode="edge") if (ph or pw) else x), (h, w)
 
 
-_DATA_LAYER_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData")
-
-
 def check_deploy_prototxt(deploy) -> None:
     """InputError naming ``deploy`` unless it is a deploy net as dmpn.net.deploy writes: inputs
     `data` and `trimap` (Input layers), output `alpha`, no data layer. A training net given as
     --model would read its LMDB and overwrite `data`, and its `alpha` is the ground truth: it
     would score perfectly."""
-    from dmpn.caffe_checks import check_prototxt
+    from dmpn.caffe_checks import check_prototxt, in_phase
     net = check_prototxt(deploy, what="deploy prototxt", phase=None)  # layers checked after ours
-    inputs = list(net.input) + [t for layer in net.layer if layer.type == "Input" for t in layer.top]
-    readers = [layer.name for layer in net.layer if layer.type in _DATA_LAYER_TYPES or
-               (layer.type == "Python" and "data" in layer.python_param.layer.lower())]
-    tops = {t for layer in net.layer for t in layer.top}
+    layers = [layer for layer in net.layer  # those of the TEST net the predictor builds
+              if in_phase(layer, "TEST", set(net.state.stage), net.state.level)]
+    inputs = list(net.input) + [t for layer in layers if layer.type == "Input" for t in layer.top]
+    # A layer without bottoms other than Input makes its own data (Data, HDF5Data, Python...).
+    readers = [layer.name for layer in layers if not layer.bottom and layer.type != "Input"]
+    tops = {t for layer in layers for t in layer.top}
     needed = ", ".join(f"'{n}'" for n in DEPLOY_INPUTS)
     if readers or not set(DEPLOY_INPUTS) <= set(inputs) or DEPLOY_OUTPUT not in tops:
         why = (f"it reads its own data (layer '{readers[0]}'), e.g. a training net" if readers else

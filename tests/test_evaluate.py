@@ -2,6 +2,7 @@
 generated PNG folders: table and JSON, the known-pixel protocol, real-data formats, every bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -695,10 +696,17 @@ def test_a_training_net_as_model_is_refused(dataset, slim_model, tmp_path):
     with pytest.raises(InputError, match="not a deploy net: its inputs are 'data', 'tri', not"):
         E.caffe_predictor(one_input, weights)
     old_deploy = tmp_path / "old_deploy.prototxt"   # one input, as before the unpadded solve
-    old_deploy.write_text(open(slim_model[0]).read().replace('type: "Input"\n  top: "trimap"',
-                                                             'type: "Slice"\n  top: "trimap"'))
+    old_deploy.write_text(re.sub(r'layer \{\n  name: "trimap"\n  type: "Input"(.|\n)*?\n\}\n',
+                                 'layer { name: "image" type: "Slice" bottom: "data" top: "image" top: "trimap" '
+                                 'slice_param { slice_point: 3 axis: 1 } }\n', open(slim_model[0]).read(), count=1))
     with pytest.raises(InputError, match="its only input is 'data' .a deploy net from before"):
         E.caffe_predictor(old_deploy, weights)
+    # A data layer of the TRAIN phase only is not part of the TEST net the predictor builds.
+    both = tmp_path / "both.prototxt"
+    both.write_text('layer { name: "item" type: "Data" top: "item" include { phase: TRAIN } '
+                    'data_param { source: "nowhere" batch_size: 1 backend: LMDB } }\n'
+                    + open(slim_model[0]).read())
+    E.check_deploy_prototxt(both)
     garbage = tmp_path / "garbage.prototxt"
     garbage.write_text("layer { name: ")
     with pytest.raises(InputError, match="garbage.prototxt: not a deploy prototxt"):
