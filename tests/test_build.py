@@ -357,6 +357,12 @@ def test_each_tool_runs_its_own_clones_code(tmp_path):
     clone = tmp_path / "clone"
     shutil.copytree(ROOT / "tools", clone / "tools", ignore=shutil.ignore_patterns("*.sh"))
     shutil.copytree(ROOT / "dmpn", clone / "dmpn", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "layers", clone / "layers", ignore=shutil.ignore_patterns("__pycache__"))
+    # The Python layers come from the same clone as the rest of dmpn (not the venv's clone).
+    res = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(clone)!r}); "
+                          "import dmpn.layers.sparse_laplacian_solve as m; print(m.__file__)"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == str(clone / "layers" / "sparse_laplacian_solve.py"), res
     wrappers = sorted(p.name for p in (clone / "tools").glob("*.py"))
     assert len(wrappers) >= 8
     for name in wrappers:
