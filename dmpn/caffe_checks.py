@@ -316,9 +316,11 @@ def gpu_count():
         import caffe  # noqa: F401  (maps Caffe's CUDA runtime into the process)
     except Exception as exc:
         return 0, f"pycaffe does not import: {exc}"
+    # Only the runtime Caffe itself mapped: a system libcudart beside a CPU_ONLY Caffe would
+    # count GPUs that Caffe cannot use (set_device would abort).
     paths = _mapped("libcudart")
     lib = None
-    for path in paths + ["libcudart.so"]:
+    for path in paths:
         try:
             lib = ctypes.CDLL(path)
             break

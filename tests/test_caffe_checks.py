@@ -242,3 +242,12 @@ def test_solver_state_to_resume_from(tmp_path):
     with pytest.raises(InputError, match=r"snap_iter_100\.solverstate: the weights of this snapshot, .*"
                                          r"snap_iter_100\.caffemodel, are missing"):
         C.check_solverstate(state)
+
+
+def test_a_caffe_without_cuda_runtime_has_no_gpu(monkeypatch):
+    """A CPU_ONLY Caffe maps no libcudart: no GPU for it, whatever CUDA the system has."""
+    monkeypatch.setattr(C, "_mapped", lambda prefix, maps="/proc/self/maps": [])
+    count, reason = C.gpu_count()
+    assert count == 0 and "CPU_ONLY" in reason
+    with pytest.raises(InputError, match="--gpu 0: this machine has no GPU that Caffe can use"):
+        C.check_gpu(0)
