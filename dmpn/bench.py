@@ -49,15 +49,26 @@ def band_trimap_lacks(h, w, seed=0):
     """The kinds of pixel (foreground, background, unknown) that band_trimap(h, w, seed=seed)
     has none of: on grids smaller than 5 x 5, or very narrow ones, the disk or the band
     vanishes, and a problem without foreground (alpha 0, b = 0) or unknowns measures nothing."""
-    t = band_trimap(h, w, seed=seed)
+    return trimap_lacks(band_trimap(h, w, seed=seed))
+
+
+def trimap_lacks(t):
+    """The kinds of pixel (foreground, background, unknown) a trimap in [0, 1] has none of: a
+    problem without one of them measures nothing (e.g. no foreground: alpha 0, b = 0)."""
     return [name for name, v in (("foreground", 1.0), ("background", 0.0), ("unknown", 0.5))
             if not (t == v).any()]
+
+
+# From this side on, the generated original had all three kinds in every shape we tried (64 x
+# 64 to 64 x 1000 and 600 x 800); below it the check generates the original to see.
+IMAGE_CHECK_SIDE = 64
 
 
 def grid_arg(count, example, min_side=1):
     """argparse type: ``count`` whole numbers joined by 'x' (HxW, or NxHxW for a batch of
     problems seeded 0..N-1), whose H x W grid is at least min_side on each side and gives every
-    problem's band trimap foreground, background and unknown pixels."""
+    problem's band trimap foreground, background and unknown pixels; with min_side > 1 (the
+    image problem's grid) its generated trimap too."""
     parse = dims(count, example=example)
 
     def check(text):
@@ -73,6 +84,12 @@ def grid_arg(count, example, min_side=1):
                 raise argparse.ArgumentTypeError(
                     f"a {h} x {w} grid is too small or too narrow: the problem's trimap (seed "
                     f"{seed}) has no {' and no '.join(lacks)} pixel; e.g. {example}")
+        if min_side > 1 and min(h, w) < IMAGE_CHECK_SIDE:
+            lacks = trimap_lacks(image_problem(h, w)[1])
+            if lacks:
+                raise argparse.ArgumentTypeError(
+                    f"a {h} x {w} grid is too small for the image problem: its generated trimap "
+                    f"has no {' and no '.join(lacks)} pixel; e.g. {example}")
         return shape
     return check
 

@@ -33,6 +33,7 @@ def test_cpp_forward_stats_reports_convergence_and_non_convergence():
                                   ["--contrast-size", "x"],
                                   # grids too small for the benchmark's problems (tracebacks before)
                                   ["--size", "8x8"], ["--size", "15x600"], ["--contrast-size", "1x1"],
+                                  ["--size", "16x16"],  # its image problem has no foreground
                                   ["--contrast-size", "4x4"], ["--batch", "2x3x3"],
                                   ["--contrast-size", "5x400"]])
 def test_bad_arguments_are_refused_by_argparse(argv, capsys, monkeypatch):
