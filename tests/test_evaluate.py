@@ -834,3 +834,20 @@ def test_grid_rows_must_be_positive(dataset):
     rc, _, err = cli("--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimap",
                      "--figures", root / "fig", "--grid-rows", "0")
     assert rc == 2 and "--grid-rows" in err and not (root / "fig").exists(), err
+
+
+def test_python_layer_deploy_net_gives_the_same_matte(slim_model, tmp_path):
+    """The Python flavour's deploy net (its AffinityExp and SparseLaplacianSolve layers) crops
+    and solves as the C++ one: the same matte from the same weights on a padded image."""
+    from dmpn import net as N
+    deploy, weights = slim_model
+    py_deploy = tmp_path / "py_deploy.prototxt"
+    py_deploy.write_text(str(N.deploy(N.NetConfig(width=N.SLIM_WIDTH, flavour="python"), 40, 50)))
+    rng = np.random.default_rng(5)
+    image = rng.random((37, 45, 3))                 # padded to 64 x 64 for the CNN
+    tri = np.full((37, 45), 0.5)
+    tri[:, :4], tri[:6, 4:] = 0, 1
+    cpp = E.caffe_predictor(deploy, weights)(image, tri)
+    py = E.caffe_predictor(py_deploy, weights)(image, tri)
+    assert cpp.shape == py.shape == (37, 45)
+    assert np.abs(cpp - py).max() < 1e-4  # the C++ iterative solve against the Python reference
