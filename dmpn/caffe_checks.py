@@ -28,7 +28,7 @@ import os
 from dmpn.imageio import InputError
 
 __all__ = ["ITEM_CHANNELS", "check_prototxt", "check_weights", "check_solverstate", "gpu_count", "check_gpu", "check_lmdb",
-           "in_phase", "blob_shapes"]
+           "in_phase", "blob_shapes", "mapped_libraries"]
 
 # Channels of one LMDB item of tools/make_lmdb.py: image RGB, trimap, alpha, foreground RGB,
 # background RGB (dmpn.lmdb_builder.CHANNEL_ORDER; dmpn.net.ITEM_SLICE_POINTS slices them).
@@ -292,20 +292,23 @@ def check_solverstate(path):
 
 
 # ------------------------------------------------------------------------------------ GPUs
-def _mapped(prefix: str, maps: str = "/proc/self/maps"):
-    """Paths of the shared libraries named ``prefix``* that this process has mapped."""
-    found = []
+def mapped_libraries(maps: str = "/proc/self/maps") -> set:
+    """The paths of the shared objects mapped into this process (empty where /proc is not)."""
+    paths = set()
     try:
         with open(maps) as f:
             for line in f:
                 fields = line.split(None, 5)
-                if len(fields) == 6:
-                    p = fields[5].strip().removesuffix(" (deleted)")
-                    if os.path.basename(p).startswith(prefix) and p not in found:
-                        found.append(p)
+                if len(fields) == 6 and ".so" in os.path.basename(fields[5]):
+                    paths.add(fields[5].strip().removesuffix(" (deleted)"))
     except OSError:
         pass
-    return found
+    return paths
+
+
+def _mapped(prefix: str, maps: str = "/proc/self/maps"):
+    """Paths of the shared libraries named ``prefix``* that this process has mapped, sorted."""
+    return sorted(p for p in mapped_libraries(maps) if os.path.basename(p).startswith(prefix))
 
 
 def gpu_count():

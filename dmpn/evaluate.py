@@ -43,6 +43,7 @@ import numpy as np
 
 from dmpn import metrics
 from dmpn.baselines import known_sides
+from dmpn.caffe_checks import mapped_libraries
 from dmpn.cli import check_writable, error_text, positive_float, positive_int, run_tool
 from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT
 from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
@@ -278,20 +279,6 @@ def _code_sha256(modules) -> str:
     return _files_sha256(importlib.import_module(m).__file__ for m in modules)
 
 
-def _mapped_libraries(maps: str = "/proc/self/maps") -> set:
-    """The paths of the shared objects mapped into this process (empty where /proc is not)."""
-    paths = set()
-    try:
-        with open(maps) as f:
-            for line in f:
-                fields = line.split(None, 5)
-                if len(fields) == 6 and ".so" in os.path.basename(fields[5]):
-                    paths.add(fields[5].strip().removesuffix(" (deleted)"))
-    except OSError:
-        pass
-    return paths
-
-
 def _caffe_build_sha256():
     """One hash of the Caffe build the net runs in: pycaffe's extension and the libcaffe this
     process loaded (our layers live in it), or None where pycaffe is not a real build."""
@@ -299,7 +286,7 @@ def _caffe_build_sha256():
     if not getattr(caffe, "__file__", None):
         return None
     files = set(glob.glob(os.path.join(os.path.dirname(os.path.abspath(caffe.__file__)), "_caffe*.so")))
-    files.update(p for p in _mapped_libraries() if os.path.basename(p).startswith("libcaffe"))
+    files.update(p for p in mapped_libraries() if os.path.basename(p).startswith("libcaffe"))
     return _files_sha256(p for p in files if os.path.isfile(p))
 
 
@@ -313,7 +300,7 @@ def _numeric_libraries_key(maps: str = "/proc/self/maps") -> list:
     """[real path, size, mtime] of each numerical library mapped into this process: an upgrade
     replaces the file. Not their content: cuBLAS is hundreds of MB, too much to hash per run."""
     key = []
-    for path in _mapped_libraries(maps):
+    for path in mapped_libraries(maps):
         if os.path.basename(path).startswith(_NUMERIC_LIBRARY_PREFIXES):
             try:
                 st = os.stat(path)
