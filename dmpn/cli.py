@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 __all__ = ["REPO", "DEPLOY_PROTOTXT", "error_text", "run_tool", "USER_ERRORS", "check_writable", "positive_int",
-           "finite_float", "positive_float", "dims", "seed", "SEED_LIMIT", "INTERRUPTED"]
+           "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,16 +89,25 @@ SEED_LIMIT = 2 ** 32
 
 
 # ----------------------------------------------------------------------------- argparse types
-def seed(text) -> int:
-    """A random seed: a whole number with 0 <= seed < 2**32 (Caffe's and numpy's range: outside it
-    Caffe's set_random_seed raises OverflowError and numpy ValueError)."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = None
-    if v is None or not 0 <= v < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_LIMIT - 1}, got {text!r}")
-    return v
+def whole_number(low: int, high: int | None = None, note: str = ""):
+    """An argparse type for a whole number from ``low`` to ``high`` (None: no upper bound);
+    ``note`` is added to the message, e.g. what 0 means."""
+    what = f"from {low} to {high}" if high is not None else f">= {low}"
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {what}{note}, got {text!r}")
+        return v
+    return parse
+
+
+# A random seed: 0 <= seed < 2**32 (Caffe's and numpy's range: outside it Caffe's
+# set_random_seed raises OverflowError and numpy ValueError).
+seed = whole_number(0, SEED_LIMIT - 1)
 
 
 def positive_int(text) -> int:

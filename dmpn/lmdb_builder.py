@@ -97,7 +97,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dmpn import compose
-from dmpn.cli import check_writable, dims, error_text, finite_float, positive_float, positive_int, seed
+from dmpn.cli import (check_writable, dims, error_text, finite_float, positive_float, positive_int, seed,
+                      whole_number)
 from dmpn.datum import encode_datum
 from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap, write_text
 
@@ -530,22 +531,6 @@ def _free_bytes(path):
 
 
 MAX_ANGLE_LIMIT = 90.0  # degrees; --max-angle 0 gives unrotated copies
-
-
-def whole_number(low: int, high: int | None = None, note: str = ""):
-    """An argparse type for a whole number from ``low`` to ``high`` (None: no upper bound);
-    ``note`` is added to the message, e.g. what 0 means."""
-    what = f"from {low} to {high}" if high is not None else f">= {low}"
-
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < low or (high is not None and v > high):
-            raise argparse.ArgumentTypeError(f"expected a whole number {what}{note}, got {text!r}")
-        return v
-    return parse
 
 
 crop_value = whole_number(0, note=" (0: no check)")
