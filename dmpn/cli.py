@@ -15,8 +15,8 @@ import re
 import sys
 import tempfile
 
-__all__ = ["REPO", "DEPLOY_PROTOTXT", "error_text", "run_tool", "USER_ERRORS", "check_writable", "positive_int",
-           "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
+__all__ = ["REPO", "DEPLOY_PROTOTXT", "error_text", "run_tool", "USER_ERRORS", "check_writable",
+           "existing_folder", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +55,19 @@ def run_tool(prog: str, body, errors=USER_ERRORS) -> int:
     return 0 if status is None else status
 
 
+def existing_folder(path, start) -> str:
+    """The nearest existing folder at or above ``start`` (where ``path`` is to be made), or
+    NotADirectoryError naming ``path`` and the file that stands where a folder is needed
+    (os.makedirs would say only "File exists")."""
+    base = os.path.abspath(os.fspath(start))
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    if not os.path.isdir(base):
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {base} is a file, not a folder",
+                                 os.fspath(path))
+    return base
+
+
 def check_writable(path, folder: bool = True) -> None:
     """Refuse, before any long work, an output that cannot be written: OSError naming ``path``
     when it is a file where a folder is wanted (or the reverse), when a parent is a file, or
@@ -67,11 +80,7 @@ def check_writable(path, folder: bool = True) -> None:
             raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", path)
         if not folder and os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
-    base = path if (folder and os.path.isdir(path)) else os.path.dirname(path)
-    while not os.path.exists(base):
-        base = os.path.dirname(base)
-    if not os.path.isdir(base):
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {base} is a file", path)
+    base = existing_folder(path, path if (folder and os.path.isdir(path)) else os.path.dirname(path))
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=base))
     except OSError as exc:

@@ -37,6 +37,8 @@ import warnings
 
 import numpy as np
 
+from dmpn.cli import existing_folder
+
 __all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png", "write_json", "write_text",
            "list_images", "file_sha256", "IMAGE_EXTENSIONS", "TRIMAP_NOT_SCORED"]
 
@@ -230,18 +232,6 @@ def to_uint8(array) -> np.ndarray:
     raise ValueError(f"cannot write array of type {a.dtype} as PNG")
 
 
-def _make_parents(path, folder) -> None:
-    """Create ``folder`` (the parent of ``path``) and its parents, or NotADirectoryError naming
-    ``path`` and the file that stands where a folder is needed (os.makedirs said only "File
-    exists" about it)."""
-    base = folder
-    while not os.path.exists(base):
-        base = os.path.dirname(base)
-    if not os.path.isdir(base):
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {base} is a file, not a folder", path)
-    os.makedirs(folder, exist_ok=True)
-
-
 def atomic_write(path, write, suffix: str = "") -> None:
     """Create ``path`` through ``write(tmp_path)`` on a temporary file in the same folder, renamed
     into place only once it is complete: no half-written file ever carries the final name, and
@@ -252,7 +242,8 @@ def atomic_write(path, write, suffix: str = "") -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
     folder = os.path.dirname(os.path.abspath(path))
-    _make_parents(path, folder)
+    existing_folder(path, folder)  # a file where a parent folder should be: named
+    os.makedirs(folder, exist_ok=True)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
