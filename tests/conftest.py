@@ -62,3 +62,11 @@ def has_gpu():
 @pytest.fixture
 def caffe():
     return require_caffe()
+
+
+def refused(res, message, code=2):
+    """A tool's subprocess result ``res``: exit status ``code`` and ``message`` in its stderr,
+    one line naming the problem, not Caffe's abort or a traceback."""
+    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert message in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr

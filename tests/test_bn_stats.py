@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, require_caffe
+from conftest import ROOT, refused, require_caffe
 from dmpn import bn_stats
 
 NET = """name: "bn"
@@ -181,13 +181,6 @@ def test_data_layers_of_the_train_phase():
                       'layer { name: "p" type: "Python" bottom: "x" top: "y" python_param { module: "m" layer: "L" } }')
     with pytest.raises(ValueError, match="no data layer"):
         bn_stats.check_data_layers(python_op, "net.prototxt")
-
-
-def refused(res, message):
-    """Exit status 2 and one line naming the problem, not Caffe's abort or a traceback."""
-    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
-    assert message in res.stderr, res.stderr[-2000:]
-    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
 
 
 @pytest.fixture

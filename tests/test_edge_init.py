@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, identity_batchnorm, require_caffe
+from conftest import ROOT, identity_batchnorm, refused, require_caffe
 from dmpn import edge_init as E
 from dmpn import net as N
 from dmpn.propagation import affinity_exp_forward
@@ -96,13 +96,6 @@ def test_edge_parameters_must_be_finite(option, capsys):
 def edge_tool(*args):
     return subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_edge_aware.py"), *args],
                           capture_output=True, text=True)
-
-
-def refused(res, message):
-    """Exit status 2 and one line naming the problem, not Caffe's abort or a traceback."""
-    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
-    assert message in res.stderr, res.stderr[-2000:]
-    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
 
 
 def test_files_caffe_would_abort_on_are_refused_by_name(tmp_path):

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT, require_caffe
+from conftest import ROOT, refused, require_caffe
 
 
 def test_main_job_runs_end_to_end(tmp_path):
@@ -97,12 +97,6 @@ def job(*args, code=None, env=None):
     prog = (code or "") + "\nimport sys\nfrom dmpn.main_job import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.run([sys.executable, "-c", prog, *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=600, env=dict(os.environ, **(env or {})))
-
-
-def refused(res, message, code=2):
-    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
-    assert message in res.stderr, res.stderr[-2000:]
-    assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
 
 
 def test_bad_arguments_are_refused_before_anything_is_created(tmp_path):
