@@ -45,7 +45,7 @@ from dmpn import metrics
 from dmpn.baselines import known_sides
 from dmpn.caffe_checks import mapped_libraries
 from dmpn.cli import check_writable, error_text, positive_float, positive_int, run_tool
-from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT
+from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT, padded
 from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
                           write_json, write_png, TRIMAP_NOT_SCORED)
 
@@ -622,7 +622,7 @@ def pad_to_multiple(x, multiple: int = 32):
     """Pad HxW(xC) up to multiples of ``multiple`` by edge replication; returns (padded, (H, W))."""
     x = np.asarray(x)
     h, w = x.shape[:2]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = padded(h, multiple) - h, padded(w, multiple) - w
     pad = [(0, ph), (0, pw)] + [(0, 0)] * (x.ndim - 2)
     return (np.pad(x, pad, mode="edge") if (ph or pw) else x), (h, w)
 
