@@ -20,6 +20,9 @@ omits D; it is not used.)
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
@@ -127,13 +130,19 @@ def check_system(affinity, trimap, where="SparseLaplacianSolve"):
         raise PropagationError(f"{where}: the trimap has no known pixel, the system is singular")
 
 
+def is_whole(value, minimum) -> bool:
+    """Whether ``value`` is a whole number >= minimum: 2 and 2.0 are, 2.5, NaN, inf, a bool or
+    a string are not (the rule of the Python layers' integer parameters, layers/params.py)."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real)
+            and math.isfinite(value) and int(value) == value and value >= minimum)
+
+
 def check_shrink(shrink, height, width, where="SparseLaplacianSolve"):
     """``shrink`` as an int: a whole number >= 1 and at most min(H, W), so that the solve grid
     keeps a block of full size along each side (the C++ layer's Reshape has the same rule);
     otherwise a PropagationError naming the shrink and the grid."""
     s = shrink
-    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(s) or int(s) != s or s < 1:
+    if not is_whole(s, 1):
         raise PropagationError(f"{where}: shrink must be a whole number >= 1, got {shrink!r}")
     if s > min(height, width):
         raise PropagationError(f"{where}: shrink {int(s)} is larger than the {height} x {width} "

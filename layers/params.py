@@ -11,6 +11,8 @@ import json
 import math
 import numbers
 
+from dmpn.propagation import is_whole
+
 
 def layer_label(layer):
     """'<type> Python layer' (and its name where known), the start of the layer's messages."""
@@ -61,8 +63,7 @@ def finite_param(layer, key, value, above=None, minimum=None, maximum=None, why=
 def whole_param(layer, key, value, minimum):
     """``value`` (param ``key``) as an int: a whole number >= minimum (2.0 counts, 2.5, NaN,
     a bool or a string do not); otherwise a ValueError naming the layer, the key and the value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or int(value) != value or value < minimum:
+    if not is_whole(value, minimum):
         _refuse(layer, key, value, f"a whole number >= {minimum}")
     return int(value)
 
