@@ -231,10 +231,9 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   /// "the affinities are too large: the largest is v at the edge (y, x)-(y', x') ...": the
   /// reason of an overflow, with the item's largest affinity (padding entries not read).
   std::string TooLargeMessage(const Dtype* w) const;
-  /// The item's largest affinity (padding entries not read) and, if edge is not NULL, its edge
-  /// "(y, x)-(y', x')"; SmallestAffinity: its smallest nonzero one.
-  double LargestAffinity(const Dtype* w, std::string* edge) const;
-  double SmallestAffinity(const Dtype* w) const;
+  /// The item's largest affinity (padding entries not read), in one pass with, where not NULL,
+  /// its smallest nonzero one and the largest one's edge "(y, x)-(y', x')".
+  double AffinityRange(const Dtype* w, double* smallest, std::string* edge) const;
   /// Above this an affinity's square overflows float (3.4e38): the float32 V-cycle's dot
   /// products become inf. Below it a non-finite residual is a breakdown from rounding.
   static constexpr double kOverflowingAffinity = 1e18;

@@ -930,28 +930,35 @@ std::string SparseLaplacianSolveLayer<Dtype>::NotConvergedMessage(const char* pa
   // that is not finite (or a CG breakdown, reported as nan) is an overflow where the affinities
   // are huge, and otherwise rounding on a field of extreme contrast.
   if (!std::isfinite(s.relative_residual)) {
-    const double largest = LargestAffinity(w, NULL);
+    double smallest;
+    const double largest = AffinityRange(w, &smallest, NULL);
     if (largest > kOverflowingAffinity) {
       m << ": " << TooLargeMessage(w);
     } else {
       m << ": the iteration broke down (the system lost positive definiteness to rounding; the "
-        << "largest affinity is " << largest << ", the smallest nonzero "
-        << SmallestAffinity(w) << ": a contrast this high is beyond float arithmetic)";
+        << "largest affinity is " << largest << ", the smallest nonzero " << smallest
+        << ": a contrast this high is beyond float arithmetic)";
     }
   }
   return m.str();
 }
 
 template <typename Dtype>
-double SparseLaplacianSolveLayer<Dtype>::LargestAffinity(const Dtype* w, std::string* edge) const {
+double SparseLaplacianSolveLayer<Dtype>::AffinityRange(const Dtype* w, double* smallest,
+    std::string* edge) const {
   const int H = H_, W = W_, HW = H * W;
-  double largest = -1;
+  double largest = -1, least = std::numeric_limits<double>::infinity();
   int at = 0, channel = 0;
   for (int i = 0; i < HW; ++i) {
     const int y = i / W, x = i % W;
-    if (x + 1 < W && w[i] > largest) { largest = w[i]; at = i; channel = 0; }
-    if (y + 1 < H && w[HW + i] > largest) { largest = w[HW + i]; at = i; channel = 1; }
+    for (int c = 0; c < 2; ++c) {
+      if (c == 0 ? x + 1 >= W : y + 1 >= H) continue;  // a padding entry, no edge
+      const double v = w[c * HW + i];
+      if (v > largest) { largest = v; at = i; channel = c; }
+      if (v > 0 && v < least) least = v;
+    }
   }
+  if (smallest) *smallest = least;
   if (edge) {
     const int y = at / W, x = at % W;
     std::ostringstream e;
@@ -962,21 +969,9 @@ double SparseLaplacianSolveLayer<Dtype>::LargestAffinity(const Dtype* w, std::st
 }
 
 template <typename Dtype>
-double SparseLaplacianSolveLayer<Dtype>::SmallestAffinity(const Dtype* w) const {
-  const int H = H_, W = W_, HW = H * W;
-  double smallest = std::numeric_limits<double>::infinity();
-  for (int i = 0; i < HW; ++i) {
-    const int y = i / W, x = i % W;
-    if (x + 1 < W && w[i] > 0 && w[i] < smallest) smallest = w[i];
-    if (y + 1 < H && w[HW + i] > 0 && w[HW + i] < smallest) smallest = w[HW + i];
-  }
-  return smallest;
-}
-
-template <typename Dtype>
 std::string SparseLaplacianSolveLayer<Dtype>::TooLargeMessage(const Dtype* w) const {
   std::string edge;
-  const double largest = LargestAffinity(w, &edge);
+  const double largest = AffinityRange(w, NULL, &edge);
   std::ostringstream m;
   m << "the affinities are too large: the largest is " << largest << " at the edge " << edge
     << " (AffinityExp's default exponent_bound, 10, keeps them within e^10)";
@@ -1142,14 +1137,10 @@ void SparseLaplacianSolveLayer<Dtype>::ForwardItem(int n, const Dtype* w, const 
   }
   CHECK_GT(known, 0) << Where(n) << "the trimap has no known pixel (0 or 1), so the system "
       "(L + C) is singular";
-  if (!built) {  // (the fast path has checked its degrees)
+  if (!built) {  // (the fast path has checked its degrees and edges)
     for (int I = 0; I < nc; ++I) {
       CHECK(std::isfinite(diag[I])) << Where(n) << DegreeOverflowMessage(w);
-    }
-  }
-  if (!built) {
-    for (int I = 0; I < nc && !zero_edge; ++I) {
-      zero_edge = ((I % Wc) + 1 < Wc && ew[I] == 0) || (I + Wc < nc && sw[I] == 0);
+      zero_edge = zero_edge || ((I % Wc) + 1 < Wc && ew[I] == 0) || (I + Wc < nc && sw[I] == 0);
     }
   }
   if (zero_edge) {
