@@ -45,16 +45,10 @@ def band_trimap(h, w, unknown_fraction=0.09, seed=0):
 MIN_IMAGE_SIDE = 16
 
 
-def band_trimap_lacks(h, w, seed=0):
-    """The kinds of pixel (foreground, background, unknown) that band_trimap(h, w, seed=seed)
-    has none of: on grids smaller than 5 x 5, or very narrow ones, the disk or the band
-    vanishes, and a problem without foreground (alpha 0, b = 0) or unknowns measures nothing."""
-    return trimap_lacks(band_trimap(h, w, seed=seed))
-
-
 def trimap_lacks(t):
     """The kinds of pixel (foreground, background, unknown) a trimap in [0, 1] has none of: a
-    problem without one of them measures nothing (e.g. no foreground: alpha 0, b = 0)."""
+    problem without one of them measures nothing (e.g. no foreground: alpha 0, b = 0). On grids
+    smaller than 5 x 5, or very narrow ones, band_trimap's disk or band vanishes."""
     return [name for name, v in (("foreground", 1.0), ("background", 0.0), ("unknown", 0.5))
             if not (t == v).any()]
 
@@ -79,7 +73,7 @@ def grid_arg(count, example, min_side=1):
                 f"the image problem needs at least {min_side} x {min_side} pixels (synthetic "
                 f"originals), got {h} x {w}; e.g. {example}")
         for seed in range(shape[0] if count == 3 else 1):
-            lacks = band_trimap_lacks(h, w, seed)
+            lacks = trimap_lacks(band_trimap(h, w, seed=seed))
             if lacks:
                 raise argparse.ArgumentTypeError(
                     f"a {h} x {w} grid is too small or too narrow: the problem's trimap (seed "
