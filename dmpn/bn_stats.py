@@ -59,12 +59,6 @@ def accumulate(net, batches, feed=None, progress=None):
     return names
 
 
-def _in_train_phase(layer, stages=()) -> bool:
-    """Whether a LayerParameter is part of the TRAIN net recompute_bn builds (phase TRAIN, level
-    0, the prototxt's own stages: Caffe's Net::FilterNet)."""
-    return in_phase(layer, "TRAIN", stages)
-
-
 def _item_channels(layers, top):
     """The channel count the net needs of the items a Data layer puts in ``top``: that of
     tools/make_lmdb.py's items when a Slice cuts them at ITEM_SLICE_POINTS, else None (unknown)."""
@@ -84,7 +78,8 @@ def check_data_layers(net_param, path) -> None:
     than its crop (Caffe would abort the process on each)."""
     from caffe.proto import caffe_pb2
     stages = set(net_param.state.stage)
-    layers = [layer for layer in net_param.layer if _in_train_phase(layer, stages)]
+    # the TRAIN net recompute_bn builds: level 0, the prototxt's own stages (Caffe's FilterNet)
+    layers = [layer for layer in net_param.layer if in_phase(layer, "TRAIN", stages)]
     readers = [layer for layer in layers if layer.type in DATA_LAYER_TYPES
                or (layer.type == "Python" and not layer.bottom)]
     if not readers:
