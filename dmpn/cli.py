@@ -15,13 +15,19 @@ import re
 import sys
 import tempfile
 
-__all__ = ["REPO", "DEPLOY_PROTOTXT", "error_text", "run_tool", "USER_ERRORS", "check_writable",
+__all__ = ["REPO", "DEPLOY_PROTOTXT", "InputError", "error_text", "run_tool", "USER_ERRORS", "check_writable",
            "existing_folder", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default --net of the tools that take the paper-size net, found from any working folder.
 DEPLOY_PROTOTXT = os.path.join(REPO, "prototxt", "deploy.prototxt")
+
+class InputError(ValueError):
+    """Bad input data; the message always names the offending file, folder or value. (Defined
+    here, with the standard library only, so that argument checks run before the set-up has
+    installed numpy: tools/main_job.sh.)"""
+
 
 # The exit status of each kind of expected error, for tools with no reason to tell them apart:
 # bad input (InputError is a ValueError), a file system error, Caffe refusing a file.

@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from dmpn.cli import existing_folder
+from dmpn.cli import InputError, existing_folder
 
 __all__ = ["InputError", "read_alpha", "read_trimap", "read_image", "write_png", "write_json", "write_text",
            "list_images", "file_sha256", "IMAGE_EXTENSIONS", "TRIMAP_NOT_SCORED"]
@@ -47,10 +47,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # read_trimap(scoring=True): an unknown pixel whose value is not exactly 128 (e.g. 100). Deep Image
 # Matting's MATLAB code scores trimap == 128 only; such pixels are neither scored nor known.
 TRIMAP_NOT_SCORED = 127
-
-
-class InputError(ValueError):
-    """Bad input data; the message always names the offending file or folder."""
 
 
 # PNG colour types (IHDR) whose 16-bit samples Pillow truncates to 8 bits: RGB, grey + alpha, RGBA.

@@ -34,8 +34,10 @@ import sys
 import threading
 import time
 
-from dmpn.cli import INTERRUPTED, REPO as ROOT, USER_ERRORS, check_writable, positive_float, run_tool, seed
-from dmpn.imageio import InputError, write_json, write_text
+# The standard library and dmpn.cli only at module level: tools/main_job.sh checks the arguments
+# with any python3 before the set-up has installed numpy (--check-arguments); dmpn.imageio and the
+# rest are imported where they are used.
+from dmpn.cli import INTERRUPTED, REPO as ROOT, USER_ERRORS, InputError, check_writable, positive_float, run_tool, seed
 
 # The usage text's name for the job (it runs as `python -c` from there, or `python -m dmpn.main_job`).
 PROG = "tools/main_job.sh"
@@ -87,6 +89,7 @@ SYNTHETIC_TEST_ORIGINALS = 8
 
 def write_nets(out, data, manifest, epochs, seed=0):
     from dmpn import net
+    from dmpn.imageio import write_text
     netdir = os.path.join(out, "net")
     os.makedirs(netdir, exist_ok=True)
     h, w = manifest_size(manifest)
@@ -161,6 +164,7 @@ def check_trained_on(netdir, data, manifest, data_built_now):
                          f"on, and {data} was built anew in this run, so they may come from "
                          f"other data: {afresh}")
     os.makedirs(netdir, exist_ok=True)
+    from dmpn.imageio import write_json
     write_json(record, {"data_fingerprint": fingerprint, "data": os.path.abspath(data),
                         "originals": source})
 
@@ -271,6 +275,7 @@ def recompute_bn(netdir, seed):
 
 
 def evaluate(out, data, netdir, weights):
+    from dmpn.imageio import write_text
     cmd = [sys.executable, os.path.join(ROOT, "tools", "evaluate.py"),
            "--model", os.path.join(netdir, "deploy.prototxt"), "--weights", weights,
            "--images", os.path.join(data, "test", "image"), "--trimap", os.path.join(data, "test", "trimap"),
@@ -339,6 +344,7 @@ def _remove_if_empty(*folders):
 
 
 def run(a):
+    from dmpn.imageio import write_text
     step = "data"
     check_arguments(a)
     created = not os.path.exists(a.out)
@@ -395,8 +401,24 @@ def main(argv=None):
     ap.add_argument("--init", choices=("edge", "fillers"), default="edge",
                     help="start the low-level branch and AffinityExp as an edge-stopping diffusion "
                     "(dmpn/edge_init.py, the default) or from the prototxt's fillers alone")
-    a = ap.parse_args(argv)
+    # tools/main_job.sh runs this first, with any python3, before its set-up: --help or a bad
+    # argument answers at once instead of after minutes of installing. Exit 0: go on; after
+    # --help, ARGUMENTS_ANSWERED (the help is all the user asked for).
+    ap.add_argument("--check-arguments", action="store_true", help=argparse.SUPPRESS)
+    checks_only = "--check-arguments" in (sys.argv[1:] if argv is None else argv)
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as done:
+        if done.code == 0 and checks_only:
+            raise SystemExit(ARGUMENTS_ANSWERED) from None
+        raise
+    if a.check_arguments:
+        return run_tool("main_job", lambda: check_arguments(a))
     return run_tool("main_job", lambda: run(a), USER_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))
+
+
+# The exit status of `--check-arguments --help`: tools/main_job.sh stops there with status 0.
+ARGUMENTS_ANSWERED = 10
 
 
 if __name__ == "__main__":

@@ -123,6 +123,29 @@ def test_usage_names_the_command_not_python_c():
     assert "python\" -c" not in script and "-m dmpn.main_job" in script
 
 
+def test_main_job_sh_answers_help_and_bad_arguments_before_its_set_up(tmp_path):
+    """tools/main_job.sh checks the arguments with the standard library alone (python3 -S: no
+    site-packages, as on a fresh machine before the set-up installed numpy) and stops there:
+    the set-up, minutes on a fresh machine, never starts for --help or a mistake."""
+    import os
+    script = str(ROOT / "tools" / "main_job.sh")
+    stdlib_only = tmp_path / "python3"  # the machine's python3 without its site-packages
+    stdlib_only.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    stdlib_only.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(stdlib_only))
+    res = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("usage: tools/main_job.sh [-h]"), res.stderr[-2000:]
+    assert "[setup]" not in res.stdout + res.stderr and "--check-arguments" not in res.stdout
+    missing = tmp_path / "no_such_originals"
+    for args, message in ((["--minutes", "-1"], "argument --minutes: must be > 0, got -1"),
+                          (["--originals", str(missing)], f"main_job: error: {missing}: no such folder")):
+        res = subprocess.run(["bash", script, "--out", str(tmp_path / "results"), *args], capture_output=True,
+                             text=True, env=env, timeout=60)
+        refused(res, message)
+        assert "[setup]" not in res.stdout + res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python3"]
+
+
 def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
     out = tmp_path / "results"
     stop = ("from dmpn import main_job\ndef stop(*a, **k):\n    raise KeyboardInterrupt\n"

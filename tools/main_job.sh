@@ -5,5 +5,15 @@
 # Arguments go to the job: --out DIR, --originals DIR (real data), --minutes N.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The arguments first (dmpn.main_job parses them with the standard library alone, so any
+# python3 of 3.7 or later will do before the set-up): --help or a bad argument answers at once,
+# not after minutes of set-up. Without such a python3 the job itself checks them after set-up.
+PRECHECK=${PYTHON:-python3}
+if "$PRECHECK" -c 'import sys; sys.exit(sys.version_info < (3, 7))' >/dev/null 2>&1; then
+  status=0
+  PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PRECHECK" -m dmpn.main_job --check-arguments "$@" || status=$?
+  if [ "$status" -eq 10 ]; then exit 0; fi  # --help: answered (ARGUMENTS_ANSWERED)
+  if [ "$status" -ne 0 ]; then exit "$status"; fi
+fi
 bash "$REPO/tools/setup.sh"
 exec "$REPO/.venv/bin/python" -m dmpn.main_job "$@"
