@@ -234,13 +234,26 @@ def test_python_affinity_exp_refuses_the_bounds_cpp_refuses(caffe, tmp_path, val
 @pytest.mark.parametrize("param,value,shown", [
     ("c", "NaN", "nan"), ("c", "Infinity", "inf"), ("c", "0", "0"), ("c", "-0.5", "-0.5"),
     ("c", '"0.8"', "'0.8'"), ("shrink", "2.5", "2.5"), ("shrink", "NaN", "nan"), ("shrink", "0", "0"),
-    ("shrink", '"2"', "'2'")])
+    ("shrink", '"2"', "'2'"), ("shrink", "4294967296", "4294967296")])
 def test_python_solve_refuses_the_params_cpp_refuses(caffe, tmp_path, param, value, shown):
     other = {"c": '"shrink": 1', "shrink": '"c": 0.8'}[param]
-    rule = "a finite number > 0" if param == "c" else "a whole number >= 1"
+    rule = "a finite number > 0" if param == "c" else "a whole number from 1 to 4294967295"
     with pytest.raises(Exception, match=rf"SparseLaplacianSolve Python layer: {param} must be {rule}, "
                                         rf"got {shown}$"):
         python_net(caffe, tmp_path, solve_param=f'{{"{param}": {value}, {other}}}')
+
+
+@pytest.mark.parametrize("value,shown,as_float", [("1e39", "1e+39", "inf"), ("1e-50", "1e-50", "0")])
+def test_c_beyond_float32_is_refused_by_both_flavours(caffe, tmp_path, value, shown, as_float):
+    # The C++ field is a float: 1e39 is inf there, 1e-50 is 0; the Python layer (float64) judges
+    # the value as the C++ layer would, rather than accept what the other flavour refuses.
+    msg = (f"SparseLaplacianSolve Python layer: c must be a finite number > 0 (as float32, the C++ field's "
+           f"type, it is {as_float}), got {shown}")
+    with pytest.raises(Exception, match=re.escape(msg) + "$"):
+        python_net(caffe, tmp_path, solve_param=f'{{"c": {value}, "shrink": 1}}')
+    solve = CPP_SOLVE.replace("c: 0.8", f"c: {value}")
+    err = cpp_net_error(tmp_path, NET.format(n=1, t=2, h=4, w=4, affinity=CPP_AFF % 20, solve=solve % 1))
+    assert "SparseLaplacianSolve layer 'solve': c must be a finite number > 0, got " + as_float in err, err[-2000:]
 
 
 def test_shrink_larger_than_the_grid_is_an_error_in_both_flavours(caffe, tmp_path):
