@@ -22,6 +22,7 @@ setup(
         "pymatting",
         "matplotlib",
         "pypng",
+        "h5py",  # Caffe's HDF5 weights (.caffemodel.h5) are checked before Caffe reads them
     ],
     extras_require={"test": ["pytest"]},
 )

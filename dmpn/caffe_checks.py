@@ -8,8 +8,8 @@ turns it into ``PROG: error: ...`` and exit status 2. They return what they pars
 callers need not read the file again.
 
 - :func:`check_prototxt` (path, what, phase) -> NetParameter: a text net Caffe can build
-- :func:`check_weights`  (weights, net, net_path) -> NetParameter or None: a .caffemodel whose
-  blobs fit the net (not garbage, not a .solverstate, not a net of another width)
+- :func:`check_weights`  (weights, net, net_path) -> NetParameter or None: a .caffemodel (or
+  HDF5 weights) whose blobs fit the net (not garbage, not a .solverstate, not another width)
 - :func:`check_solverstate` (path) -> SolverState: a snapshot `caffe train -snapshot` can resume
   from (readable, with its .caffemodel present and readable)
 - :func:`gpu_count`      () -> (count, reason): CUDA devices this Caffe build can use, counted
@@ -194,26 +194,11 @@ def _solver_state(raw):
     return state if (len(state.history) or state.learned_net) else None
 
 
-def check_weights(weights, net, net_path=None, what: str = "weights"):
-    """The NetParameter of a .caffemodel whose parameters Caffe can copy into ``net`` (a pycaffe
-    Net, or the path of a net prototxt, which is then checked and built in the TEST phase), or
-    InputError naming ``weights``: missing, not a binary NetParameter (garbage, a prototxt), a
-    .solverstate (its .caffemodel is named), no layer of the net in it, or a layer whose blob
-    count or shapes differ from the net's (both shapes named: e.g. a net of another width).
-    ``net_path`` names the net in messages. An HDF5 weights file is not checked (None)."""
+def _binary_layers(weights, raw, what):
+    """The layers of a binary .caffemodel as [(name, [(source shape, fits(target shape), values
+    held)])], or InputError naming what ``raw`` is instead (garbage, a .solverstate, a prototxt)."""
     from google.protobuf.message import DecodeError
     pb = _proto()
-    weights = os.fspath(weights)
-    raw = _read_bytes(weights, what)
-    if raw.startswith(_HDF5_SIGNATURE):
-        return None
-    if isinstance(net, (str, os.PathLike)):
-        net_path = os.fspath(net) if net_path is None else net_path
-        check_prototxt(net)
-        import caffe
-        net = caffe.Net(os.fspath(net), caffe.TEST)
-    target = blob_shapes(net)
-    where = f"the net {net_path}" if net_path else "the net"
     param = pb.NetParameter()
     try:
         param.ParseFromString(raw)
@@ -236,29 +221,82 @@ def check_weights(weights, net, net_path=None, what: str = "weights"):
         if parsed and kind.startswith("not"):
             kind = "it holds no layer"
         raise InputError(f"{weights}: not a Caffe .caffemodel ({kind})")
+    return param, [(layer.name, [(_source_shape(b), lambda shape, b=b: _shape_equals(shape, b),
+                                  len(b.double_data) or len(b.data)) for b in layer.blobs])
+                   for layer in layers]
+
+
+def _hdf5_layers(weights):
+    """The layers of Caffe's HDF5 weights (Net::ToHDF5: group data/LAYER, datasets 0, 1, ...)
+    as _binary_layers gives them. Caffe copies dataset j into parameter j with the same shape
+    (CopyTrainedLayersFromHDF5), so a gap in the numbering or a non-numeric dataset is refused."""
+    import h5py
+    try:
+        f = h5py.File(weights, "r")
+    except OSError as exc:
+        raise InputError(f"{weights}: not a readable HDF5 file ({exc})") from None
+    with f:
+        data = f.get("data")
+        if not isinstance(data, h5py.Group):
+            raise InputError(f"{weights}: an HDF5 file without the group 'data' of Caffe's HDF5 weights")
+        layers = []
+        for name, group in data.items():
+            if not isinstance(group, h5py.Group):
+                raise InputError(f"{weights}: data/{name} is not a group of parameter datasets")
+            blobs = []
+            for j in range(len(group)):
+                ds = group.get(str(j))
+                if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiu":
+                    raise InputError(f"{weights}: data/{name} holds {sorted(group)} where Caffe reads "
+                                     f"numeric datasets {', '.join(map(str, range(len(group))))}")
+                blobs.append((tuple(ds.shape), lambda shape, s=tuple(ds.shape): tuple(shape) == s, ds.size))
+            layers.append((name, blobs))
+    return layers
+
+
+def check_weights(weights, net, net_path=None, what: str = "weights"):
+    """The parameters of a .caffemodel (or Caffe's HDF5 weights, a .caffemodel.h5) that Caffe
+    can copy into ``net`` (a pycaffe Net, or the path of a net prototxt, which is then checked
+    and built in the TEST phase), or InputError naming ``weights``: missing, not a binary
+    NetParameter (garbage, a prototxt), a .solverstate (its .caffemodel is named), no layer of
+    the net in it, or a layer whose blob count or shapes differ from the net's (both shapes
+    named: e.g. a net of another width). ``net_path`` names the net in messages. Returns the
+    NetParameter of a binary file, None for HDF5 weights."""
+    weights = os.fspath(weights)
+    raw = _read_bytes(weights, what)
+    if isinstance(net, (str, os.PathLike)):
+        net_path = os.fspath(net) if net_path is None else net_path
+        check_prototxt(net)
+        import caffe
+        net = caffe.Net(os.fspath(net), caffe.TEST)
+    target = blob_shapes(net)
+    where = f"the net {net_path}" if net_path else "the net"
+    if raw.startswith(_HDF5_SIGNATURE):
+        param, layers = None, _hdf5_layers(weights)
+    else:
+        param, layers = _binary_layers(weights, raw, what)
     matched = 0
-    for layer in layers:
-        if layer.name not in target:
+    for name, blobs in layers:
+        if name not in target:
             continue
-        shapes = target[layer.name]
-        if len(shapes) != len(layer.blobs):
-            raise InputError(f"{weights}: layer '{layer.name}' has {len(layer.blobs)} parameter blobs, "
+        shapes = target[name]
+        if len(shapes) != len(blobs):
+            raise InputError(f"{weights}: layer '{name}' has {len(blobs)} parameter blobs, "
                              f"{where} has {len(shapes)} there (a layer of another type?)")
-        for j, (shape, blob) in enumerate(zip(shapes, layer.blobs)):
-            if not _shape_equals(shape, blob):
-                raise InputError(f"{weights}: layer '{layer.name}' parameter {j} has shape "
-                                 f"{_shape_text(_source_shape(blob))}, {where} wants "
+        for j, (shape, (source_shape, fits, held)) in enumerate(zip(shapes, blobs)):
+            if not fits(shape):
+                raise InputError(f"{weights}: layer '{name}' parameter {j} has shape "
+                                 f"{_shape_text(source_shape)}, {where} wants "
                                  f"{_shape_text(shape)}: weights of another net (another width?)")
             count = 1
             for d in shape:
                 count *= d
-            held = len(blob.double_data) or len(blob.data)
             if held != count:
-                raise InputError(f"{weights}: layer '{layer.name}' parameter {j} holds {held} values "
+                raise InputError(f"{weights}: layer '{name}' parameter {j} holds {held} values "
                                  f"for its shape {_shape_text(shape)} ({count}): a damaged file")
         matched += bool(shapes)
     if not matched and any(target.values()):
-        names = ", ".join(f"'{layer.name}'" for layer in layers[:3])
+        names = ", ".join(f"'{name}'" for name, _ in layers[:3])
         raise InputError(f"{weights}: none of its {len(layers)} layers ({names}{', ...' if len(layers) > 3 else ''}) "
                          f"is a layer with parameters of {where}: weights of another net")
     return param

@@ -126,6 +126,36 @@ def test_weights_refusals_name_the_layer_and_both_shapes(tmp_path):
         C.check_weights(damaged, SLIM_DEPLOY)
 
 
+def test_hdf5_weights_are_checked_as_caffe_reads_them(tmp_path):
+    """Caffe's HDF5 weights (Net::save_hdf5, a solver's snapshot_format: HDF5): accepted where
+    they fit, and refused with the layer and both shapes where they do not (Caffe aborts)."""
+    caffe = require_caffe()
+    import h5py
+    weights = tmp_path / "slim.caffemodel.h5"
+    caffe.Net(str(SLIM_DEPLOY), caffe.TEST).save_hdf5(str(weights))
+    assert C.check_weights(weights, SLIM_DEPLOY) is None
+    caffe.Net(str(SLIM_DEPLOY), str(weights), caffe.TEST)  # and Caffe agrees
+    with pytest.raises(InputError, match=rf"slim\.caffemodel\.h5: layer 'affinity' parameter 0 has shape 2 x 16, "
+                                         rf"the net {FULL_DEPLOY} wants 2 x 128: weights of another net"):
+        C.check_weights(weights, FULL_DEPLOY)
+    gap = tmp_path / "gap.caffemodel.h5"
+    gap.write_bytes(weights.read_bytes())
+    with h5py.File(gap, "r+") as f:
+        f["data/affinity"].move("1", "2")  # datasets 0 and 2: Caffe looks for 1
+    with pytest.raises(InputError, match=r"gap\.caffemodel\.h5: data/affinity holds \['0', '2'\] where Caffe "
+                                         r"reads numeric datasets 0, 1"):
+        C.check_weights(gap, SLIM_DEPLOY)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(InputError, match=r"other\.h5: an HDF5 file without the group 'data' of Caffe's HDF5 weights"):
+        C.check_weights(other, SLIM_DEPLOY)
+    cut = tmp_path / "cut.caffemodel.h5"
+    cut.write_bytes(weights.read_bytes()[:2000])
+    with pytest.raises(InputError, match=r"cut\.caffemodel\.h5: not a readable HDF5 file"):
+        C.check_weights(cut, SLIM_DEPLOY)
+
+
 def test_weights_check_accepts_legacy_4d_blob_shapes(tmp_path):
     caffe = require_caffe()
     from caffe.proto import caffe_pb2

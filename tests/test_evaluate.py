@@ -721,8 +721,12 @@ def test_weights_caffe_cannot_load_are_one_line_errors(dataset, slim_model, tmp_
     garbage = tmp_path / "garbage.caffemodel"
     garbage.write_bytes(b"\x00\x01not a net" * 10)
     paper_deploy = os.path.join(ROOT, "prototxt", "deploy.prototxt")
+    import caffe
+    hdf5 = tmp_path / "slim.caffemodel.h5"  # Caffe's HDF5 weights, checked alike
+    caffe.Net(str(deploy), str(weights), caffe.TEST).save_hdf5(str(hdf5))
     for model, w, message in ((deploy, garbage, f"{garbage}"),
-                              (paper_deploy, weights, "conv1_1")):   # slim weights, paper net
+                              (paper_deploy, weights, "conv1_1"),   # slim weights, paper net
+                              (paper_deploy, hdf5, f"{hdf5}: layer ")):
         rc, _, err = predict_cli("--model", model, "--weights", w, "--image", root / "images" / "a.png",
                                  "--trimap", root / "trimap" / "a.png", "--out", tmp_path / "a.png")
         last = err.strip().splitlines()[-1]

@@ -76,7 +76,7 @@ if [[ ! -e $pip_stamp ]]; then
   pip_install --upgrade pip
   pip_install -e ".[test]"
   # From / so that the package is imported from the venv, not from this folder.
-  (cd / && "$PY" -c "import dmpn.layers, numpy, scipy, skimage, png, lmdb, google.protobuf, tqdm, pymatting, matplotlib, pytest") \
+  (cd / && "$PY" -c "import dmpn.layers, numpy, scipy, skimage, png, lmdb, google.protobuf, tqdm, pymatting, matplotlib, h5py, pytest") \
     || die "Python packages failed to install"
   "$PY" -m pip check >&2 || die "the venv's packages do not fit together (pip check)"
   rm -f "$VENV"/.dmpn-pip-*
