@@ -25,14 +25,11 @@ import ctypes
 import difflib
 import os
 
+from dmpn.datum import ITEM_CHANNELS  # channels of one item of tools/make_lmdb.py
 from dmpn.imageio import InputError
 
 __all__ = ["ITEM_CHANNELS", "check_prototxt", "check_weights", "check_solverstate", "gpu_count", "check_gpu", "check_lmdb",
            "in_phase", "blob_shapes", "mapped_libraries"]
-
-# Channels of one LMDB item of tools/make_lmdb.py: image RGB, trimap, alpha, foreground RGB,
-# background RGB (dmpn.lmdb_builder.CHANNEL_ORDER; dmpn.net.ITEM_SLICE_POINTS slices them).
-ITEM_CHANNELS = 11
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.transform import resize, rotate
 
+from dmpn.datum import CHANNEL_ORDER, ITEM_CHANNEL_NAMES as CHANNELS  # channel order of one LMDB item
 from dmpn.synth import trimap_from_alpha
 
 __all__ = [
@@ -38,10 +39,6 @@ __all__ = [
     "pack_item",
     "CHANNELS",
 ]
-
-# Channel order of one LMDB item (uint8, C x H x W). The network's Slice layer relies on it.
-CHANNELS = ("image_r", "image_g", "image_b", "trimap", "alpha", "fg_r", "fg_g", "fg_b",
-            "bg_r", "bg_g", "bg_b")
 
 
 def rotation_angles(k: int, max_angle: float = 15.0) -> list:
@@ -109,12 +106,11 @@ def composite_uint8(alpha8: np.ndarray, fg8: np.ndarray, bg8: np.ndarray) -> np.
 
 
 def pack_item(image8, trimap8, alpha8, fg8, bg8) -> np.ndarray:
-    """Stack into the 11 x H x W uint8 item: image RGB, trimap, alpha, fg RGB, bg RGB."""
+    """Stack into the 11 x H x W uint8 item: image RGB, trimap, alpha, fg RGB, bg RGB
+    (dmpn.datum.CHANNEL_ORDER)."""
     h, w = alpha8.shape
-    out = np.empty((11, h, w), np.uint8)
-    out[0:3] = np.moveaxis(image8, 2, 0)
-    out[3] = trimap8
-    out[4] = alpha8
-    out[5:8] = np.moveaxis(fg8, 2, 0)
-    out[8:11] = np.moveaxis(bg8, 2, 0)
+    out = np.empty((len(CHANNELS), h, w), np.uint8)
+    parts = {"image": image8, "trimap": trimap8, "alpha": alpha8, "fg": fg8, "bg": bg8}
+    for name, channels in CHANNEL_ORDER.items():
+        out[channels] = np.moveaxis(np.atleast_3d(parts[name]), 2, 0)
     return out

@@ -25,7 +25,21 @@ import struct
 
 import numpy as np
 
-__all__ = ["encode_datum", "decode_datum", "decode_datum_fields", "DatumError"]
+__all__ = ["encode_datum", "decode_datum", "decode_datum_fields", "DatumError", "ITEM_CHANNEL_NAMES",
+           "ITEM_CHANNELS", "CHANNEL_ORDER", "ITEM_SLICE_POINTS"]
+
+# One LMDB item of tools/make_lmdb.py: a uint8 Datum, C x H x W, with these channels in this
+# order (dmpn.compose.pack_item packs them). The one definition: the channel count that
+# dmpn.caffe_checks.check_lmdb expects, the manifest's channel_order and the nets' Slice points
+# (dmpn.net) are derived from it.
+ITEM_CHANNEL_NAMES = ("image_r", "image_g", "image_b", "trimap", "alpha", "fg_r", "fg_g", "fg_b",
+                      "bg_r", "bg_g", "bg_b")
+ITEM_CHANNELS = len(ITEM_CHANNEL_NAMES)
+CHANNEL_ORDER = {}  # {"image": [0, 1, 2], "trimap": [3], ...}
+for _index, _name in enumerate(ITEM_CHANNEL_NAMES):
+    CHANNEL_ORDER.setdefault(_name.split("_")[0], []).append(_index)
+# Where a Slice layer cuts an item into its parts: (3, 4, 5, 8).
+ITEM_SLICE_POINTS = tuple(indices[0] for indices in list(CHANNEL_ORDER.values())[1:])
 
 
 class DatumError(ValueError):

@@ -99,7 +99,7 @@ import numpy as np
 from dmpn import compose
 from dmpn.cli import (check_writable, dims, error_text, finite_float, positive_float, positive_int, seed,
                       whole_number)
-from dmpn.datum import encode_datum
+from dmpn.datum import CHANNEL_ORDER, ITEM_CHANNELS, ITEM_SLICE_POINTS, encode_datum
 from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap, write_text
 
 __all__ = [
@@ -122,11 +122,8 @@ PRESETS = {
 FORCED_TRAIN_DEFAULT = ("doll", "donkey", "elephant", "net", "pineapple", "plant", "plasticbag",
                         "troll")
 
-CHANNEL_ORDER = {
-    "image": [0, 1, 2], "trimap": [3], "alpha": [4], "fg": [5, 6, 7], "bg": [8, 9, 10],
-}
 KEY_FORMAT = "{index:08d}_{original}_b{bg:04d}_r{rot}"
-SLICE_POINTS = [3, 4, 5, 8]
+SLICE_POINTS = list(ITEM_SLICE_POINTS)
 
 ARGS_FILE = ".make_lmdb_args.json"
 MANIFEST = "manifest.json"
@@ -498,7 +495,7 @@ def choose_split(names, test_count, forced, seed):
 def estimate_bytes(size, n_train, n_test, n_originals):
     """Disk bytes the output will take (LMDB overflow pages, test PNGs upper bound, cache)."""
     h, w = size
-    value = 11 * h * w + 40
+    value = ITEM_CHANNELS * h * w + 40
     per_item = math.ceil((value + 16) / 4096) * 4096 + 128
     lmdb_bytes = (n_train + n_test) * per_item + 2 * 1024 * 1024
     png_bytes = n_test * int(4.2 * h * w + 3000)  # image + trimap + alpha, generous
@@ -859,7 +856,7 @@ def build(args) -> dict:
         "lmdb": {
             "train": "train_lmdb", "test": "test_lmdb",
             "datum": "raw uint8 Caffe Datum, encoded false, label 0, C x H x W",
-            "channels": 11, "channel_order": CHANNEL_ORDER,
+            "channels": ITEM_CHANNELS, "channel_order": CHANNEL_ORDER,
             "slice_points": SLICE_POINTS,
             "composite": "image = round(a*F + (1-a)*B) from the stored 8-bit alpha, fg, bg",
             "key_format": KEY_FORMAT,

@@ -29,10 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dmpn.datum import ITEM_SLICE_POINTS  # image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
 from dmpn.propagation import DEFAULT_EXPONENT_BOUND
-
-# Slice points of the LMDB item: image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
-ITEM_SLICE_POINTS = (3, 4, 5, 8)
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 

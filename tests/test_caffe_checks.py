@@ -40,10 +40,19 @@ def solver_state(path, learned_net="/runs/net/snap_iter_100.caffemodel"):
     return path
 
 
-def test_item_channels_are_those_of_make_lmdb():
-    from dmpn.lmdb_builder import CHANNEL_ORDER
-    assert C.ITEM_CHANNELS == 1 + max(max(v) for v in CHANNEL_ORDER.values())
-    assert C.ITEM_CHANNELS > N.ITEM_SLICE_POINTS[-1]
+def test_item_layout_is_the_one_make_lmdb_packs_and_the_net_slices():
+    from dmpn import compose
+    from dmpn.lmdb_builder import CHANNEL_ORDER, SLICE_POINTS
+    assert CHANNEL_ORDER == {"image": [0, 1, 2], "trimap": [3], "alpha": [4], "fg": [5, 6, 7], "bg": [8, 9, 10]}
+    assert C.ITEM_CHANNELS == 11 == len(compose.CHANNELS)
+    assert tuple(N.ITEM_SLICE_POINTS) == tuple(SLICE_POINTS) == (3, 4, 5, 8)
+    rng = np.random.default_rng(0)
+    c, f, b = (rng.integers(0, 256, (4, 5, 3), dtype=np.uint8) for _ in range(3))
+    t, a = (rng.integers(0, 256, (4, 5), dtype=np.uint8) for _ in range(2))
+    parts = np.split(compose.pack_item(c, t, a, f, b), N.ITEM_SLICE_POINTS)  # as the Slice layer cuts it
+    assert [p.shape[0] for p in parts] == [3, 1, 1, 3, 3]
+    assert np.array_equal(parts[1][0], t) and np.array_equal(parts[2][0], a)
+    assert np.array_equal(parts[4].transpose(1, 2, 0), b)
 
 
 def test_prototxt_refusals_name_the_file_and_the_line(tmp_path):
