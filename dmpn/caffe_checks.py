@@ -8,6 +8,7 @@ turns it into ``PROG: error: ...`` and exit status 2. They return what they pars
 callers need not read the file again.
 
 - :func:`check_prototxt` (path, what, phase) -> NetParameter: a text net Caffe can build
+- :func:`check_bottoms`  (param, path, phase): the bottom check of check_prototxt alone
 - :func:`check_weights`  (weights, net, net_path) -> NetParameter or None: a .caffemodel (or
   HDF5 weights) whose blobs fit the net (not garbage, not a .solverstate, not another width)
 - :func:`check_solverstate` (path) -> SolverState: a snapshot `caffe train -snapshot` can resume
@@ -28,7 +29,7 @@ import os
 from dmpn.datum import ITEM_CHANNELS  # channels of one item of tools/make_lmdb.py
 from dmpn.imageio import InputError
 
-__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_weights", "check_solverstate", "gpu_count", "check_gpu", "check_lmdb",
+__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_bottoms", "check_weights", "check_solverstate", "gpu_count", "check_gpu", "check_lmdb",
            "in_phase", "blob_shapes", "mapped_libraries"]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -133,20 +134,29 @@ def check_prototxt(path, what: str = "net prototxt", phase="TEST"):
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise InputError(f"{path}: layer '{layer.name}' has type '{layer.type}', which this "
                                  f"Caffe build does not have{hint}")
-    if phase is not None and param.layer:
-        stages = set(param.state.stage)
-        level = param.state.level
-        blobs = set(param.input)
-        for layer in param.layer:
-            if not in_phase(layer, phase, stages, level):
-                continue
-            for bottom in layer.bottom:
-                if bottom not in blobs:
-                    name = pb.Phase.Name(_phase_value(phase))
-                    raise InputError(f"{path}: layer '{layer.name}' takes bottom '{bottom}', which no "
-                                     f"earlier layer of its {name} net produces")
-            blobs.update(layer.top)
+    if phase is not None:
+        check_bottoms(param, path, phase)
     return param
+
+
+def check_bottoms(param, path, phase="TEST") -> None:
+    """InputError naming ``path`` (where NetParameter ``param`` was read) when a layer of its
+    ``phase`` net takes a bottom that no earlier layer produces (Caffe aborts on it); the second
+    half of check_prototxt, for a caller that has looked at the parsed net first."""
+    if not param.layer:
+        return
+    stages = set(param.state.stage)
+    level = param.state.level
+    blobs = set(param.input)
+    for layer in param.layer:
+        if not in_phase(layer, phase, stages, level):
+            continue
+        for bottom in layer.bottom:
+            if bottom not in blobs:
+                name = _proto().Phase.Name(_phase_value(phase))
+                raise InputError(f"{path}: layer '{layer.name}' takes bottom '{bottom}', which no "
+                                 f"earlier layer of its {name} net produces")
+        blobs.update(layer.top)
 
 
 def _shape_text(shape) -> str:

@@ -627,11 +627,12 @@ def pad_to_multiple(x, multiple: int = 32):
     return (np.pad(x, pad, mode="edge") if (ph or pw) else x), (h, w)
 
 
-def check_deploy_prototxt(deploy) -> None:
-    """InputError naming ``deploy`` unless it is a deploy net as dmpn.net.deploy writes: inputs
-    `data` and `trimap` (Input layers), output `alpha`, no data layer. A training net given as
-    --model would read its LMDB and overwrite `data`, and its `alpha` is the ground truth: it
-    would score perfectly."""
+def check_deploy_prototxt(deploy):
+    """The NetParameter of ``deploy``, or InputError naming it unless it is a deploy net as
+    dmpn.net.deploy writes: inputs `data` and `trimap` (Input layers), output `alpha`, no data
+    layer. A training net given as --model would read its LMDB and overwrite `data`, and its
+    `alpha` is the ground truth: it would score perfectly. (Its bottoms are not checked here:
+    caffe_checks.check_bottoms, after this message had its chance.)"""
     from dmpn.caffe_checks import check_prototxt, in_phase
     net = check_prototxt(deploy, what="deploy prototxt", phase=None)  # layers checked after ours
     layers = [layer for layer in net.layer  # those of the TEST net the predictor builds
@@ -650,6 +651,7 @@ def check_deploy_prototxt(deploy) -> None:
         raise InputError(f"{deploy}: not a deploy net: {why}; the predictor needs Input blobs {needed} "
                          f"and the output '{DEPLOY_OUTPUT}' (prototxt/deploy.prototxt, or "
                          "dmpn.net.deploy for another width)")
+    return net
 
 
 def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
@@ -668,9 +670,8 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         import caffe
     except ImportError as exc:
         raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
-    from dmpn.caffe_checks import check_gpu, check_prototxt, check_weights
-    check_deploy_prototxt(deploy)
-    check_prototxt(deploy, what="deploy prototxt")  # what Caffe would abort on
+    from dmpn.caffe_checks import check_bottoms, check_gpu, check_weights
+    check_bottoms(check_deploy_prototxt(deploy), deploy)  # what Caffe would abort on
     if gpu is None:
         caffe.set_mode_cpu()
     else:

@@ -329,7 +329,7 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "caffe", fake)
     import dmpn.caffe_checks as C   # the checks need the real caffe_pb2; tested on their own
     monkeypatch.setattr(E, "check_deploy_prototxt", lambda path: None)
-    monkeypatch.setattr(C, "check_prototxt", lambda path, **kw: None)
+    monkeypatch.setattr(C, "check_bottoms", lambda param, path: None)
     monkeypatch.setattr(C, "check_weights", lambda weights, net, **kw: None)
     monkeypatch.setattr(C, "check_gpu", lambda device: int(device))
     (tmp_path / "d.prototxt").write_text("")
@@ -711,6 +711,13 @@ def test_a_training_net_as_model_is_refused(dataset, slim_model, tmp_path):
     garbage.write_text("layer { name: ")
     with pytest.raises(InputError, match="garbage.prototxt: not a deploy prototxt"):
         E.caffe_predictor(garbage, weights)
+    # A deploy net with a layer whose bottom nothing makes: refused (Caffe aborts on it), after
+    # the deploy checks, from the one parse of the file.
+    orphan = tmp_path / "orphan.prototxt"
+    orphan.write_text(open(slim_model[0]).read() + 'layer { name: "r" type: "ReLU" bottom: "nowhere" top: "r" }\n')
+    with pytest.raises(InputError, match=r"orphan\.prototxt: layer 'r' takes bottom 'nowhere', which no earlier "
+                                         r"layer of its TEST net produces"):
+        E.caffe_predictor(orphan, weights)
 
 
 def test_weights_caffe_cannot_load_are_one_line_errors(dataset, slim_model, tmp_path):
