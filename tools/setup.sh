@@ -299,7 +299,7 @@ done
 # install went makes its folder again when it is configured.)
 # Compared as files (-ef), not as strings: another clone may reach the cache by another path.
 mapfile -t used < <(cat "$CACHE"/install-*/.dmpn-cuda-root 2>/dev/null || true)
-for links in "$CACHE"/cuda-root-cu*-*; do
+for links in "$CACHE"/cuda-root-cu*; do  # (cuda-root-cuN without a hash: made by older set-ups)
   [[ -e $links ]] || continue
   in_use=0
   for u in "${used[@]}"; do [[ $links -ef $u ]] && { in_use=1; break; }; done
