@@ -72,7 +72,7 @@ class MattingLossLayer : public LossLayer<Dtype> {
   Dtype num_unknown_;  // of the last forward
   /// GPU forward: per-block (loss, unknown, invalid trimap) sums in double, at most
   /// kMaxSumBlocks blocks.
-  static const int kMaxSumBlocks = 256;
+  static constexpr int kMaxSumBlocks = 256;  // constexpr: inline (C++17), so std::min may bind to it
   shared_ptr<SyncedMemory> block_sums_;
 };
 

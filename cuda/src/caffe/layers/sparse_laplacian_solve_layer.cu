@@ -27,7 +27,7 @@ const int kBlockLevelUnknowns = 8192;  // levels this small: one thread block fo
 const int kBlockLevelThreads = 1024;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
-const int kNumFlags = 6;               // an item's set-up flags (GpuItem::flags)
+const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags)
 
 struct GpuLevel {  // plain data: also copied to the device for the one-block V-cycle
   int H, W;
@@ -52,7 +52,8 @@ struct GpuItem {
   double* inverse;       // coarsest level's inverse (symmetric, n x n)
   double *alpha, *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors
   int* flags;  // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular, [4] a 0 edge,
-               // [5] a degree (diagonal) that is not finite: overflow
+               // [5] a degree (diagonal) that is not finite: overflow, [6] the same on the
+               // coarsest level (the coarsening summed degrees beyond double's range)
   CgScalars* cg;
   double* partial;       // per-block partial sums of the dot products
   unsigned* retired;     // blocks done with a dot product (the last one sums up)
@@ -168,7 +169,7 @@ __global__ void Densify(const int H, const int W, const double* ew, const double
 }
 
 // In-place dense Cholesky (lower) in one thread block; flags[3] = 1 if a diagonal is not
-// positive, flags[5] = 1 if one is not finite (overflow, as the CPU's Setup). Pivots are clamped at kPivotFloor of their diagonal, as on the CPU (round-off:
+// positive, flags[6] = 1 if one is not finite (overflow, as the CPU's Setup). Pivots are clamped at kPivotFloor of their diagonal, as on the CPU (round-off:
 // singular systems are ruled out before, FindUnanchoredNode).
 __global__ void CholeskyFactor(const int n, double* A, int* flags) {
   __shared__ double pivot;
@@ -178,7 +179,7 @@ __global__ void CholeskyFactor(const int n, double* A, int* flags) {
       double d = a;
       for (int k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
       if (!(a > 0 && isfinite(a))) {
-        flags[isfinite(a) ? 3 : 5] = 1;
+        flags[isfinite(a) ? 3 : 6] = 1;
         d = 1;
       } else {
         d = fmax(d, kPivotFloor * a);
@@ -742,6 +743,9 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
           bottom[1]->cpu_data() + bottom[1]->offset(n), ew.data(), sw.data());
       CHECK_LT(node, 0) << Where(n) << UnanchoredMessage(node);
     }
+    // After the search, as the CPU path finds a coarsened overflow in its Setup.
+    CHECK(!flags[6]) << Where(n) << DegreeOverflowMessage(bottom[0]->cpu_data()
+                                                          + bottom[0]->offset(n));
     CHECK(!flags[3]) << Where(n) << "the system is singular (a part of the image not "
         "connected to any known pixel?)";
   }
