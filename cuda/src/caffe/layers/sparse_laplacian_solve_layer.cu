@@ -169,8 +169,9 @@ __global__ void Densify(const int H, const int W, const double* ew, const double
 }
 
 // In-place dense Cholesky (lower) in one thread block; flags[3] = 1 if a diagonal is not
-// positive, flags[6] = 1 if one is not finite (overflow, as the CPU's Setup). Pivots are clamped at kPivotFloor of their diagonal, as on the CPU (round-off:
-// singular systems are ruled out before, FindUnanchoredNode).
+// positive, flags[6] = 1 if one is not finite (overflow, as the CPU's Setup). Pivots are
+// clamped at kPivotFloor of their diagonal, as on the CPU (round-off: singular systems are
+// ruled out before, FindUnanchoredNode).
 __global__ void CholeskyFactor(const int n, double* A, int* flags) {
   __shared__ double pivot;
   for (int j = 0; j < n; ++j) {

@@ -117,6 +117,19 @@ class SparseLaplacianSolveLayerTest : public MultiDeviceTest<TypeParam> {
     EXPECT_DEATH(layer.Forward(bottom_vec_, top_vec_), message);
   }
 
+  // Item n: the 2 x 2 block at rows and columns 8-9 unknown, every edge to the rest 0.
+  void CutOffRegion(int n) {
+    Dtype* w = affinity_->mutable_cpu_data();
+    Dtype* t = trimap_->mutable_cpu_data();
+    for (int k = 8; k < 10; ++k) {
+      w[affinity_->offset(n, 0, k, 7)] = 0;
+      w[affinity_->offset(n, 0, k, 9)] = 0;
+      w[affinity_->offset(n, 1, 7, k)] = 0;
+      w[affinity_->offset(n, 1, 9, k)] = 0;
+      for (int j = 8; j < 10; ++j) t[trimap_->offset(n, 0, k, j)] = Dtype(0.5);
+    }
+  }
+
   LayerParameter Param(int shrink, double tol = 1e-12) {
     LayerParameter p;
     p.set_name("propagate");
@@ -383,14 +396,7 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {
   for (int shrink = 1; shrink <= 2; ++shrink) {
     this->Fill(2, 20, 20, 0.5, 3);
     Blob<Dtype>* a = this->affinity_;
-    for (int k = 8; k < 10; ++k) {
-      a->mutable_cpu_data()[a->offset(1, 0, k, 7)] = 0;
-      a->mutable_cpu_data()[a->offset(1, 0, k, 9)] = 0;
-      a->mutable_cpu_data()[a->offset(1, 1, 7, k)] = 0;
-      a->mutable_cpu_data()[a->offset(1, 1, 9, k)] = 0;
-      for (int j = 8; j < 10; ++j) this->trimap_->mutable_cpu_data()[
-          this->trimap_->offset(1, 0, k, j)] = Dtype(0.5);
-    }
+    this->CutOffRegion(1);
     this->ExpectForwardDies(this->Param(shrink),
         "batch item 1: pixel \\(8, 8\\).* not connected to any known pixel");
     // One edge back: solvable again, and the zero edges left are no error.
@@ -447,14 +453,7 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestCutOffRegionIsNamedBeforeACoarsene
   }
   this->ExpectForwardDies(this->Param(1), "batch item 0: a pixel's degree \\(the sum of its "
       "affinities and c\\) is not finite: the affinities are too large: the largest is 3e\\+307");
-  for (int k = 8; k < 10; ++k) {  // the 2 x 2 unknown region of TestRegionCutOffIsAnError
-    a->mutable_cpu_data()[a->offset(0, 0, k, 7)] = 0;
-    a->mutable_cpu_data()[a->offset(0, 0, k, 9)] = 0;
-    a->mutable_cpu_data()[a->offset(0, 1, 7, k)] = 0;
-    a->mutable_cpu_data()[a->offset(0, 1, 9, k)] = 0;
-    for (int j = 8; j < 10; ++j) this->trimap_->mutable_cpu_data()[
-        this->trimap_->offset(0, 0, k, j)] = Dtype(0.5);
-  }
+  this->CutOffRegion(0);
   this->ExpectForwardDies(this->Param(1),
       "batch item 0: pixel \\(8, 8\\).* not connected to any known pixel");
 }
