@@ -155,6 +155,10 @@ def caffe_layer_net(flavour, n, h, w, tol=1e-8, max_iterations=2000):
         os.unlink(f.name)
 
 
+# The CUDA layer replays its CG iterations as CUDA graphs where this is "1" (the .cu's header).
+CUDA_GRAPHS = "DMPN_CUDA_GRAPHS"
+
+
 def time_net(net, affs, trimaps, tops, repeats, gpu=False):
     import caffe
     if gpu:
@@ -196,11 +200,25 @@ def run(size=(600, 800), batch=(4, 320, 320), repeats=3, gpu=False, python_layer
             ref_g.append(g)
         ref_a = np.stack(ref_a)[:, None]
         row = {"problem": kind, "shape": f"{n}x{h}x{w}", "scipy_splu_s": ref_t}
-        flavours = [("cpp", False)] + ([("cpp", True)] if gpu else []) + ([("python", False)] if python_layer else [])
-        for flavour, on_gpu in flavours:
+        # (key, layer flavour, on the GPU, DMPN_CUDA_GRAPHS): the CUDA layer with direct launches
+        # and with its CG iterations replayed as CUDA graphs, in this one process.
+        flavours = [("cpp", "cpp", False, None)]
+        if gpu:
+            flavours += [("cpp_gpu", "cpp", True, "0"), ("cpp_gpu_graphs", "cpp", True, "1")]
+        if python_layer:
+            flavours.append(("python", "python", False, None))
+        for key, flavour, on_gpu, graphs in flavours:
             net = caffe_layer_net(flavour, n, h, w)
-            t, a, g = time_net(net, affs, tris, tops, repeats if flavour == "cpp" else 1, gpu=on_gpu)
-            key = f"{flavour}{'_gpu' if on_gpu else ''}"
+            old = os.environ.get(CUDA_GRAPHS)
+            if graphs is not None:
+                os.environ[CUDA_GRAPHS] = graphs  # read by the layer at each solve
+            try:
+                t, a, g = time_net(net, affs, tris, tops, repeats if flavour == "cpp" else 1, gpu=on_gpu)
+            finally:
+                if old is None:
+                    os.environ.pop(CUDA_GRAPHS, None)
+                else:
+                    os.environ[CUDA_GRAPHS] = old
             row[f"{key}_s"] = t
             row[f"{key}_speedup_vs_splu"] = ref_t / t
             row[f"{key}_max_alpha_err"] = float(np.abs(a - ref_a).max())
@@ -301,9 +319,9 @@ def format_rows(rows):
     lines = []
     for r in rows:
         lines.append(f"{r['problem']:>7} {r['shape']:>12}  scipy splu+2 solves {r['scipy_splu_s']*1000:9.1f} ms")
-        for k in ("cpp", "cpp_gpu", "python"):
+        for k in ("cpp", "cpp_gpu", "cpp_gpu_graphs", "python"):
             if f"{k}_s" in r:
-                lines.append(f"{'':>21}  {k:>6} layer fwd+bwd {r[k + '_s']*1000:9.1f} ms  "
+                lines.append(f"{'':>21}  {k:>14} layer fwd+bwd {r[k + '_s']*1000:9.1f} ms  "
                              f"x{r[k + '_speedup_vs_splu']:6.1f} vs splu   max|alpha-splu| "
                              f"{r[k + '_max_alpha_err']:.1e}  grad rel err {r[k + '_max_grad_rel_err']:.1e}")
     return "\n".join(lines)

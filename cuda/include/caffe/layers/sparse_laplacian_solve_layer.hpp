@@ -123,6 +123,7 @@ class GridMultigridSolver {
   struct Stats {
     int iterations;
     double relative_residual;
+    bool cuda_graphs = false;  // GPU path: the CG iterations ran as replayed CUDA graphs
   };
 
   /// Builds the hierarchy from the finest level's edge weights and diagonal (moved in; the
