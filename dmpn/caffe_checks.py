@@ -233,10 +233,23 @@ def _binary_layers(weights, raw, what):
                    for layer in layers]
 
 
-def _hdf5_layers(weights):
+def _shared_blobs(net) -> dict:
+    """{layer name: [whether parameter j shares its data with an earlier layer's]} of a pycaffe
+    net: Caffe's HDF5 weights hold only the parameters a layer owns (Net::ToHDF5)."""
+    seen, shared = set(), {}
+    for name, layer in zip(net._layer_names, net.layers):
+        pointers = [b.data.ctypes.data for b in layer.blobs]
+        shared[name] = [p in seen for p in pointers]
+        seen.update(pointers)
+    return shared
+
+
+def _hdf5_layers(weights, shared):
     """The layers of Caffe's HDF5 weights (Net::ToHDF5: group data/LAYER, datasets 0, 1, ...)
-    as _binary_layers gives them. Caffe copies dataset j into parameter j with the same shape
-    (CopyTrainedLayersFromHDF5), so a gap in the numbering or a non-numeric dataset is refused."""
+    that are layers of the net, as _binary_layers gives them, read as CopyTrainedLayersFromHDF5
+    reads them: other groups are ignored; a layer may hold at most as many datasets as the net's
+    layer has parameters, and lack dataset j only where parameter j is shared (``shared``, from
+    _shared_blobs: None stands for it); a dataset must be numeric."""
     import h5py
     try:
         f = h5py.File(weights, "r")
@@ -248,17 +261,36 @@ def _hdf5_layers(weights):
             raise InputError(f"{weights}: an HDF5 file without the group 'data' of Caffe's HDF5 weights")
         layers = []
         for name, group in data.items():
+            if name not in shared:
+                continue  # Caffe ignores it
             if not isinstance(group, h5py.Group):
                 raise InputError(f"{weights}: data/{name} is not a group of parameter datasets")
+            if len(group) > len(shared[name]):
+                raise InputError(f"{weights}: layer '{name}' has {len(group)} parameter blobs, the net "
+                                 f"has {len(shared[name])} there (a layer of another type?)")
             blobs = []
-            for j in range(len(group)):
+            for j, is_shared in enumerate(shared[name]):
                 ds = group.get(str(j))
+                if ds is None and is_shared:
+                    blobs.append(None)
+                    continue
                 if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiu":
                     raise InputError(f"{weights}: data/{name} holds {sorted(group)} where Caffe reads "
-                                     f"numeric datasets {', '.join(map(str, range(len(group))))}")
+                                     f"numeric datasets {', '.join(map(str, range(len(shared[name]))))}")
                 blobs.append((tuple(ds.shape), lambda shape, s=tuple(ds.shape): tuple(shape) == s, ds.size))
             layers.append((name, blobs))
     return layers
+
+
+def _is_hdf5(raw) -> bool:
+    """Whether ``raw`` is an HDF5 file as H5Fis_hdf5 (Caffe's test) finds one: the signature at
+    offset 0, 512, 1024, 2048, ... (after a user block)."""
+    offset = 0
+    while offset + len(_HDF5_SIGNATURE) <= len(raw):
+        if raw[offset:offset + len(_HDF5_SIGNATURE)] == _HDF5_SIGNATURE:
+            return True
+        offset = 512 if offset == 0 else 2 * offset
+    return False
 
 
 def check_weights(weights, net, net_path=None, what: str = "weights"):
@@ -278,8 +310,8 @@ def check_weights(weights, net, net_path=None, what: str = "weights"):
         net = caffe.Net(os.fspath(net), caffe.TEST)
     target = blob_shapes(net)
     where = f"the net {net_path}" if net_path else "the net"
-    if raw.startswith(_HDF5_SIGNATURE):
-        param, layers = None, _hdf5_layers(weights)
+    if _is_hdf5(raw):
+        param, layers = None, _hdf5_layers(weights, _shared_blobs(net))
     else:
         param, layers = _binary_layers(weights, raw, what)
     matched = 0
@@ -290,7 +322,10 @@ def check_weights(weights, net, net_path=None, what: str = "weights"):
         if len(shapes) != len(blobs):
             raise InputError(f"{weights}: layer '{name}' has {len(blobs)} parameter blobs, "
                              f"{where} has {len(shapes)} there (a layer of another type?)")
-        for j, (shape, (source_shape, fits, held)) in enumerate(zip(shapes, blobs)):
+        for j, (shape, blob) in enumerate(zip(shapes, blobs)):
+            if blob is None:  # HDF5: a shared parameter its owner holds
+                continue
+            source_shape, fits, held = blob
             if not fits(shape):
                 raise InputError(f"{weights}: layer '{name}' parameter {j} has shape "
                                  f"{_shape_text(source_shape)}, {where} wants "

@@ -165,6 +165,34 @@ def test_hdf5_weights_are_checked_as_caffe_reads_them(tmp_path):
         C.check_weights(cut, SLIM_DEPLOY)
 
 
+def test_hdf5_weights_caffe_accepts_are_accepted(tmp_path):
+    """What CopyTrainedLayersFromHDF5 takes: a layer whose parameters are shared holds no
+    datasets (Net::ToHDF5 writes them with their owner), groups of no layer of the net are
+    ignored, and the file may start with a user block (H5Fis_hdf5 looks past it)."""
+    caffe = require_caffe()
+    import h5py
+    shared = tmp_path / "shared.prototxt"
+    shared.write_text(
+        'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }\n'
+        + "".join(f'layer {{ name: "{n}" type: "InnerProduct" bottom: "x" top: "{n}" param {{ name: "w" }} '
+                  f'param {{ name: "b" }} inner_product_param {{ num_output: 2 }} }}\n' for n in "ab"))
+    weights = tmp_path / "shared.caffemodel.h5"
+    caffe.Net(str(shared), caffe.TEST).save_hdf5(str(weights))
+    with h5py.File(weights, "r+") as f:
+        assert sorted(f["data/a"]) == ["0", "1"] and len(f["data/b"]) == 0  # b's are a's
+        f["data/notes"] = np.bytes_("not a layer")
+    caffe.Net(str(shared), str(weights), caffe.TEST)  # Caffe takes it
+    assert C.check_weights(weights, shared) is None
+    with h5py.File(weights, "r") as src, h5py.File(tmp_path / "block.h5", "w", userblock_size=512) as dst:
+        src.copy("data", dst)
+    caffe.Net(str(shared), str(tmp_path / "block.h5"), caffe.TEST)
+    assert C.check_weights(tmp_path / "block.h5", shared) is None
+    with h5py.File(weights, "r+") as f:
+        del f["data/a/1"]  # a owns its bias: Caffe needs it
+    with pytest.raises(InputError, match=r"data/a holds \['0'\] where Caffe reads numeric datasets 0, 1"):
+        C.check_weights(weights, shared)
+
+
 def test_weights_check_accepts_legacy_4d_blob_shapes(tmp_path):
     caffe = require_caffe()
     from caffe.proto import caffe_pb2
