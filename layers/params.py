@@ -50,21 +50,29 @@ def _refuse(layer, key, value, rule):
 def finite_param(layer, key, value, above=None, minimum=None, maximum=None, why=""):
     """``value`` (param ``key``) as a float: a finite number (not a bool or a string), > above,
     >= minimum and <= maximum where given; otherwise a ValueError naming the layer, the key and
-    the value, ending with ``why``. The rules hold for the value rounded to float32 too, the type
-    of the C++ layer's field: 1e39 (inf there) or an eps of 1e-50 (0 there) is refused by both
-    flavours alike."""
+    the value, ending with ``why``. The rules are judged on the value rounded to float32, the type
+    of the C++ layer's field, as the C++ layer judges it: 1e39 (inf there) or an eps of 1e-50 (0
+    there) is refused by both flavours alike, 80.000001 (80 there) accepted by both."""
     rule = "a finite number" + (f" > {above:g}" if above is not None else "") \
         + (f" >= {minimum:g}" if minimum is not None else "") \
         + (f" and <= {maximum:g}" if maximum is not None else "") + why
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _finite(value):
         _refuse(layer, key, value, rule)
     with np.errstate(over="ignore"):
         as_float = float(np.float32(value))
-    for v in (value, as_float):
-        if not math.isfinite(v) or (above is not None and not v > above) \
-                or (minimum is not None and not v >= minimum) or (maximum is not None and not v <= maximum):
-            _refuse(layer, key, value, rule + ("" if v is value else f" (as float32, the C++ field's type, it is {v:g})"))
+    if not math.isfinite(as_float) or (above is not None and not as_float > above) \
+            or (minimum is not None and not as_float >= minimum) \
+            or (maximum is not None and not as_float <= maximum):
+        shown = "" if as_float == value else f" (as float32, the C++ field's type, it is {as_float:g})"
+        _refuse(layer, key, value, rule + shown)
     return float(value)
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64's range
+        return False
 
 
 # The C++ layers' whole-number fields are uint32 (caffe.proto).
@@ -75,7 +83,11 @@ def whole_param(layer, key, value, minimum):
     """``value`` (param ``key``) as an int: a whole number from minimum to UINT32_MAX (2.0
     counts, 2.5, NaN, a bool, a string or 2**32 do not); otherwise a ValueError naming the
     layer, the key and the value."""
-    if not is_whole(value, minimum) or value > UINT32_MAX:
+    try:
+        fits = is_whole(value, minimum) and value <= UINT32_MAX
+    except OverflowError:  # an int beyond float64's range
+        fits = False
+    if not fits:
         _refuse(layer, key, value, f"a whole number from {minimum} to {UINT32_MAX}")
     return int(value)
 

@@ -256,6 +256,22 @@ def test_c_beyond_float32_is_refused_by_both_flavours(caffe, tmp_path, value, sh
     assert "SparseLaplacianSolve layer 'solve': c must be a finite number > 0, got " + as_float in err, err[-2000:]
 
 
+def test_python_params_are_judged_as_cpp_judges_them_near_the_limits(caffe, tmp_path):
+    # 80.000001 is 80 in the C++ float field: both flavours accept it (C++: AffinityExp builds).
+    net = python_net(caffe, tmp_path, aff_param='{"exponent_bound": 80.000001}')
+    assert net.blobs["alpha"].data.shape[1] == 1
+    cpp = NET.format(n=1, t=2, h=4, w=4, affinity=CPP_AFF.replace("%g", "80.000001"),
+                     solve=CPP_SOLVE % 1)
+    (tmp_path / "cpp.prototxt").write_text(cpp)
+    caffe.Net(str(tmp_path / "cpp.prototxt"), caffe.TEST)
+    # Integers beyond float64's range: refused with the layer's message, not an OverflowError.
+    huge = "1" + "0" * 400
+    for param, rule in (("c", "a finite number > 0"), ("shrink", "a whole number from 1 to 4294967295")):
+        other = {"c": '"shrink": 1', "shrink": '"c": 0.8'}[param]
+        with pytest.raises(Exception, match=rf"SparseLaplacianSolve Python layer: {param} must be {rule}, got 1000"):
+            python_net(caffe, tmp_path, solve_param=f'{{"{param}": {huge}, {other}}}')
+
+
 def test_shrink_larger_than_the_grid_is_an_error_in_both_flavours(caffe, tmp_path):
     # A 4 x 6 grid: shrink 4 (a 1 x 2 solve grid) is the largest allowed, 5 is refused.
     msg = "shrink 5 is larger than the 4 x 6 affinity grid (bottom[0]); at most min(H, W) = 4"
