@@ -146,6 +146,21 @@ def test_main_job_sh_answers_help_and_bad_arguments_before_its_set_up(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["python3"]
 
 
+def test_main_job_sh_goes_on_when_its_early_check_cannot_run(tmp_path):
+    """A python3 that cannot run the early check (here: it fails on anything but the version
+    probe, as one that cannot import dmpn would) does not stop the job: the job checks the
+    arguments itself after the set-up."""
+    import os
+    broken = tmp_path / "python3"
+    broken.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\necho "no dmpn here" >&2\nexit 1\n')
+    broken.chmod(0o755)
+    res = subprocess.run(["bash", str(ROOT / "tools" / "main_job.sh"), "--minutes", "-1"], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHON=str(broken)), timeout=900)
+    refused(res, "argument --minutes: must be > 0, got -1")  # from the job, after the set-up
+    assert "the early argument check did not run (exit 1)" in res.stderr
+    assert "[setup]" in res.stderr and "no dmpn here" not in res.stderr
+
+
 def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
     out = tmp_path / "results"
     stop = ("from dmpn import main_job\ndef stop(*a, **k):\n    raise KeyboardInterrupt\n"

@@ -7,13 +7,19 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The arguments first (dmpn.main_job parses them with the standard library alone, so any
 # python3 of 3.7 or later will do before the set-up): --help or a bad argument answers at once,
-# not after minutes of set-up. Without such a python3 the job itself checks them after set-up.
+# not after minutes of set-up. Exit 2 is a refused argument, 10 the help shown; anything else
+# (no such python3, dmpn not importable by it) leaves the check to the job after the set-up.
 PRECHECK=${PYTHON:-python3}
 if "$PRECHECK" -c 'import sys; sys.exit(sys.version_info < (3, 7))' >/dev/null 2>&1; then
   status=0
-  PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PRECHECK" -m dmpn.main_job --check-arguments "$@" || status=$?
-  if [ "$status" -eq 10 ]; then exit 0; fi  # --help: answered (ARGUMENTS_ANSWERED)
-  if [ "$status" -ne 0 ]; then exit "$status"; fi
+  said=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PRECHECK" -m dmpn.main_job --check-arguments "$@" 2>&1) \
+    || status=$?
+  case $status in
+    0) ;;
+    10) printf '%s\n' "$said"; exit 0 ;;  # --help (ARGUMENTS_ANSWERED)
+    2) printf '%s\n' "$said" >&2; exit 2 ;;
+    *) echo "main_job.sh: the early argument check did not run (exit $status); the job checks the arguments after the set-up" >&2 ;;
+  esac
 fi
 bash "$REPO/tools/setup.sh"
 exec "$REPO/.venv/bin/python" -m dmpn.main_job "$@"
