@@ -299,7 +299,9 @@ done
 # install went makes its folder again when it is configured.)
 # Compared as files (-ef), not as strings: another clone may reach the cache by another path.
 mapfile -t used < <(cat "$CACHE"/install-*/.dmpn-cuda-root 2>/dev/null || true)
-for links in "$CACHE"/cuda-root-cu*; do  # (cuda-root-cuN without a hash: made by older set-ups)
+# (Only the hashed ones: an unhashed cuda-root-cuN of older set-ups may serve installs that
+# recorded no .dmpn-cuda-root, so it stays.)
+for links in "$CACHE"/cuda-root-cu*-*; do
   [[ -e $links ]] || continue
   in_use=0
   for u in "${used[@]}"; do [[ $links -ef $u ]] && { in_use=1; break; }; done

@@ -16,7 +16,8 @@
 // 600 x 800, most of them the V-cycle's) are captured once per item as CUDA graphs and
 // replayed, two graph launches an iteration instead: the same kernels with the same arguments
 // in the same order, so the same results bit for bit, with less launch latency. Opt-in until
-// measured on a GPU (README, Performance, GPU); where capture fails the launches run directly.
+// measured on a GPU (README, Performance, GPU); where no graph can be made, the launches run
+// directly (one warning).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -545,26 +546,36 @@ bool CudaGraphsWanted() {
   return v && std::strcmp(v, "1") == 0;
 }
 
+// The one warning of a process whose CUDA graphs could not be made; clears the error.
+void WarnNoGraphs(cudaError_t err) {
+  static bool warned = false;
+  if (!warned) {
+    LOG(WARNING) << "SparseLaplacianSolve: no CUDA graph (" << cudaGetErrorString(err)
+                 << "); launching directly";
+    warned = true;
+  }
+  cudaGetLastError();  // the direct launches check their own
+}
+
 // What `queue` puts on `stream`, captured as an executable graph (not run), or NULL where
-// capture or instantiation fails (the error is cleared and logged once; the caller launches
-// directly). The queued work must not synchronise or touch the legacy default stream.
+// capture cannot begin or the graph cannot be made (WarnNoGraphs; the caller launches
+// directly). The queued work must not synchronise or touch the legacy default stream; a
+// CUDA_CHECK inside it that fails stops the process, as it would outside a capture.
 template <typename Queue>
 cudaGraphExec_t CaptureGraph(cudaStream_t stream, Queue queue) {
-  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
-    LOG_FIRST_N(WARNING, 1) << "SparseLaplacianSolve: cannot capture a CUDA graph ("
-        << cudaGetErrorString(cudaGetLastError()) << "); launching directly";
+  cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+  if (err != cudaSuccess) {
+    WarnNoGraphs(err);
     return NULL;
   }
   queue();
   cudaGraph_t graph = NULL;
-  cudaError_t err = cudaStreamEndCapture(stream, &graph);
+  err = cudaStreamEndCapture(stream, &graph);
   cudaGraphExec_t exec = NULL;
   if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) cudaGraphDestroy(graph);
   if (err != cudaSuccess) {
-    LOG_FIRST_N(WARNING, 1) << "SparseLaplacianSolve: CUDA graph capture failed ("
-        << cudaGetErrorString(err) << "); launching directly";
-    cudaGetLastError();  // clear it: the direct launches check their own
+    WarnNoGraphs(err);
     return NULL;
   }
   return exec;
