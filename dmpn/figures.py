@@ -5,6 +5,8 @@
 - :func:`qualitative_grid`: like the paper's Fig. 4 -- per image: the image, its trimap, each
   method's matte and the ground truth.
 - :func:`make_figures`: all of them for a list of ``dmpn.evaluate.MethodResult``.
+- :func:`training_curves`: a `caffe train` log's loss (and test outputs) and learning rate by
+  iteration (``dmpn.train_log``).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 
 import numpy as np
 
-__all__ = ["bar_chart", "qualitative_grid", "make_figures"]
+__all__ = ["bar_chart", "qualitative_grid", "make_figures", "training_curves"]
 
 _LABELS = {"sad": "SAD (/1000)", "mse": "MSE (x1000)", "grad": "Grad (/1000)", "conn": "Conn (/1000)"}
 _SCALE = {"sad": 1.0, "mse": 1000.0, "grad": 1.0, "conn": 1.0}
@@ -127,3 +129,41 @@ def make_figures(results, out_dir, gt_dir, trimap_dir, images_dir=None, rows: in
              qualitative_grid(results, os.path.join(out_dir, "qualitative.png"), gt_dir, trimap_dir,
                               images_dir=images_dir, rows=rows)]
     return paths
+
+
+def training_curves(log, path, title: str = "") -> str:
+    """``log`` (a dmpn.train_log.TrainingLog) as a PNG: the training loss as logged (faint) and
+    its running mean over 10 points, each test output by iteration, and the learning rate on
+    a second axis where it changes."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    its = np.array([p[0] for p in log.train_loss], float)
+    loss = np.array([p[1] for p in log.train_loss], float)
+    ax.plot(its, loss, color="tab:blue", alpha=0.3, lw=0.8, label="training loss")
+    if len(loss) >= 10:
+        mean = np.convolve(loss, np.ones(10) / 10, mode="valid")
+        ax.plot(its[9:], mean, color="tab:blue", lw=1.5, label="training loss, mean of 10")
+    for name, pts in log.test.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, label=f"test {name}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    rates = {p[1] for p in log.learning_rate}
+    if len(rates) > 1:  # a constant rate (the paper's) says nothing drawn
+        ax2 = ax.twinx()
+        ax2.step([p[0] for p in log.learning_rate], [p[1] for p in log.learning_rate], where="post",
+                 color="tab:gray", lw=1, label="learning rate")
+        ax2.set_ylabel("learning rate")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    elif rates:
+        lr = f"lr {next(iter(rates)):g}"
+        title = f"{title} ({lr})" if title else lr
+    ax.legend(handles, labels, fontsize=8, loc="upper right")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return os.fspath(path)
+

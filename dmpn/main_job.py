@@ -37,12 +37,11 @@ import time
 # The standard library and dmpn.cli only at module level: tools/main_job.sh checks the arguments
 # with any python3 before the set-up has installed numpy (--check-arguments); dmpn.imageio and the
 # rest are imported where they are used.
+from dmpn import train_log
 from dmpn.cli import INTERRUPTED, REPO as ROOT, USER_ERRORS, InputError, check_writable, positive_float, run_tool, seed
 
 # The usage text's name for the job (it runs as `python -c` from there, or `python -m dmpn.main_job`).
 PROG = "tools/main_job.sh"
-# Caffe's solver log: "Iteration 10 (3.5 iter/s, 2.9s/10 iters), loss = 0.18"
-LOSS_RE = re.compile(r"Iteration (\d+)\b.*?, loss = ([-+.\deEnaif]+)")
 
 
 def say(msg):
@@ -211,7 +210,7 @@ def train(netdir, max_iter, minutes, weights=None):
     try:
         for line in p.stderr:
             log.write(line)
-            m = LOSS_RE.search(line)
+            m = train_log.TRAIN_LOSS.search(line)
             if m:
                 say(f"iteration {m.group(1)}/{max_iter}  loss {float(m.group(2)):.4f}  "
                     f"({time.time() - t0:.0f} s)")
@@ -223,30 +222,13 @@ def train(netdir, max_iter, minutes, weights=None):
         raise SystemExit(f"caffe train failed (exit {rc}); see {os.path.join(netdir, 'train.log')}")
 
 
-def losses(netdir):
-    pts = []
-    with open(os.path.join(netdir, "train.log")) as f:
-        for line in f:
-            m = LOSS_RE.search(line)
-            if m:
-                pts.append((int(m.group(1)), float(m.group(2))))
-    return sorted(dict(pts).items())
-
-
-def plot_losses(pts, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts])
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss (Sec. 3.4)")
-    ax.set_title("DeepMattePropNet (slim), stock caffe train, CPU")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def plot_losses(netdir, path):
+    """The training curve of net/train.log (dmpn.train_log, dmpn.figures.training_curves);
+    returns the log's TrainingLog."""
+    from dmpn.figures import training_curves
+    log = train_log.read(os.path.join(netdir, "train.log"))
+    training_curves(log, path, title="DeepMattePropNet (slim), stock caffe train, CPU")
+    return log
 
 
 # Caffe's BatchNorm statistics are a moving average over ~1,000 iterations, in which the lr 0.1
@@ -364,8 +346,7 @@ def run(a):
         step = "train"
         train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))
         step = "score"
-        pts = losses(netdir)
-        plot_losses(pts, os.path.join(a.out, "loss_curve.png"))
+        pts = plot_losses(netdir, os.path.join(a.out, "loss_curve.png")).train_loss
         weights = recompute_bn(netdir, a.seed)
         metrics = evaluate(a.out, data, netdir, weights)
     except KeyboardInterrupt:

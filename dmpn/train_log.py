@@ -1,0 +1,114 @@
+"""Caffe training logs: what `caffe train` writes to stderr, read back by iteration (the
+training loss, the learning rate, the test phase's outputs) and drawn as a PNG
+(tools/plot_training_log.py; the main job's loss_curve.png).
+
+    tools/plot_training_log.py train.log [--out curve.png] [--title TEXT]
+
+A log appended to by resumed runs (the main job's net/train.log) repeats iterations after the
+snapshot it resumed from; the later value of an iteration counts.
+
+Standard library only at module level: dmpn.main_job imports it before the set-up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+from dmpn.cli import InputError, run_tool
+
+__all__ = ["TrainingLog", "parse", "read", "main", "TRAIN_LOSS"]
+
+_NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|-nan))"
+# solver.cpp: "Iteration 20 (1.79 iter/s, 5.57s/10 iters), loss = 0.143" (older Caffe:
+# "Iteration 20, loss = 0.143").
+TRAIN_LOSS = re.compile(r"Iteration (\d+)\b[^,]*(?:\([^)]*\))?, loss = " + _NUMBER)
+# sgd_solver.cpp: "Iteration 20, lr = 0.1"
+LEARNING_RATE = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
+# solver.cpp: "Iteration 100, Testing net (#0)", then "Test net output #0: loss = 0.1 (* 1 = ...)"
+TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
+TEST_OUTPUT = re.compile(r"Test net output #\d+: (\S+) = " + _NUMBER)
+
+
+@dataclass
+class TrainingLog:
+    """Values by iteration, each a sorted list of (iteration, value)."""
+    train_loss: list = field(default_factory=list)
+    learning_rate: list = field(default_factory=list)
+    test: dict = field(default_factory=dict)  # "net #k OUTPUT" -> [(iteration, value)]
+
+
+def _sorted(pairs) -> list:
+    return sorted(dict(pairs).items())  # the later value of a repeated iteration wins
+
+
+def parse(lines) -> TrainingLog:
+    """A TrainingLog of the lines of a `caffe train` log."""
+    train, lr, test = [], [], {}
+    testing = None  # (iteration, net) of the test pass whose outputs follow
+    for line in lines:
+        m = TRAIN_LOSS.search(line)
+        if m:
+            train.append((int(m.group(1)), float(m.group(2))))
+            continue
+        m = LEARNING_RATE.search(line)
+        if m:
+            lr.append((int(m.group(1)), float(m.group(2))))
+            continue
+        m = TESTING.search(line)
+        if m:
+            testing = (int(m.group(1)), int(m.group(2)))
+            continue
+        m = TEST_OUTPUT.search(line)
+        if m and testing is not None:
+            test.setdefault(f"net #{testing[1]} {m.group(1)}", []).append((testing[0], float(m.group(2))))
+    return TrainingLog(_sorted(train), _sorted(lr), {k: _sorted(v) for k, v in test.items()})
+
+
+def read(path) -> TrainingLog:
+    """The TrainingLog of the file ``path``, or InputError naming it: missing, unreadable, or
+    with no training iteration in it (not a `caffe train` log)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such log file" if not os.path.isdir(path) else f"{path}: is a folder, not a log file")
+    try:
+        with open(path, errors="replace") as f:
+            log = parse(f)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the log ({exc.strerror or exc})") from None
+    if not log.train_loss:
+        raise InputError(f"{path}: no training iteration in it ('Iteration N ..., loss = X' lines of "
+                         "`caffe train`, logged to stderr)")
+    return log
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="plot_training_log.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("log", help="a `caffe train` log (its stderr, e.g. caffe train ... 2> train.log)")
+    ap.add_argument("--out", help="the PNG to write (default: the log's name with .png)")
+    ap.add_argument("--title", default=None, help="the figure's title (default: the log's file name)")
+    a = ap.parse_args(argv)
+
+    def run():
+        from dmpn.cli import check_writable
+        from dmpn.figures import training_curves
+        out = a.out or os.path.splitext(a.log)[0] + ".png"
+        if not out.lower().endswith(".png"):
+            raise InputError(f"{out}: the curves are written as PNG: --out must end in .png")
+        if os.path.abspath(out) == os.path.abspath(a.log):
+            raise InputError(f"{out}: is the log itself")
+        log = read(a.log)
+        check_writable(out, folder=False)
+        training_curves(log, out, title=a.title or os.path.basename(a.log))
+        last_it, last_loss = log.train_loss[-1]
+        tests = "".join(f"; {name} at {pts[-1][0]}: {pts[-1][1]:.4g}" for name, pts in log.test.items())
+        print(f"wrote {out}: {len(log.train_loss)} training points, last iteration {last_it} "
+              f"(loss {last_loss:.4g}){tests}")
+    return run_tool("plot_training_log", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""dmpn.train_log and tools/plot_training_log.py: a `caffe train` log read back by iteration
+and drawn as a PNG."""
+import subprocess
+import sys
+
+import numpy as np
+from skimage.io import imread
+
+from conftest import ROOT, refused
+from dmpn import train_log as T
+
+# Lines as BVLC's solver.cpp / sgd_solver.cpp log them (glog prefix included), with a test pass
+# and a resumed run appended that repeats iterations 20 and 30 from a snapshot at 20.
+LOG = """\
+I1127 07:02:00.645654 25915 solver.cpp:239] Iteration 0 (-2.76014e-05 iter/s, 0.481s/10 iters), loss = 0.0945657
+I1127 07:02:00.645882 25915 solver.cpp:258]     Train net output #0: loss = 0.0945657 (* 1 = 0.0945657 loss)
+I1127 07:02:00.645895 25915 sgd_solver.cpp:112] Iteration 0, lr = 0.1
+I1127 07:02:06.219007 25915 solver.cpp:239] Iteration 10 (1.79437 iter/s, 5.573s/10 iters), loss = 0.143205
+I1127 07:02:06.219100 25915 sgd_solver.cpp:112] Iteration 10, lr = 0.1
+I1127 07:02:09.000000 25915 solver.cpp:330] Iteration 20, Testing net (#0)
+I1127 07:02:10.000000 25915 solver.cpp:397]     Test net output #0: loss = 0.25 (* 1 = 0.25 loss)
+I1127 07:02:10.000001 25915 solver.cpp:397]     Test net output #1: sad = 12.5
+I1127 07:02:11.000000 25915 solver.cpp:239] Iteration 20 (1.8 iter/s, 5.5s/10 iters), loss = 0.2
+I1127 07:02:11.000100 25915 sgd_solver.cpp:112] Iteration 20, lr = 0.01
+I1127 07:02:16.000000 25915 solver.cpp:239] Iteration 30 (1.8 iter/s, 5.5s/10 iters), loss = 0.3
+I1127 07:03:00.000000 26000 solver.cpp:295] Restoring previous solver status from snap_iter_20.solverstate
+I1127 07:03:05.000000 26000 solver.cpp:239] Iteration 20, loss = 0.12
+I1127 07:03:10.000000 26000 solver.cpp:239] Iteration 30 (1.8 iter/s, 5.5s/10 iters), loss = 1e-1
+I1127 07:03:15.000000 26000 solver.cpp:330] Iteration 40, Testing net (#0)
+I1127 07:03:16.000000 26000 solver.cpp:397]     Test net output #0: loss = 0.2 (* 1 = 0.2 loss)
+"""
+
+
+def test_a_log_is_read_by_iteration_the_later_value_of_a_resumed_run_winning():
+    log = T.parse(LOG.splitlines())
+    assert log.train_loss == [(0, 0.0945657), (10, 0.143205), (20, 0.12), (30, 0.1)]
+    assert log.learning_rate == [(0, 0.1), (10, 0.1), (20, 0.01)]
+    assert log.test == {"net #0 loss": [(20, 0.25), (40, 0.2)], "net #0 sad": [(20, 12.5)]}
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "plot_training_log.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_tool_draws_the_curves_as_a_png(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text(LOG + "".join(f"I1127 solver.cpp:239] Iteration {i} (1 iter/s, 1s/10 iters), loss = "
+                                  f"{1 / (1 + i / 100):.4f}\n" for i in range(50, 400, 10)))
+    res = run(path)
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "train.png"  # beside the log by default
+    assert f"wrote {png}: 39 training points, last iteration 390 (loss 0.2041); net #0 loss at 40: 0.2; " \
+           "net #0 sad at 20: 12.5" in res.stdout
+    image = imread(png)
+    assert image.ndim == 3 and image.shape[0] >= 300 and image.shape[1] >= 500
+    assert np.ptp(image[..., :3]) > 100  # drawn, not blank
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_the_tool_refuses_what_is_no_log_naming_the_file(tmp_path):
+    refused(run(tmp_path / "missing.log"), f"plot_training_log: error: {tmp_path / 'missing.log'}: no such log file")
+    other = tmp_path / "notes.txt"
+    other.write_text("no caffe here\nIteration 5, lr = 0.1\n")
+    refused(run(other), f"{other}: no training iteration in it")
+    good = tmp_path / "train.log"
+    good.write_text(LOG)
+    refused(run(good, "--out", tmp_path / "curve.jpg"), "--out must end in .png")
+    named_png = tmp_path / "log.png"  # the default --out would be the log itself
+    named_png.write_text(LOG)
+    refused(run(named_png), f"{named_png}: is the log itself")
+    assert named_png.read_text() == LOG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.png", "notes.txt", "train.log"]
