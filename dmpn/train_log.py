@@ -105,7 +105,8 @@ def main(argv=None) -> int:
         training_curves(log, out, title=a.title or os.path.basename(a.log))
         last_it, last_loss = log.train_loss[-1]
         tests = "".join(f"; {name} at {pts[-1][0]}: {pts[-1][1]:.4g}" for name, pts in log.test.items())
-        print(f"wrote {out}: {len(log.train_loss)} training points, last iteration {last_it} "
+        n = len(log.train_loss)
+        print(f"wrote {out}: {n} training point{'' if n == 1 else 's'}, last iteration {last_it} "
               f"(loss {last_loss:.4g}){tests}")
     return run_tool("plot_training_log", run)
 
