@@ -7,6 +7,11 @@ propagation on the image's own grid (dmpn.evaluate.caffe_predictor, dmpn.net.dep
 Trimap values between 1 and 254 are all unknown; a trimap with no known pixel (0 or 255) is
 refused, naming the file: the propagation has nothing to start from.
 
+--composite BG also writes each matte's composite over a new background (a colour such as
+green or #3366cc, or an image file, resized to each image): the foreground colours estimated
+from the image and the matte (pymatting's estimate_foreground_ml), round(a F + (1 - a) BG);
+beside a single matte as NAME_composite.png, in folder mode as --out/composites/NAME.png.
+
 Folder mode resumes: --out/.predictions.json records, for each matte written, the model (deploy
 prototxt and weights content), --force-known, CPU or GPU, the Caffe build and the image and
 trimap content it came from; a rerun reuses the mattes whose record matches and predicts the
@@ -17,6 +22,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+
+import numpy as np
 
 from dmpn.cli import check_writable, run_tool
 from dmpn.evaluate import (TOOL_ERRORS, caffe_method_key, caffe_predictor, check_not_an_input,
@@ -41,8 +48,56 @@ def build_parser():
                     help="folder mode: predict every image again; by default a matte in --out that an "
                          "earlier run made with the same model, weights and options from the same "
                          "image and trimap is reused (--out/.predictions.json records them)")
+    ap.add_argument("--composite", metavar="BG", help="also write each matte's composite over BG: a colour "
+                    "(a name such as green, or #rrggbb) or an image file (resized to each image)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
+
+
+def background(spec):
+    """``--composite``'s BG as a function of (H, W) -> float64 H x W x 3 in [0, 1]: an image file
+    (resized, bilinear) or a matplotlib colour; InputError naming it otherwise."""
+    if os.path.isfile(spec):
+        from skimage.transform import resize
+        from dmpn.imageio import read_image
+        bg = read_image(spec)
+        return lambda h, w: resize(bg, (h, w, 3), order=1, mode="edge", anti_aliasing=bg.shape[0] > h)
+    from matplotlib.colors import to_rgb
+    try:
+        rgb = np.array(to_rgb(spec), np.float64)
+    except ValueError:
+        raise InputError(f"{spec}: --composite wants an image file or a colour (a name such as green, "
+                         "or #rrggbb); no such file or colour") from None
+    return lambda h, w: np.broadcast_to(rgb, (h, w, 3))
+
+
+def composite(image, alpha, bg) -> np.ndarray:
+    """uint8 H x W x 3: round(a F + (1 - a) BG) with F the foreground colours pymatting estimates
+    from ``image`` and ``alpha`` (float64 in [0, 1]), ``bg`` from background()."""
+    import pymatting
+    from dmpn.compose import composite_uint8, to_uint8
+    fg = np.clip(pymatting.estimate_foreground_ml(image, alpha), 0.0, 1.0)
+    h, w = alpha.shape
+    return composite_uint8(to_uint8(alpha), to_uint8(fg), to_uint8(bg(h, w)))
+
+
+def composite_path(matte_path) -> str:
+    stem, ext = os.path.splitext(matte_path)
+    return stem + "_composite" + ext
+
+
+def write_composites(mattes, images_dir, out_dir, bg, progress=True) -> list:
+    """Folder mode: the composite of each matte in ``mattes`` ({name: matte path}) with the image
+    of that name in ``images_dir``, written to ``out_dir``/NAME.png; returns the paths."""
+    from tqdm import tqdm
+    from dmpn.imageio import list_images, read_alpha, read_image
+    images = list_images(images_dir)
+    written = []
+    for name in tqdm(sorted(mattes), desc="compositing", unit="image", disable=not progress):
+        path = os.path.join(out_dir, name + ".png")
+        write_png(path, composite(read_image(images[name]), read_alpha(mattes[name]), bg))
+        written.append(path)
+    return written
 
 
 def _forcing_known(inner):
@@ -72,8 +127,13 @@ def predict(a) -> int:
         out = a.out
     else:  # one image into the folder --out
         out = os.path.join(a.out, os.path.splitext(os.path.basename(a.image))[0] + ".png")
+    bg = background(a.composite) if a.composite else None
     if not folder_mode:  # folder mode: predict_folder checks the folders
         check_not_an_input(out, a.image, a.trimap)
+        if bg is not None:
+            check_not_an_input(composite_path(out), a.image, a.trimap)
+    elif bg is not None:
+        check_not_an_input(os.path.join(a.out, "composites"), a.image, a.trimap)
     check_writable(a.out, folder=not out_is_file)  # before the net is loaded
     predictor = caffe_predictor(a.model, a.weights, gpu=a.gpu)
     if a.force_known:
@@ -84,9 +144,18 @@ def predict(a) -> int:
                                  key=key, resume=not a.no_resume,
                                  resume_how=resume_command(a.no_resume))
         print(f"{len(written)} mattes in {a.out} ({written.summary()})")
+        if bg is not None:
+            composites = os.path.join(a.out, "composites")
+            write_composites(written, a.image, composites, bg, progress=not a.no_progress)
+            print(f"{len(written)} composites in {composites}")
     else:
-        write_png(out, predict_file(predictor, a.image, a.trimap))
+        alpha = predict_file(predictor, a.image, a.trimap)
+        write_png(out, alpha)
         print(f"wrote {out}")
+        if bg is not None:
+            from dmpn.imageio import read_image
+            write_png(composite_path(out), composite(read_image(a.image), alpha, bg))
+            print(f"wrote {composite_path(out)}")
     return 0
 
 

@@ -862,3 +862,37 @@ def test_python_layer_deploy_net_gives_the_same_matte(slim_model, tmp_path):
     py = E.caffe_predictor(py_deploy, weights)(image, tri)
     assert cpp.shape == py.shape == (37, 45)
     assert np.abs(cpp - py).max() < 1e-4  # the C++ iterative solve against the Python reference
+
+
+def test_composites_put_the_matte_over_a_new_background(dataset, slim_model, tmp_path):
+    """predict.py --composite BG: round(a F + (1 - a) BG) with F estimated from the image and
+    the matte; BG a colour or an image file; beside a single matte, or in --out/composites/."""
+    from dmpn import predict as P
+    root, data = dataset
+    img, gt, tri, _ = data["a"]
+    alpha = gt / 255.0
+    green = P.composite(img / 255.0, alpha, P.background("#00ff00"))
+    assert green.shape == img.shape and green.dtype == np.uint8
+    assert (green[gt == 0] == [0, 255, 0]).all()                          # pure background
+    assert np.abs(green[gt == 255].astype(int) - img[gt == 255]).max() <= 2  # the image itself
+    save(tmp_path / "bg.png", np.tile(np.array([[[200, 10, 10]]], np.uint8), (5, 7, 1)))
+    assert P.background(str(tmp_path / "bg.png"))(24, 30).shape == (24, 30, 3)  # resized
+    with pytest.raises(InputError, match="nocolour: --composite wants an image file or a colour"):
+        P.background("nocolour")
+
+    deploy, weights = slim_model
+    out = tmp_path / "one" / "a.png"
+    rc, stdout, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images" / "a.png",
+                                  "--trimap", root / "trimap" / "a.png", "--out", out, "--force-known",
+                                  "--composite", "green")
+    assert rc == 0, err
+    comp = np.asarray(Image.open(tmp_path / "one" / "a_composite.png"))
+    assert comp.shape == img.shape and (comp[tri == 0] == [0, 128, 0]).all()  # matplotlib's green
+    rc, stdout, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                                  "--trimap", root / "trimap", "--out", tmp_path / "many", "--no-progress",
+                                  "--composite", tmp_path / "bg.png")
+    assert rc == 0 and "3 composites in" in stdout, err
+    assert sorted(p.name for p in (tmp_path / "many" / "composites").iterdir()) == ["a.png", "b.png", "c.png"]
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                             "--trimap", root / "trimap", "--out", tmp_path / "none", "--composite", "nocolour")
+    assert rc == 2 and "nocolour: --composite wants" in err and not (tmp_path / "none").exists(), err
