@@ -128,12 +128,12 @@ def predict(a) -> int:
     else:  # one image into the folder --out
         out = os.path.join(a.out, os.path.splitext(os.path.basename(a.image))[0] + ".png")
     bg = background(a.composite) if a.composite else None
+    composites = composite_path(out) if not folder_mode else os.path.join(a.out, "composites")
     if not folder_mode:  # folder mode: predict_folder checks the folders
         check_not_an_input(out, a.image, a.trimap)
-        if bg is not None:
-            check_not_an_input(composite_path(out), a.image, a.trimap)
-    elif bg is not None:
-        check_not_an_input(os.path.join(a.out, "composites"), a.image, a.trimap)
+    if bg is not None:
+        check_not_an_input(composites, a.image, a.trimap)
+        check_writable(composites, folder=folder_mode)
     check_writable(a.out, folder=not out_is_file)  # before the net is loaded
     predictor = caffe_predictor(a.model, a.weights, gpu=a.gpu)
     if a.force_known:
@@ -145,7 +145,6 @@ def predict(a) -> int:
                                  resume_how=resume_command(a.no_resume))
         print(f"{len(written)} mattes in {a.out} ({written.summary()})")
         if bg is not None:
-            composites = os.path.join(a.out, "composites")
             write_composites(written, a.image, composites, bg, progress=not a.no_progress)
             print(f"{len(written)} composites in {composites}")
     else:
@@ -154,8 +153,8 @@ def predict(a) -> int:
         print(f"wrote {out}")
         if bg is not None:
             from dmpn.imageio import read_image
-            write_png(composite_path(out), composite(read_image(a.image), alpha, bg))
-            print(f"wrote {composite_path(out)}")
+            write_png(composites, composite(read_image(a.image), alpha, bg))
+            print(f"wrote {composites}")
     return 0
 
 

@@ -896,3 +896,9 @@ def test_composites_put_the_matte_over_a_new_background(dataset, slim_model, tmp
     rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
                              "--trimap", root / "trimap", "--out", tmp_path / "none", "--composite", "nocolour")
     assert rc == 2 and "nocolour: --composite wants" in err and not (tmp_path / "none").exists(), err
+    (tmp_path / "many2").mkdir()
+    (tmp_path / "many2" / "composites").write_text("a file where the folder goes")
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
+                             "--trimap", root / "trimap", "--out", tmp_path / "many2", "--composite", "green")
+    assert rc == 2 and f"{tmp_path / 'many2' / 'composites'}: exists and is not a folder" in err, err
+    assert sorted(p.name for p in (tmp_path / "many2").iterdir()) == ["composites"]  # refused up front
