@@ -133,19 +133,28 @@ def make_figures(results, out_dir, gt_dir, trimap_dir, images_dir=None, rows: in
 
 def training_curves(log, path, title: str = "") -> str:
     """``log`` (a dmpn.train_log.TrainingLog) as a PNG: the training loss as logged (faint) and
-    its running mean over 10 points, each test output by iteration, and the learning rate on
-    a second axis where it changes."""
+    its running mean over 10 points, the test outputs whose name says loss beside it, the
+    learning rate on a second axis where it changes, and any other test output (an accuracy, a
+    SAD) in a panel of its own below."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    # Keys are "net #K NAME" (and " #I" for a blob's later values): NAME says what it is.
+    losses = {k: v for k, v in log.test.items() if "loss" in k.split()[2]}
+    others = {k: v for k, v in log.test.items() if k not in losses}
+    fig, axes = plt.subplots(2 if others else 1, 1, figsize=(7, 6.5 if others else 4), sharex=True,
+                             squeeze=False)
+    ax = axes[0, 0]
     its = np.array([p[0] for p in log.train_loss], float)
     loss = np.array([p[1] for p in log.train_loss], float)
-    ax.plot(its, loss, color="tab:blue", alpha=0.3, lw=0.8, label="training loss")
+    lone = "." if len(its) < 2 else None  # a single point is no line
+    if len(its):
+        ax.plot(its, loss, color="tab:blue", alpha=0.3, lw=0.8, marker=lone, label="training loss")
     if len(loss) >= 10:
         mean = np.convolve(loss, np.ones(10) / 10, mode="valid")
         ax.plot(its[9:], mean, color="tab:blue", lw=1.5, label="training loss, mean of 10")
-    for name, pts in log.test.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, label=f"test {name}")
-    ax.set_xlabel("iteration")
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:] * 4)  # blue is training's
+    for name, pts in losses.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, color=next(colours),
+                label=f"test {name}")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -160,10 +169,19 @@ def training_curves(log, path, title: str = "") -> str:
     elif rates:
         lr = f"lr {next(iter(rates)):g}"
         title = f"{title} ({lr})" if title else lr
-    ax.legend(handles, labels, fontsize=8, loc="upper right")
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper right")
     ax.set_title(title)
+    if others:
+        low = axes[1, 0]
+        for name, pts in others.items():
+            low.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, color=next(colours),
+                     label=f"test {name}")
+        low.set_ylabel("test outputs")
+        low.grid(alpha=0.3)
+        low.legend(fontsize=8, loc="best")
+    axes[-1, 0].set_xlabel("iteration")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return os.fspath(path)
-

@@ -132,7 +132,8 @@ def predict(a) -> int:
     if not folder_mode:  # folder mode: predict_folder checks the folders
         check_not_an_input(out, a.image, a.trimap)
     if bg is not None:
-        check_not_an_input(composites, a.image, a.trimap)
+        inputs = (a.image, a.trimap) + ((a.composite,) if os.path.isfile(a.composite) else ())
+        check_not_an_input(composites, *inputs)
         check_writable(composites, folder=folder_mode)
     check_writable(a.out, folder=not out_is_file)  # before the net is loaded
     predictor = caffe_predictor(a.model, a.weights, gpu=a.gpu)

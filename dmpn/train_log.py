@@ -29,7 +29,7 @@ TRAIN_LOSS = re.compile(r"Iteration (\d+)\b[^,]*(?:\([^)]*\))?, loss = " + _NUMB
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
 # solver.cpp: "Iteration 100, Testing net (#0)", then "Test net output #0: loss = 0.1 (* 1 = ...)"
 TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
-TEST_OUTPUT = re.compile(r"Test net output #\d+: (\S+) = " + _NUMBER)
+TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = " + _NUMBER)
 
 
 @dataclass
@@ -48,6 +48,7 @@ def parse(lines) -> TrainingLog:
     """A TrainingLog of the lines of a `caffe train` log."""
     train, lr, test = [], [], {}
     testing = None  # (iteration, net) of the test pass whose outputs follow
+    names = set()   # the output names of that pass so far
     for line in lines:
         m = TRAIN_LOSS.search(line)
         if m:
@@ -59,11 +60,16 @@ def parse(lines) -> TrainingLog:
             continue
         m = TESTING.search(line)
         if m:
-            testing = (int(m.group(1)), int(m.group(2)))
+            testing, names = (int(m.group(1)), int(m.group(2))), set()
             continue
         m = TEST_OUTPUT.search(line)
         if m and testing is not None:
-            test.setdefault(f"net #{testing[1]} {m.group(1)}", []).append((testing[0], float(m.group(2))))
+            index, name, value = int(m.group(1)), m.group(2), float(m.group(3))
+            # An output blob of several values logs one line each under its name: the second
+            # and later ones are told apart by their output index.
+            key = f"net #{testing[1]} {name}" + (f" #{index}" if name in names else "")
+            names.add(name)
+            test.setdefault(key, []).append((testing[0], value))
     return TrainingLog(_sorted(train), _sorted(lr), {k: _sorted(v) for k, v in test.items()})
 
 
@@ -78,9 +84,9 @@ def read(path) -> TrainingLog:
             log = parse(f)
     except OSError as exc:
         raise InputError(f"{path}: cannot read the log ({exc.strerror or exc})") from None
-    if not log.train_loss:
-        raise InputError(f"{path}: no training iteration in it ('Iteration N ..., loss = X' lines of "
-                         "`caffe train`, logged to stderr)")
+    if not log.train_loss and not log.test:
+        raise InputError(f"{path}: no training iteration or test pass in it ('Iteration N ..., loss = X' "
+                         "and 'Test net output' lines of `caffe train`, logged to stderr)")
     return log
 
 
@@ -103,11 +109,12 @@ def main(argv=None) -> int:
         log = read(a.log)
         check_writable(out, folder=False)
         training_curves(log, out, title=a.title or os.path.basename(a.log))
-        last_it, last_loss = log.train_loss[-1]
-        tests = "".join(f"; {name} at {pts[-1][0]}: {pts[-1][1]:.4g}" for name, pts in log.test.items())
         n = len(log.train_loss)
-        print(f"wrote {out}: {n} training point{'' if n == 1 else 's'}, last iteration {last_it} "
-              f"(loss {last_loss:.4g}){tests}")
+        said = [f"{n} training point{'' if n == 1 else 's'}"]
+        if n:
+            said[0] += f", last iteration {log.train_loss[-1][0]} (loss {log.train_loss[-1][1]:.4g})"
+        said += [f"{name} at {pts[-1][0]}: {pts[-1][1]:.4g}" for name, pts in log.test.items()]
+        print(f"wrote {out}: " + "; ".join(said))
     return run_tool("plot_training_log", run)
 
 

@@ -896,6 +896,11 @@ def test_composites_put_the_matte_over_a_new_background(dataset, slim_model, tmp
     rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",
                              "--trimap", root / "trimap", "--out", tmp_path / "none", "--composite", "nocolour")
     assert rc == 2 and "nocolour: --composite wants" in err and not (tmp_path / "none").exists(), err
+    # The background file is an input too: a composite may not overwrite it.
+    bg_as_out = tmp_path / "one" / "a_composite.png"
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images" / "a.png",
+                             "--trimap", root / "trimap" / "a.png", "--out", out, "--composite", bg_as_out)
+    assert rc == 2 and f"{bg_as_out}: the output is the input" in err, err
     (tmp_path / "many2").mkdir()
     (tmp_path / "many2" / "composites").write_text("a file where the folder goes")
     rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", root / "images",

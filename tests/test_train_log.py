@@ -38,6 +38,35 @@ def test_a_log_is_read_by_iteration_the_later_value_of_a_resumed_run_winning():
     assert log.test == {"net #0 loss": [(20, 0.25), (40, 0.2)], "net #0 sad": [(20, 12.5)]}
 
 
+def test_several_values_of_one_output_and_a_log_without_training_lines():
+    # An output blob of two values logs two lines under one name (solver.cpp): both are kept.
+    # A solver with display: 0 logs test passes only: still a log.
+    lines = ["I solver.cpp:330] Iteration 100, Testing net (#0)",
+             "I solver.cpp:397]     Test net output #0: acc = 0.25",
+             "I solver.cpp:397]     Test net output #1: acc = 0.75",
+             "I solver.cpp:397]     Test net output #2: loss = 0.5 (* 0.5 = 0.25 loss)",
+             "I solver.cpp:330] Iteration 200, Testing net (#0)",
+             "I solver.cpp:397]     Test net output #0: acc = 0.5",
+             "I solver.cpp:397]     Test net output #1: acc = 0.8",
+             "I solver.cpp:397]     Test net output #2: loss = 0.4 (* 0.5 = 0.2 loss)"]
+    log = T.parse(lines)
+    assert log.train_loss == [] and log.test == {"net #0 acc": [(100, 0.25), (200, 0.5)],
+                                                 "net #0 acc #1": [(100, 0.75), (200, 0.8)],
+                                                 "net #0 loss": [(100, 0.5), (200, 0.4)]}
+
+
+def test_test_only_and_single_point_logs_are_drawn(tmp_path):
+    (tmp_path / "test_only.log").write_text("\n".join([
+        "I solver.cpp:330] Iteration 100, Testing net (#0)", "I solver.cpp:397]     Test net output #0: sad = 12.5",
+        "I solver.cpp:330] Iteration 200, Testing net (#0)", "I solver.cpp:397]     Test net output #0: sad = 10"]) + "\n")
+    res = run(tmp_path / "test_only.log")
+    assert res.returncode == 0 and "0 training points; net #0 sad at 200: 10" in res.stdout, res.stderr
+    (tmp_path / "one.log").write_text("I solver.cpp:239] Iteration 0 (0 iter/s, 0s/10 iters), loss = 0.5\n")
+    res = run(tmp_path / "one.log")
+    assert res.returncode == 0 and "1 training point, last iteration 0 (loss 0.5)" in res.stdout, res.stderr
+    assert imread(tmp_path / "one.png").ndim == 3
+
+
 def run(*args):
     return subprocess.run([sys.executable, str(ROOT / "tools" / "plot_training_log.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=120)
@@ -62,7 +91,7 @@ def test_the_tool_refuses_what_is_no_log_naming_the_file(tmp_path):
     refused(run(tmp_path / "missing.log"), f"plot_training_log: error: {tmp_path / 'missing.log'}: no such log file")
     other = tmp_path / "notes.txt"
     other.write_text("no caffe here\nIteration 5, lr = 0.1\n")
-    refused(run(other), f"{other}: no training iteration in it")
+    refused(run(other), f"{other}: no training iteration or test pass in it")
     good = tmp_path / "train.log"
     good.write_text(LOG)
     refused(run(good, "--out", tmp_path / "curve.jpg"), "--out must end in .png")

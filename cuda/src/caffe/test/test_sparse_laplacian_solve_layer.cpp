@@ -662,6 +662,10 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
   Blob<Dtype> top_diff(2, 1, H, W), alpha[2], grad[2];
   caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
   Caffe::set_mode(Caffe::GPU);
+  // The caller's setting is put back afterwards (gpu_check.sh's graphs step runs the other
+  // tests of this process with graphs on).
+  const char* caller = std::getenv("DMPN_CUDA_GRAPHS");
+  const std::string before = caller ? caller : "";
   for (int graphs = 0; graphs < 2; ++graphs) {
     setenv("DMPN_CUDA_GRAPHS", graphs ? "1" : "0", 1);
     SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
@@ -689,7 +693,11 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
     }
     EXPECT_EQ(differ, 0) << "graphs " << graphs;
   }
-  unsetenv("DMPN_CUDA_GRAPHS");
+  if (caller) {
+    setenv("DMPN_CUDA_GRAPHS", before.c_str(), 1);
+  } else {
+    unsetenv("DMPN_CUDA_GRAPHS");
+  }
   int differ = 0;  // graphs against direct launches
   for (int i = 0; i < alpha[0].count(); ++i) {
     differ += alpha[0].cpu_data()[i] != alpha[1].cpu_data()[i];
