@@ -26,6 +26,7 @@ import ctypes
 import difflib
 import os
 
+from dmpn.cli import read_bytes
 from dmpn.datum import ITEM_CHANNELS  # channels of one item of tools/make_lmdb.py
 from dmpn.imageio import InputError
 
@@ -69,19 +70,6 @@ def in_phase(layer, phase, stages=(), level: int = 0) -> bool:
     return not layer.include or any(_meets_rule(r, phase, stages, level) for r in layer.include)
 
 
-def _read_bytes(path, what):
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a folder, not a {what} file")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such {what} file")
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-
-
 def _parse_error_text(exc) -> str:
     """'line N: reason' of a text_format.ParseError."""
     line = exc.GetLine() if hasattr(exc, "GetLine") else None
@@ -103,7 +91,7 @@ def check_prototxt(path, what: str = "net prototxt", phase="TEST"):
     from google.protobuf import text_format
     pb = _proto()
     path = os.fspath(path)
-    raw = _read_bytes(path, what)
+    raw = read_bytes(path, what)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -265,9 +253,9 @@ def _hdf5_layers(weights, shared):
                 continue  # Caffe ignores it
             if not isinstance(group, h5py.Group):
                 raise InputError(f"{weights}: data/{name} is not a group of parameter datasets")
-            if len(group) > len(shared[name]):
-                raise InputError(f"{weights}: layer '{name}' has {len(group)} parameter blobs, the net "
-                                 f"has {len(shared[name])} there (a layer of another type?)")
+            if len(group) > len(shared[name]):  # check_weights names both counts
+                layers.append((name, [None] * len(group)))
+                continue
             blobs = []
             for j, is_shared in enumerate(shared[name]):
                 ds = group.get(str(j))
@@ -302,7 +290,7 @@ def check_weights(weights, net, net_path=None, what: str = "weights"):
     named: e.g. a net of another width). ``net_path`` names the net in messages. Returns the
     NetParameter of a binary file, None for HDF5 weights."""
     weights = os.fspath(weights)
-    raw = _read_bytes(weights, what)
+    raw = read_bytes(weights, what)
     if isinstance(net, (str, os.PathLike)):
         net_path = os.fspath(net) if net_path is None else net_path
         check_prototxt(net)
@@ -351,7 +339,7 @@ def check_solverstate(path):
     current folder, as Caffe reads it) missing or not a .caffemodel."""
     from google.protobuf.message import DecodeError
     path = os.fspath(path)
-    raw = _read_bytes(path, "solver state")
+    raw = read_bytes(path, "solver state")
     state = _solver_state(raw)
     again = "delete it and its .caffemodel to resume from the snapshot before, or train afresh"
     if state is None:
@@ -362,7 +350,7 @@ def check_solverstate(path):
             raise InputError(f"{path}: the weights of this snapshot, {model}, are missing: {again}")
         param = _proto().NetParameter()
         try:
-            param.ParseFromString(_read_bytes(model, "weights"))
+            param.ParseFromString(read_bytes(model, "weights"))
         except DecodeError:
             param = None
         if param is None or not (param.layer or param.layers):

@@ -16,12 +16,13 @@ import sys
 import tempfile
 
 __all__ = ["REPO", "DEPLOY_PROTOTXT", "InputError", "error_text", "run_tool", "USER_ERRORS", "check_writable",
-           "existing_folder", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
+           "existing_folder", "read_bytes", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default --net of the tools that take the paper-size net, found from any working folder.
 DEPLOY_PROTOTXT = os.path.join(REPO, "prototxt", "deploy.prototxt")
+
 
 class InputError(ValueError):
     """Bad input data; the message always names the offending file, folder or value. (Defined
@@ -72,6 +73,21 @@ def existing_folder(path, start) -> str:
         raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {base} is a file, not a folder",
                                  os.fspath(path))
     return base
+
+
+def read_bytes(path, what: str) -> bytes:
+    """The content of the file ``path``, or InputError naming it (``what`` says what it should
+    be: "log", "weights"): a folder, missing, or unreadable."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a {what} file")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
 def check_writable(path, folder: bool = True) -> None:

@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from dmpn.cli import InputError, run_tool
+from dmpn.cli import InputError, read_bytes, run_tool
 
 __all__ = ["TrainingLog", "parse", "read", "main", "TRAIN_LOSS"]
 
@@ -75,15 +75,9 @@ def parse(lines) -> TrainingLog:
 
 def read(path) -> TrainingLog:
     """The TrainingLog of the file ``path``, or InputError naming it: missing, unreadable, or
-    with no training iteration in it (not a `caffe train` log)."""
+    with neither a training iteration nor a test pass in it (not a `caffe train` log)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such log file" if not os.path.isdir(path) else f"{path}: is a folder, not a log file")
-    try:
-        with open(path, errors="replace") as f:
-            log = parse(f)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the log ({exc.strerror or exc})") from None
+    log = parse(read_bytes(path, "log").decode("utf-8", errors="replace").splitlines())
     if not log.train_loss and not log.test:
         raise InputError(f"{path}: no training iteration or test pass in it ('Iteration N ..., loss = X' "
                          "and 'Test net output' lines of `caffe train`, logged to stderr)")
