@@ -134,7 +134,8 @@ def is_whole(value, minimum) -> bool:
     """Whether ``value`` is a whole number >= minimum: 2 and 2.0 are, 2.5, NaN, inf, a bool or
     a string are not (the rule of the Python layers' integer parameters, layers/params.py)."""
     return (not isinstance(value, bool) and isinstance(value, numbers.Real)
-            and math.isfinite(value) and int(value) == value and value >= minimum)
+            and (isinstance(value, numbers.Integral) or math.isfinite(value))  # ints of any size
+            and int(value) == value and value >= minimum)
 
 
 def check_shrink(shrink, height, width, where="SparseLaplacianSolve"):

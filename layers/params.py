@@ -83,11 +83,7 @@ def whole_param(layer, key, value, minimum):
     """``value`` (param ``key``) as an int: a whole number from minimum to UINT32_MAX (2.0
     counts, 2.5, NaN, a bool, a string or 2**32 do not); otherwise a ValueError naming the
     layer, the key and the value."""
-    try:
-        fits = is_whole(value, minimum) and value <= UINT32_MAX
-    except OverflowError:  # an int beyond float64's range
-        fits = False
-    if not fits:
+    if not (is_whole(value, minimum) and value <= UINT32_MAX):
         _refuse(layer, key, value, f"a whole number from {minimum} to {UINT32_MAX}")
     return int(value)
 
