@@ -42,6 +42,8 @@ from dmpn.cli import INTERRUPTED, REPO as ROOT, USER_ERRORS, InputError, check_w
 
 # The usage text's name for the job (it runs as `python -c` from there, or `python -m dmpn.main_job`).
 PROG = "tools/main_job.sh"
+# The exit status of `--check-arguments --help`: tools/main_job.sh stops there with status 0.
+ARGUMENTS_ANSWERED = 10
 
 
 def say(msg):
@@ -396,10 +398,6 @@ def main(argv=None):
     if a.check_arguments:
         return run_tool("main_job", lambda: check_arguments(a))
     return run_tool("main_job", lambda: run(a), USER_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))
-
-
-# The exit status of `--check-arguments --help`: tools/main_job.sh stops there with status 0.
-ARGUMENTS_ANSWERED = 10
 
 
 if __name__ == "__main__":

@@ -73,9 +73,9 @@ struct GpuItem {
   // kept with the item's buffers, whose addresses they hold. update[x is sol][parity]: q = A p,
   // x and r updated, r.r copied to the host; precondition[multigrid][parity]: z = M^-1 r, r.z
   // and the new p. NULL: not captured yet.
-  cudaGraphExec_t update[2][2];
-  cudaGraphExec_t precondition[2][2];
-  bool graphs_failed;  // capture failed once: this item launches directly
+  cudaGraphExec_t update[2][2] = {};
+  cudaGraphExec_t precondition[2][2] = {};
+  bool graphs_failed = false;  // capture failed once: this item launches directly
 };
 
 struct GpuState {
@@ -724,10 +724,6 @@ void AllocItem(int Hc, int Wc, GpuItem* item) {
   CUDA_CHECK(cudaMallocHost(&item->host_check, 2 * sizeof(double)));
   CUDA_CHECK(cudaStreamCreate(&item->stream));
   CUDA_CHECK(cudaEventCreateWithFlags(&item->checked, cudaEventDisableTiming));
-  for (int a = 0; a < 2; ++a) {
-    for (int b = 0; b < 2; ++b) item->update[a][b] = item->precondition[a][b] = NULL;
-  }
-  item->graphs_failed = false;
 }
 
 void FreeItem(GpuItem* item) {
