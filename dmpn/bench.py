@@ -12,6 +12,7 @@ multigrid-preconditioned CG stops converging, against scipy's LU solution.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -155,8 +156,36 @@ def caffe_layer_net(flavour, n, h, w, tol=1e-8, max_iterations=2000):
         os.unlink(f.name)
 
 
-# The CUDA layer replays its CG iterations as CUDA graphs where this is "1" (the .cu's header).
+# The CUDA layer's switches, read at each solve (the .cu's header): CUDA graphs off where
+# DMPN_CUDA_GRAPHS is "0"; DMPN_GPU_MULTIGRID="SWEEPS,OMEGA,BLOCK_UNKNOWNS" its V-cycle's tuning.
 CUDA_GRAPHS = "DMPN_CUDA_GRAPHS"
+GPU_MULTIGRID = "DMPN_GPU_MULTIGRID"
+_GPU_MULTIGRID_SPEC = re.compile(r"^([1-8]),(\d+(?:\.\d*)?),(\d+)$")
+
+
+def gpu_multigrid_arg(text):
+    """argparse type of --gpu-multigrid: SWEEPS,OMEGA,BLOCK_UNKNOWNS as the CUDA layer takes it."""
+    m = _GPU_MULTIGRID_SPEC.match(text)
+    if not m or not 0 < float(m.group(2)) < 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: want SWEEPS,OMEGA,BLOCK_UNKNOWNS with 1 <= SWEEPS <= 8, 0 < OMEGA < 2 and "
+            "BLOCK_UNKNOWNS >= 0, for example 2,1.5,2048")
+    return text
+
+
+@contextlib.contextmanager
+def environment(changes):
+    """os.environ with `changes` (name -> value) for the block, then as it was."""
+    old = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def time_net(net, affs, trimaps, tops, repeats, gpu=False):
@@ -179,7 +208,9 @@ def time_net(net, affs, trimaps, tops, repeats, gpu=False):
 
 
 def run(size=(600, 800), batch=(4, 320, 320), repeats=3, gpu=False, python_layer=True,
-        problems=("random", "image")):
+        problems=("random", "image"), gpu_multigrid=()):
+    """Rows of figures per problem (see format_rows); gpu_multigrid: more CUDA rows (graphs on),
+    one per DMPN_GPU_MULTIGRID spec, keyed cpp_gpu_graphs[SPEC]."""
     rows = []
     cases = []
     for p in problems:
@@ -200,25 +231,21 @@ def run(size=(600, 800), batch=(4, 320, 320), repeats=3, gpu=False, python_layer
             ref_g.append(g)
         ref_a = np.stack(ref_a)[:, None]
         row = {"problem": kind, "shape": f"{n}x{h}x{w}", "scipy_splu_s": ref_t}
-        # (key, layer flavour, on the GPU, DMPN_CUDA_GRAPHS): the CUDA layer with direct launches
-        # and with its CG iterations replayed as CUDA graphs, in this one process.
-        flavours = [("cpp", "cpp", False, None)]
+        # (key, layer flavour, on the GPU, environment): the CUDA layer with direct launches,
+        # with its CG iterations replayed as CUDA graphs, and with other V-cycle tunings, in
+        # this one process.
+        flavours = [("cpp", "cpp", False, {})]
         if gpu:
-            flavours += [("cpp_gpu", "cpp", True, "0"), ("cpp_gpu_graphs", "cpp", True, "1")]
+            flavours += [("cpp_gpu", "cpp", True, {CUDA_GRAPHS: "0"}),
+                         ("cpp_gpu_graphs", "cpp", True, {CUDA_GRAPHS: "1"})]
+            flavours += [(f"cpp_gpu_graphs[{spec}]", "cpp", True, {CUDA_GRAPHS: "1", GPU_MULTIGRID: spec})
+                         for spec in gpu_multigrid]
         if python_layer:
-            flavours.append(("python", "python", False, None))
-        for key, flavour, on_gpu, graphs in flavours:
+            flavours.append(("python", "python", False, {}))
+        for key, flavour, on_gpu, env in flavours:
             net = caffe_layer_net(flavour, n, h, w)
-            old = os.environ.get(CUDA_GRAPHS)
-            if graphs is not None:
-                os.environ[CUDA_GRAPHS] = graphs  # read by the layer at each solve
-            try:
+            with environment(env):
                 t, a, g = time_net(net, affs, tris, tops, repeats if flavour == "cpp" else 1, gpu=on_gpu)
-            finally:
-                if old is None:
-                    os.environ.pop(CUDA_GRAPHS, None)
-                else:
-                    os.environ[CUDA_GRAPHS] = old
             row[f"{key}_s"] = t
             row[f"{key}_speedup_vs_splu"] = ref_t / t
             row[f"{key}_max_alpha_err"] = float(np.abs(a - ref_a).max())
@@ -319,9 +346,8 @@ def format_rows(rows):
     lines = []
     for r in rows:
         lines.append(f"{r['problem']:>7} {r['shape']:>12}  scipy splu+2 solves {r['scipy_splu_s']*1000:9.1f} ms")
-        for k in ("cpp", "cpp_gpu", "cpp_gpu_graphs", "python"):
-            if f"{k}_s" in r:
-                lines.append(f"{'':>21}  {k:>14} layer fwd+bwd {r[k + '_s']*1000:9.1f} ms  "
+        for k in [k[:-2] for k in r if k.endswith("_s") and k != "scipy_splu_s"]:
+            lines.append(f"{'':>21}  {k:>14} layer fwd+bwd {r[k + '_s']*1000:9.1f} ms  "
                              f"x{r[k + '_speedup_vs_splu']:6.1f} vs splu   max|alpha-splu| "
                              f"{r[k + '_max_alpha_err']:.1e}  grad rel err {r[k + '_max_grad_rel_err']:.1e}")
     return "\n".join(lines)
@@ -338,12 +364,18 @@ def main(argv=None):
                     help="timed repeats of the C++ layer (the best is kept)")
     ap.add_argument("--gpu", action="store_true", help="also time the CUDA layer (needs a GPU)")
     ap.add_argument("--no-python", action="store_true", help="skip the (slow) Python layer")
+    ap.add_argument("--gpu-multigrid", nargs="+", type=gpu_multigrid_arg, default=(), metavar="SPEC",
+                    help="with --gpu: also time the CUDA layer (graphs on) with each V-cycle tuning "
+                         "SWEEPS,OMEGA,BLOCK_UNKNOWNS (smoothing sweeps, SOR factor, one-block level "
+                         "size; the layer's default is 2,1,8192)")
     ap.add_argument("--contrast", action="store_true",
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
     ap.add_argument("--contrast-size", type=grid_arg(2, "240x320"), default=(240, 320),
                     help="grid of the contrast sweep HxW (default 240x320)")
     ap.add_argument("--json", help="write the figures to this file (atomically)")
     a = ap.parse_args(argv)
+    if a.gpu_multigrid and not a.gpu:
+        ap.error("--gpu-multigrid times the CUDA layer: it needs --gpu")
 
     def work():
         if a.json:
@@ -351,7 +383,7 @@ def main(argv=None):
         if a.contrast:
             rows = contrast_sweep(a.contrast_size)
         else:
-            rows = run(a.size, a.batch, a.repeats, a.gpu, not a.no_python)
+            rows = run(a.size, a.batch, a.repeats, a.gpu, not a.no_python, gpu_multigrid=a.gpu_multigrid)
             print(format_rows(rows))
         if a.json:
             write_json(a.json, rows, allow_nan=True)

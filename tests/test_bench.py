@@ -48,7 +48,7 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
     rows = [{"problem": "random", "shape": "1x32x32", "scipy_splu_s": 0.5}]
     seen = {}
 
-    def fake_run(size, batch, repeats, gpu, python_layer):
+    def fake_run(size, batch, repeats, gpu, python_layer, gpu_multigrid=()):
         seen.update(size=size, batch=batch, repeats=repeats)
         return rows
     monkeypatch.setattr(bench, "run", fake_run)
@@ -61,3 +61,44 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
     seen.clear()
     assert bench.main(["--json", str(tmp_path)]) == 2
     assert f"bench_propagation: error: {tmp_path}: is a folder" in capsys.readouterr().err and not seen
+
+
+@pytest.mark.parametrize("spec", ["2,1", "0,1,8192", "9,1,8192", "2,2,8192", "2,0,8192", "2,1,-1",
+                                  "2,1.5,2048,1", "two,1,8192", "2,1e0,8192"])
+def test_bad_gpu_multigrid_specs_are_refused(spec, capsys, monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "2")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--gpu", "--gpu-multigrid", spec])
+    assert exc.value.code == 2 and repr(spec) in capsys.readouterr().err
+
+
+def test_gpu_multigrid_needs_gpu_and_reaches_run(capsys, monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "2")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--gpu-multigrid", "2,1.5,2048"])
+    assert exc.value.code == 2 and "needs --gpu" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.update(kw) or [])
+    monkeypatch.setattr(bench, "format_rows", lambda r: "table")
+    assert bench.main(["--gpu", "--gpu-multigrid", "2,1.5,2048", "3,1,0"]) == 0
+    assert list(seen["gpu_multigrid"]) == ["2,1.5,2048", "3,1,0"]
+
+
+def test_environment_sets_and_restores(monkeypatch):
+    monkeypatch.setenv(bench.CUDA_GRAPHS, "0")
+    monkeypatch.delenv(bench.GPU_MULTIGRID, raising=False)
+    with pytest.raises(RuntimeError):
+        with bench.environment({bench.CUDA_GRAPHS: "1", bench.GPU_MULTIGRID: "2,1,8192"}):
+            assert os.environ[bench.CUDA_GRAPHS] == "1" and os.environ[bench.GPU_MULTIGRID] == "2,1,8192"
+            raise RuntimeError("the block failed")
+    assert os.environ[bench.CUDA_GRAPHS] == "0" and bench.GPU_MULTIGRID not in os.environ
+
+
+def test_format_rows_lists_every_timed_layer():
+    row = {"problem": "image", "shape": "1x600x800", "scipy_splu_s": 6.0}
+    for k, t in (("cpp", 0.1), ("cpp_gpu", 0.02), ("cpp_gpu_graphs[2,1.5,2048]", 0.01)):
+        row.update({f"{k}_s": t, f"{k}_speedup_vs_splu": 6.0 / t, f"{k}_max_alpha_err": 1e-6,
+                    f"{k}_max_grad_rel_err": 1e-7})
+    lines = bench.format_rows([row]).splitlines()
+    assert len(lines) == 4 and "6000.0 ms" in lines[0]
+    assert "cpp_gpu_graphs[2,1.5,2048] layer fwd+bwd      10.0 ms  x 600.0 vs splu" in lines[3]

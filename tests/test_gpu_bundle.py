@@ -58,15 +58,18 @@ def test_bundle_holds_the_binaries_and_a_python(bundle):
 
 def test_gpu_check_runs_the_gtest_step_from_the_bundle(bundle, tmp_path):
     tarball, cuda = bundle
-    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="graphs gtest", CUDA_LIBS=cuda,
+    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="direct tunings gtest", CUDA_LIBS=cuda,
                GTEST_FILTER="AffinityExpLayerTest/1.*:UnpoolingLayerTest/0.TestBad*",
-               GRAPHS_FILTER="SparseLaplacianSolveLayerTest/1.TestCutOff*")  # (CPU cases here)
+               GPU_MULTIGRID="2,1.5,2048 3,1,0",  # (CPU cases here)
+               DIRECT_FILTER="SparseLaplacianSolveLayerTest/1.TestCutOff*",
+               TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
     run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball),
                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     summary = (tmp_path / "summary.txt").read_text()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "gtest: rc=0" in summary and "[  PASSED  ] 5 tests." in summary, summary
-    assert "graphs: rc=0" in summary and "[  PASSED  ] 1 test." in summary, summary
+    assert "direct: rc=0" in summary and "[  PASSED  ] 1 test." in summary, summary
+    assert "tuning_2,1.5,2048: rc=0" in summary and "tuning_3,1,0: rc=0" in summary, summary
     with tarfile.open(tmp_path / "logs.tar.gz") as t:
         log = t.extractfile("./gtest.log").read().decode()
     assert "[       OK ] UnpoolingLayerTest/0.TestBadMaskIsAnError" in log

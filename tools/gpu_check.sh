@@ -3,9 +3,10 @@
 # build tools, another Python, no network). Unpacks the bundle from tools/gpu_bundle.sh and runs,
 # each step with its own time limit and log, going on past a failed step:
 #   0. parity  the layers' CPU/GPU parity tests alone (seconds): if they fail, nothing else runs
-#   0b. graphs the solve layer's GPU tests again with its CUDA graphs on (DMPN_CUDA_GRAPHS=1)
-#   1. bench   tools/bench_propagation.py --gpu: CUDA (direct launches and graphs) vs C++ CPU
-#              layer vs scipy splu, one process
+#   0b. direct the solve layer's GPU tests again with its CUDA graphs off (DMPN_CUDA_GRAPHS=0)
+#   0c. tunings the parity tests again under each V-cycle tuning of GPU_MULTIGRID (if set)
+#   1. bench   tools/bench_propagation.py --gpu: CUDA (direct launches, graphs, and graphs with
+#              each GPU_MULTIGRID tuning) vs C++ CPU layer vs scipy splu, one process
 #   2. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
 #   3. time    `caffe time -gpu 0` of the paper-size deploy net at 608 x 800, per layer
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
@@ -15,14 +16,17 @@
 # gpu-check/ in the repository). The whole run keeps within DEADLINE seconds (default 540, under
 # a device call's 10 minutes): each step gets at most what is left, and steps that cannot start
 # with 20 s left are skipped (said in the summary), so the summary and logs always come back.
-# STEPS="parity graphs bench gtest time train sanitize" picks steps; TRAIN_ITERS=300; GTEST_FILTER='*' narrows gtest;
+# STEPS="parity direct tunings bench gtest time train sanitize" picks steps; TRAIN_ITERS=300;
+# GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="2,1.5,2048 3,1.5,8192" V-cycle tunings
+# (SWEEPS,OMEGA,BLOCK_UNKNOWNS, the layer's DMPN_GPU_MULTIGRID) to check and time;
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
-STEPS=${STEPS:-parity graphs bench gtest time train sanitize}
+STEPS=${STEPS:-parity direct tunings bench gtest time train sanitize}
+read -r -a TUNINGS <<< "${GPU_MULTIGRID:-}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd)  # absolute: some steps run elsewhere
@@ -76,16 +80,25 @@ if want parity; then
   step parity 60 "$GTEST" --gtest_filter='*GPUParity*' || { echo "parity failed: stopping"; exit 1; }
 fi
 
-if want graphs; then
-  # The GPU cases of the solve's typed tests (GPUDevice<float>, <double>) and its parity tests.
-  DMPN_CUDA_GRAPHS=1 step graphs 120 "$GTEST" \
-    --gtest_filter="${GRAPHS_FILTER:-SparseLaplacianSolveLayerTest/2.*:SparseLaplacianSolveLayerTest/3.*:*SparseLaplacianSolveGPUParity*}"
-  grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/graphs.log" >> "$SUMMARY"
+if want direct; then
+  # The GPU cases of the solve's typed tests (GPUDevice<float>, <double>) and its parity tests,
+  # with direct launches (the other steps replay CUDA graphs, the layer's default).
+  DMPN_CUDA_GRAPHS=0 step direct 120 "$GTEST" \
+    --gtest_filter="${DIRECT_FILTER:-SparseLaplacianSolveLayerTest/2.*:SparseLaplacianSolveLayerTest/3.*:*SparseLaplacianSolveGPUParity*}"
+  grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/direct.log" >> "$SUMMARY"
+fi
+
+if want tunings; then
+  for tuning in "${TUNINGS[@]}"; do
+    DMPN_GPU_MULTIGRID=$tuning step "tuning_$tuning" 60 "$GTEST" \
+      --gtest_filter="${TUNINGS_FILTER:-*SparseLaplacianSolveGPUParity*}"
+    grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/tuning_$tuning.log" >> "$SUMMARY"
+  done
 fi
 
 if want bench; then
-  step bench 120 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
-    --json "$RESULTS/bench.json"
+  step bench 180 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
+    ${TUNINGS[@]:+--gpu-multigrid "${TUNINGS[@]}"} --json "$RESULTS/bench.json"
 fi
 
 if want gtest; then

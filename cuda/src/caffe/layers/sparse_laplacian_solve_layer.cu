@@ -12,14 +12,15 @@
 // while the GPU already runs the next preconditioner, and the items of a batch run on their
 // own streams in lockstep. Figures: README, Performance, GPU.
 //
-// With DMPN_CUDA_GRAPHS=1 in the environment, each CG iteration's kernels (about 55 launches at
-// 600 x 800, most of them the V-cycle's) are captured once per item as CUDA graphs and
-// replayed, two graph launches an iteration instead: the same kernels with the same arguments
-// in the same order, so the same results bit for bit, with less launch latency. Opt-in until
-// measured on a GPU (README, Performance, GPU); where no graph can be made, the launches run
-// directly (one warning).
+// Each CG iteration's kernels (about 55 launches at 600 x 800, most of them the V-cycle's) are
+// captured once per item as CUDA graphs and replayed, two graph launches an iteration instead:
+// the same kernels with the same arguments in the same order, so the same results bit for bit,
+// with less launch latency (measured on an H200: 12 % less time for one 600 x 800 image, 3x
+// less for a batch of four crops, whose launches queued behind each other). Where no graph can
+// be made, the launches run directly (one warning); DMPN_CUDA_GRAPHS=0 launches directly.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -37,6 +38,34 @@ const int kBlockLevelThreads = 1024;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
 const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags)
+
+// The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, the
+// smoother's over-relaxation omega (1: Gauss-Seidel) and the level size at and below which the
+// V-cycle runs in one thread block. DMPN_GPU_MULTIGRID="SWEEPS,OMEGA,BLOCK_UNKNOWNS" overrides
+// the defaults, to measure other choices on another GPU (tools/bench_propagation.py
+// --gpu-multigrid); read at each forward pass.
+struct GpuMultigrid {
+  int sweeps = kMultigridSweeps;
+  double omega = 1;
+  int block_unknowns = kBlockLevelUnknowns;
+  bool operator!=(const GpuMultigrid& o) const {
+    return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns;
+  }
+};
+
+GpuMultigrid GpuMultigridFromEnv() {
+  GpuMultigrid m;
+  const char* v = std::getenv("DMPN_GPU_MULTIGRID");
+  if (!v || !*v) return m;
+  char extra;
+  const int got = std::sscanf(v, "%d,%lf,%d%c", &m.sweeps, &m.omega, &m.block_unknowns, &extra);
+  CHECK(got == 3 && m.sweeps >= 1 && m.sweeps <= 8 && m.omega > 0 && m.omega < 2 &&
+        m.block_unknowns >= 0)
+      << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS with 1 <= SWEEPS "
+      << "<= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and BLOCK_UNKNOWNS >= 0, for example '"
+      << kMultigridSweeps << ",1," << kBlockLevelUnknowns << "'";
+  return m;
+}
 
 struct GpuLevel {  // plain data: also copied to the device for the one-block V-cycle
   int H, W;
@@ -80,6 +109,7 @@ struct GpuItem {
 
 struct GpuState {
   int num, Hc, Wc;
+  GpuMultigrid tuning;  // the graphs of the items hold its values
   std::vector<GpuItem> items;
 };
 
@@ -233,15 +263,18 @@ __global__ void CholeskyInverse(const int n, const double* L, double* inv) {
 
 // ---- V-cycle steps: one point each, shared by the grid-wide and the one-block kernels ------
 
-// Red-black Gauss-Seidel: point k of colour `color` (k counts that colour's points row by row).
+// Red-black SOR (Gauss-Seidel where omega is 1): point k of colour `color` (k counts that
+// colour's points row by row).
 __device__ inline void SmoothPoint(const int H, const int W, const int color, const int k,
-    const double* ew, const double* sw, const double* diag, const double* b, double* x) {
+    const double omega, const double* ew, const double* sw, const double* diag,
+    const double* b, double* x) {
   const int half = (W + 1) / 2;
   const int y = k / half;
   const int xx = 2 * (k % half) + ((y + color) & 1);
   if (xx >= W) return;
   const int i = y * W + xx;
-  x[i] = GaussSeidelUpdate(H, W, y, xx, i, i + 1, i - 1, ew, sw, diag, b, x);
+  const double gs = GaussSeidelUpdate(H, W, y, xx, i, i + 1, i - 1, ew, sw, diag, b, x);
+  x[i] = (omega == 1) ? gs : x[i] + omega * (gs - x[i]);
 }
 
 // (A x)_i
@@ -267,9 +300,11 @@ __device__ inline double RestrictPoint(const int Hf, const int Wf, const int Wc,
   return s;
 }
 
-__global__ void SmoothColor(const int H, const int W, const int color, const double* ew,
-    const double* sw, const double* diag, const double* b, double* x) {
-  CUDA_KERNEL_LOOP(k, H * ((W + 1) / 2)) { SmoothPoint(H, W, color, k, ew, sw, diag, b, x); }
+__global__ void SmoothColor(const int H, const int W, const int color, const double omega,
+    const double* ew, const double* sw, const double* diag, const double* b, double* x) {
+  CUDA_KERNEL_LOOP(k, H * ((W + 1) / 2)) {
+    SmoothPoint(H, W, color, k, omega, ew, sw, diag, b, x);
+  }
 }
 
 // r = b - A x
@@ -291,11 +326,11 @@ __global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const doubl
 }
 
 // The V-cycle from level `first` (right-hand side b, result x) down to the coarsest level, in
-// one thread block: below kBlockLevelUnknowns a level's steps take less time than their
-// launches would. The coarsest level is solved exactly with its inverse.
+// one thread block: below GpuMultigrid::block_unknowns a level's steps take less time than
+// their launches would. The coarsest level is solved exactly with its inverse.
 __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel* levels,
-    const int first, const int last, const double scale, const double* inverse,
-    const double* b_first, double* x_first) {
+    const int first, const int last, const int sweeps, const double omega, const double scale,
+    const double* inverse, const double* b_first, double* x_first) {
   const int t = threadIdx.x, nt = blockDim.x;
   for (int l = first; l <= last; ++l) {
     const GpuLevel L = levels[l];
@@ -314,9 +349,11 @@ __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel
     for (int i = t; i < n; i += nt) x[i] = 0;
     __syncthreads();
     const int half = L.H * ((L.W + 1) / 2);
-    for (int s = 0; s < kMultigridSweeps; ++s) {
+    for (int s = 0; s < sweeps; ++s) {
       for (int color = 0; color < 2; ++color) {
-        for (int k = t; k < half; k += nt) SmoothPoint(L.H, L.W, color, k, L.ew, L.sw, L.diag, b, x);
+        for (int k = t; k < half; k += nt) {
+          SmoothPoint(L.H, L.W, color, k, omega, L.ew, L.sw, L.diag, b, x);
+        }
         __syncthreads();
       }
     }
@@ -335,9 +372,11 @@ __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel
     for (int i = t; i < n; i += nt) x[i] += scale * C.x[(i / L.W / 2) * C.W + (i % L.W) / 2];
     __syncthreads();
     const int half = L.H * ((L.W + 1) / 2);
-    for (int s = 0; s < kMultigridSweeps; ++s) {
+    for (int s = 0; s < sweeps; ++s) {
       for (int color = 1; color >= 0; --color) {
-        for (int k = t; k < half; k += nt) SmoothPoint(L.H, L.W, color, k, L.ew, L.sw, L.diag, b, x);
+        for (int k = t; k < half; k += nt) {
+          SmoothPoint(L.H, L.W, color, k, omega, L.ew, L.sw, L.diag, b, x);
+        }
         __syncthreads();
       }
     }
@@ -504,36 +543,38 @@ __global__ void EdgeGradient(const int H, const int W, const int Wc, const int s
 #define LAUNCH(n, stream) CAFFE_GET_BLOCKS(n), CAFFE_CUDA_NUM_THREADS, 0, stream
 
 // z = V-cycle(r) from level l, with r and z that level's right-hand side and result.
-void VCycleGpu(const GpuItem& item, int l, const double* r, double* z) {
+void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const double* r,
+    double* z) {
   const GpuLevel& L = item.levels[l];
   const int last = static_cast<int>(item.levels.size()) - 1;
   const int n = L.H * L.W;
+  const double omega = mg.omega;
   cudaStream_t st = item.stream;
-  if (n <= kBlockLevelUnknowns || l == last) {
-    BlockVCycle<<<1, kBlockLevelThreads, 0, st>>>(item.dev_levels, l, last,
+  if (n <= mg.block_unknowns || l == last) {
+    BlockVCycle<<<1, kBlockLevelThreads, 0, st>>>(item.dev_levels, l, last, mg.sweeps, omega,
         kMultigridCoarseScale, item.inverse, r, z);
     return;
   }
   CUDA_CHECK(cudaMemsetAsync(z, 0, n * sizeof(double), st));
   const int half = L.H * ((L.W + 1) / 2);
-  for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
+  for (int s = 0; s < mg.sweeps; ++s) {
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
   }
   Residual<<<LAUNCH(n, st)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, L.r);
   const GpuLevel& C = item.levels[l + 1];
   Restrict<<<LAUNCH(C.H * C.W, st)>>>(L.H, L.W, L.r, C.H, C.W, C.b);
-  VCycleGpu(item, l + 1, C.b, C.x);
+  VCycleGpu(item, mg, l + 1, C.b, C.x);
   ProlongAdd<<<LAUNCH(n, st)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, z);
-  for (int s = 0; s < kMultigridSweeps; ++s) {
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, L.ew, L.sw, L.diag, r, z);
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, L.ew, L.sw, L.diag, r, z);
+  for (int s = 0; s < mg.sweeps; ++s) {
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
   }
 }
 
-void Precondition(const GpuItem& item, bool multigrid) {
+void Precondition(const GpuItem& item, const GpuMultigrid* multigrid) {
   if (multigrid) {
-    VCycleGpu(item, 0, item.r, item.z);
+    VCycleGpu(item, *multigrid, 0, item.r, item.z);
   } else {
     const GpuLevel& L = item.levels[0];
     const int n = L.H * L.W;
@@ -541,9 +582,10 @@ void Precondition(const GpuItem& item, bool multigrid) {
   }
 }
 
+// On unless DMPN_CUDA_GRAPHS is "0".
 bool CudaGraphsWanted() {
   const char* v = std::getenv("DMPN_CUDA_GRAPHS");
-  return v && std::strcmp(v, "1") == 0;
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 // The one warning of a process whose CUDA graphs could not be made; clears the error.
@@ -586,8 +628,9 @@ cudaGraphExec_t CaptureGraph(cudaStream_t stream, Queue queue) {
 // solve-grid vectors of each item (pointers into its workspace). The host waits once per
 // iteration, for r.r, while the GPU goes on with the next preconditioner (wasted only on the
 // last iteration). Returns whether each item converged; stats say how far each got.
+// multigrid: the V-cycle's tuning, or NULL for the Jacobi preconditioner.
 std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
-    double* GpuItem::*x, double tol, int max_iter, bool multigrid,
+    double* GpuItem::*x, double tol, int max_iter, const GpuMultigrid* multigrid,
     std::vector<GridMultigridSolver::Stats>* stats) {
   const int num = static_cast<int>(items->size());
   std::vector<bool> converged(num, false), active(num, false);
@@ -648,7 +691,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
         CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
       };
       cudaGraphExec_t& up = it.update[solution][(k - 1) & 1];
-      cudaGraphExec_t& pre = it.precondition[multigrid][k & 1];
+      cudaGraphExec_t& pre = it.precondition[multigrid != NULL][k & 1];
       if (graphs && !it.graphs_failed && (!up || !pre)) {
         if (!up) up = CaptureGraph(it.stream, update);
         if (!pre) pre = CaptureGraph(it.stream, precondition);
@@ -767,13 +810,15 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->num();
   GpuState* st = static_cast<GpuState*>(gpu_state_);
-  if (!st || st->num != num || st->Hc != Hc_ || st->Wc != Wc_) {
+  const GpuMultigrid tuning = GpuMultigridFromEnv();
+  if (!st || st->num != num || st->Hc != Hc_ || st->Wc != Wc_ || st->tuning != tuning) {
     FreeGpuState();
     st = new GpuState();
     gpu_state_ = st;
     st->num = num;
     st->Hc = Hc_;
     st->Wc = Wc_;
+    st->tuning = tuning;
     st->items.resize(num);
     for (int n = 0; n < num; ++n) AllocItem(Hc_, Wc_, &st->items[n]);
   }
@@ -840,7 +885,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
         "connected to any known pixel?)";
   }
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::alpha, tol_,
-                                        max_iter_, multigrid_, &fwd_stats_);
+      max_iter_, multigrid_ ? &st->tuning : NULL, &fwd_stats_);
   for (int n = 0; n < num; ++n) {
     CHECK(ok[n]) << Where(n) << NotConvergedMessage("forward", fwd_stats_[n],
                                                     bottom[0]->cpu_data() + bottom[0]->offset(n));
@@ -874,7 +919,7 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
     }
   }
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::sol, tol_,
-                                        max_iter_, multigrid_, &bwd_stats_);
+      max_iter_, multigrid_ ? &st->tuning : NULL, &bwd_stats_);
   for (int n = 0; n < st->num; ++n) {
     if (!ok[n]) {  // a non-finite gradient from above is the likelier cause
       const std::string non_finite = NonFiniteTopDiffMessage(top[0]->cpu_diff()

@@ -653,17 +653,17 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestGPUMatchesCPU) {
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) {
   typedef typename TypeParam::Dtype Dtype;
-  // DMPN_CUDA_GRAPHS=1 replays each CG iteration as captured CUDA graphs: the same kernels with
-  // the same arguments in the same order as direct launches, so the same alpha and gradient,
-  // bit for bit. A batch of 2 at 200 x 230 (grid-wide V-cycle levels), forward and backward,
-  // twice: the second pass replays what the first captured.
+  // CUDA graphs (the default; DMPN_CUDA_GRAPHS=0 turns them off) replay each CG iteration:
+  // the same kernels with the same arguments in the same order as direct launches, so the same
+  // alpha and gradient, bit for bit. A batch of 2 at 200 x 230 (grid-wide V-cycle levels),
+  // forward and backward, twice: the second pass replays what the first captured.
   const int H = 200, W = 230;
   this->Fill(2, H, W, 2.0, 77);
   Blob<Dtype> top_diff(2, 1, H, W), alpha[2], grad[2];
   caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
   Caffe::set_mode(Caffe::GPU);
-  // The caller's setting is put back afterwards (gpu_check.sh's graphs step runs the other
-  // tests of this process with graphs on).
+  // The caller's setting is put back afterwards (gpu_check.sh's direct step runs the other
+  // tests of this process with graphs off).
   const char* caller = std::getenv("DMPN_CUDA_GRAPHS");
   const std::string before = caller ? caller : "";
   for (int graphs = 0; graphs < 2; ++graphs) {
@@ -706,6 +706,55 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
     differ += grad[0].cpu_diff()[i] != grad[1].cpu_diff()[i];
   }
   EXPECT_EQ(differ, 0);
+}
+
+// DMPN_GPU_MULTIGRID ("SWEEPS,OMEGA,BLOCK_UNKNOWNS") changes the V-cycle, not the answer: SOR
+// smoothing, every level above the coarsest grid-wide (0) or all in one block (a large
+// number) reach the default's alpha and gradient to the tolerance, in the same layer (its
+// state, CUDA graphs included, is made again for a new tuning). A bad value names itself.
+TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameResults) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int H = 200, W = 230;
+  this->Fill(2, H, W, 2.0, 91);
+  Blob<Dtype> top_diff(2, 1, H, W), alpha, grad;
+  caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
+  Caffe::set_mode(Caffe::GPU);
+  const char* caller = std::getenv("DMPN_GPU_MULTIGRID");
+  const std::string before = caller ? caller : "";
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  std::vector<int> iterations;
+  for (const char* tuning : {"", "3,1.5,8192", "1,1.5,0", "2,1,100000"}) {
+    setenv("DMPN_GPU_MULTIGRID", tuning, 1);
+    caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
+    layer.Forward(this->bottom_vec_, this->top_vec_);
+    caffe_copy(top_diff.count(), top_diff.gpu_data(), this->top_->mutable_gpu_diff());
+    layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+    iterations.push_back(layer.forward_stats()[0].iterations);
+    if (!*tuning) {
+      alpha.CopyFrom(*this->top_, false, true);
+      grad.CopyFrom(*this->affinity_, true, true);
+      continue;
+    }
+    for (int i = 0; i < alpha.count(); ++i) {
+      EXPECT_NEAR(this->top_->cpu_data()[i], alpha.cpu_data()[i], 1e-5) << tuning << " " << i;
+    }
+    for (int i = 0; i < grad.count(); ++i) {
+      EXPECT_NEAR(this->affinity_->cpu_diff()[i], grad.cpu_diff()[i],
+                  1e-4 * std::max<Dtype>(1, std::fabs(grad.cpu_diff()[i]))) << tuning << " " << i;
+    }
+  }
+  // SOR and a single sweep change the V-cycle, so the iteration counts.
+  EXPECT_NE(iterations[1], iterations[0]);
+  EXPECT_NE(iterations[2], iterations[0]);
+  setenv("DMPN_GPU_MULTIGRID", "2,2.5,8192", 1);
+  EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+               "DMPN_GPU_MULTIGRID='2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS");
+  if (caller) {
+    setenv("DMPN_GPU_MULTIGRID", before.c_str(), 1);
+  } else {
+    unsetenv("DMPN_GPU_MULTIGRID");
+  }
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestAffinityExpGPUMatchesCPU) {
