@@ -711,7 +711,7 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
 // DMPN_GPU_MULTIGRID ("SWEEPS,OMEGA,BLOCK_UNKNOWNS") changes the V-cycle, not the answer: SOR
 // smoothing, every level above the coarsest grid-wide (0) or all in one block (a large
 // number) reach the default's alpha and gradient to the tolerance, in the same layer (its
-// state, CUDA graphs included, is made again for a new tuning). A bad value names itself.
+// state, CUDA graphs included, is made again for a new tuning).
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameResults) {
   typedef typename TypeParam::Dtype Dtype;
   const int H = 200, W = 230;
@@ -747,6 +747,22 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   // SOR and a single sweep change the V-cycle, so the iteration counts.
   EXPECT_NE(iterations[1], iterations[0]);
   EXPECT_NE(iterations[2], iterations[0]);
+  if (caller) {
+    setenv("DMPN_GPU_MULTIGRID", before.c_str(), 1);
+  } else {
+    unsetenv("DMPN_GPU_MULTIGRID");
+  }
+}
+
+TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(1, 20, 30, 2.0, 3);
+  Caffe::set_mode(Caffe::GPU);
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  // the death test's child inherits the variable; this process puts the caller's back
+  const char* caller = std::getenv("DMPN_GPU_MULTIGRID");
+  const std::string before = caller ? caller : "";
   setenv("DMPN_GPU_MULTIGRID", "2,2.5,8192", 1);
   EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
                "DMPN_GPU_MULTIGRID='2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS");
