@@ -97,7 +97,9 @@ if want tunings; then
 fi
 
 if want bench; then
-  step bench 180 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
+  # GLOG_v=1: the log (logs.tar.gz, bench.log) names each solve's CG iterations
+  GLOG_v=1 GLOG_logtostderr=1 GLOG_minloglevel=0 \
+    step bench 180 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
     ${TUNINGS[@]:+--gpu-multigrid "${TUNINGS[@]}"} --json "$RESULTS/bench.json"
 fi
 

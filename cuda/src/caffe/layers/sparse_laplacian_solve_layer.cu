@@ -33,7 +33,9 @@ namespace caffe {
 namespace {
 
 const int kCholThreads = 256;
-const int kBlockLevelUnknowns = 8192;  // levels this small: one thread block for the V-cycle
+// Levels this small: one thread block for the V-cycle (H200, 600 x 800: 2048 was 3 to 9 %
+// faster than 8192; 0, all grid-wide, 10 to 20 % slower).
+const int kBlockLevelUnknowns = 2048;
 const int kBlockLevelThreads = 1024;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
@@ -46,7 +48,7 @@ const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags
 // --gpu-multigrid); read at each forward pass.
 struct GpuMultigrid {
   int sweeps = kMultigridSweeps;
-  double omega = 1;
+  double omega = kMultigridOmega;
   int block_unknowns = kBlockLevelUnknowns;
   bool operator!=(const GpuMultigrid& o) const {
     return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns;
@@ -63,7 +65,7 @@ GpuMultigrid GpuMultigridFromEnv() {
         m.block_unknowns >= 0)
       << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS with 1 <= SWEEPS "
       << "<= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and BLOCK_UNKNOWNS >= 0, for example '"
-      << kMultigridSweeps << ",1," << kBlockLevelUnknowns << "'";
+      << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns << "'";
   return m;
 }
 
@@ -887,6 +889,9 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::alpha, tol_,
       max_iter_, multigrid_ ? &st->tuning : NULL, &fwd_stats_);
   for (int n = 0; n < num; ++n) {
+    VLOG(1) << Where(n) << "forward solve (GPU): " << st->items[n].levels.size() << " levels, "
+            << fwd_stats_[n].iterations << " iterations, relative residual "
+            << fwd_stats_[n].relative_residual;
     CHECK(ok[n]) << Where(n) << NotConvergedMessage("forward", fwd_stats_[n],
                                                     bottom[0]->cpu_data() + bottom[0]->offset(n));
     GpuItem& item = st->items[n];
@@ -921,6 +926,8 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
   const std::vector<bool> ok = SolveGpu(&st->items, &GpuItem::rhs, &GpuItem::sol, tol_,
       max_iter_, multigrid_ ? &st->tuning : NULL, &bwd_stats_);
   for (int n = 0; n < st->num; ++n) {
+    VLOG(1) << Where(n) << "backward solve (GPU): " << bwd_stats_[n].iterations
+            << " iterations, relative residual " << bwd_stats_[n].relative_residual;
     if (!ok[n]) {  // a non-finite gradient from above is the likelier cause
       const std::string non_finite = NonFiniteTopDiffMessage(top[0]->cpu_diff()
                                                              + top[0]->offset(n));
