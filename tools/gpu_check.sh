@@ -97,10 +97,12 @@ if want tunings; then
 fi
 
 if want bench; then
+  BENCH_TUNINGS=()  # the tunings time the CUDA layer: not in a CPU dry run
+  [[ -n $BENCH_GPU && ${#TUNINGS[@]} -gt 0 ]] && BENCH_TUNINGS=(--gpu-multigrid "${TUNINGS[@]}")
   # GLOG_v=1: the log (logs.tar.gz, bench.log) names each solve's CG iterations
   GLOG_v=1 GLOG_logtostderr=1 GLOG_minloglevel=0 \
     step bench 180 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
-    ${TUNINGS[@]:+--gpu-multigrid "${TUNINGS[@]}"} --json "$RESULTS/bench.json"
+    ${BENCH_TUNINGS[@]+"${BENCH_TUNINGS[@]}"} --json "$RESULTS/bench.json"
 fi
 
 if want gtest; then
