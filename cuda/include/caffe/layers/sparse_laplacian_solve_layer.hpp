@@ -34,8 +34,9 @@ const double kMultigridCoarseScale = 1.3;
 /// GPU path: three symmetric red-black SOR sweeps with omega 1.5 before and after the
 /// correction, as on the CPU. Measured on an H200 (bench_propagation.py --gpu-multigrid, the
 /// .cu's DMPN_GPU_MULTIGRID) against two Gauss-Seidel sweeps: 600 x 800 forward + backward
-/// 15.4 -> 13.9 ms on an image's affinities, 32.9 -> 23.8 ms on random ones, a batch of four
-/// 320 x 320 crops 22.0 -> 18.0 ms; two SOR sweeps did about as well, one worse.
+/// 15.3 -> 13.8 ms on an image's affinities, 33.0 -> 24.2 ms on random ones, a batch of four
+/// 320 x 320 crops 22.0 -> 17.8 ms (README, Performance, GPU); two SOR sweeps did about as
+/// well, one or four worse, omega 1.7 no better.
 const int kMultigridSweeps = 3;
 const double kMultigridOmega = 1.5;
 /// CPU path: three symmetric red-black SOR sweeps with omega 1.5. Against the two Gauss-Seidel

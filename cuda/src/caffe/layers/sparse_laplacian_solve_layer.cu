@@ -12,11 +12,11 @@
 // while the GPU already runs the next preconditioner, and the items of a batch run on their
 // own streams in lockstep. Figures: README, Performance, GPU.
 //
-// Each CG iteration's kernels (about 55 launches at 600 x 800, most of them the V-cycle's) are
+// Each CG iteration's kernels (about 70 launches at 600 x 800, most of them the V-cycle's) are
 // captured once per item as CUDA graphs and replayed, two graph launches an iteration instead:
 // the same kernels with the same arguments in the same order, so the same results bit for bit,
-// with less launch latency (measured on an H200: 12 % less time for one 600 x 800 image, 3x
-// less for a batch of four crops, whose launches queued behind each other). Where no graph can
+// with less launch latency (measured on an H200: 10 to 15 % less time for one 600 x 800 image,
+// 3x less for a batch of four crops, whose launches queued behind each other). Where no graph can
 // be made, the launches run directly (one warning); DMPN_CUDA_GRAPHS=0 launches directly.
 #include <algorithm>
 #include <cmath>
@@ -359,7 +359,9 @@ __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel
         __syncthreads();
       }
     }
-    for (int i = t; i < n; i += nt) L.r[i] = b[i] - OperatorPoint(L.H, L.W, i, L.ew, L.sw, L.diag, x);
+    for (int i = t; i < n; i += nt) {
+      L.r[i] = b[i] - OperatorPoint(L.H, L.W, i, L.ew, L.sw, L.diag, x);
+    }
     __syncthreads();
     const GpuLevel C = levels[l + 1];
     for (int I = t; I < C.H * C.W; I += nt) C.b[I] = RestrictPoint(L.H, L.W, C.W, I, L.r);
