@@ -608,6 +608,30 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
 }
 
 #ifndef CPU_ONLY
+// An environment variable set for a scope (the layer's DMPN_* switches), then the caller's
+// value put back or the variable unset, also when an assertion leaves the test early.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != NULL;
+    if (had_) old_ = old;
+    Set(value);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_.c_str(), old_.c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+  void Set(const char* value) { setenv(name_.c_str(), value, 1); }
+
+ private:
+  std::string name_, old_;
+  bool had_;
+};
+
 // The GPU path against the CPU path on the same inputs. The fixture's name says GPU, so the
 // test runner's no-GPU filter leaves it out; on a GPU machine it runs.
 template <typename TypeParam>
@@ -665,10 +689,9 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
   Caffe::set_mode(Caffe::GPU);
   // The caller's setting is put back afterwards (gpu_check.sh's direct step runs the other
   // tests of this process with graphs off).
-  const char* caller = std::getenv("DMPN_CUDA_GRAPHS");
-  const std::string before = caller ? caller : "";
+  ScopedEnv env("DMPN_CUDA_GRAPHS", "0");
   for (int graphs = 0; graphs < 2; ++graphs) {
-    setenv("DMPN_CUDA_GRAPHS", graphs ? "1" : "0", 1);
+    env.Set(graphs ? "1" : "0");
     SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
     layer.SetUp(this->bottom_vec_, this->top_vec_);
     for (int pass = 0; pass < 2; ++pass) {
@@ -694,11 +717,6 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
     }
     EXPECT_EQ(differ, 0) << "graphs " << graphs;
   }
-  if (caller) {
-    setenv("DMPN_CUDA_GRAPHS", before.c_str(), 1);
-  } else {
-    unsetenv("DMPN_CUDA_GRAPHS");
-  }
   int differ = 0;  // graphs against direct launches
   for (int i = 0; i < alpha[0].count(); ++i) {
     differ += alpha[0].cpu_data()[i] != alpha[1].cpu_data()[i];
@@ -711,8 +729,8 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
 
 // DMPN_GPU_MULTIGRID ("SWEEPS,OMEGA,BLOCK_UNKNOWNS") changes the V-cycle, not the answer:
 // Gauss-Seidel smoothing (omega 1), every level above the coarsest grid-wide (0) or all in one
-// block (a large number) reach the default's alpha and gradient to the tolerance, in the same layer (its
-// state, CUDA graphs included, is made again for a new tuning).
+// block (a large number) reach the default's alpha and gradient to the tolerance, in the same
+// layer (its state, CUDA graphs included, is made again for a new tuning).
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameResults) {
   typedef typename TypeParam::Dtype Dtype;
   const int H = 200, W = 230;
@@ -720,13 +738,12 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   Blob<Dtype> top_diff(2, 1, H, W), alpha, grad;
   caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
   Caffe::set_mode(Caffe::GPU);
-  const char* caller = std::getenv("DMPN_GPU_MULTIGRID");
-  const std::string before = caller ? caller : "";
+  ScopedEnv env("DMPN_GPU_MULTIGRID", "");  // "": the default
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
   layer.SetUp(this->bottom_vec_, this->top_vec_);
   std::vector<int> iterations;
   for (const char* tuning : {"", "2,1,8192", "1,1.5,0", "3,1.5,100000"}) {
-    setenv("DMPN_GPU_MULTIGRID", tuning, 1);
+    env.Set(tuning);
     caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
     layer.Forward(this->bottom_vec_, this->top_vec_);
     caffe_copy(top_diff.count(), top_diff.gpu_data(), this->top_->mutable_gpu_diff());
@@ -748,11 +765,6 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   // Gauss-Seidel and a single sweep change the V-cycle, so the iteration counts.
   EXPECT_NE(iterations[1], iterations[0]);
   EXPECT_NE(iterations[2], iterations[0]);
-  if (caller) {
-    setenv("DMPN_GPU_MULTIGRID", before.c_str(), 1);
-  } else {
-    unsetenv("DMPN_GPU_MULTIGRID");
-  }
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
@@ -761,17 +773,9 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
   Caffe::set_mode(Caffe::GPU);
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
   layer.SetUp(this->bottom_vec_, this->top_vec_);
-  // the death test's child inherits the variable; this process puts the caller's back
-  const char* caller = std::getenv("DMPN_GPU_MULTIGRID");
-  const std::string before = caller ? caller : "";
-  setenv("DMPN_GPU_MULTIGRID", "2,2.5,8192", 1);
+  ScopedEnv env("DMPN_GPU_MULTIGRID", "2,2.5,8192");  // the death test's child inherits it
   EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
                "DMPN_GPU_MULTIGRID='2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS");
-  if (caller) {
-    setenv("DMPN_GPU_MULTIGRID", before.c_str(), 1);
-  } else {
-    unsetenv("DMPN_GPU_MULTIGRID");
-  }
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestAffinityExpGPUMatchesCPU) {
