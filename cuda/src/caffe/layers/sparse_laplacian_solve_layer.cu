@@ -12,7 +12,7 @@
 // while the GPU already runs the next preconditioner, and the items of a batch run on their
 // own streams in lockstep. Figures: README, Performance, GPU.
 //
-// Each CG iteration's kernels (about 70 launches at 600 x 800, most of them the V-cycle's) are
+// Each CG iteration's kernels (about 60 launches at 600 x 800, most of them the V-cycle's) are
 // captured once per item as CUDA graphs and replayed, two graph launches an iteration instead:
 // the same kernels with the same arguments in the same order, so the same results bit for bit,
 // with less launch latency (measured on an H200: 10 to 15 % less time for one 600 x 800 image,
