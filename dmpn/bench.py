@@ -160,16 +160,17 @@ def caffe_layer_net(flavour, n, h, w, tol=1e-8, max_iterations=2000):
 # DMPN_CUDA_GRAPHS is "0"; DMPN_GPU_MULTIGRID="SWEEPS,OMEGA,BLOCK_UNKNOWNS" its V-cycle's tuning.
 CUDA_GRAPHS = "DMPN_CUDA_GRAPHS"
 GPU_MULTIGRID = "DMPN_GPU_MULTIGRID"
-_GPU_MULTIGRID_SPEC = re.compile(r"^([1-8]),(\d+(?:\.\d*)?),(\d+)$")
+# as the .cu's ParseGpuMultigrid takes it: ASCII digits, no signs, spaces or exponents
+_GPU_MULTIGRID_SPEC = re.compile(r"([1-8]),([0-9]+(?:\.[0-9]*)?),([0-9]{1,9})")
 
 
 def gpu_multigrid_arg(text):
     """argparse type of --gpu-multigrid: SWEEPS,OMEGA,BLOCK_UNKNOWNS as the CUDA layer takes it."""
-    m = _GPU_MULTIGRID_SPEC.match(text)
+    m = _GPU_MULTIGRID_SPEC.fullmatch(text)
     if not m or not 0 < float(m.group(2)) < 2:
         raise argparse.ArgumentTypeError(
             f"{text!r}: want SWEEPS,OMEGA,BLOCK_UNKNOWNS with 1 <= SWEEPS <= 8, 0 < OMEGA < 2 and "
-            "BLOCK_UNKNOWNS >= 0, for example 2,1.5,2048")
+            "0 <= BLOCK_UNKNOWNS < 10^9, for example 3,1.5,2048")
     return text
 
 
@@ -236,8 +237,9 @@ def run(size=(600, 800), batch=(4, 320, 320), repeats=3, gpu=False, python_layer
         # this one process.
         flavours = [("cpp", "cpp", False, {})]
         if gpu:
-            flavours += [("cpp_gpu", "cpp", True, {CUDA_GRAPHS: "0"}),
-                         ("cpp_gpu_graphs", "cpp", True, {CUDA_GRAPHS: "1"})]
+            # "" : the layer's own tuning, whatever the caller's environment says
+            flavours += [("cpp_gpu", "cpp", True, {CUDA_GRAPHS: "0", GPU_MULTIGRID: ""}),
+                         ("cpp_gpu_graphs", "cpp", True, {CUDA_GRAPHS: "1", GPU_MULTIGRID: ""})]
             flavours += [(f"cpp_gpu_graphs[{spec}]", "cpp", True, {CUDA_GRAPHS: "1", GPU_MULTIGRID: spec})
                          for spec in gpu_multigrid]
         if python_layer:

@@ -64,7 +64,8 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.parametrize("spec", ["2,1", "0,1,8192", "9,1,8192", "2,2,8192", "2,0,8192", "2,1,-1",
-                                  "2,1.5,2048,1", "two,1,8192", "2,1e0,8192"])
+                                  "2,1.5,2048,1", "two,1,8192", "2,1e0,8192", "2,1,8192\n",
+                                  "2,.5,2048", " 2,1,2048", "2,1,1000000000", "2,1,\u0663"])
 def test_bad_gpu_multigrid_specs_are_refused(spec, capsys, monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")
     with pytest.raises(SystemExit) as exc:

@@ -68,8 +68,8 @@ def test_gpu_check_runs_the_gtest_step_from_the_bundle(bundle, tmp_path):
     summary = (tmp_path / "summary.txt").read_text()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "gtest: rc=0" in summary and "[  PASSED  ] 5 tests." in summary, summary
-    assert "direct: rc=0" in summary and "[  PASSED  ] 1 test." in summary, summary
-    assert "tuning_2,1.5,2048: rc=0" in summary and "tuning_3,1,0: rc=0" in summary, summary
+    for name in ("direct", "tuning_2,1.5,2048", "tuning_3,1,0"):  # each step and its tests
+        assert re.search(rf"^{re.escape(name)}: rc=0 in \d+ s\n\[  PASSED  \] 1 test\.$", summary, re.M), summary
     with tarfile.open(tmp_path / "logs.tar.gz") as t:
         log = t.extractfile("./gtest.log").read().decode()
     assert "[       OK ] UnpoolingLayerTest/0.TestBadMaskIsAnError" in log
@@ -93,3 +93,16 @@ def test_gpu_check_keeps_its_deadline_and_a_relative_out(bundle, tmp_path):
     summary = (tmp_path / "rel" / "summary.txt").read_text()
     assert "gtest: skipped" in summary and "deploy_net: skipped" in summary, run.stdout[-2000:]
     assert (tmp_path / "rel" / "logs.tar.gz").is_file()
+
+
+def test_gpu_check_refuses_a_bad_tuning_before_any_step(bundle, tmp_path):
+    # A tuning the CUDA layer would refuse (its CHECK stops the process) is named at once,
+    # before steps whose time it would waste.
+    tarball, cuda = bundle
+    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="parity tunings bench", CUDA_LIBS=cuda,
+               GPU_MULTIGRID="3,1.5,2048 2,2.5,8192")
+    run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball), str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "'2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS" in run.stderr
+    assert "=== parity" not in run.stdout

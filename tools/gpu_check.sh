@@ -49,6 +49,12 @@ export CUDA_LIBS=${CUDA_LIBS#:}
 source "$DMPN_BUNDLE/env.sh"
 echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
 [[ -f $DMPN_BUNDLE/REVISION ]] && sed 's/^/bundle built from /' "$DMPN_BUNDLE/REVISION" | tee -a "$RESULTS/device.txt"
+# A tuning the layer would refuse must not cost the steps that follow: checked before any.
+if ((${#TUNINGS[@]})); then
+  "$DMPN_PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from dmpn.bench import gpu_multigrid_arg as check
+for spec in sys.argv[2:]: check(spec)' "$REPO" "${TUNINGS[@]}" \
+    || { echo "gpu_check: GPU_MULTIGRID='${GPU_MULTIGRID:-}' is not a list of SWEEPS,OMEGA,BLOCK_UNKNOWNS" >&2; exit 2; }
+fi
 
 DEV=(-gpu 0) BENCH_GPU=--gpu MODE=GPU
 [[ ${DRY_RUN_CPU:-} == 1 ]] && DEV=() BENCH_GPU= MODE=CPU
@@ -89,7 +95,7 @@ if want direct; then
 fi
 
 if want tunings; then
-  for tuning in "${TUNINGS[@]}"; do
+  for tuning in ${TUNINGS[@]+"${TUNINGS[@]}"}; do
     DMPN_GPU_MULTIGRID=$tuning step "tuning_$tuning" 60 "$GTEST" \
       --gtest_filter="${TUNINGS_FILTER:-*SparseLaplacianSolveGPUParity*}"
     grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/tuning_$tuning.log" >> "$SUMMARY"

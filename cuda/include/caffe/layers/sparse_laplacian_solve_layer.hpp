@@ -39,6 +39,12 @@ const double kMultigridCoarseScale = 1.3;
 /// well, one or four worse, omega 1.7 no better.
 const int kMultigridSweeps = 3;
 const double kMultigridOmega = 1.5;
+
+/// The GPU V-cycle's tuning as DMPN_GPU_MULTIGRID (and bench_propagation.py --gpu-multigrid)
+/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS": ASCII digits, OMEGA with an optional fraction, no
+/// signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2, 0 <= BLOCK_UNKNOWNS < 10^9.
+/// False (outputs untouched) for anything else.
+bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns);
 /// CPU path: three symmetric red-black SOR sweeps with omega 1.5. Against the two Gauss-Seidel
 /// sweeps, CG iterations (forward/backward) went from 63/80 to 41/46 on random affinities and
 /// from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra sweeps cheap

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <new>
@@ -818,6 +820,31 @@ struct Interp1D {
 };
 
 }  // namespace
+
+bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns) {
+  const char* p = text;
+  std::string fields[3];
+  for (int f = 0; f < 3; ++f) {
+    bool dot = false;
+    while (std::isdigit(static_cast<unsigned char>(*p)) || (f == 1 && *p == '.' && !dot)) {
+      dot = dot || *p == '.';
+      fields[f] += *p++;
+    }
+    if (fields[f].empty() || !std::isdigit(static_cast<unsigned char>(fields[f][0])) ||
+        *p != (f < 2 ? ',' : '\0')) {
+      return false;
+    }
+    ++p;
+  }
+  if (fields[0].size() > 1 || fields[2].size() > 9) return false;  // 1..8; within int
+  const int s = std::atoi(fields[0].c_str());
+  const double w = std::atof(fields[1].c_str());
+  if (s < 1 || s > 8 || !(w > 0 && w < 2)) return false;
+  *sweeps = s;
+  *omega = w;
+  *block_unknowns = std::atoi(fields[2].c_str());
+  return true;
+}
 
 template <typename Dtype>
 int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* ew,

@@ -15,12 +15,11 @@
 // Each CG iteration's kernels (about 60 launches at 600 x 800, most of them the V-cycle's) are
 // captured once per item as CUDA graphs and replayed, two graph launches an iteration instead:
 // the same kernels with the same arguments in the same order, so the same results bit for bit,
-// with less launch latency (measured on an H200: 10 to 15 % less time for one 600 x 800 image,
+// with less launch latency (measured on an H200: 8 to 12 % less time for one 600 x 800 image,
 // 3x less for a batch of four crops, whose launches queued behind each other). Where no graph can
 // be made, the launches run directly (one warning); DMPN_CUDA_GRAPHS=0 launches directly.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -33,8 +32,9 @@ namespace caffe {
 namespace {
 
 const int kCholThreads = 256;
-// Levels this small: one thread block for the V-cycle (H200, 600 x 800: 2048 was 3 to 9 %
-// faster than 8192; 0, all grid-wide, 10 to 20 % slower).
+// Levels this small: one thread block for the V-cycle. On an H200, in one process each, 2048
+// was 5 to 10 % faster than 1024 and than 8192 (4096 splits the bench's sizes as 2048 does);
+// 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README, Performance, GPU).
 const int kBlockLevelUnknowns = 2048;
 const int kBlockLevelThreads = 1024;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
@@ -59,12 +59,9 @@ GpuMultigrid GpuMultigridFromEnv() {
   GpuMultigrid m;
   const char* v = std::getenv("DMPN_GPU_MULTIGRID");
   if (!v || !*v) return m;
-  char extra;
-  const int got = std::sscanf(v, "%d,%lf,%d%c", &m.sweeps, &m.omega, &m.block_unknowns, &extra);
-  CHECK(got == 3 && m.sweeps >= 1 && m.sweeps <= 8 && m.omega > 0 && m.omega < 2 &&
-        m.block_unknowns >= 0)
+  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns))
       << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS with 1 <= SWEEPS "
-      << "<= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and BLOCK_UNKNOWNS >= 0, for example '"
+      << "<= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and 0 <= BLOCK_UNKNOWNS < 10^9, for example '"
       << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns << "'";
   return m;
 }
@@ -100,10 +97,10 @@ struct GpuItem {
   double* host_check;    // pinned copy of cg->check
   cudaStream_t stream;
   cudaEvent_t checked;
-  // DMPN_CUDA_GRAPHS=1: one CG iteration as two graphs (SolveGpu), captured on first use and
-  // kept with the item's buffers, whose addresses they hold. update[x is sol][parity]: q = A p,
-  // x and r updated, r.r copied to the host; precondition[multigrid][parity]: z = M^-1 r, r.z
-  // and the new p. NULL: not captured yet.
+  // CUDA graphs (unless DMPN_CUDA_GRAPHS=0): one CG iteration as two graphs (SolveGpu),
+  // captured on first use and kept with the item's buffers, whose addresses they hold.
+  // update[x is sol][parity]: q = A p, x and r updated, r.r copied to the host;
+  // precondition[multigrid][parity]: z = M^-1 r, r.z and the new p. NULL: not captured yet.
   cudaGraphExec_t update[2][2] = {};
   cudaGraphExec_t precondition[2][2] = {};
   bool graphs_failed = false;  // capture failed once: this item launches directly
@@ -832,7 +829,8 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->num();
   GpuState* st = static_cast<GpuState*>(gpu_state_);
-  const GpuMultigrid tuning = GpuMultigridFromEnv();
+  // the V-cycle's tuning (the Jacobi preconditioner has none)
+  const GpuMultigrid tuning = multigrid_ ? GpuMultigridFromEnv() : GpuMultigrid();
   if (!st || st->num != num || st->Hc != Hc_ || st->Wc != Wc_ || st->tuning != tuning) {
     FreeGpuState();
     st = new GpuState();

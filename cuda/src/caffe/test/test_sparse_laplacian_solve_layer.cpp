@@ -607,6 +607,31 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
   }
 }
 
+// DMPN_GPU_MULTIGRID's syntax, as bench_propagation.py --gpu-multigrid checks it (test_bench).
+TEST(GpuMultigridTuningTest, TestParse) {
+  int sweeps = -1, block = -1;
+  double omega = -1;
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block));
+  EXPECT_EQ(sweeps, 3);
+  EXPECT_EQ(omega, 1.5);
+  EXPECT_EQ(block, 2048);
+  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block));
+  EXPECT_EQ(sweeps, 8);
+  EXPECT_EQ(omega, 1.0);
+  EXPECT_EQ(block, 999999999);
+  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0", &sweeps, &omega, &block));
+  EXPECT_EQ(block, 0);
+  for (const char* bad : {"", "2,1", "2,1,", "0,1,2048", "9,1,2048", "10,1,2048", "2,2,2048",
+                          "2,0,2048", "2,0.0,2048", "2,1e0,2048", "2,.5,2048", "2,1.5.0,2048",
+                          " 2,1,2048", "2,1,2048 ", "2,1,2048x", "2,1,-1", "+2,1,2048",
+                          "2,1,1000000000", "2,1,8192,1", "2;1;8192", "two,1,8192"}) {
+    sweeps = block = -1;
+    omega = -1;
+    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block)) << "'" << bad << "'";
+    EXPECT_EQ(sweeps, -1) << bad;  // untouched
+  }
+}
+
 #ifndef CPU_ONLY
 // An environment variable set for a scope (the layer's DMPN_* switches), then the caller's
 // value put back or the variable unset, also when an assertion leaves the test early.
@@ -642,9 +667,10 @@ TYPED_TEST_CASE(SparseLaplacianSolveGPUParityTest, GPUDtypes);
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestGPUMatchesCPU) {
   typedef typename TypeParam::Dtype Dtype;
-  // 45 x 61 (2,745 unknowns): the finest level grid-wide, the rest in the one-block V-cycle;
-  // 200 x 230 (46,000, 11,500 and 2,900 unknowns above the one-block levels): the grid-wide
-  // kernels on three levels. TestMultigridTuningsGiveTheSameResults runs other splits.
+  // Without shrinking, 45 x 61 (2,745 unknowns): the finest level grid-wide, the rest in the
+  // one-block V-cycle; 200 x 230 (46,000, 11,500 and 2,900 unknowns above the one-block
+  // levels): the grid-wide kernels on three levels. Shrunk by 2, 23 x 31 runs in one block
+  // alone. TestMultigridTuningsGiveTheSameResults runs other splits.
   const int sizes[2][2] = {{45, 61}, {200, 230}};
   for (int run = 0; run < 4; ++run) {
     const int shrink = 1 + run % 2, H = sizes[run / 2][0], W = sizes[run / 2][1];
@@ -762,9 +788,11 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
                   1e-4 * std::max<Dtype>(1, std::fabs(grad.cpu_diff()[i]))) << tuning << " " << i;
     }
   }
-  // Gauss-Seidel and a single sweep change the V-cycle, so the iteration counts.
+  // Gauss-Seidel and a single sweep change the V-cycle, so the iteration counts; the default's
+  // smoother all in one block does the same sums as its grid-wide kernels (up to rounding).
   EXPECT_NE(iterations[1], iterations[0]);
   EXPECT_NE(iterations[2], iterations[0]);
+  EXPECT_LE(std::abs(iterations[3] - iterations[0]), 1);
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
@@ -776,6 +804,13 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
   ScopedEnv env("DMPN_GPU_MULTIGRID", "2,2.5,8192");  // the death test's child inherits it
   EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
                "DMPN_GPU_MULTIGRID='2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS");
+  // written as bench_propagation.py's --gpu-multigrid takes it, or refused
+  for (const char* bad : {"2,1e0,2048", " 2,1,2048", "2,1,2048x", "2,1", "0,1,2048",
+                          "2,.5,2048", "2,1,-1", "2,1,1000000000"}) {
+    env.Set(bad);
+    EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
+                 "want SWEEPS,OMEGA,BLOCK_UNKNOWNS") << bad;
+  }
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestAffinityExpGPUMatchesCPU) {
