@@ -257,6 +257,16 @@ def run(size=(600, 800), batch=(4, 320, 320), repeats=3, gpu=False, python_layer
     return rows
 
 
+def profile_once(size=(600, 800)):
+    """One forward + backward of the CUDA layer on the image problem of this size, untimed: the
+    work for a profiler to look at (gpu_check.sh's profile step runs ncu over it)."""
+    h, w = size
+    aff, tri = image_problem(h, w)
+    tops = np.random.default_rng(1).normal(size=(1, 1, h, w)).astype(np.float32)
+    net = caffe_layer_net("cpp", 1, h, w)
+    time_net(net, aff[None].astype(np.float32), tri[None, None].astype(np.float32), tops, 1, gpu=True)
+
+
 # The C++ layer's log (GLOG_v=1) and its non-convergence error.
 _CONVERGED = re.compile(r"forward solve: \d+ levels, (\d+) iterations, relative residual (\S+)")
 _NOT_CONVERGED = re.compile(r"did not converge: relative residual (\S+) after (\d+) iterations")
@@ -374,6 +384,9 @@ def main(argv=None):
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
     ap.add_argument("--contrast-size", type=grid_arg(2, "240x320"), default=(240, 320),
                     help="grid of the contrast sweep HxW (default 240x320)")
+    ap.add_argument("--profile-once", action="store_true",
+                    help="instead: one untimed forward + backward of the CUDA layer on the --size image "
+                         "problem, for a profiler (needs a GPU)")
     ap.add_argument("--json", help="write the figures to this file (atomically)")
     a = ap.parse_args(argv)
     if a.gpu_multigrid and not a.gpu:
@@ -382,6 +395,9 @@ def main(argv=None):
     def work():
         if a.json:
             check_writable(a.json, folder=False)  # before the long part
+        if a.profile_once:
+            profile_once(a.size)
+            return
         if a.contrast:
             rows = contrast_sweep(a.contrast_size)
         else:

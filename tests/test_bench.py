@@ -103,3 +103,14 @@ def test_format_rows_lists_every_timed_layer():
     lines = bench.format_rows([row]).splitlines()
     assert len(lines) == 4 and "6000.0 ms" in lines[0]
     assert "cpp_gpu_graphs[2,1.5,2048] layer fwd+bwd      10.0 ms  x 600.0 vs splu" in lines[3]
+
+
+def test_profile_once_runs_one_gpu_pass_of_the_size_asked(monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "2")
+    seen = {}
+    monkeypatch.setattr(bench, "caffe_layer_net", lambda flavour, n, h, w: seen.update(net=(flavour, n, h, w)) or "net")
+    monkeypatch.setattr(bench, "time_net", lambda net, affs, tris, tops, repeats, gpu=False: seen.update(
+        shapes=(affs.shape, tris.shape, tops.shape), repeats=repeats, gpu=gpu))
+    assert bench.main(["--profile-once", "--size", "48x64"]) == 0
+    assert seen == {"net": ("cpp", 1, 48, 64), "shapes": ((1, 2, 48, 64), (1, 1, 48, 64), (1, 1, 48, 64)),
+                    "repeats": 1, "gpu": True}

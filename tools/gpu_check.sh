@@ -7,6 +7,8 @@
 #   0c. tunings the parity tests again under each V-cycle tuning of GPU_MULTIGRID (if set)
 #   1. bench   tools/bench_propagation.py --gpu: CUDA (direct launches, graphs, and graphs with
 #              each GPU_MULTIGRID tuning) vs C++ CPU layer vs scipy splu, one process
+#   1b. profile ncu's time per kernel (gpu__time_duration) over one 600 x 800 forward +
+#              backward of the CUDA layer (direct launches), summed by kernel name
 #   2. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
 #   3. time    `caffe time -gpu 0` of the paper-size deploy net at 608 x 800, per layer
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
@@ -16,7 +18,7 @@
 # gpu-check/ in the repository). The whole run keeps within DEADLINE seconds (default 540, under
 # a device call's 10 minutes): each step gets at most what is left, and steps that cannot start
 # with 20 s left are skipped (said in the summary), so the summary and logs always come back.
-# STEPS="parity direct tunings bench gtest time train sanitize" picks steps; TRAIN_ITERS=300;
+# STEPS="parity direct tunings bench profile gtest time train sanitize" picks steps; TRAIN_ITERS=300;
 # GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="2,1.5,2048 3,1.5,8192" V-cycle tunings
 # (SWEEPS,OMEGA,BLOCK_UNKNOWNS, the layer's DMPN_GPU_MULTIGRID) to check and time;
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
@@ -25,7 +27,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
-STEPS=${STEPS:-parity direct tunings bench gtest time train sanitize}
+STEPS=${STEPS:-parity direct tunings bench profile gtest time train sanitize}
 read -r -a TUNINGS <<< "${GPU_MULTIGRID:-}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}
@@ -109,6 +111,20 @@ if want bench; then
   GLOG_v=1 GLOG_logtostderr=1 GLOG_minloglevel=0 \
     step bench 180 "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" $BENCH_GPU --no-python --repeats 5 \
     ${BENCH_TUNINGS[@]+"${BENCH_TUNINGS[@]}"} --json "$RESULTS/bench.json"
+fi
+
+if want profile; then
+  NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [[ -n $NCU && -z ${DRY_RUN_CPU:-} ]]; then
+    # One metric, so one pass per kernel; the clocks left alone. The layer's own kernels only
+    # (cuBLAS and Caffe's are not part of the solve).
+    DMPN_CUDA_GRAPHS=0 TAIL=40 step profile 120 "$NCU" --clock-control none \
+      --metrics gpu__time_duration.sum --print-summary per-kernel --launch-count 4000 \
+      --kernel-name 'regex:SmoothColor|FirstHalfSweep|ResidualRestrict|ProlongAdd|BlockVCycle|OperatorDot|CgUpdateDot|Dot|CgDirection|BuildSystem|AddDegrees|Coarsen|Densify|Cholesky|Upsample|EdgeGradient|CopyToDouble' \
+      "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" --profile-once
+  else
+    echo "profile: ncu not found (or a CPU dry run)" | tee -a "$SUMMARY"
+  fi
 fi
 
 if want gtest; then
