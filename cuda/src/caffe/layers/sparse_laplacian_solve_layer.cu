@@ -620,9 +620,9 @@ void WarnNoGraphs(cudaError_t err) {
 }
 
 // What `queue` puts on `stream`, captured as an executable graph (not run), or NULL where
-// capture cannot begin or the graph cannot be made (WarnNoGraphs; the caller launches
-// directly). The queued work must not synchronise or touch the legacy default stream; a
-// CUDA_CHECK inside it that fails stops the process, as it would outside a capture.
+// capture cannot begin, a call that `queue` makes fails (it returns the first such error) or
+// the graph cannot be made (WarnNoGraphs; the caller launches directly). The queued work must
+// not synchronise or touch the legacy default stream.
 template <typename Queue>
 cudaGraphExec_t CaptureGraph(cudaStream_t stream, Queue queue) {
   cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
@@ -630,9 +630,10 @@ cudaGraphExec_t CaptureGraph(cudaStream_t stream, Queue queue) {
     WarnNoGraphs(err);
     return NULL;
   }
-  queue();
+  const cudaError_t queued = queue();
   cudaGraph_t graph = NULL;
-  err = cudaStreamEndCapture(stream, &graph);
+  err = cudaStreamEndCapture(stream, &graph);  // always: the stream leaves capture mode
+  if (queued != cudaSuccess) err = queued;
   cudaGraphExec_t exec = NULL;
   if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) cudaGraphDestroy(graph);
@@ -695,20 +696,23 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       GpuItem& it = (*items)[i];
       const GpuLevel& L = it.levels[0];
       const int n = L.H * L.W, blocks = ReduceBlocks(n);
-      // Iteration k's two halves; their arguments depend on k only through its parity.
+      // Iteration k's two halves; their arguments depend on k only through its parity. Each
+      // returns the error of the runtime call it makes (kernel launches are checked after),
+      // so that a capture can fall back where the call fails.
       auto update = [&, k]() {
         OperatorDot<<<blocks, kReduceThreads, 0, it.stream>>>(L.H, L.W, L.ew, L.sw, L.diag,
             it.p, it.q, it.partial, it.retired, it.cg);
         CgUpdateDot<<<blocks, kReduceThreads, 0, it.stream>>>(n, (k - 1) & 1, it.p, it.q,
             it.*x, it.r, it.partial, it.retired, it.cg);
-        CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
-                                   cudaMemcpyDeviceToHost, it.stream));
+        return cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
+                               cudaMemcpyDeviceToHost, it.stream);
       };
       auto precondition = [&, k]() {
         Precondition(it, multigrid);
         Dot<<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial, it.retired,
                                                       &it.cg->rz[k & 1]);
         CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
+        return cudaSuccess;
       };
       cudaGraphExec_t& up = it.update[solution][(k - 1) & 1];
       cudaGraphExec_t& pre = it.precondition[multigrid != NULL][k & 1];
@@ -719,17 +723,9 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       }
       const bool replay = graphs && up && pre;
       (*stats)[i].cuda_graphs = replay;
-      if (replay) {
-        CUDA_CHECK(cudaGraphLaunch(up, it.stream));
-      } else {
-        update();
-      }
+      CUDA_CHECK(replay ? cudaGraphLaunch(up, it.stream) : update());
       CUDA_CHECK(cudaEventRecord(it.checked, it.stream));
-      if (replay) {
-        CUDA_CHECK(cudaGraphLaunch(pre, it.stream));
-      } else {
-        precondition();
-      }
+      CUDA_CHECK(replay ? cudaGraphLaunch(pre, it.stream) : precondition());
     }
     // A failed launch shows here, not later as a "did not converge" with stale scalars.
     CUDA_POST_KERNEL_CHECK;
