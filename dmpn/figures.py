@@ -133,9 +133,10 @@ def make_figures(results, out_dir, gt_dir, trimap_dir, images_dir=None, rows: in
 
 def training_curves(log, path, title: str = "") -> str:
     """``log`` (a dmpn.train_log.TrainingLog) as a PNG: the training loss as logged (faint) and
-    its running mean over 10 points, the test outputs whose name says loss beside it, the
-    learning rate on a second axis where it changes, and any other test output (an accuracy, a
-    SAD) in a panel of its own below."""
+    its running mean over 10 points, the test outputs whose name says loss beside it (with
+    their weighted total, on the training loss's scale, where the net has several losses or a
+    loss weight other than 1), the learning rate on a second axis where it changes, and any
+    other test output (an accuracy, a SAD) in a panel of its own below."""
     plt = _plt()
     # Keys are "net #K NAME" (and " #I" for a blob's later values): NAME says what it is.
     losses = {k: v for k, v in log.test.items() if "loss" in k.split()[2]}

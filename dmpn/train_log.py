@@ -29,7 +29,12 @@ TRAIN_LOSS = re.compile(r"Iteration (\d+)\b[^,]*(?:\([^)]*\))?, loss = " + _NUMB
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
 # solver.cpp: "Iteration 100, Testing net (#0)", then "Test net output #0: loss = 0.1 (* 1 = ...)"
 TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
-TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = " + _NUMBER)
+TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = " + _NUMBER +
+                         r"(?: \(\* " + _NUMBER + " = " + _NUMBER + r" loss\))?")
+# The test pass's losses weighted and summed as the training loss is ("Iteration N, loss = X"
+# is the weighted total), where that differs from its one loss output: several loss outputs, or
+# a loss weight other than 1.
+WEIGHTED_TOTAL = "weighted_loss_total"
 
 
 @dataclass
@@ -49,6 +54,8 @@ def parse(lines) -> TrainingLog:
     train, lr, test = [], [], {}
     testing = None  # (iteration, net) of the test pass whose outputs follow
     names = set()   # the output names of that pass so far
+    weighted = {}   # (iteration, net) -> [the pass's weighted losses]
+    unlike = set()  # nets whose weighted total is not their one loss output
     for line in lines:
         m = TRAIN_LOSS.search(line)
         if m:
@@ -70,6 +77,14 @@ def parse(lines) -> TrainingLog:
             key = f"net #{testing[1]} {name}" + (f" #{index}" if name in names else "")
             names.add(name)
             test.setdefault(key, []).append((testing[0], value))
+            if m.group(5) is not None:  # "(* weight = weighted loss)"
+                losses = weighted.setdefault(testing, [])
+                losses.append(float(m.group(5)))
+                if len(losses) > 1 or float(m.group(4)) != 1:
+                    unlike.add(testing[1])
+    for (iteration, net), losses in weighted.items():
+        if net in unlike:
+            test.setdefault(f"net #{net} {WEIGHTED_TOTAL}", []).append((iteration, sum(losses)))
     return TrainingLog(_sorted(train), _sorted(lr), {k: _sorted(v) for k, v in test.items()})
 
 

@@ -50,9 +50,22 @@ def test_several_values_of_one_output_and_a_log_without_training_lines():
              "I solver.cpp:397]     Test net output #1: acc = 0.8",
              "I solver.cpp:397]     Test net output #2: loss = 0.4 (* 0.5 = 0.2 loss)"]
     log = T.parse(lines)
+    # the loss weighted by 0.5 also gives the weighted total, on the training loss's scale
     assert log.train_loss == [] and log.test == {"net #0 acc": [(100, 0.25), (200, 0.5)],
                                                  "net #0 acc #1": [(100, 0.75), (200, 0.8)],
-                                                 "net #0 loss": [(100, 0.5), (200, 0.4)]}
+                                                 "net #0 loss": [(100, 0.5), (200, 0.4)],
+                                                 "net #0 weighted_loss_total": [(100, 0.25), (200, 0.2)]}
+
+
+def test_the_weighted_total_of_several_losses_only_where_it_says_more():
+    # Two losses of weight 1: their sum is what "Iteration N, loss = X" logs for training. One
+    # loss of weight 1 (LOG above, our nets) adds no series: it is the loss itself.
+    lines = ["I solver.cpp:330] Iteration 100, Testing net (#1)",
+             "I solver.cpp:397]     Test net output #0: alpha_loss = 0.5 (* 1 = 0.5 loss)",
+             "I solver.cpp:397]     Test net output #1: comp_loss = 0.25 (* 1 = 0.25 loss)",
+             "I solver.cpp:397]     Test net output #2: sad = 7"]
+    assert T.parse(lines).test["net #1 weighted_loss_total"] == [(100, 0.75)]
+    assert "net #0 weighted_loss_total" not in T.parse(LOG.splitlines()).test
 
 
 def test_test_only_and_single_point_logs_are_drawn(tmp_path):
