@@ -53,9 +53,12 @@ echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
 [[ -f $DMPN_BUNDLE/REVISION ]] && sed 's/^/bundle built from /' "$DMPN_BUNDLE/REVISION" | tee -a "$RESULTS/device.txt"
 # A tuning the layer would refuse must not cost the steps that follow: checked before any.
 if ((${#TUNINGS[@]})); then
-  "$DMPN_PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from dmpn.bench import gpu_multigrid_arg as check
-for spec in sys.argv[2:]: check(spec)' "$REPO" "${TUNINGS[@]}" \
-    || { echo "gpu_check: GPU_MULTIGRID='${GPU_MULTIGRID:-}' is not a list of SWEEPS,OMEGA,BLOCK_UNKNOWNS" >&2; exit 2; }
+  "$DMPN_PYTHON" -c 'import argparse, sys; sys.path.insert(0, sys.argv[1])
+from dmpn.bench import gpu_multigrid_arg as check
+try:
+    [check(spec) for spec in sys.argv[2:]]
+except argparse.ArgumentTypeError as e:
+    sys.exit(f"gpu_check: GPU_MULTIGRID: {e}")' "$REPO" "${TUNINGS[@]}" || exit 2
 fi
 
 DEV=(-gpu 0) BENCH_GPU=--gpu MODE=GPU
