@@ -12,13 +12,13 @@ multigrid-preconditioned CG stops converging, against scipy's LU solution.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -174,19 +174,9 @@ def gpu_multigrid_arg(text):
     return text
 
 
-@contextlib.contextmanager
 def environment(changes):
-    """os.environ with `changes` (name -> value) for the block, then as it was."""
-    old = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """os.environ with `changes` (name -> value) for a with-block, then as it was."""
+    return mock.patch.dict(os.environ, changes)
 
 
 def time_net(net, affs, trimaps, tops, repeats, gpu=False):

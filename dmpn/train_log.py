@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from dmpn.cli import InputError, read_bytes, run_tool
+from dmpn.cli import InputError, check_writable, read_bytes, run_tool
 
 __all__ = ["TrainingLog", "parse", "read", "main", "TRAIN_LOSS"]
 
@@ -108,7 +108,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     def run():
-        from dmpn.cli import check_writable
         from dmpn.figures import training_curves
         out = a.out or os.path.splitext(a.log)[0] + ".png"
         if not out.lower().endswith(".png"):

@@ -85,6 +85,7 @@ step() {  # step NAME LIMIT_S COMMAND...: log to LOGS/NAME.log, one summary line
   return $rc
 }
 want() { [[ " $STEPS " == *" $1 "* ]]; }
+gtest_summary() { grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/$1.log" >> "$SUMMARY"; }  # of step $1
 
 GTEST=$DMPN_BUNDLE/bin/dmpn_test  # by full path: death tests re-execute argv[0], not via PATH
 if want parity; then
@@ -96,14 +97,14 @@ if want direct; then
   # with direct launches (the other steps replay CUDA graphs, the layer's default).
   DMPN_CUDA_GRAPHS=0 step direct 120 "$GTEST" \
     --gtest_filter="${DIRECT_FILTER:-SparseLaplacianSolveLayerTest/2.*:SparseLaplacianSolveLayerTest/3.*:*SparseLaplacianSolveGPUParity*}"
-  grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/direct.log" >> "$SUMMARY"
+  gtest_summary "direct"
 fi
 
 if want tunings; then
   for tuning in ${TUNINGS[@]+"${TUNINGS[@]}"}; do
     DMPN_GPU_MULTIGRID=$tuning step "tuning_$tuning" 60 "$GTEST" \
       --gtest_filter="${TUNINGS_FILTER:-*SparseLaplacianSolveGPUParity*}"
-    grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/tuning_$tuning.log" >> "$SUMMARY"
+    gtest_summary "tuning_$tuning"
   done
 fi
 
@@ -132,7 +133,7 @@ fi
 
 if want gtest; then
   TAIL=60 step gtest 300 "$GTEST" --gtest_filter="${GTEST_FILTER:-*}" --gtest_output="xml:$LOGS/gtest.xml"
-  grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/gtest.log" >> "$SUMMARY"
+  gtest_summary "gtest"
 fi
 
 if want time; then
