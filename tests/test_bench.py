@@ -65,7 +65,9 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
 
 @pytest.mark.parametrize("spec", ["2,1", "0,1,8192", "9,1,8192", "2,2,8192", "2,0,8192", "2,1,-1",
                                   "2,1.5,2048,1", "two,1,8192", "2,1e0,8192", "2,1,8192\n",
-                                  "2,.5,2048", " 2,1,2048", "2,1,1000000000", "2,1,\u0663"])
+                                  "2,.5,2048", " 2,1,2048", "2,1,1000000000", "2,1,\u0663",
+                                  "2,1,2048,", "2,1,2048,Tiled", "2,1,2048,tiled,", "2,1,tiled",
+                                  "2,1,2048 tiled"])
 def test_bad_gpu_multigrid_specs_are_refused(spec, capsys, monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")
     with pytest.raises(SystemExit) as exc:
@@ -81,8 +83,8 @@ def test_gpu_multigrid_needs_gpu_and_reaches_run(capsys, monkeypatch):
     seen = {}
     monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.update(kw) or [])
     monkeypatch.setattr(bench, "format_rows", lambda r: "table")
-    assert bench.main(["--gpu", "--gpu-multigrid", "2,1.5,2048", "3,1,0"]) == 0
-    assert list(seen["gpu_multigrid"]) == ["2,1.5,2048", "3,1,0"]
+    assert bench.main(["--gpu", "--gpu-multigrid", "2,1.5,2048", "3,1,0", "3,1.5,2048,tiled"]) == 0
+    assert list(seen["gpu_multigrid"]) == ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled"]
 
 
 def test_environment_sets_and_restores(monkeypatch):

@@ -60,7 +60,7 @@ def test_gpu_check_runs_the_gtest_step_from_the_bundle(bundle, tmp_path):
     tarball, cuda = bundle
     env = dict(os.environ, DRY_RUN_CPU="1", STEPS="direct tunings gtest", CUDA_LIBS=cuda,
                GTEST_FILTER="AffinityExpLayerTest/1.*:UnpoolingLayerTest/0.TestBad*",
-               GPU_MULTIGRID="2,1.5,2048 3,1,0",  # (CPU cases here)
+               GPU_MULTIGRID="2,1.5,2048 3,1,0,tiled",  # (CPU cases here)
                DIRECT_FILTER="SparseLaplacianSolveLayerTest/1.TestCutOff*",
                TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
     run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball),
@@ -68,7 +68,7 @@ def test_gpu_check_runs_the_gtest_step_from_the_bundle(bundle, tmp_path):
     summary = (tmp_path / "summary.txt").read_text()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "gtest: rc=0" in summary and "[  PASSED  ] 5 tests." in summary, summary
-    for name in ("direct", "tuning_2,1.5,2048", "tuning_3,1,0"):  # each step and its tests
+    for name in ("direct", "tuning_2,1.5,2048", "tuning_3,1,0,tiled"):  # each step and its tests
         assert re.search(rf"^{re.escape(name)}: rc=0 in \d+ s\n\[  PASSED  \] 1 test\.$", summary, re.M), summary
     with tarfile.open(tmp_path / "logs.tar.gz") as t:
         log = t.extractfile("./gtest.log").read().decode()
@@ -95,14 +95,33 @@ def test_gpu_check_keeps_its_deadline_and_a_relative_out(bundle, tmp_path):
     assert (tmp_path / "rel" / "logs.tar.gz").is_file()
 
 
-def test_gpu_check_refuses_a_bad_tuning_before_any_step(bundle, tmp_path):
+@pytest.mark.parametrize("name, bad", [("GPU_MULTIGRID", "3,1.5,2048 2,2.5,8192"),
+                                       ("PROFILE_MULTIGRID", "3,1.5,2048,tile")])
+def test_gpu_check_refuses_a_bad_tuning_before_any_step(bundle, tmp_path, name, bad):
     # A tuning the CUDA layer would refuse (its CHECK stops the process) is named at once,
     # before steps whose time it would waste.
     tarball, cuda = bundle
-    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="parity tunings bench", CUDA_LIBS=cuda,
-               GPU_MULTIGRID="3,1.5,2048 2,2.5,8192")
+    env = dict(os.environ, DRY_RUN_CPU="1", STEPS="parity tunings bench profile", CUDA_LIBS=cuda,
+               **{name: bad})
     run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball), str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "'2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS" in run.stderr
+    assert f"'{bad.split()[-1]}': want SWEEPS,OMEGA,BLOCK_UNKNOWNS" in run.stderr
     assert "=== parity" not in run.stdout
+
+
+def test_gpu_check_checks_the_tiled_smoother_unless_told_otherwise(bundle, tmp_path):
+    # Without GPU_MULTIGRID the tunings step runs the tiled smoother, which awaits its first
+    # GPU run; GPU_MULTIGRID="" runs none.
+    tarball, cuda = bundle
+    env = {k: v for k, v in os.environ.items() if k != "GPU_MULTIGRID"}
+    env.update(DRY_RUN_CPU="1", STEPS="tunings", CUDA_LIBS=cuda,
+               TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
+    for value, steps in ((None, ["tuning_3,1.5,2048,tiled"]), ("", [])):
+        if value is not None:
+            env["GPU_MULTIGRID"] = value
+        run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball),
+                              str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+        summary = (tmp_path / "summary.txt").read_text()
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert re.findall(r"^(tuning_\S+): rc=0", summary, re.M) == steps, summary

@@ -4,11 +4,12 @@
 # each step with its own time limit and log, going on past a failed step:
 #   0. parity  the layers' CPU/GPU parity tests alone (seconds): if they fail, nothing else runs
 #   0b. direct the solve layer's GPU tests again with its CUDA graphs off (DMPN_CUDA_GRAPHS=0)
-#   0c. tunings the parity tests again under each V-cycle tuning of GPU_MULTIGRID (if set)
+#   0c. tunings the parity tests again under each V-cycle tuning of GPU_MULTIGRID
 #   1. bench   tools/bench_propagation.py --gpu: CUDA (direct launches, graphs, and graphs with
 #              each GPU_MULTIGRID tuning) vs C++ CPU layer vs scipy splu, one process
 #   1b. profile ncu's time per kernel (gpu__time_duration) over one 600 x 800 forward +
-#              backward of the CUDA layer (direct launches), summed by kernel name
+#              backward of the CUDA layer (direct launches; the V-cycle tuning PROFILE_MULTIGRID,
+#              default the layer's), summed by kernel name
 #   2. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
 #   3. time    `caffe time -gpu 0` of the paper-size deploy net at 608 x 800, per layer
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
@@ -19,8 +20,9 @@
 # a device call's 10 minutes): each step gets at most what is left, and steps that cannot start
 # with 20 s left are skipped (said in the summary), so the summary and logs always come back.
 # STEPS="parity direct tunings bench profile gtest time train sanitize" picks steps; TRAIN_ITERS=300;
-# GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="2,1.5,2048 3,1.5,8192" V-cycle tunings
-# (SWEEPS,OMEGA,BLOCK_UNKNOWNS, the layer's DMPN_GPU_MULTIGRID) to check and time;
+# GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="3,1.5,2048,tiled 2,1.5,2048" V-cycle tunings
+# (SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled], the layer's DMPN_GPU_MULTIGRID) to check and time
+# (unset: 3,1.5,2048,tiled, the tiled smoother, not yet timed; "" none);
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
 set -uo pipefail
@@ -28,7 +30,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
 STEPS=${STEPS:-parity direct tunings bench profile gtest time train sanitize}
-read -r -a TUNINGS <<< "${GPU_MULTIGRID:-}"
+read -r -a TUNINGS <<< "${GPU_MULTIGRID-3,1.5,2048,tiled}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd)  # absolute: some steps run elsewhere
@@ -52,13 +54,15 @@ source "$DMPN_BUNDLE/env.sh"
 echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
 [[ -f $DMPN_BUNDLE/REVISION ]] && sed 's/^/bundle built from /' "$DMPN_BUNDLE/REVISION" | tee -a "$RESULTS/device.txt"
 # A tuning the layer would refuse must not cost the steps that follow: checked before any.
-if ((${#TUNINGS[@]})); then
+PROFILE_MULTIGRID=${PROFILE_MULTIGRID:-}
+CHECK_TUNINGS=(${TUNINGS[@]+"${TUNINGS[@]}"} ${PROFILE_MULTIGRID:+"$PROFILE_MULTIGRID"})
+if ((${#CHECK_TUNINGS[@]})); then
   "$DMPN_PYTHON" -c 'import argparse, sys; sys.path.insert(0, sys.argv[1])
 from dmpn.bench import gpu_multigrid_arg as check
 try:
     [check(spec) for spec in sys.argv[2:]]
 except argparse.ArgumentTypeError as e:
-    sys.exit(f"gpu_check: GPU_MULTIGRID: {e}")' "$REPO" "${TUNINGS[@]}" || exit 2
+    sys.exit(f"gpu_check: GPU_MULTIGRID or PROFILE_MULTIGRID: {e}")' "$REPO" "${CHECK_TUNINGS[@]}" || exit 2
 fi
 
 DEV=(-gpu 0) BENCH_GPU=--gpu MODE=GPU
@@ -122,9 +126,9 @@ if want profile; then
   if [[ -n $NCU && -z ${DRY_RUN_CPU:-} ]]; then
     # One metric, so one pass per kernel; the clocks left alone. The layer's own kernels only
     # (cuBLAS and Caffe's are not part of the solve).
-    DMPN_CUDA_GRAPHS=0 TAIL=40 step profile 120 "$NCU" --clock-control none \
+    DMPN_CUDA_GRAPHS=0 DMPN_GPU_MULTIGRID=$PROFILE_MULTIGRID TAIL=40 step profile 120 "$NCU" --clock-control none \
       --metrics gpu__time_duration.sum --print-summary per-kernel --launch-count 4000 \
-      --kernel-name 'regex:SmoothColor|FirstHalfSweep|ResidualRestrict|ProlongAdd|BlockVCycle|OperatorDot|CgUpdateDot|Dot|CgDirection|BuildSystem|AddDegrees|Coarsen|Densify|Cholesky|Upsample|EdgeGradient|CopyToDouble' \
+      --kernel-name 'regex:SmoothColor|FirstHalfSweep|ResidualRestrict|ProlongAdd|Tiled|BlockVCycle|OperatorDot|CgUpdateDot|Dot|CgDirection|BuildSystem|AddDegrees|Coarsen|Densify|Cholesky|Upsample|EdgeGradient|CopyToDouble' \
       "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" --profile-once
   else
     echo "profile: ncu not found (or a CPU dry run)" | tee -a "$SUMMARY"

@@ -41,10 +41,12 @@ const int kMultigridSweeps = 3;
 const double kMultigridOmega = 1.5;
 
 /// The GPU V-cycle's tuning as DMPN_GPU_MULTIGRID (and bench_propagation.py --gpu-multigrid)
-/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS": ASCII digits, OMEGA with an optional fraction, no
-/// signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2, 0 <= BLOCK_UNKNOWNS < 10^9.
-/// False (outputs untouched) for anything else.
-bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns);
+/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled]": ASCII digits, OMEGA with an optional
+/// fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
+/// 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for the tiled smoother. False (outputs untouched) for
+/// anything else.
+bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
+                       bool* tiled);
 /// CPU path: three symmetric red-black SOR sweeps with omega 1.5. Against the two Gauss-Seidel
 /// sweeps, CG iterations (forward/backward) went from 63/80 to 41/46 on random affinities and
 /// from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra sweeps cheap
@@ -65,19 +67,29 @@ int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* e
                        const double* sw);
 
 /// One red-black Gauss-Seidel update of pixel (y, x), at index i, of the 5-point operator
-/// (neighbours outside the grid left out); its east and west neighbours are at `east` and
+/// (neighbours outside the grid left out), with the west neighbour's coefficient at `west` and
+/// the neighbours' values at v[ve], v[vw], v[vs], v[vn] (east, west, south, north): v may be laid
+/// out otherwise than the coefficients (the GPU's tiles in shared memory).
+template <typename T>
+inline DMPN_HOST_DEVICE T GaussSeidelValue(int H, int W, int y, int x, int i, int west,
+    const T* ew, const T* sw, const T* diag, const T* b, const T* v, int ve, int vw, int vs,
+    int vn) {
+  T s = b[i];
+  if (x + 1 < W) s += ew[i] * v[ve];
+  if (x > 0) s += ew[west] * v[vw];
+  if (y + 1 < H) s += sw[i] * v[vs];
+  if (y > 0) s += sw[i - W] * v[vn];
+  return s / diag[i];
+}
+
+/// The same with v laid out as the coefficients, the east and west neighbours at `east` and
 /// `west` (i + 1 and i - 1 in row-major order; see SplitIndex for the CPU's layout): the
 /// smoother of the CPU path (float, its border pixels; the interior is the same sum without the
 /// tests) and of the GPU path (double).
 template <typename T>
 inline DMPN_HOST_DEVICE T GaussSeidelUpdate(int H, int W, int y, int x, int i, int east,
     int west, const T* ew, const T* sw, const T* diag, const T* b, const T* v) {
-  T s = b[i];
-  if (x + 1 < W) s += ew[i] * v[east];
-  if (x > 0) s += ew[west] * v[west];
-  if (y + 1 < H) s += sw[i] * v[i + W];
-  if (y > 0) s += sw[i - W] * v[i - W];
-  return s / diag[i];
+  return GaussSeidelValue(H, W, y, x, i, west, ew, sw, diag, b, v, east, west, i + W, i - W);
 }
 
 /// Index of pixel (y, x) in the CPU solver's layout: rows in order, each row's even columns

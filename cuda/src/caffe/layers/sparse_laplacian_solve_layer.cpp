@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <new>
@@ -821,7 +822,8 @@ struct Interp1D {
 
 }  // namespace
 
-bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns) {
+bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
+                       bool* tiled) {
   const char* p = text;
   std::string fields[3];
   for (int f = 0; f < 3; ++f) {
@@ -830,12 +832,13 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
       dot = dot || *p == '.';
       fields[f] += *p++;
     }
-    if (fields[f].empty() || !std::isdigit(static_cast<unsigned char>(fields[f][0])) ||
-        *p != (f < 2 ? ',' : '\0')) {
+    if (fields[f].empty() || !std::isdigit(static_cast<unsigned char>(fields[f][0]))) {
       return false;
     }
-    ++p;
+    if (f < 2 && *p++ != ',') return false;
   }
+  const bool tiles = std::strcmp(p, ",tiled") == 0;
+  if (*p && !tiles) return false;
   if (fields[0].size() > 1 || fields[2].size() > 9) return false;  // 1..8; within int
   const int s = std::atoi(fields[0].c_str());
   const double w = std::atof(fields[1].c_str());
@@ -843,6 +846,7 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
   *sweeps = s;
   *omega = w;
   *block_unknowns = std::atoi(fields[2].c_str());
+  *tiled = tiles;
   return true;
 }
 

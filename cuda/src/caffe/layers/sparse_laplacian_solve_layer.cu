@@ -18,6 +18,10 @@
 // with less launch latency (measured on an H200: 8 to 12 % less time for one 600 x 800 image,
 // 3x less for a batch of four crops, whose launches queued behind each other). Where no graph can
 // be made, the launches run directly (one warning); DMPN_CUDA_GRAPHS=0 launches directly.
+//
+// DMPN_GPU_MULTIGRID="...,tiled" smooths each grid-wide level by tiles instead: two launches a
+// level (pre-smoothing with the residual and restriction; prolongation with post-smoothing),
+// the same values bit for bit (gpu_vcycle.hpp). Not the default until a GPU has timed it.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -26,6 +30,7 @@
 #include <limits>
 #include <vector>
 
+#include "caffe/layers/gpu_vcycle.hpp"
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
 
 namespace caffe {
@@ -38,21 +43,30 @@ const int kCholThreads = 256;
 // 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README, Performance, GPU).
 const int kBlockLevelUnknowns = 2048;
 const int kBlockLevelThreads = 1024;
+// The tiled smoother's tiles (even sizes: whole 2 x 2 aggregates) and threads per tile: a
+// 600 x 800 level is 19 x 13 tiles, its halo with 3 sweeps 1.6 times a tile's pixels.
+const int kTileRows = 32;
+const int kTileCols = 64;
+const int kTileThreads = 512;
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
 const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags)
 
 // The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, the
-// smoother's over-relaxation omega (1: Gauss-Seidel) and the level size at and below which the
-// V-cycle runs in one thread block. DMPN_GPU_MULTIGRID="SWEEPS,OMEGA,BLOCK_UNKNOWNS" overrides
-// the defaults, to measure other choices on another GPU (tools/bench_propagation.py
-// --gpu-multigrid); read at each forward pass.
+// smoother's over-relaxation omega (1: Gauss-Seidel), the level size at and below which the
+// V-cycle runs in one thread block, and whether the larger levels smooth by tiles (two
+// launches a level) or by a launch per half-sweep (the same values bit for bit).
+// DMPN_GPU_MULTIGRID="SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled]" overrides the defaults, to measure
+// other choices on another GPU (tools/bench_propagation.py --gpu-multigrid); read at each
+// forward pass.
 struct GpuMultigrid {
   int sweeps = kMultigridSweeps;
   double omega = kMultigridOmega;
   int block_unknowns = kBlockLevelUnknowns;
+  bool tiled = false;  // not yet timed on a GPU: README, Performance, GPU
   bool operator!=(const GpuMultigrid& o) const {
-    return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns;
+    return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns ||
+           tiled != o.tiled;
   }
 };
 
@@ -60,10 +74,12 @@ GpuMultigrid GpuMultigridFromEnv() {
   GpuMultigrid m;
   const char* v = std::getenv("DMPN_GPU_MULTIGRID");
   if (!v || !*v) return m;
-  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns))
-      << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS with 1 <= SWEEPS "
-      << "<= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and 0 <= BLOCK_UNKNOWNS < 10^9, for example '"
-      << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns << "'";
+  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled))
+      << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled] with 1 <= "
+      << "SWEEPS <= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and 0 <= BLOCK_UNKNOWNS < 10^9, for "
+      << "example '" << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns
+      << "' or '" << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns
+      << ",tiled'";
   return m;
 }
 
@@ -261,44 +277,7 @@ __global__ void CholeskyInverse(const int n, const double* L, double* inv) {
   }
 }
 
-// ---- V-cycle steps: one point each, shared by the grid-wide and the one-block kernels ------
-
-// Red-black SOR (Gauss-Seidel where omega is 1): point k of colour `color` (k counts that
-// colour's points row by row).
-__device__ inline void SmoothPoint(const int H, const int W, const int color, const int k,
-    const double omega, const double* ew, const double* sw, const double* diag,
-    const double* b, double* x) {
-  const int half = (W + 1) / 2;
-  const int y = k / half;
-  const int xx = 2 * (k % half) + ((y + color) & 1);
-  if (xx >= W) return;
-  const int i = y * W + xx;
-  const double gs = GaussSeidelUpdate(H, W, y, xx, i, i + 1, i - 1, ew, sw, diag, b, x);
-  x[i] = (omega == 1) ? gs : x[i] + omega * (gs - x[i]);
-}
-
-// (A x)_i
-__device__ inline double OperatorPoint(const int H, const int W, const int i, const double* ew,
-    const double* sw, const double* diag, const double* x) {
-  const int yy = i / W, xx = i % W;
-  double s = diag[i] * x[i];
-  if (xx + 1 < W) s -= ew[i] * x[i + 1];
-  if (xx > 0) s -= ew[i - 1] * x[i - 1];
-  if (yy + 1 < H) s -= sw[i] * x[i + W];
-  if (yy > 0) s -= sw[i - W] * x[i - W];
-  return s;
-}
-
-// Coarse right-hand side I: the sum of the fine residuals of its 2 x 2 aggregate (P^T r).
-__device__ inline double RestrictPoint(const int Hf, const int Wf, const int Wc, const int I,
-    const double* r) {
-  const int Y = I / Wc, X = I % Wc;
-  double s = 0;
-  for (int y = 2 * Y; y < min(Hf, 2 * Y + 2); ++y) {
-    for (int x = 2 * X; x < min(Wf, 2 * X + 2); ++x) s += r[y * Wf + x];
-  }
-  return s;
-}
+// ---- V-cycle steps (their one-point maths: gpu_vcycle.hpp) ----------------------------------
 
 __global__ void SmoothColor(const int H, const int W, const int color, const double omega,
     const double* ew, const double* sw, const double* diag, const double* b, double* x) {
@@ -307,40 +286,48 @@ __global__ void SmoothColor(const int H, const int W, const int color, const dou
   }
 }
 
-// x = the first half-sweep (colour 0) from x = 0: a colour-0 point's neighbours are all 0, so
-// its Gauss-Seidel value is b / diag; colour 1 stays 0. One kernel instead of a memset and a
+// x = the first half-sweep (colour 0) from x = 0: one kernel instead of a memset and a
 // SmoothColor, with the same values bit for bit.
 __global__ void FirstHalfSweep(const int H, const int W, const double omega, const double* diag,
     const double* b, double* x) {
-  CUDA_KERNEL_LOOP(i, H * W) {
-    const double gs = b[i] / diag[i], zero = 0;
-    x[i] = (((i / W) + (i % W)) & 1) ? zero : (omega == 1) ? gs : zero + omega * (gs - zero);
-  }
+  CUDA_KERNEL_LOOP(i, H * W) { x[i] = FirstSweepValue(i / W, i % W, i, omega, diag, b); }
 }
 
-// Coarse right-hand side I: the sum of the fine residuals b - A x of its 2 x 2 aggregate, in
-// RestrictPoint's order: the Residual and Restrict kernels in one, without the fine r.
+// Coarse right-hand side I: the sum of the fine residuals b - A x of its 2 x 2 aggregate: the
+// residual and the restriction in one kernel, without the fine r.
 __global__ void ResidualRestrict(const int Hf, const int Wf, const double* ew, const double* sw,
     const double* diag, const double* x, const double* b, const int Hc, const int Wc,
     double* cb) {
-  CUDA_KERNEL_LOOP(I, Hc * Wc) {
-    const int Y = I / Wc, X = I % Wc;
-    double s = 0;
-    for (int y = 2 * Y; y < min(Hf, 2 * Y + 2); ++y) {
-      for (int xx = 2 * X; xx < min(Wf, 2 * X + 2); ++xx) {
-        const int i = y * Wf + xx;
-        s += b[i] - OperatorPoint(Hf, Wf, i, ew, sw, diag, x);
-      }
-    }
-    cb[I] = s;
-  }
+  const FineResidual residual = {Hf, Wf, ew, sw, diag, b, x, 0, 0, Wf};
+  CUDA_KERNEL_LOOP(I, Hc * Wc) { cb[I] = RestrictSum(Hf, Wf, Wc, I, residual); }
 }
 
 __global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const double scale,
     const double* xc, double* x) {
-  CUDA_KERNEL_LOOP(i, Hf * Wf) {
-    x[i] += scale * xc[(i / Wf / 2) * Wc + (i % Wf) / 2];
-  }
+  CUDA_KERNEL_LOOP(i, Hf * Wf) { x[i] = Prolonged(x[i], i / Wf, i % Wf, scale, xc, Wc); }
+}
+
+// The tiled smoother (GpuMultigrid::tiled; gpu_vcycle.hpp): a level's pre-smoothing, residual
+// and restriction in one launch, its prolongation and post-smoothing in another, one block per
+// kTileRows x kTileCols tile, the tile and its halo in shared memory (26 KB with 3 sweeps, 48 KB
+// with 8). Grid: (tile columns, tile rows).
+__global__ void __launch_bounds__(kTileThreads) TiledPreSmoothKernel(const int H, const int W,
+    const int sweeps, const double omega, const double* ew, const double* sw,
+    const double* diag, const double* b, double* x, const int Wc, double* cb) {
+  extern __shared__ double tile_values[];
+  const VCycleTile T(H, W, kTileRows, kTileCols, TileHalo(sweeps), blockIdx.y, blockIdx.x);
+  TiledPreSmooth(T, sweeps, omega, ew, sw, diag, b, x, Wc, cb, tile_values, threadIdx.x,
+                 blockDim.x, BlockSync());
+}
+
+__global__ void __launch_bounds__(kTileThreads) TiledPostSmoothKernel(const int H, const int W,
+    const int sweeps, const double omega, const double scale, const double* ew,
+    const double* sw, const double* diag, const double* b, const double* x, const double* xc,
+    const int Wc, double* x_out) {
+  extern __shared__ double tile_values[];
+  const VCycleTile T(H, W, kTileRows, kTileCols, TileHalo(sweeps), blockIdx.y, blockIdx.x);
+  TiledPostSmooth(T, sweeps, omega, scale, ew, sw, diag, b, x, xc, Wc, x_out, tile_values,
+                  threadIdx.x, blockDim.x, BlockSync());
 }
 
 // The V-cycle from level `first` (right-hand side b, result x) down to the coarsest level, in
@@ -380,7 +367,8 @@ __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel
     }
     __syncthreads();
     const GpuLevel C = levels[l + 1];
-    for (int I = t; I < C.H * C.W; I += nt) C.b[I] = RestrictPoint(L.H, L.W, C.W, I, L.r);
+    const FineEntry fine = {L.r};
+    for (int I = t; I < C.H * C.W; I += nt) C.b[I] = RestrictSum(L.H, L.W, C.W, I, fine);
     __syncthreads();
   }
   for (int l = last - 1; l >= first; --l) {
@@ -389,7 +377,7 @@ __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel
     const double* b = (l == first) ? b_first : L.b;
     double* x = (l == first) ? x_first : L.x;
     const int n = L.H * L.W;
-    for (int i = t; i < n; i += nt) x[i] += scale * C.x[(i / L.W / 2) * C.W + (i % L.W) / 2];
+    for (int i = t; i < n; i += nt) x[i] = Prolonged(x[i], i / L.W, i % L.W, scale, C.x, C.W);
     __syncthreads();
     const int half = L.H * ((L.W + 1) / 2);
     for (int s = 0; s < sweeps; ++s) {
@@ -575,13 +563,24 @@ void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const double*
         kMultigridCoarseScale, item.inverse, r, z);
     return;
   }
+  const GpuLevel& C = item.levels[l + 1];
+  if (mg.tiled) {  // the pre-smoothed x in L.r (scratch here), read by the post-smoothing
+    const dim3 tiles((L.W + kTileCols - 1) / kTileCols, (L.H + kTileRows - 1) / kTileRows);
+    const int halo = TileHalo(mg.sweeps);
+    const size_t bytes = (kTileRows + 2 * halo) * (kTileCols + 2 * halo) * sizeof(double);
+    TiledPreSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, mg.sweeps, omega, L.ew,
+        L.sw, L.diag, r, L.r, C.W, C.b);
+    VCycleGpu(item, mg, l + 1, C.b, C.x);
+    TiledPostSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, mg.sweeps, omega,
+        kMultigridCoarseScale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z);
+    return;
+  }
   const int half = L.H * ((L.W + 1) / 2);
   FirstHalfSweep<<<LAUNCH(n, st)>>>(L.H, L.W, omega, L.diag, r, z);  // z = 0, then colour 0
   for (int s = 0; s < mg.sweeps; ++s) {
     if (s > 0) SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
     SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
   }
-  const GpuLevel& C = item.levels[l + 1];
   ResidualRestrict<<<LAUNCH(C.H * C.W, st)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, C.H, C.W,
                                                C.b);
   VCycleGpu(item, mg, l + 1, C.b, C.x);

@@ -12,6 +12,7 @@
 #include "caffe/filler.hpp"
 #include "caffe/util/math_functions.hpp"
 #include "caffe/layers/affinity_exp_layer.hpp"
+#include "caffe/layers/gpu_vcycle.hpp"
 #include "caffe/layers/sparse_laplacian_solve_layer.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
@@ -611,24 +612,176 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
 TEST(GpuMultigridTuningTest, TestParse) {
   int sweeps = -1, block = -1;
   double omega = -1;
-  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block));
+  bool tiled = true;
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block, &tiled));
   EXPECT_EQ(sweeps, 3);
   EXPECT_EQ(omega, 1.5);
   EXPECT_EQ(block, 2048);
-  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block));
+  EXPECT_FALSE(tiled);
+  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block, &tiled));
   EXPECT_EQ(sweeps, 8);
   EXPECT_EQ(omega, 1.0);
   EXPECT_EQ(block, 999999999);
-  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0", &sweeps, &omega, &block));
+  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0,tiled", &sweeps, &omega, &block, &tiled));
+  EXPECT_EQ(sweeps, 1);
+  EXPECT_EQ(omega, 0.25);
   EXPECT_EQ(block, 0);
+  EXPECT_TRUE(tiled);
   for (const char* bad : {"", "2,1", "2,1,", "0,1,2048", "9,1,2048", "10,1,2048", "2,2,2048",
                           "2,0,2048", "2,0.0,2048", "2,1e0,2048", "2,.5,2048", "2,1.5.0,2048",
                           " 2,1,2048", "2,1,2048 ", "2,1,2048x", "2,1,-1", "+2,1,2048",
-                          "2,1,1000000000", "2,1,8192,1", "2;1;8192", "two,1,8192"}) {
+                          "2,1,1000000000", "2,1,8192,1", "2;1;8192", "two,1,8192",
+                          "2,1,8192,", "2,1,8192,Tiled", "2,1,8192,tiled,", "2,1,8192,tiledx",
+                          "2,1,tiled", "2,1,8192 tiled", "9,1,8192,tiled"}) {
     sweeps = block = -1;
     omega = -1;
-    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block)) << "'" << bad << "'";
+    tiled = false;
+    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block, &tiled)) << "'" << bad << "'";
     EXPECT_EQ(sweeps, -1) << bad;  // untouched
+    EXPECT_FALSE(tiled) << bad;
+  }
+}
+
+// The GPU V-cycle's tiled smoother (gpu_vcycle.hpp) against its grid-wide half-sweeps, with
+// the functions the kernels run, on the host: one host thread does every thread's share of a
+// phase in turn, which the phases allow (a half-sweep's points of one colour are independent).
+class GpuVCycleTilesTest : public ::testing::Test {
+ protected:
+  // A level of A = L + C with weights exp(N(0, 2)) and C = 0.8 on a fifth of the pixels;
+  // b, x and the coarse xc random.
+  void Fill(int H, int W, unsigned seed) {
+    H_ = H;
+    W_ = W;
+    Wc_ = (W + 1) / 2;
+    const int n = H * W, nc = ((H + 1) / 2) * Wc_;
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> normal(0, 1);
+    std::uniform_real_distribution<double> uniform(0, 1);
+    ew_.assign(n, 0);
+    sw_.assign(n, 0);
+    diag_.assign(n, 0);
+    b_.resize(n);
+    x_.resize(n);
+    xc_.resize(nc);
+    for (int i = 0; i < n; ++i) {
+      const int y = i / W, x = i % W;
+      if (x + 1 < W) ew_[i] = std::exp(2 * normal(rng));
+      if (y + 1 < H) sw_[i] = std::exp(2 * normal(rng));
+      b_[i] = normal(rng);
+      x_[i] = normal(rng);
+    }
+    for (int i = 0; i < n; ++i) {
+      const int y = i / W, x = i % W;
+      double d = ew_[i] + sw_[i] + (x > 0 ? ew_[i - 1] : 0) + (y > 0 ? sw_[i - W] : 0);
+      if (uniform(rng) < 0.2) d += 0.8;
+      diag_[i] = d;
+    }
+    for (double& v : xc_) v = normal(rng);
+  }
+  // The grid-wide half-sweeps of the given colours, as the kernels SmoothColor run them.
+  void HalfSweeps(const std::vector<int>& colors, double omega, std::vector<double>* x) const {
+    for (int color : colors) {
+      for (int k = 0; k < H_ * ((W_ + 1) / 2); ++k) {
+        SmoothPoint(H_, W_, color, k, omega, ew_.data(), sw_.data(), diag_.data(), b_.data(),
+                    x->data());
+      }
+    }
+  }
+  // Every tile of the level (tile_h x tile_w, halo) through TiledPreSmooth (post: false) or
+  // TiledPostSmooth (true), as the kernels' grid of blocks runs them; x and the coarse b out.
+  void Tiled(bool post, int tile_h, int tile_w, int halo, int sweeps, double omega,
+             std::vector<double>* x, std::vector<double>* cb) const {
+    x->assign(H_ * W_, std::nan(""));
+    cb->assign(((H_ + 1) / 2) * Wc_, std::nan(""));
+    for (int ty = 0; ty * tile_h < H_; ++ty) {
+      for (int tx = 0; tx * tile_w < W_; ++tx) {
+        const VCycleTile T(H_, W_, tile_h, tile_w, halo, ty, tx);
+        std::vector<double> shared(T.size(), std::nan(""));
+        if (post) {
+          TiledPostSmooth(T, sweeps, omega, kMultigridCoarseScale, ew_.data(), sw_.data(),
+              diag_.data(), b_.data(), x_.data(), xc_.data(), Wc_, x->data(), shared.data(), 0,
+              1, BlockSync());
+        } else {
+          TiledPreSmooth(T, sweeps, omega, ew_.data(), sw_.data(), diag_.data(), b_.data(),
+              x->data(), Wc_, cb->data(), shared.data(), 0, 1, BlockSync());
+        }
+      }
+    }
+  }
+  static int Differ(const std::vector<double>& a, const std::vector<double>& b) {
+    int differ = 0;
+    for (size_t i = 0; i < a.size(); ++i) differ += !(a[i] == b[i]);  // NaN: unwritten
+    return differ;
+  }
+  int H_, W_, Wc_;
+  std::vector<double> ew_, sw_, diag_, b_, x_, xc_;
+};
+
+TEST_F(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
+  // Sizes that split into whole and partial tiles, odd ones, and a level smaller than a tile;
+  // tiles from 2 x 2 (halo far wider than the tile) to the kernels' 32 x 64.
+  const int sizes[][2] = {{37, 53}, {70, 131}, {5, 9}, {64, 128}};
+  const int tiles[][2] = {{2, 2}, {4, 6}, {8, 16}, {32, 64}};
+  int cases = 0;
+  for (int s = 0; s < 4; ++s) {
+    Fill(sizes[s][0], sizes[s][1], 100 + s);
+    const int n = H_ * W_;
+    for (int sweeps : {1, 2, 3, 8}) {
+      for (double omega : {1.0, 1.5}) {
+        // grid-wide, as VCycleGpu's kernels: FirstHalfSweep, then colours 1, 0, 1, ...;
+        // ResidualRestrict. Post: ProlongAdd, then colours 1, 0, 1, 0, ...
+        std::vector<double> pre(n), cb(((H_ + 1) / 2) * Wc_), post(n);
+        for (int i = 0; i < n; ++i) {
+          pre[i] = FirstSweepValue(i / W_, i % W_, i, omega, diag_.data(), b_.data());
+        }
+        std::vector<int> colors;
+        for (int h = 1; h < 2 * sweeps; ++h) colors.push_back(h & 1);
+        HalfSweeps(colors, omega, &pre);
+        const FineResidual residual = {H_, W_, ew_.data(), sw_.data(), diag_.data(), b_.data(),
+                                       pre.data(), 0, 0, W_};
+        for (int I = 0; I < static_cast<int>(cb.size()); ++I) {
+          cb[I] = RestrictSum(H_, W_, Wc_, I, residual);
+        }
+        for (int i = 0; i < n; ++i) {
+          post[i] = Prolonged(x_[i], i / W_, i % W_, kMultigridCoarseScale, xc_.data(), Wc_);
+        }
+        colors.clear();
+        for (int h = 0; h < 2 * sweeps; ++h) colors.push_back(1 - (h & 1));
+        HalfSweeps(colors, omega, &post);
+        for (int t = 0; t < 4; ++t) {
+          const int th = tiles[t][0], tw = tiles[t][1];
+          std::vector<double> tiled_x, tiled_cb, unused;
+          Tiled(false, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &tiled_cb);
+          EXPECT_EQ(Differ(tiled_x, pre), 0) << "pre-smoothing, " << H_ << " x " << W_
+              << ", tile " << th << " x " << tw << ", " << sweeps << " sweeps, omega " << omega;
+          EXPECT_EQ(Differ(tiled_cb, cb), 0) << "restricted residual, " << H_ << " x " << W_
+              << ", tile " << th << " x " << tw << ", " << sweeps << " sweeps, omega " << omega;
+          Tiled(true, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &unused);
+          EXPECT_EQ(Differ(tiled_x, post), 0) << "post-smoothing, " << H_ << " x " << W_
+              << ", tile " << th << " x " << tw << ", " << sweeps << " sweeps, omega " << omega;
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 128);
+}
+
+TEST_F(GpuVCycleTilesTest, TestNarrowerHaloGivesOtherValues) {
+  // The check above can fail: a halo one pixel short of TileHalo leaves pixels near the tiles'
+  // edges with values the grid-wide half-sweeps do not give, before and after the correction.
+  Fill(70, 131, 7);
+  for (int sweeps : {1, 3}) {
+    const int n = H_ * W_;
+    std::vector<double> good_x, good_cb, short_x, short_cb;
+    Tiled(false, 8, 16, TileHalo(sweeps), sweeps, 1.5, &good_x, &good_cb);
+    Tiled(false, 8, 16, TileHalo(sweeps) - 1, sweeps, 1.5, &short_x, &short_cb);
+    EXPECT_GT(Differ(short_cb, good_cb), 0) << sweeps << " sweeps";
+    Tiled(true, 8, 16, TileHalo(sweeps), sweeps, 1.5, &good_x, &good_cb);
+    Tiled(true, 8, 16, TileHalo(sweeps) - 1, sweeps, 1.5, &short_x, &short_cb);
+    const int differ = Differ(short_x, good_x);
+    EXPECT_GT(differ, 0) << sweeps << " sweeps";
+    EXPECT_LT(differ, n) << sweeps << " sweeps";  // the tiles' inner pixels agree
   }
 }
 
@@ -768,7 +921,10 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
   layer.SetUp(this->bottom_vec_, this->top_vec_);
   std::vector<int> iterations;
-  for (const char* tuning : {"", "2,1,8192", "1,1.5,0", "3,1.5,100000"}) {
+  // The tiled smoother (",tiled") does the grid-wide kernels' sums (GpuVCycleTilesTest); 8
+  // sweeps fill a tile's 48 KB of shared memory.
+  for (const char* tuning : {"", "2,1,8192", "1,1.5,0", "3,1.5,100000", "3,1.5,2048,tiled",
+                             "1,1.5,0,tiled", "8,1.5,0,tiled"}) {
     env.Set(tuning);
     caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
     layer.Forward(this->bottom_vec_, this->top_vec_);
@@ -793,6 +949,8 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   EXPECT_NE(iterations[1], iterations[0]);
   EXPECT_NE(iterations[2], iterations[0]);
   EXPECT_LE(std::abs(iterations[3] - iterations[0]), 1);
+  EXPECT_EQ(iterations[4], iterations[0]);
+  EXPECT_EQ(iterations[5], iterations[2]);
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
@@ -806,7 +964,7 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
                "DMPN_GPU_MULTIGRID='2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS");
   // written as bench_propagation.py's --gpu-multigrid takes it, or refused
   for (const char* bad : {"2,1e0,2048", " 2,1,2048", "2,1,2048x", "2,1", "0,1,2048",
-                          "2,.5,2048", "2,1,-1", "2,1,1000000000"}) {
+                          "2,.5,2048", "2,1,-1", "2,1,1000000000", "2,1,2048,tile"}) {
     env.Set(bad);
     EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
                  "want SWEEPS,OMEGA,BLOCK_UNKNOWNS") << bad;

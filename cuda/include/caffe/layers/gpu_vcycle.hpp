@@ -1,0 +1,215 @@
+#ifndef CAFFE_LAYERS_GPU_VCYCLE_HPP_
+#define CAFFE_LAYERS_GPU_VCYCLE_HPP_
+
+// The GPU path's V-cycle (SparseLaplacianSolve, float64) one pixel at a time: the steps that
+// its grid-wide kernels, its one-block kernel and its tiled kernels share, compiled for the host
+// too, so that the CPU gtest (GpuVCycleTilesTest) checks the tiled smoother against the
+// grid-wide half-sweeps with the very functions the kernels run.
+//
+// A level is H x W, row-major: east / south edge weights ew / sw, diagonal diag. Red-black
+// colour of pixel (y, x): (y + x) & 1.
+
+#include "caffe/layers/host_device.hpp"
+#include "caffe/layers/sparse_laplacian_solve_layer.hpp"
+
+namespace caffe {
+
+DMPN_HOST_DEVICE inline int VCycleMin(int a, int b) { return a < b ? a : b; }
+
+/// SOR's update of x towards its Gauss-Seidel value gs; gs itself where omega is 1.
+DMPN_HOST_DEVICE inline double Relaxed(double x, double gs, double omega) {
+  return (omega == 1) ? gs : x + omega * (gs - x);
+}
+
+/// (A v)_i at pixel (y, x), index i, with v's entries at j, j +- 1 and j +- stride.
+DMPN_HOST_DEVICE inline double OperatorAt(int H, int W, int y, int x, int i, const double* ew,
+    const double* sw, const double* diag, const double* v, int j, int stride) {
+  double s = diag[i] * v[j];
+  if (x + 1 < W) s -= ew[i] * v[j + 1];
+  if (x > 0) s -= ew[i - 1] * v[j - 1];
+  if (y + 1 < H) s -= sw[i] * v[j + stride];
+  if (y > 0) s -= sw[i - W] * v[j - stride];
+  return s;
+}
+
+/// (A x)_i, x laid out as the level.
+DMPN_HOST_DEVICE inline double OperatorPoint(int H, int W, int i, const double* ew,
+    const double* sw, const double* diag, const double* x) {
+  return OperatorAt(H, W, i / W, i % W, i, ew, sw, diag, x, i, W);
+}
+
+/// Pixel (y, x) after the first pre-smoothing half-sweep (colour 0) from x = 0: a colour-0
+/// pixel's neighbours are all 0, so its Gauss-Seidel value is b / diag; colour 1 stays 0.
+DMPN_HOST_DEVICE inline double FirstSweepValue(int y, int x, int i, double omega,
+    const double* diag, const double* b) {
+  return ((y + x) & 1) ? 0 : Relaxed(0, b[i] / diag[i], omega);
+}
+
+/// Red-black SOR at point k of colour `color` (k counts that colour's points row by row).
+DMPN_HOST_DEVICE inline void SmoothPoint(int H, int W, int color, int k, double omega,
+    const double* ew, const double* sw, const double* diag, const double* b, double* x) {
+  const int half = (W + 1) / 2;
+  const int y = k / half;
+  const int xx = 2 * (k % half) + ((y + color) & 1);
+  if (xx >= W) return;
+  const int i = y * W + xx;
+  x[i] = Relaxed(x[i], GaussSeidelUpdate(H, W, y, xx, i, i + 1, i - 1, ew, sw, diag, b, x),
+                 omega);
+}
+
+/// x_i plus the scaled coarse correction of its aggregate (P xc, piecewise constant).
+DMPN_HOST_DEVICE inline double Prolonged(double x, int y, int xx, double scale,
+    const double* xc, int Wc) {
+  return x + scale * xc[(y / 2) * Wc + xx / 2];
+}
+
+/// Coarse cell I's sum of value(i, y, x) over its 2 x 2 aggregate of the fine level (P^T), in
+/// one order (rows, then columns) for every restriction, so that they agree bit for bit.
+template <typename Value>
+DMPN_HOST_DEVICE inline double RestrictSum(int Hf, int Wf, int Wc, int I, const Value& value) {
+  const int Y = I / Wc, X = I % Wc;
+  double s = 0;
+  for (int y = 2 * Y; y < VCycleMin(Hf, 2 * Y + 2); ++y) {
+    for (int x = 2 * X; x < VCycleMin(Wf, 2 * X + 2); ++x) s += value(y * Wf + x, y, x);
+  }
+  return s;
+}
+
+/// RestrictSum's values: a fine vector's entries (P^T r) ...
+struct FineEntry {
+  const double* r;
+  DMPN_HOST_DEVICE double operator()(int i, int, int) const { return r[i]; }
+};
+
+/// ... or the fine residual b - A x, v holding x at j = (y - y0) * stride + (x - x0): the level
+/// itself (y0 = x0 = 0, stride W) or a tile.
+struct FineResidual {
+  int H, W;
+  const double *ew, *sw, *diag, *b, *v;
+  int y0, x0, stride;
+  DMPN_HOST_DEVICE double operator()(int i, int y, int x) const {
+    const int j = (y - y0) * stride + (x - x0);
+    return b[i] - OperatorAt(H, W, y, x, i, ew, sw, diag, v, j, stride);
+  }
+};
+
+// ---- the tiled smoother ---------------------------------------------------------------------
+//
+// One thread block per tile of the level (tile_h x tile_w pixels, both even, so that a tile
+// holds whole 2 x 2 aggregates) runs all of the level's pre-smoothing half-sweeps, the residual
+// and its restriction (TiledPreSmooth), or the prolongation and all the post-smoothing
+// half-sweeps (TiledPostSmooth): two launches a level instead of one per half-sweep. The block
+// keeps its tile and a halo of TileHalo(sweeps) pixels around it in shared memory. A half-sweep
+// can only update the pixels whose neighbours the block holds, so each one spoils one more ring
+// of the halo: with a halo as wide as the half-sweeps (and, before the residual, one more ring
+// for its neighbours; the first pre-smoothing half-sweep from 0 needs none) the tile's own
+// pixels get the grid-wide half-sweeps' values, bit for bit, at the cost of smoothing the halo
+// too. Pixels of the halo outside the level are left alone.
+
+/// The halo for `sweeps` symmetric sweeps (2 * sweeps half-sweeps either side).
+DMPN_HOST_DEVICE inline int TileHalo(int sweeps) { return 2 * sweeps; }
+
+/// Tile (ty, tx) of an H x W level with its halo, as laid out in shared memory: `rows` x `cols`
+/// values from the level's pixel (y0, x0), which may lie outside the level.
+struct VCycleTile {
+  int H, W, tile_h, tile_w, halo, y0, x0, rows, cols;
+  DMPN_HOST_DEVICE VCycleTile(int H_, int W_, int tile_h_, int tile_w_, int halo_, int ty,
+                              int tx)
+      : H(H_), W(W_), tile_h(tile_h_), tile_w(tile_w_), halo(halo_),
+        y0(ty * tile_h_ - halo_), x0(tx * tile_w_ - halo_), rows(tile_h_ + 2 * halo_),
+        cols(tile_w_ + 2 * halo_) {}
+  /// shared-memory values the block needs
+  DMPN_HOST_DEVICE int size() const { return rows * cols; }
+  DMPN_HOST_DEVICE bool Inside(int y, int x) const {
+    return y >= 0 && y < H && x >= 0 && x < W;
+  }
+};
+
+/// Sync: the block's barrier between phases (__syncthreads() on the device; nothing for one
+/// host thread, which does every thread's share of a phase in turn).
+struct BlockSync {
+  DMPN_HOST_DEVICE void operator()() const {
+#ifdef __CUDA_ARCH__
+    __syncthreads();
+#endif
+  }
+};
+
+/// One red-black half-sweep of colour `color` over the pixels of the tile at least `margin`
+/// from the halo's edge, whose neighbours are at least margin - 1 from it: those still hold
+/// the grid-wide values. Thread t of nt.
+template <typename Sync>
+DMPN_HOST_DEVICE inline void TileHalfSweep(const VCycleTile& T, int color, int margin,
+    double omega, const double* ew, const double* sw, const double* diag, const double* b,
+    double* v, int t, int nt, const Sync& sync) {
+  const int rows = T.rows - 2 * margin, cols = T.cols - 2 * margin;
+  const int count = (rows > 0 && cols > 0) ? rows * cols : 0;
+  for (int k = t; k < count; k += nt) {
+    const int ly = margin + k / cols, lx = margin + k % cols;
+    const int y = T.y0 + ly, x = T.x0 + lx;
+    if (!T.Inside(y, x) || ((y + x) & 1) != color) continue;
+    const int i = y * T.W + x, j = ly * T.cols + lx;
+    v[j] = Relaxed(v[j], GaussSeidelValue(T.H, T.W, y, x, i, i - 1, ew, sw, diag, b, v, j + 1,
+                                          j - 1, j + T.cols, j - T.cols), omega);
+  }
+  sync();
+}
+
+/// The tile's own pixels of v written to x (the halo belongs to other tiles).
+DMPN_HOST_DEVICE inline void TileStore(const VCycleTile& T, const double* v, double* x, int t,
+                                       int nt) {
+  for (int k = t; k < T.tile_h * T.tile_w; k += nt) {
+    const int ly = T.halo + k / T.tile_w, lx = T.halo + k % T.tile_w;
+    const int y = T.y0 + ly, xx = T.x0 + lx;
+    if (T.Inside(y, xx)) x[y * T.W + xx] = v[ly * T.cols + lx];
+  }
+}
+
+/// Pre-smoothing from x = 0 (`sweeps` sweeps, colour 0 first) of the tile, its values written
+/// to x; then the residual b - A x restricted to the coarse cells of the tile's aggregates,
+/// written to cb (the coarse level has Wc columns). v: T.size() values of scratch (shared).
+/// Needs T.halo >= TileHalo(sweeps).
+template <typename Sync>
+DMPN_HOST_DEVICE void TiledPreSmooth(const VCycleTile& T, int sweeps, double omega,
+    const double* ew, const double* sw, const double* diag, const double* b, double* x,
+    int Wc, double* cb, double* v, int t, int nt, const Sync& sync) {
+  for (int k = t; k < T.size(); k += nt) {
+    const int y = T.y0 + k / T.cols, xx = T.x0 + k % T.cols;
+    if (T.Inside(y, xx)) v[k] = FirstSweepValue(y, xx, y * T.W + xx, omega, diag, b);
+  }
+  sync();
+  for (int step = 1; step < 2 * sweeps; ++step) {
+    TileHalfSweep(T, step & 1, step, omega, ew, sw, diag, b, v, t, nt, sync);
+  }
+  TileStore(T, v, x, t, nt);
+  const int Hc = (T.H + 1) / 2, Y0 = (T.y0 + T.halo) / 2, X0 = (T.x0 + T.halo) / 2;
+  const int rows = VCycleMin(T.tile_h / 2, Hc - Y0), cols = VCycleMin(T.tile_w / 2, Wc - X0);
+  const FineResidual residual = {T.H, T.W, ew, sw, diag, b, v, T.y0, T.x0, T.cols};
+  for (int k = t; k < rows * cols; k += nt) {
+    const int I = (Y0 + k / cols) * Wc + X0 + k % cols;
+    cb[I] = RestrictSum(T.H, T.W, Wc, I, residual);
+  }
+}
+
+/// Post-smoothing of the tile (`sweeps` sweeps, colour 1 first) from x plus the scaled coarse
+/// correction xc (Wc columns), written to x_out (not x: other tiles read x for their halos).
+/// Needs T.halo >= TileHalo(sweeps).
+template <typename Sync>
+DMPN_HOST_DEVICE void TiledPostSmooth(const VCycleTile& T, int sweeps, double omega,
+    double scale, const double* ew, const double* sw, const double* diag, const double* b,
+    const double* x, const double* xc, int Wc, double* x_out, double* v, int t, int nt,
+    const Sync& sync) {
+  for (int k = t; k < T.size(); k += nt) {
+    const int y = T.y0 + k / T.cols, xx = T.x0 + k % T.cols;
+    if (T.Inside(y, xx)) v[k] = Prolonged(x[y * T.W + xx], y, xx, scale, xc, Wc);
+  }
+  sync();
+  for (int step = 0; step < 2 * sweeps; ++step) {
+    TileHalfSweep(T, 1 - (step & 1), step + 1, omega, ew, sw, diag, b, v, t, nt, sync);
+  }
+  TileStore(T, v, x_out, t, nt);
+}
+
+}  // namespace caffe
+
+#endif  // CAFFE_LAYERS_GPU_VCYCLE_HPP_
