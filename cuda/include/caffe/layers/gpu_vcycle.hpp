@@ -137,17 +137,19 @@ struct BlockSync {
 
 /// One red-black half-sweep of colour `color` over the pixels of the tile at least `margin`
 /// from the halo's edge, whose neighbours are at least margin - 1 from it: those still hold
-/// the grid-wide values. Thread t of nt.
+/// the grid-wide values. Thread t of nt; k counts the colour's pixels, row by row.
 template <typename Sync>
 DMPN_HOST_DEVICE inline void TileHalfSweep(const VCycleTile& T, int color, int margin,
     double omega, const double* ew, const double* sw, const double* diag, const double* b,
     double* v, int t, int nt, const Sync& sync) {
-  const int rows = T.rows - 2 * margin, cols = T.cols - 2 * margin;
-  const int count = (rows > 0 && cols > 0) ? rows * cols : 0;
+  const int rows = T.rows - 2 * margin, cols = T.cols - 2 * margin, half = (cols + 1) / 2;
+  const int count = (rows > 0 && cols > 0) ? rows * half : 0;
   for (int k = t; k < count; k += nt) {
-    const int ly = margin + k / cols, lx = margin + k % cols;
-    const int y = T.y0 + ly, x = T.x0 + lx;
-    if (!T.Inside(y, x) || ((y + x) & 1) != color) continue;
+    const int ly = margin + k / half, y = T.y0 + ly;
+    // the row's first pixel of the colour: (y + x) & 1 == color, x from T.x0 + margin
+    const int lx = margin + 2 * (k % half) + ((color - y - T.x0 - margin) & 1);
+    const int x = T.x0 + lx;
+    if (lx >= T.cols - margin || !T.Inside(y, x)) continue;
     const int i = y * T.W + x, j = ly * T.cols + lx;
     v[j] = Relaxed(v[j], GaussSeidelValue(T.H, T.W, y, x, i, i - 1, ew, sw, diag, b, v, j + 1,
                                           j - 1, j + T.cols, j - T.cols), omega);
