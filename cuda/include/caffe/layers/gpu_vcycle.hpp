@@ -107,7 +107,7 @@ struct FineResidual {
 // too. Pixels of the halo outside the level are left alone.
 
 /// The halo for `sweeps` symmetric sweeps (2 * sweeps half-sweeps either side).
-DMPN_HOST_DEVICE inline int TileHalo(int sweeps) { return 2 * sweeps; }
+DMPN_HOST_DEVICE constexpr int TileHalo(int sweeps) { return 2 * sweeps; }
 
 /// Tile (ty, tx) of an H x W level with its halo, as laid out in shared memory: `rows` x `cols`
 /// values from the level's pixel (y0, x0), which may lie outside the level.
@@ -136,8 +136,9 @@ struct BlockSync {
 };
 
 /// One red-black half-sweep of colour `color` over the pixels of the tile at least `margin`
-/// from the halo's edge, whose neighbours are at least margin - 1 from it: those still hold
-/// the grid-wide values. Thread t of nt; k counts the colour's pixels, row by row.
+/// (>= 1: their neighbours are in v) from the halo's edge, whose neighbours are at least
+/// margin - 1 from it: those still hold the grid-wide values. Thread t of nt; k counts the
+/// colour's pixels, row by row.
 template <typename Sync>
 DMPN_HOST_DEVICE inline void TileHalfSweep(const VCycleTile& T, int color, int margin,
     double omega, const double* ew, const double* sw, const double* diag, const double* b,

@@ -44,10 +44,18 @@ const int kCholThreads = 256;
 const int kBlockLevelUnknowns = 2048;
 const int kBlockLevelThreads = 1024;
 // The tiled smoother's tiles (even sizes: whole 2 x 2 aggregates) and threads per tile: a
-// 600 x 800 level is 19 x 13 tiles, its halo with 3 sweeps 1.6 times a tile's pixels.
+// 600 x 800 level is 19 x 13 tiles; with 3 sweeps a tile and its halo are 1.63 times the
+// tile's pixels, the smoothing work (the smoothed area shrinks a ring per half-sweep) about
+// 1.3 times the grid-wide kernels'.
 const int kTileRows = 32;
 const int kTileCols = 64;
 const int kTileThreads = 512;
+static_assert(kTileRows % 2 == 0 && kTileCols % 2 == 0, "tiles hold whole 2 x 2 aggregates");
+// With the most sweeps ParseGpuMultigrid allows (8), the shared memory fits the 48 KB a kernel
+// gets without opting in to more.
+static_assert((kTileRows + 2 * TileHalo(8)) * (kTileCols + 2 * TileHalo(8)) * sizeof(double) <=
+              48 * 1024,
+              "a tile and its halo of 8 sweeps must fit in 48 KB of shared memory");
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
 const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags)
