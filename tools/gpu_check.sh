@@ -22,7 +22,8 @@
 # STEPS="parity direct tunings bench profile gtest time train sanitize" picks steps; TRAIN_ITERS=300;
 # GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="3,1.5,2048,tiled 2,1.5,2048" V-cycle tunings
 # (SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled], the layer's DMPN_GPU_MULTIGRID) to check and time
-# (unset: 3,1.5,2048,tiled, the tiled smoother, not yet timed; "" none);
+# (unset: "3,1.5,2048,tiled 3,1.5,8192,tiled", the tiled smoother, not yet timed, with two
+# one-block thresholds; "" none);
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
 set -uo pipefail
@@ -30,7 +31,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
 STEPS=${STEPS:-parity direct tunings bench profile gtest time train sanitize}
-read -r -a TUNINGS <<< "${GPU_MULTIGRID-3,1.5,2048,tiled}"
+read -r -a TUNINGS <<< "${GPU_MULTIGRID-3,1.5,2048,tiled 3,1.5,8192,tiled}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd)  # absolute: some steps run elsewhere
