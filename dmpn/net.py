@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dmpn.datum import ITEM_SLICE_POINTS  # image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
+from dmpn.datum import CHANNEL_ORDER, ITEM_SLICE_POINTS  # image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
 from dmpn.propagation import DEFAULT_EXPONENT_BOUND
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
@@ -168,7 +168,10 @@ def train_val(cfg, train_lmdb="data/train_lmdb", test_lmdb="data/test_lmdb", tes
     n.item = L.Data(source=test_lmdb, backend=P.Data.LMDB, batch_size=test_batch,
                     transform_param=dict(scale=1.0 / 255, crop_size=cfg.crop, mirror=False),
                     include=dict(phase=caffe.TEST))
-    n.image, n.trimap, n.alpha, n.fg, n.bg = L.Slice(n.item, axis=1, slice_point=list(ITEM_SLICE_POINTS), ntop=5)
+    # one top per part of an item, named as dmpn.datum lays them out: image, trimap, alpha, fg, bg
+    parts = L.Slice(n.item, axis=1, slice_point=list(ITEM_SLICE_POINTS), ntop=len(CHANNEL_ORDER))
+    for name, top in zip(CHANNEL_ORDER, parts):
+        setattr(n, name, top)
     n.data = L.Concat(n.image, n.trimap, axis=1)
     alpha_pred = body(n, n.data, n.trimap, cfg, "alpha_pred")
     n.loss = L.MattingLoss(alpha_pred, n.alpha, n.trimap, n.fg, n.bg, n.image, loss_weight=1)
