@@ -371,8 +371,8 @@ def main(argv=None):
     ap.add_argument("--no-python", action="store_true", help="skip the (slow) Python layer")
     ap.add_argument("--gpu-multigrid", nargs="+", type=gpu_multigrid_arg, default=(), metavar="SPEC",
                     help="with --gpu: also time the CUDA layer (graphs on) with each V-cycle tuning "
-                         "SWEEPS,OMEGA,BLOCK_UNKNOWNS (smoothing sweeps, SOR factor, one-block level "
-                         "size; the layer's default is 3,1.5,2048)")
+                         "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled] (smoothing sweeps, SOR factor, one-block "
+                         "level size, the tiled smoother; the layer's default is 3,1.5,2048)")
     ap.add_argument("--contrast", action="store_true",
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
     ap.add_argument("--contrast-size", type=grid_arg(2, "240x320"), default=(240, 320),

@@ -153,9 +153,12 @@ def training_curves(log, path, title: str = "") -> str:
         mean = np.convolve(loss, np.ones(10) / 10, mode="valid")
         ax.plot(its[9:], mean, color="tab:blue", lw=1.5, label="training loss, mean of 10")
     colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:] * 4)  # blue is training's
-    for name, pts in losses.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, color=next(colours),
-                label=f"test {name}")
+
+    def draw_tests(axis, series):
+        for name, pts in series.items():
+            axis.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, color=next(colours),
+                      label=f"test {name}")
+    draw_tests(ax, losses)
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -175,9 +178,7 @@ def training_curves(log, path, title: str = "") -> str:
     ax.set_title(title)
     if others:
         low = axes[1, 0]
-        for name, pts in others.items():
-            low.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, lw=1, color=next(colours),
-                     label=f"test {name}")
+        draw_tests(low, others)
         low.set_ylabel("test outputs")
         low.grid(alpha=0.3)
         low.legend(fontsize=8, loc="best")

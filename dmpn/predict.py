@@ -28,7 +28,7 @@ import numpy as np
 from dmpn.cli import check_writable, run_tool
 from dmpn.evaluate import (TOOL_ERRORS, caffe_method_key, caffe_predictor, check_not_an_input,
                            predict_file, predict_folder, resume_command)
-from dmpn.imageio import IMAGE_EXTENSIONS, InputError, write_png
+from dmpn.imageio import IMAGE_EXTENSIONS, InputError, list_images, read_alpha, read_image, write_png
 
 
 def build_parser():
@@ -59,7 +59,6 @@ def background(spec):
     (resized, bilinear) or a matplotlib colour; InputError naming it otherwise."""
     if os.path.isfile(spec):
         from skimage.transform import resize
-        from dmpn.imageio import read_image
         bg = read_image(spec)
         return lambda h, w: resize(bg, (h, w, 3), order=1, mode="edge", anti_aliasing=bg.shape[0] > h)
     from matplotlib.colors import to_rgb
@@ -90,7 +89,6 @@ def write_composites(mattes, images_dir, out_dir, bg, progress=True) -> list:
     """Folder mode: the composite of each matte in ``mattes`` ({name: matte path}) with the image
     of that name in ``images_dir``, written to ``out_dir``/NAME.png; returns the paths."""
     from tqdm import tqdm
-    from dmpn.imageio import list_images, read_alpha, read_image
     images = list_images(images_dir)
     written = []
     for name in tqdm(sorted(mattes), desc="compositing", unit="image", disable=not progress):
@@ -153,7 +151,6 @@ def predict(a) -> int:
         write_png(out, alpha)
         print(f"wrote {out}")
         if bg is not None:
-            from dmpn.imageio import read_image
             write_png(composites, composite(read_image(a.image), alpha, bg))
             print(f"wrote {composites}")
     return 0

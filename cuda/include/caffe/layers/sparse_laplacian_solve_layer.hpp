@@ -45,6 +45,7 @@ const double kMultigridOmega = 1.5;
 /// fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
 /// 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for the tiled smoother. False (outputs untouched) for
 /// anything else.
+const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
                        bool* tiled);
 /// CPU path: three symmetric red-black SOR sweeps with omega 1.5. Against the two Gauss-Seidel

@@ -839,10 +839,10 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
   }
   const bool tiles = std::strcmp(p, ",tiled") == 0;
   if (*p && !tiles) return false;
-  if (fields[0].size() > 1 || fields[2].size() > 9) return false;  // 1..8; within int
+  if (fields[0].size() > 1 || fields[2].size() > 9) return false;  // one digit; within int
   const int s = std::atoi(fields[0].c_str());
   const double w = std::atof(fields[1].c_str());
-  if (s < 1 || s > 8 || !(w > 0 && w < 2)) return false;
+  if (s < 1 || s > kMaxGpuMultigridSweeps || !(w > 0 && w < 2)) return false;
   *sweeps = s;
   *omega = w;
   *block_unknowns = std::atoi(fields[2].c_str());

@@ -51,11 +51,11 @@ const int kTileRows = 32;
 const int kTileCols = 64;
 const int kTileThreads = 512;
 static_assert(kTileRows % 2 == 0 && kTileCols % 2 == 0, "tiles hold whole 2 x 2 aggregates");
-// With the most sweeps ParseGpuMultigrid allows (8), the shared memory fits the 48 KB a kernel
-// gets without opting in to more.
-static_assert((kTileRows + 2 * TileHalo(8)) * (kTileCols + 2 * TileHalo(8)) * sizeof(double) <=
-              48 * 1024,
-              "a tile and its halo of 8 sweeps must fit in 48 KB of shared memory");
+// With the most sweeps ParseGpuMultigrid allows, the shared memory fits the 48 KB a kernel gets
+// without opting in to more.
+static_assert((kTileRows + 2 * TileHalo(kMaxGpuMultigridSweeps)) *
+              (kTileCols + 2 * TileHalo(kMaxGpuMultigridSweeps)) * sizeof(double) <= 48 * 1024,
+              "a tile and its halo at the most sweeps must fit in 48 KB of shared memory");
 const int kReduceThreads = 256;        // block size of the fused dot-product kernels
 const int kReduceMaxBlocks = 1024;
 const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags)
@@ -84,7 +84,7 @@ GpuMultigrid GpuMultigridFromEnv() {
   if (!v || !*v) return m;
   CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled))
       << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled] with 1 <= "
-      << "SWEEPS <= 8, 0 < OMEGA < 2 (1: Gauss-Seidel) and 0 <= BLOCK_UNKNOWNS < 10^9, for "
+      << "SWEEPS <= " << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) and 0 <= BLOCK_UNKNOWNS < 10^9, for "
       << "example '" << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns
       << "' or '" << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns
       << ",tiled'";

@@ -20,6 +20,15 @@
 
 namespace caffe {
 
+// The entries of a and b (n each) that are not equal, NaN counting as unequal: 0 where two
+// computations must agree bit for bit.
+template <typename T>
+int CountDiffering(int n, const T* a, const T* b) {
+  int differ = 0;
+  for (int i = 0; i < n; ++i) differ += !(a[i] == b[i]);
+  return differ;
+}
+
 // x = A^-1 b by Gaussian elimination in double (A is N x N, row-major; A and b are overwritten).
 void DenseSolve(int N, std::vector<double>* A_, std::vector<double>* b_, std::vector<double>* x) {
   std::vector<double>& A = *A_;
@@ -600,9 +609,7 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
       const std::vector<float> one_at_a_time(L->x.begin(), L->x.end());
       std::copy(x0.begin(), x0.end(), L->x.begin());
       solver.SmoothSweeps(L, colors.data(), static_cast<int>(colors.size()));
-      int differ = 0;
-      for (int i = 0; i < n; ++i) differ += L->x[i] != one_at_a_time[i];
-      EXPECT_EQ(differ, 0) << "H " << H << ", " << colors.size() << " half-sweeps";
+      EXPECT_EQ(CountDiffering(n, L->x.data(), one_at_a_time.data()), 0) << "H " << H << ", " << colors.size() << " half-sweeps";
       EXPECT_NE(one_at_a_time, x0);
     }
   }
@@ -709,9 +716,7 @@ class GpuVCycleTilesTest : public ::testing::Test {
     }
   }
   static int Differ(const std::vector<double>& a, const std::vector<double>& b) {
-    int differ = 0;
-    for (size_t i = 0; i < a.size(); ++i) differ += !(a[i] == b[i]);  // NaN: unwritten
-    return differ;
+    return CountDiffering(static_cast<int>(a.size()), a.data(), b.data());  // NaN: unwritten
   }
   int H_, W_, Wc_;
   std::vector<double> ew_, sw_, diag_, b_, x_, xc_;
@@ -887,23 +892,15 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
         grad[graphs].CopyFrom(*this->affinity_, true, true);
       }
     }
-    int differ = 0;  // the replayed pass against the first
-    for (int i = 0; i < alpha[graphs].count(); ++i) {
-      differ += this->top_->cpu_data()[i] != alpha[graphs].cpu_data()[i];
-    }
-    for (int i = 0; i < grad[graphs].count(); ++i) {
-      differ += this->affinity_->cpu_diff()[i] != grad[graphs].cpu_diff()[i];
-    }
-    EXPECT_EQ(differ, 0) << "graphs " << graphs;
+    // the replayed pass against the first
+    EXPECT_EQ(CountDiffering(alpha[graphs].count(), this->top_->cpu_data(),
+                             alpha[graphs].cpu_data()) +
+              CountDiffering(grad[graphs].count(), this->affinity_->cpu_diff(),
+                             grad[graphs].cpu_diff()), 0) << "graphs " << graphs;
   }
-  int differ = 0;  // graphs against direct launches
-  for (int i = 0; i < alpha[0].count(); ++i) {
-    differ += alpha[0].cpu_data()[i] != alpha[1].cpu_data()[i];
-  }
-  for (int i = 0; i < grad[0].count(); ++i) {
-    differ += grad[0].cpu_diff()[i] != grad[1].cpu_diff()[i];
-  }
-  EXPECT_EQ(differ, 0);
+  // graphs against direct launches
+  EXPECT_EQ(CountDiffering(alpha[0].count(), alpha[0].cpu_data(), alpha[1].cpu_data()) +
+            CountDiffering(grad[0].count(), grad[0].cpu_diff(), grad[1].cpu_diff()), 0);
 }
 
 // DMPN_GPU_MULTIGRID ("SWEEPS,OMEGA,BLOCK_UNKNOWNS") changes the V-cycle, not the answer:
@@ -984,16 +981,10 @@ TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherGivesTheSameResult
       iterations[tiled][0] = layer.forward_stats()[1].iterations;
       iterations[tiled][1] = layer.backward_stats()[1].iterations;
     }
-    int differ = 0;
-    for (int i = 0; i < alpha[0].count(); ++i) {
-      differ += alpha[1].cpu_data()[i] != alpha[0].cpu_data()[i];
-    }
-    EXPECT_EQ(differ, 0) << grid_wide << ": alpha";
-    differ = 0;
-    for (int i = 0; i < grad[0].count(); ++i) {
-      differ += grad[1].cpu_diff()[i] != grad[0].cpu_diff()[i];
-    }
-    EXPECT_EQ(differ, 0) << grid_wide << ": gradient";
+    EXPECT_EQ(CountDiffering(alpha[0].count(), alpha[1].cpu_data(), alpha[0].cpu_data()), 0)
+        << grid_wide << ": alpha";
+    EXPECT_EQ(CountDiffering(grad[0].count(), grad[1].cpu_diff(), grad[0].cpu_diff()), 0)
+        << grid_wide << ": gradient";
     EXPECT_EQ(iterations[1][0], iterations[0][0]) << grid_wide << ": forward";
     EXPECT_EQ(iterations[1][1], iterations[0][1]) << grid_wide << ": backward";
     EXPECT_GT(iterations[0][0], 0) << grid_wide;
