@@ -67,7 +67,9 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
                                   "2,1.5,2048,1", "two,1,8192", "2,1e0,8192", "2,1,8192\n",
                                   "2,.5,2048", " 2,1,2048", "2,1,1000000000", "2,1,\u0663",
                                   "2,1,2048,", "2,1,2048,Tiled", "2,1,2048,tiled,", "2,1,tiled",
-                                  "2,1,2048 tiled"])
+                                  "2,1,2048 tiled", "2,1,2048,132", "2,1,2048,tiled,x",
+                                  "2,1,2048,tiled,-1", "2,1,2048,tiled,1000000000",
+                                  "2,1,2048,tiled,1,2", "2,1,2048,tiled132"])
 def test_bad_gpu_multigrid_specs_are_refused(spec, capsys, monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")
     with pytest.raises(SystemExit) as exc:
@@ -83,8 +85,9 @@ def test_gpu_multigrid_needs_gpu_and_reaches_run(capsys, monkeypatch):
     seen = {}
     monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.update(kw) or [])
     monkeypatch.setattr(bench, "format_rows", lambda r: "table")
-    assert bench.main(["--gpu", "--gpu-multigrid", "2,1.5,2048", "3,1,0", "3,1.5,2048,tiled"]) == 0
-    assert list(seen["gpu_multigrid"]) == ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled"]
+    specs = ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled", "4,1.5,2048,tiled,132"]
+    assert bench.main(["--gpu", "--gpu-multigrid", *specs]) == 0
+    assert list(seen["gpu_multigrid"]) == specs
 
 
 def test_environment_sets_and_restores(monkeypatch):

@@ -9,7 +9,7 @@
 #              each GPU_MULTIGRID tuning) vs C++ CPU layer vs scipy splu, one process
 #   1b. profile ncu's time per kernel (gpu__time_duration) over one 600 x 800 forward +
 #              backward of the CUDA layer (direct launches; the V-cycle tuning PROFILE_MULTIGRID,
-#              default the layer's), summed by kernel name
+#              default the first of GPU_MULTIGRID, "" the layer's), summed by kernel name
 #   2. gtest   dmpn_test, all cases: GPU gradient checks and CPU/GPU parity of our four layers
 #   3. time    `caffe time -gpu 0` of the paper-size deploy net at 608 x 800, per layer
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
@@ -22,9 +22,10 @@
 # with 20 s left are skipped (said in the summary), so the summary and logs always come back.
 # STEPS="parity direct tunings bench profile gtest time train sanitize" picks steps; TRAIN_ITERS=300;
 # GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="3,1.5,2048,tiled 2,1.5,2048" V-cycle tunings
-# (SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled], the layer's DMPN_GPU_MULTIGRID) to check and time
-# (unset: "3,1.5,2048,tiled 3,1.5,8192,tiled", the tiled smoother, not yet timed, with two
-# one-block thresholds; "" none);
+# (SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]], the layer's DMPN_GPU_MULTIGRID) to check
+# and time (unset: $DEFAULT_TUNINGS below, the tiled smoother, not yet timed: its tiles on
+# every level, at two one-block thresholds, and tiles halved on levels with fewer than 132,
+# the multiprocessors of an H100 or H200, with 3 and 4 sweeps; "" none);
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
 set -uo pipefail
@@ -32,7 +33,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
 STEPS=${STEPS:-parity direct tunings bench profile gtest time train sanitize}
-read -r -a TUNINGS <<< "${GPU_MULTIGRID-3,1.5,2048,tiled 3,1.5,8192,tiled}"
+DEFAULT_TUNINGS="3,1.5,2048,tiled 3,1.5,8192,tiled 3,1.5,2048,tiled,132 4,1.5,2048,tiled,132"
+read -r -a TUNINGS <<< "${GPU_MULTIGRID-$DEFAULT_TUNINGS}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}
 mkdir -p "$RESULTS" && RESULTS=$(cd "$RESULTS" && pwd)  # absolute: some steps run elsewhere
@@ -56,7 +58,7 @@ source "$DMPN_BUNDLE/env.sh"
 echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
 [[ -f $DMPN_BUNDLE/REVISION ]] && sed 's/^/bundle built from /' "$DMPN_BUNDLE/REVISION" | tee -a "$RESULTS/device.txt"
 # A tuning the layer would refuse must not cost the steps that follow: checked before any.
-PROFILE_MULTIGRID=${PROFILE_MULTIGRID:-}
+PROFILE_MULTIGRID=${PROFILE_MULTIGRID-${TUNINGS[0]-}}
 CHECK_TUNINGS=(${TUNINGS[@]+"${TUNINGS[@]}"} ${PROFILE_MULTIGRID:+"$PROFILE_MULTIGRID"})
 if ((${#CHECK_TUNINGS[@]})); then
   "$DMPN_PYTHON" -c 'import argparse, sys; sys.path.insert(0, sys.argv[1])

@@ -109,6 +109,25 @@ struct FineResidual {
 /// The halo for `sweeps` symmetric sweeps (2 * sweeps half-sweeps either side).
 DMPN_HOST_DEVICE constexpr int TileHalo(int sweeps) { return 2 * sweeps; }
 
+/// A level's tile shape: rows x cols, halved (both) while the level would have fewer than
+/// min_tiles tiles, at most `halvings` times. On the small levels of a hierarchy few large tiles
+/// would leave most multiprocessors idle while each block does all of its tile's half-sweeps;
+/// smaller tiles share the work out, at the cost of more halo per pixel. min_tiles 0: rows x
+/// cols on every level.
+struct TileShape {
+  int rows, cols;
+};
+DMPN_HOST_DEVICE inline TileShape LevelTileShape(int H, int W, int rows, int cols,
+                                                 int halvings, int min_tiles) {
+  for (int h = 0; h < halvings; ++h) {
+    const long long tiles = static_cast<long long>((H + rows - 1) / rows) * ((W + cols - 1) / cols);
+    if (tiles >= min_tiles) break;
+    rows /= 2;
+    cols /= 2;
+  }
+  return TileShape{rows, cols};
+}
+
 /// Tile (ty, tx) of an H x W level with its halo, as laid out in shared memory: `rows` x `cols`
 /// values from the level's pixel (y0, x0), which may lie outside the level.
 struct VCycleTile {

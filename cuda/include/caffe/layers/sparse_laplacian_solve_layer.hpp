@@ -41,13 +41,14 @@ const int kMultigridSweeps = 3;
 const double kMultigridOmega = 1.5;
 
 /// The GPU V-cycle's tuning as DMPN_GPU_MULTIGRID (and bench_propagation.py --gpu-multigrid)
-/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled]": ASCII digits, OMEGA with an optional
-/// fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
-/// 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for the tiled smoother. False (outputs untouched) for
-/// anything else.
+/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]]": ASCII digits, OMEGA with an
+/// optional fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
+/// 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for the tiled smoother, whose tiles a level with fewer
+/// than MIN_TILES (0 <= MIN_TILES < 10^9, default 0) of them halves (LevelTileShape). False
+/// (outputs untouched) for anything else.
 const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
-                       bool* tiled);
+                       bool* tiled, int* min_tiles);
 /// CPU path: three symmetric red-black SOR sweeps with omega 1.5. Against the two Gauss-Seidel
 /// sweeps, CG iterations (forward/backward) went from 63/80 to 41/46 on random affinities and
 /// from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra sweeps cheap

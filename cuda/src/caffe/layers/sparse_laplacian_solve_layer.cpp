@@ -823,9 +823,9 @@ struct Interp1D {
 }  // namespace
 
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
-                       bool* tiled) {
+                       bool* tiled, int* min_tiles) {
   const char* p = text;
-  std::string fields[3];
+  std::string fields[4];
   for (int f = 0; f < 3; ++f) {
     bool dot = false;
     while (std::isdigit(static_cast<unsigned char>(*p)) || (f == 1 && *p == '.' && !dot)) {
@@ -837,9 +837,19 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
     }
     if (f < 2 && *p++ != ',') return false;
   }
-  const bool tiles = std::strcmp(p, ",tiled") == 0;
+  const bool tiles = std::strncmp(p, ",tiled", 6) == 0;
   if (*p && !tiles) return false;
-  if (fields[0].size() > 1 || fields[2].size() > 9) return false;  // one digit; within int
+  if (tiles) {
+    p += 6;
+    if (*p == ',') {  // MIN_TILES
+      ++p;
+      while (std::isdigit(static_cast<unsigned char>(*p))) fields[3] += *p++;
+      if (fields[3].empty()) return false;
+    }
+    if (*p) return false;
+  }
+  // one digit; within int
+  if (fields[0].size() > 1 || fields[2].size() > 9 || fields[3].size() > 9) return false;
   const int s = std::atoi(fields[0].c_str());
   const double w = std::atof(fields[1].c_str());
   if (s < 1 || s > kMaxGpuMultigridSweeps || !(w > 0 && w < 2)) return false;
@@ -847,6 +857,7 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
   *omega = w;
   *block_unknowns = std::atoi(fields[2].c_str());
   *tiled = tiles;
+  *min_tiles = fields[3].empty() ? 0 : std::atoi(fields[3].c_str());
   return true;
 }
 

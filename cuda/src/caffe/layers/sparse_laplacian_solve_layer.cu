@@ -19,9 +19,10 @@
 // 3x less for a batch of four crops, whose launches queued behind each other). Where no graph can
 // be made, the launches run directly (one warning); DMPN_CUDA_GRAPHS=0 launches directly.
 //
-// DMPN_GPU_MULTIGRID="...,tiled" smooths each grid-wide level by tiles instead: two launches a
-// level (pre-smoothing with the residual and restriction; prolongation with post-smoothing),
-// the same values bit for bit (gpu_vcycle.hpp). Not the default until a GPU has timed it.
+// DMPN_GPU_MULTIGRID="...,tiled[,MIN_TILES]" smooths each grid-wide level by tiles instead: two
+// launches a level (pre-smoothing with the residual and restriction; prolongation with
+// post-smoothing), the same values bit for bit (gpu_vcycle.hpp); levels with fewer than
+// MIN_TILES tiles use smaller ones. Not the default until a GPU has timed it.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -43,14 +44,17 @@ const int kCholThreads = 256;
 // 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README, Performance, GPU).
 const int kBlockLevelUnknowns = 2048;
 const int kBlockLevelThreads = 1024;
-// The tiled smoother's tiles (even sizes: whole 2 x 2 aggregates) and threads per tile: a
-// 600 x 800 level is 19 x 13 tiles; with 3 sweeps a tile and its halo are 1.63 times the
-// tile's pixels, the smoothing work (the smoothed area shrinks a ring per half-sweep) about
-// 1.3 times the grid-wide kernels'.
+// The tiled smoother's largest tiles (even sizes: whole 2 x 2 aggregates) and threads per
+// tile: a 600 x 800 level is 19 x 13 tiles; with 3 sweeps a tile and its halo are 1.63 times
+// the tile's pixels, the smoothing work (the smoothed area shrinks a ring per half-sweep) about
+// 1.3 times the grid-wide kernels'. A level with fewer than GpuMultigrid::min_tiles of them
+// halves its tiles, at most kTileHalvings times (down to 8 x 16; LevelTileShape).
 const int kTileRows = 32;
 const int kTileCols = 64;
+const int kTileHalvings = 2;
 const int kTileThreads = 512;
-static_assert(kTileRows % 2 == 0 && kTileCols % 2 == 0, "tiles hold whole 2 x 2 aggregates");
+static_assert(kTileRows % (2 << kTileHalvings) == 0 && kTileCols % (2 << kTileHalvings) == 0,
+              "tiles, halved kTileHalvings times, hold whole 2 x 2 aggregates");
 // With the most sweeps ParseGpuMultigrid allows, the shared memory fits the 48 KB a kernel gets
 // without opting in to more.
 static_assert((kTileRows + 2 * TileHalo(kMaxGpuMultigridSweeps)) *
@@ -63,8 +67,9 @@ const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags
 // The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, the
 // smoother's over-relaxation omega (1: Gauss-Seidel), the level size at and below which the
 // V-cycle runs in one thread block, and whether the larger levels smooth by tiles (two
-// launches a level) or by a launch per half-sweep (the same values bit for bit).
-// DMPN_GPU_MULTIGRID="SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled]" overrides the defaults, to measure
+// launches a level) or by a launch per half-sweep (the same values bit for bit), and the tiles
+// a level needs before it halves them. DMPN_GPU_MULTIGRID=
+// "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]]" overrides the defaults, to measure
 // other choices on another GPU (tools/bench_propagation.py --gpu-multigrid); read at each
 // forward pass.
 struct GpuMultigrid {
@@ -72,9 +77,10 @@ struct GpuMultigrid {
   double omega = kMultigridOmega;
   int block_unknowns = kBlockLevelUnknowns;
   bool tiled = false;  // not yet timed on a GPU: README, Performance, GPU
+  int min_tiles = 0;   // 0: every level's tiles kTileRows x kTileCols
   bool operator!=(const GpuMultigrid& o) const {
     return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns ||
-           tiled != o.tiled;
+           tiled != o.tiled || min_tiles != o.min_tiles;
   }
 };
 
@@ -82,12 +88,12 @@ GpuMultigrid GpuMultigridFromEnv() {
   GpuMultigrid m;
   const char* v = std::getenv("DMPN_GPU_MULTIGRID");
   if (!v || !*v) return m;
-  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled))
-      << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled] with 1 <= "
-      << "SWEEPS <= " << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) and 0 <= BLOCK_UNKNOWNS < 10^9, for "
-      << "example '" << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns
-      << "' or '" << kMultigridSweeps << "," << kMultigridOmega << "," << kBlockLevelUnknowns
-      << ",tiled'";
+  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled, &m.min_tiles))
+      << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]] "
+      << "with 1 <= SWEEPS <= " << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) "
+      << "and 0 <= BLOCK_UNKNOWNS, MIN_TILES < 10^9, for example '" << kMultigridSweeps << ","
+      << kMultigridOmega << "," << kBlockLevelUnknowns << "' or '" << kMultigridSweeps << ","
+      << kMultigridOmega << "," << kBlockLevelUnknowns << ",tiled,132'";
   return m;
 }
 
@@ -317,23 +323,24 @@ __global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const doubl
 
 // The tiled smoother (GpuMultigrid::tiled; gpu_vcycle.hpp): a level's pre-smoothing, residual
 // and restriction in one launch, its prolongation and post-smoothing in another, one block per
-// kTileRows x kTileCols tile, the tile and its halo in shared memory (26 KB with 3 sweeps, 48 KB
-// with 8). Grid: (tile columns, tile rows).
+// tile_h x tile_w tile, the tile and its halo in shared memory (at kTileRows x kTileCols, 26 KB
+// with 3 sweeps, 48 KB with 8). Grid: (tile columns, tile rows).
 __global__ void __launch_bounds__(kTileThreads) TiledPreSmoothKernel(const int H, const int W,
-    const int sweeps, const double omega, const double* ew, const double* sw,
-    const double* diag, const double* b, double* x, const int Wc, double* cb) {
+    const int tile_h, const int tile_w, const int sweeps, const double omega, const double* ew,
+    const double* sw, const double* diag, const double* b, double* x, const int Wc,
+    double* cb) {
   extern __shared__ double tile_values[];
-  const VCycleTile T(H, W, kTileRows, kTileCols, TileHalo(sweeps), blockIdx.y, blockIdx.x);
+  const VCycleTile T(H, W, tile_h, tile_w, TileHalo(sweeps), blockIdx.y, blockIdx.x);
   TiledPreSmooth(T, sweeps, omega, ew, sw, diag, b, x, Wc, cb, tile_values, threadIdx.x,
                  blockDim.x, BlockSync());
 }
 
 __global__ void __launch_bounds__(kTileThreads) TiledPostSmoothKernel(const int H, const int W,
-    const int sweeps, const double omega, const double scale, const double* ew,
-    const double* sw, const double* diag, const double* b, const double* x, const double* xc,
-    const int Wc, double* x_out) {
+    const int tile_h, const int tile_w, const int sweeps, const double omega,
+    const double scale, const double* ew, const double* sw, const double* diag,
+    const double* b, const double* x, const double* xc, const int Wc, double* x_out) {
   extern __shared__ double tile_values[];
-  const VCycleTile T(H, W, kTileRows, kTileCols, TileHalo(sweeps), blockIdx.y, blockIdx.x);
+  const VCycleTile T(H, W, tile_h, tile_w, TileHalo(sweeps), blockIdx.y, blockIdx.x);
   TiledPostSmooth(T, sweeps, omega, scale, ew, sw, diag, b, x, xc, Wc, x_out, tile_values,
                   threadIdx.x, blockDim.x, BlockSync());
 }
@@ -573,14 +580,16 @@ void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const double*
   }
   const GpuLevel& C = item.levels[l + 1];
   if (mg.tiled) {  // the pre-smoothed x in L.r (scratch here), read by the post-smoothing
-    const dim3 tiles((L.W + kTileCols - 1) / kTileCols, (L.H + kTileRows - 1) / kTileRows);
+    const TileShape tile = LevelTileShape(L.H, L.W, kTileRows, kTileCols, kTileHalvings,
+                                          mg.min_tiles);
+    const dim3 tiles((L.W + tile.cols - 1) / tile.cols, (L.H + tile.rows - 1) / tile.rows);
     const int halo = TileHalo(mg.sweeps);
-    const size_t bytes = (kTileRows + 2 * halo) * (kTileCols + 2 * halo) * sizeof(double);
-    TiledPreSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, mg.sweeps, omega, L.ew,
-        L.sw, L.diag, r, L.r, C.W, C.b);
+    const size_t bytes = (tile.rows + 2 * halo) * (tile.cols + 2 * halo) * sizeof(double);
+    TiledPreSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows, tile.cols,
+        mg.sweeps, omega, L.ew, L.sw, L.diag, r, L.r, C.W, C.b);
     VCycleGpu(item, mg, l + 1, C.b, C.x);
-    TiledPostSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, mg.sweeps, omega,
-        kMultigridCoarseScale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z);
+    TiledPostSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows, tile.cols,
+        mg.sweeps, omega, kMultigridCoarseScale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z);
     return;
   }
   const int half = L.H * ((L.W + 1) / 2);

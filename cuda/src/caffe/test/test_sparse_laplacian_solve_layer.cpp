@@ -617,36 +617,74 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
 
 // DMPN_GPU_MULTIGRID's syntax, as bench_propagation.py --gpu-multigrid checks it (test_bench).
 TEST(GpuMultigridTuningTest, TestParse) {
-  int sweeps = -1, block = -1;
+  int sweeps = -1, block = -1, min_tiles = -1;
   double omega = -1;
   bool tiled = true;
-  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block, &tiled));
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block, &tiled, &min_tiles));
   EXPECT_EQ(sweeps, 3);
   EXPECT_EQ(omega, 1.5);
   EXPECT_EQ(block, 2048);
   EXPECT_FALSE(tiled);
-  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block, &tiled));
+  EXPECT_EQ(min_tiles, 0);
+  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block, &tiled, &min_tiles));
   EXPECT_EQ(sweeps, 8);
   EXPECT_EQ(omega, 1.0);
   EXPECT_EQ(block, 999999999);
-  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0,tiled", &sweeps, &omega, &block, &tiled));
+  min_tiles = -1;
+  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0,tiled", &sweeps, &omega, &block, &tiled, &min_tiles));
   EXPECT_EQ(sweeps, 1);
   EXPECT_EQ(omega, 0.25);
   EXPECT_EQ(block, 0);
   EXPECT_TRUE(tiled);
+  EXPECT_EQ(min_tiles, 0);
+  EXPECT_TRUE(ParseGpuMultigrid("4,1.5,2048,tiled,132", &sweeps, &omega, &block, &tiled,
+                                &min_tiles));
+  EXPECT_EQ(sweeps, 4);
+  EXPECT_TRUE(tiled);
+  EXPECT_EQ(min_tiles, 132);
+  EXPECT_TRUE(ParseGpuMultigrid("4,1.5,2048,tiled,999999999", &sweeps, &omega, &block, &tiled,
+                                &min_tiles));
+  EXPECT_EQ(min_tiles, 999999999);
   for (const char* bad : {"", "2,1", "2,1,", "0,1,2048", "9,1,2048", "10,1,2048", "2,2,2048",
                           "2,0,2048", "2,0.0,2048", "2,1e0,2048", "2,.5,2048", "2,1.5.0,2048",
                           " 2,1,2048", "2,1,2048 ", "2,1,2048x", "2,1,-1", "+2,1,2048",
                           "2,1,1000000000", "2,1,8192,1", "2;1;8192", "two,1,8192",
                           "2,1,8192,", "2,1,8192,Tiled", "2,1,8192,tiled,", "2,1,8192,tiledx",
-                          "2,1,tiled", "2,1,8192 tiled", "9,1,8192,tiled"}) {
-    sweeps = block = -1;
+                          "2,1,tiled", "2,1,8192 tiled", "9,1,8192,tiled", "2,1,8192,132",
+                          "2,1,8192,tiled,x", "2,1,8192,tiled,-1", "2,1,8192,tiled,+1",
+                          "2,1,8192,tiled,1000000000", "2,1,8192,tiled,1,2",
+                          "2,1,8192,tiled,1 ", "2,1,8192,tiled132"}) {
+    sweeps = block = min_tiles = -1;
     omega = -1;
     tiled = false;
-    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block, &tiled)) << "'" << bad << "'";
+    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block, &tiled, &min_tiles))
+        << "'" << bad << "'";
     EXPECT_EQ(sweeps, -1) << bad;  // untouched
     EXPECT_FALSE(tiled) << bad;
+    EXPECT_EQ(min_tiles, -1) << bad;
   }
+}
+
+// The tiled smoother's tiles per level: the 600 x 800 hierarchy's grid-wide levels with tiles
+// from 32 x 64, halved at most twice, for a GPU of 132 multiprocessors.
+TEST(GpuMultigridTuningTest, TestLevelTileShape) {
+  const int levels[][2] = {{600, 800}, {300, 400}, {150, 200}, {75, 100}};
+  // 19 x 13 = 247 tiles of 32 x 64 | 70 of them, 247 of 16 x 32 | 20, 70, 247 of 8 x 16 |
+  // 6, 20, 70: still too few, the smallest
+  const int want[][2] = {{32, 64}, {16, 32}, {8, 16}, {8, 16}};
+  for (int l = 0; l < 4; ++l) {
+    const TileShape t = LevelTileShape(levels[l][0], levels[l][1], 32, 64, 2, 132);
+    EXPECT_EQ(t.rows, want[l][0]) << levels[l][0] << " x " << levels[l][1];
+    EXPECT_EQ(t.cols, want[l][1]) << levels[l][0] << " x " << levels[l][1];
+    const TileShape whole = LevelTileShape(levels[l][0], levels[l][1], 32, 64, 2, 0);
+    EXPECT_EQ(whole.rows, 32);  // min_tiles 0: never halved
+    EXPECT_EQ(whole.cols, 64);
+  }
+  const TileShape exact = LevelTileShape(64, 128, 32, 64, 2, 4);  // 2 x 2 = 4: enough
+  EXPECT_EQ(exact.rows, 32);
+  const TileShape once = LevelTileShape(64, 128, 32, 64, 2, 5);   // 4 x 4 of 16 x 32
+  EXPECT_EQ(once.rows, 16);
+  EXPECT_EQ(once.cols, 32);
 }
 
 // The GPU V-cycle's tiled smoother (gpu_vcycle.hpp) against its grid-wide half-sweeps, with
@@ -724,9 +762,9 @@ class GpuVCycleTilesTest : public ::testing::Test {
 
 TEST_F(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
   // Sizes that split into whole and partial tiles, odd ones, and a level smaller than a tile;
-  // tiles from 2 x 2 (halo far wider than the tile) to the kernels' 32 x 64.
+  // tiles from 2 x 2 (halo far wider than the tile) to the kernels' 8 x 16, 16 x 32, 32 x 64.
   const int sizes[][2] = {{37, 53}, {70, 131}, {5, 9}, {64, 128}};
-  const int tiles[][2] = {{2, 2}, {4, 6}, {8, 16}, {32, 64}};
+  const int tiles[][2] = {{2, 2}, {4, 6}, {8, 16}, {16, 32}, {32, 64}};
   int cases = 0;
   for (int s = 0; s < 4; ++s) {
     Fill(sizes[s][0], sizes[s][1], 100 + s);
@@ -753,7 +791,7 @@ TEST_F(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
         colors.clear();
         for (int h = 0; h < 2 * sweeps; ++h) colors.push_back(1 - (h & 1));
         HalfSweeps(colors, omega, &post);
-        for (int t = 0; t < 4; ++t) {
+        for (int t = 0; t < 5; ++t) {
           const int th = tiles[t][0], tw = tiles[t][1];
           std::vector<double> tiled_x, tiled_cb, unused;
           Tiled(false, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &tiled_cb);
@@ -769,7 +807,7 @@ TEST_F(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
       }
     }
   }
-  EXPECT_EQ(cases, 128);
+  EXPECT_EQ(cases, 160);
 }
 
 TEST_F(GpuVCycleTilesTest, TestNarrowerHaloGivesOtherValues) {
@@ -950,7 +988,8 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
 // GpuVCycleTilesTest runs their functions; the compiled instructions are the same), so each
 // tiled tuning must give its grid-wide twin's alpha, gradient and CG iterations bit for bit.
 // 200 x 230: tiles on three levels with block levels from 2048, on all but the coarsest from
-// 0 (levels smaller than a tile); 8 sweeps fill a tile's 48 KB of shared memory.
+// 0 (levels smaller than a tile); 8 sweeps fill a tile's 48 KB of shared memory. ",tiled": 32 x
+// 64 tiles on every level; ",tiled,50": 16 x 32 at 200 x 230 (104 tiles), 8 x 16 below.
 template <typename TypeParam>
 class SparseLaplacianSolveTiledGPUTest : public SparseLaplacianSolveGPUParityTest<TypeParam> {};
 
@@ -967,27 +1006,29 @@ TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherGivesTheSameResult
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
   layer.SetUp(this->bottom_vec_, this->top_vec_);
   for (const char* grid_wide : {"3,1.5,2048", "1,1.5,0", "8,1.5,0"}) {
-    Blob<Dtype> alpha[2], grad[2];
-    int iterations[2][2];
-    for (int tiled = 0; tiled < 2; ++tiled) {
-      const std::string tuning = std::string(grid_wide) + (tiled ? ",tiled" : "");
-      env.Set(tuning.c_str());
-      caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
-      layer.Forward(this->bottom_vec_, this->top_vec_);
-      caffe_copy(top_diff.count(), top_diff.gpu_data(), this->top_->mutable_gpu_diff());
-      layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
-      alpha[tiled].CopyFrom(*this->top_, false, true);
-      grad[tiled].CopyFrom(*this->affinity_, true, true);
-      iterations[tiled][0] = layer.forward_stats()[1].iterations;
-      iterations[tiled][1] = layer.backward_stats()[1].iterations;
+    for (const char* tiles : {",tiled", ",tiled,50"}) {
+      Blob<Dtype> alpha[2], grad[2];
+      int iterations[2][2];
+      for (int tiled = 0; tiled < 2; ++tiled) {
+        const std::string tuning = std::string(grid_wide) + (tiled ? tiles : "");
+        env.Set(tuning.c_str());
+        caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
+        layer.Forward(this->bottom_vec_, this->top_vec_);
+        caffe_copy(top_diff.count(), top_diff.gpu_data(), this->top_->mutable_gpu_diff());
+        layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+        alpha[tiled].CopyFrom(*this->top_, false, true);
+        grad[tiled].CopyFrom(*this->affinity_, true, true);
+        iterations[tiled][0] = layer.forward_stats()[1].iterations;
+        iterations[tiled][1] = layer.backward_stats()[1].iterations;
+      }
+      EXPECT_EQ(CountDiffering(alpha[0].count(), alpha[1].cpu_data(), alpha[0].cpu_data()), 0)
+          << grid_wide << tiles << ": alpha";
+      EXPECT_EQ(CountDiffering(grad[0].count(), grad[1].cpu_diff(), grad[0].cpu_diff()), 0)
+          << grid_wide << tiles << ": gradient";
+      EXPECT_EQ(iterations[1][0], iterations[0][0]) << grid_wide << tiles << ": forward";
+      EXPECT_EQ(iterations[1][1], iterations[0][1]) << grid_wide << tiles << ": backward";
+      EXPECT_GT(iterations[0][0], 0) << grid_wide;
     }
-    EXPECT_EQ(CountDiffering(alpha[0].count(), alpha[1].cpu_data(), alpha[0].cpu_data()), 0)
-        << grid_wide << ": alpha";
-    EXPECT_EQ(CountDiffering(grad[0].count(), grad[1].cpu_diff(), grad[0].cpu_diff()), 0)
-        << grid_wide << ": gradient";
-    EXPECT_EQ(iterations[1][0], iterations[0][0]) << grid_wide << ": forward";
-    EXPECT_EQ(iterations[1][1], iterations[0][1]) << grid_wide << ": backward";
-    EXPECT_GT(iterations[0][0], 0) << grid_wide;
   }
 }
 
