@@ -3,6 +3,7 @@
 # build tools, another Python, no network). Unpacks the bundle from tools/gpu_bundle.sh and runs,
 # each step with its own time limit and log, going on past a failed step:
 #   0. parity  the layers' CPU/GPU parity tests alone (seconds): if they fail, nothing else runs
+#   0a. tiled  the tiled smoother's tiled-against-grid-wide test (its first GPU run is pending)
 #   0b. direct the solve layer's GPU tests again with its CUDA graphs off (DMPN_CUDA_GRAPHS=0)
 #   0c. tunings the parity tests again under each V-cycle tuning of GPU_MULTIGRID
 #   1. bench   tools/bench_propagation.py --gpu: CUDA (direct launches, graphs, and graphs with
@@ -20,7 +21,7 @@
 # gpu-check/ in the repository). The whole run keeps within DEADLINE seconds (default 540, under
 # a device call's 10 minutes): each step gets at most what is left, and steps that cannot start
 # with 20 s left are skipped (said in the summary), so the summary and logs always come back.
-# STEPS="parity direct tunings bench profile gtest time train sanitize" picks steps; TRAIN_ITERS=300;
+# STEPS="parity tiled direct tunings bench profile gtest time train sanitize" picks steps; TRAIN_ITERS=300;
 # GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="3,1.5,2048,tiled 2,1.5,2048" V-cycle tunings
 # (SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]], the layer's DMPN_GPU_MULTIGRID) to check
 # and time (unset: $DEFAULT_TUNINGS below, the tiled smoother, not yet timed: its tiles on
@@ -32,7 +33,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
-STEPS=${STEPS:-parity direct tunings bench profile gtest time train sanitize}
+STEPS=${STEPS:-parity tiled direct tunings bench profile gtest time train sanitize}
 DEFAULT_TUNINGS="3,1.5,2048,tiled 3,1.5,8192,tiled 3,1.5,2048,tiled,132 4,1.5,2048,tiled,132"
 read -r -a TUNINGS <<< "${GPU_MULTIGRID-$DEFAULT_TUNINGS}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
@@ -98,6 +99,11 @@ gtest_summary() { grep -E '^\[  (FAILED|PASSED)|tests? ran' "$LOGS/$1.log" >> "$
 GTEST=$DMPN_BUNDLE/bin/dmpn_test  # by full path: death tests re-execute argv[0], not via PATH
 if want parity; then
   step parity 60 "$GTEST" --gtest_filter='*GPUParity*' || { echo "parity failed: stopping"; exit 1; }
+fi
+
+if want tiled; then
+  step tiled 60 "$GTEST" --gtest_filter='*TiledGPU*'
+  gtest_summary "tiled"
 fi
 
 if want direct; then
