@@ -59,9 +59,9 @@ def edge_mask(height, width):
 
 
 # AffinityExp's default bound on the exponent (caffe.proto's exponent_bound says the same): at
-# 20, learned affinities of real images spanning e^40 made systems whose float64 attainable
-# accuracy lies above the solve's tolerance, and training stopped on a solve that did not
-# converge (README, The layers).
+# 20, learned affinities of real images spanning e^40 made systems too ill-conditioned for the
+# CG to reach the solve's tolerance within its iterations (not float64's attainable accuracy:
+# README, The layers), and training stopped on a solve that did not converge.
 DEFAULT_EXPONENT_BOUND = 10.0
 # The largest exponent_bound either AffinityExp flavour accepts (the C++ layer's
 # kMaxExponentBound, the same number): e^80 is 5.5e34, float32 ends at 3.4e38 (e^88.7), and a
