@@ -8,8 +8,9 @@ statistics describe weights it no longer has, and the held-out mattes of consecu
 swing widely (in a 248-original run, validation SAD 1.75 to 2.29 between snapshots 100
 iterations apart: README, The main job). This tool runs the TRAIN-phase net (its own Data
 layer: random crops and mirroring) for `--batches` batches with the weights fixed and sets each
-BatchNorm's statistics to the exact average over them (Caffe's unbiased variance, as in training). Nothing else
-changes; the output is a .caffemodel for `caffe test`, tools/predict.py and tools/evaluate.py.
+BatchNorm's statistics to the exact average over them (Caffe's unbiased variance, as in
+training). Nothing else changes; the output is a .caffemodel for `caffe test`,
+tools/predict.py and tools/evaluate.py.
 """
 from __future__ import annotations
 
