@@ -118,7 +118,7 @@ def test_gpu_check_checks_the_tiled_smoother_unless_told_otherwise(bundle, tmp_p
     env.update(DRY_RUN_CPU="1", STEPS="tunings", CUDA_LIBS=cuda,
                TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
     default = ["tuning_3,1.5,2048,tiled", "tuning_3,1.5,8192,tiled", "tuning_3,1.5,2048,tiled,132",
-               "tuning_4,1.5,2048,tiled,132"]
+               "tuning_4,1.5,2048,tiled,132", "tuning_5,1.5,2048,tiled,132"]
     for value, steps in ((None, default), ("", [])):
         if value is not None:
             env["GPU_MULTIGRID"] = value

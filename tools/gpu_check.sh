@@ -26,7 +26,7 @@
 # (SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]], the layer's DMPN_GPU_MULTIGRID) to check
 # and time (unset: $DEFAULT_TUNINGS below, the tiled smoother, not yet timed: its tiles on
 # every level, at two one-block thresholds, and tiles halved on levels with fewer than 132,
-# the multiprocessors of an H100 or H200, with 3 and 4 sweeps; "" none);
+# the multiprocessors of an H100 or H200, with 3, 4 and 5 sweeps; "" none);
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
 set -uo pipefail
@@ -34,7 +34,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
 STEPS=${STEPS:-parity tiled direct tunings bench profile gtest time train sanitize}
-DEFAULT_TUNINGS="3,1.5,2048,tiled 3,1.5,8192,tiled 3,1.5,2048,tiled,132 4,1.5,2048,tiled,132"
+DEFAULT_TUNINGS="3,1.5,2048,tiled 3,1.5,8192,tiled 3,1.5,2048,tiled,132 4,1.5,2048,tiled,132 5,1.5,2048,tiled,132"
 read -r -a TUNINGS <<< "${GPU_MULTIGRID-$DEFAULT_TUNINGS}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}

@@ -29,15 +29,17 @@ DMPN_HOST_DEVICE inline bool AffinityValid(double e) { return e >= 0 && e <= DBL
 /// The multigrid V-cycle. The coarse correction is scaled (piecewise-constant aggregation
 /// under-corrects smooth errors); both paths use the one factor. Scaled by 1.3, with two
 /// Gauss-Seidel sweeps, it cut the CG iterations by a quarter to a third (600 x 800,
-/// tools/bench_propagation.py). With the SOR sweeps below, 1.5 takes 16 % fewer iterations than
+/// tools/bench_propagation.py). With three SOR sweeps, 1.5 takes 16 % fewer iterations than
 /// 1.3 on a trained net's affinities of 27 real images (1142 against 1354 over 54 solves), 11 %
 /// fewer on the image-like benchmark, as many on random fields, but more on fields of extreme
-/// contrast (README, Performance: 1.4 to 2.0 measured too).
+/// contrast (README, Performance: 1.4 to 2.0 measured too), which more sweeps win back.
 const int kMultigridCoarsestUnknowns = 256;  // dense Cholesky below this size
 const double kMultigridCoarseScale = 1.5;
 /// GPU path: three symmetric red-black SOR sweeps with omega 1.5 before and after the
-/// correction, as on the CPU. Measured on an H200 (bench_propagation.py --gpu-multigrid, the
-/// .cu's DMPN_GPU_MULTIGRID) against two Gauss-Seidel sweeps: 600 x 800 forward + backward
+/// correction (the CPU path's smoother; it takes five sweeps, where each costs little more than
+/// its arithmetic, while each half-sweep of a grid-wide GPU level is a launch). Measured on an
+/// H200 (bench_propagation.py --gpu-multigrid, the .cu's DMPN_GPU_MULTIGRID) against two
+/// Gauss-Seidel sweeps: 600 x 800 forward + backward
 /// 15.3 -> 13.8 ms on an image's affinities, 33.0 -> 24.2 ms on random ones, a batch of four
 /// 320 x 320 crops 22.0 -> 17.8 ms (README, Performance, GPU); two SOR sweeps did about as
 /// well, one or four worse, omega 1.7 no better.
@@ -53,13 +55,17 @@ const double kMultigridOmega = 1.5;
 const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
                        bool* tiled, int* min_tiles);
-/// CPU path: three symmetric red-black SOR sweeps with omega 1.5. Against the two Gauss-Seidel
-/// sweeps, CG iterations (forward/backward) went from 63/80 to 41/46 on random affinities and
-/// from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra sweeps cheap
-/// (one pass over memory): 30 % less time. omega 1.4 and 1.6 did about as well, 1.3 worse;
-/// four sweeps saved iterations, not time. SOR with 0 < omega < 2 in symmetric order keeps the
-/// V-cycle a symmetric positive definite preconditioner.
-const int kCpuMultigridSweeps = 3;
+/// CPU path: five symmetric red-black SOR sweeps with omega 1.5. Against two Gauss-Seidel
+/// sweeps, three SOR sweeps took CG iterations (forward/backward) from 63/80 to 41/46 on random
+/// affinities and from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra
+/// sweeps cheap (one pass over memory): 30 % less time. omega 1.4 and 1.6 did about as well,
+/// 1.3 worse. With the coarse correction scaled by 1.5, five sweeps instead of three take 22 %
+/// fewer iterations on a trained net's affinities of real images and 31/36 (random), 15/17
+/// (image) instead of 39/45, 20/22, in the same time (A/B in alternation), and converge on
+/// fields of extreme contrast where three did not (README, Performance). SOR with
+/// 0 < omega < 2 in symmetric order keeps the V-cycle a symmetric positive definite
+/// preconditioner.
+const int kCpuMultigridSweeps = 5;
 const float kCpuSmootherOmega = 1.5f;
 /// The coarsest level's Cholesky pivots are kept at or above this fraction of their row's
 /// diagonal (about 64 float64 epsilons, the round-off of the elimination's cancellation).
