@@ -116,16 +116,19 @@ DMPN_HOST_DEVICE constexpr int TileHalo(int sweeps) { return 2 * sweeps; }
 /// cols on every level.
 struct TileShape {
   int rows, cols;
+  /// Tiles down and across an H x W level (the kernels' grid).
+  DMPN_HOST_DEVICE int Down(int H) const { return (H + rows - 1) / rows; }
+  DMPN_HOST_DEVICE int Across(int W) const { return (W + cols - 1) / cols; }
 };
 DMPN_HOST_DEVICE inline TileShape LevelTileShape(int H, int W, int rows, int cols,
                                                  int halvings, int min_tiles) {
+  TileShape t{rows, cols};
   for (int h = 0; h < halvings; ++h) {
-    const long long tiles = static_cast<long long>((H + rows - 1) / rows) * ((W + cols - 1) / cols);
-    if (tiles >= min_tiles) break;
-    rows /= 2;
-    cols /= 2;
+    if (static_cast<long long>(t.Down(H)) * t.Across(W) >= min_tiles) break;
+    t.rows /= 2;
+    t.cols /= 2;
   }
-  return TileShape{rows, cols};
+  return t;
 }
 
 /// Tile (ty, tx) of an H x W level with its halo, as laid out in shared memory: `rows` x `cols`

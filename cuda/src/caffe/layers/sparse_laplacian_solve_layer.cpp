@@ -837,10 +837,11 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
     }
     if (f < 2 && *p++ != ',') return false;
   }
-  const bool tiles = std::strncmp(p, ",tiled", 6) == 0;
+  static const char kTiled[] = ",tiled";
+  const bool tiles = std::strncmp(p, kTiled, sizeof(kTiled) - 1) == 0;
   if (*p && !tiles) return false;
   if (tiles) {
-    p += 6;
+    p += sizeof(kTiled) - 1;
     if (*p == ',') {  // MIN_TILES
       ++p;
       while (std::isdigit(static_cast<unsigned char>(*p))) fields[3] += *p++;

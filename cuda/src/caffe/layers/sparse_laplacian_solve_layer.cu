@@ -582,9 +582,9 @@ void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const double*
   if (mg.tiled) {  // the pre-smoothed x in L.r (scratch here), read by the post-smoothing
     const TileShape tile = LevelTileShape(L.H, L.W, kTileRows, kTileCols, kTileHalvings,
                                           mg.min_tiles);
-    const dim3 tiles((L.W + tile.cols - 1) / tile.cols, (L.H + tile.rows - 1) / tile.rows);
-    const int halo = TileHalo(mg.sweeps);
-    const size_t bytes = (tile.rows + 2 * halo) * (tile.cols + 2 * halo) * sizeof(double);
+    const dim3 tiles(tile.Across(L.W), tile.Down(L.H));
+    const size_t bytes = VCycleTile(L.H, L.W, tile.rows, tile.cols, TileHalo(mg.sweeps), 0, 0)
+                         .size() * sizeof(double);  // the tile and its halo
     TiledPreSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows, tile.cols,
         mg.sweeps, omega, L.ew, L.sw, L.diag, r, L.r, C.W, C.b);
     VCycleGpu(item, mg, l + 1, C.b, C.x);
