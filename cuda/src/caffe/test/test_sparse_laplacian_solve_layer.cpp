@@ -1,8 +1,12 @@
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -687,9 +691,79 @@ TEST(GpuMultigridTuningTest, TestLevelTileShape) {
   EXPECT_EQ(once.cols, 32);
 }
 
+// A thread block's threads as host threads that take turns, one at a time, in a fixed order: a
+// thread runs from one barrier (its Sync) to the next, then hands over to the next thread; once
+// all have reached the barrier, the next phase runs them in the reverse order. So a barrier
+// missing from the code lets a thread run on into the next phase before the others finished
+// this one, and it reads values they have not yet written: deterministically, and without a
+// data race. Barriers that the threads do not all reach as often (a barrier in a loop whose trip
+// count differs between threads, or after an early return) leave threads waiting for ever, as
+// __syncthreads() would hang or worse: stuck() says so, and everyone is let go.
+class TurnTaking {
+ public:
+  explicit TurnTaking(int threads)
+      : threads_(threads), turn_(0), phase_(0), arrived_(0), stuck_(false),
+        phase_of_(threads, 0) {}
+  // The Sync of thread t: __syncthreads().
+  struct Sync {
+    Sync(TurnTaking* turns, int t) : turns(turns), t(t) {}
+    void operator()() const { turns->Arrive(t); }
+    TurnTaking* turns;
+    int t;
+  };
+  void Begin(int t) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    WaitForTurn(t, &lock);
+  }
+  void Arrive(int t) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    ++phase_of_[t];
+    ++arrived_;
+    HandOver();
+    WaitForTurn(t, &lock);
+  }
+  void End(int) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    HandOver();
+  }
+  bool stuck() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return stuck_;
+  }
+
+ private:
+  int Whose(int turn) const { return (phase_ % 2) ? threads_ - 1 - turn : turn; }
+  void HandOver() {
+    if (++turn_ == threads_) {  // everyone has had this phase's turn
+      if (arrived_ == threads_) {
+        ++phase_;
+        turn_ = 0;
+        arrived_ = 0;
+      } else if (arrived_ > 0) {
+        stuck_ = true;  // some wait at a barrier that the others have left the kernel without
+      }
+    }
+    turned_.notify_all();
+  }
+  void WaitForTurn(int t, std::unique_lock<std::mutex>* lock) {
+    const bool mine = turned_.wait_for(*lock, std::chrono::seconds(20), [&] {
+      return stuck_ || (phase_of_[t] == phase_ && turn_ < threads_ && Whose(turn_) == t);
+    });
+    if (!mine) stuck_ = true;  // a thread never handed over: waited long enough
+    if (stuck_) turned_.notify_all();
+  }
+  const int threads_;
+  int turn_, phase_, arrived_;
+  bool stuck_;
+  std::vector<int> phase_of_;  // the phase each thread is in (barriers it has passed)
+  std::mutex mutex_;
+  std::condition_variable turned_;
+};
+
 // The GPU V-cycle's tiled smoother (gpu_vcycle.hpp) against its grid-wide half-sweeps, with
 // the functions the kernels run, on the host: one host thread does every thread's share of a
-// phase in turn, which the phases allow (a half-sweep's points of one colour are independent).
+// phase in turn, which the phases allow (a half-sweep's points of one colour are independent);
+// then with each block's threads as host threads that take turns between the barriers.
 class GpuVCycleTilesTest : public ::testing::Test {
  protected:
   // A level of A = L + C with weights exp(N(0, 2)) and C = 0.8 on a fifth of the pixels;
@@ -736,21 +810,56 @@ class GpuVCycleTilesTest : public ::testing::Test {
   // TiledPostSmooth (true), as the kernels' grid of blocks runs them; x and the coarse b out.
   void Tiled(bool post, int tile_h, int tile_w, int halo, int sweeps, double omega,
              std::vector<double>* x, std::vector<double>* cb) const {
-    x->assign(H_ * W_, std::nan(""));
-    cb->assign(((H_ + 1) / 2) * Wc_, std::nan(""));
+    StartTiles(x, cb);
     for (int ty = 0; ty * tile_h < H_; ++ty) {
       for (int tx = 0; tx * tile_w < W_; ++tx) {
         const VCycleTile T(H_, W_, tile_h, tile_w, halo, ty, tx);
         std::vector<double> shared(T.size(), std::nan(""));
-        if (post) {
-          TiledPostSmooth(T, sweeps, omega, kMultigridCoarseScale, ew_.data(), sw_.data(),
-              diag_.data(), b_.data(), x_.data(), xc_.data(), Wc_, x->data(), shared.data(), 0,
-              1, BlockSync());
-        } else {
-          TiledPreSmooth(T, sweeps, omega, ew_.data(), sw_.data(), diag_.data(), b_.data(),
-              x->data(), Wc_, cb->data(), shared.data(), 0, 1, BlockSync());
-        }
+        RunTile(post, T, sweeps, omega, shared.data(), 0, 1, BlockSync(), x, cb);
       }
+    }
+  }
+  // The same with each tile's block as `threads` threads taking turns (TurnTaking), the tiles
+  // in reverse order (blocks run in any order). Sync: TurnTaking::Sync, or another Sync type
+  // made from it (to check the check). false where the threads' barriers did not match up.
+  template <typename Sync = TurnTaking::Sync>
+  bool TiledInTurns(bool post, int tile_h, int tile_w, int sweeps, double omega, int threads,
+                    std::vector<double>* x, std::vector<double>* cb) const {
+    StartTiles(x, cb);
+    bool matched = true;
+    for (int ty = (H_ - 1) / tile_h; ty >= 0; --ty) {
+      for (int tx = (W_ - 1) / tile_w; tx >= 0; --tx) {
+        const VCycleTile T(H_, W_, tile_h, tile_w, TileHalo(sweeps), ty, tx);
+        std::vector<double> shared(T.size(), std::nan(""));
+        TurnTaking turns(threads);
+        std::vector<std::thread> block;
+        for (int t = 0; t < threads; ++t) {
+          block.emplace_back([&, t] {
+            turns.Begin(t);
+            RunTile(post, T, sweeps, omega, shared.data(), t, threads, Sync(&turns, t), x, cb);
+            turns.End(t);
+          });
+        }
+        for (std::thread& thread : block) thread.join();
+        matched = matched && !turns.stuck();
+      }
+    }
+    return matched;
+  }
+  void StartTiles(std::vector<double>* x, std::vector<double>* cb) const {
+    x->assign(H_ * W_, std::nan(""));
+    cb->assign(((H_ + 1) / 2) * Wc_, std::nan(""));
+  }
+  // Thread t of nt of tile T's block.
+  template <typename Sync>
+  void RunTile(bool post, const VCycleTile& T, int sweeps, double omega, double* shared, int t,
+               int nt, const Sync& sync, std::vector<double>* x, std::vector<double>* cb) const {
+    if (post) {
+      TiledPostSmooth(T, sweeps, omega, kMultigridCoarseScale, ew_.data(), sw_.data(),
+          diag_.data(), b_.data(), x_.data(), xc_.data(), Wc_, x->data(), shared, t, nt, sync);
+    } else {
+      TiledPreSmooth(T, sweeps, omega, ew_.data(), sw_.data(), diag_.data(), b_.data(),
+          x->data(), Wc_, cb->data(), shared, t, nt, sync);
     }
   }
   static int Differ(const std::vector<double>& a, const std::vector<double>& b) {
@@ -826,6 +935,62 @@ TEST_F(GpuVCycleTilesTest, TestNarrowerHaloGivesOtherValues) {
     EXPECT_GT(differ, 0) << sweeps << " sweeps";
     EXPECT_LT(differ, n) << sweeps << " sweeps";  // the tiles' inner pixels agree
   }
+}
+
+TEST_F(GpuVCycleTilesTest, TestBlockThreadsInTurnsGiveTheOneThreadValues) {
+  // The barriers of TiledPreSmooth / TiledPostSmooth are where a block's threads need them: run
+  // as threads that take turns between barriers, in turn orders that expose a missing one, and
+  // with the tiles in reverse order, the tiles give the values of one thread per block (which
+  // the test above compares with the grid-wide half-sweeps) bit for bit.
+  const int sizes[][2] = {{37, 53}, {5, 9}, {19, 70}};
+  const int tiles[][2] = {{4, 6}, {8, 16}, {16, 32}};
+  for (int s = 0; s < 3; ++s) {
+    Fill(sizes[s][0], sizes[s][1], 200 + s);
+    for (int t = 0; t < 3; ++t) {
+      const int th = tiles[t][0], tw = tiles[t][1];
+      for (int sweeps : {1, 3}) {
+        for (int threads : {2, 7}) {
+          for (bool post : {false, true}) {
+            std::vector<double> x1, cb1, x, cb;
+            Tiled(post, th, tw, TileHalo(sweeps), sweeps, 1.5, &x1, &cb1);
+            const std::string what = std::string(post ? "post" : "pre") + "-smoothing, "
+                + std::to_string(H_) + " x " + std::to_string(W_) + ", tile "
+                + std::to_string(th) + " x " + std::to_string(tw) + ", "
+                + std::to_string(sweeps) + " sweeps, " + std::to_string(threads) + " threads";
+            EXPECT_TRUE(TiledInTurns(post, th, tw, sweeps, 1.5, threads, &x, &cb))
+                << what << ": barriers not reached by every thread alike";
+            EXPECT_EQ(Differ(x, x1), 0) << what;
+            if (!post) EXPECT_EQ(Differ(cb, cb1), 0) << what << ", restricted residual";
+          }
+        }
+      }
+    }
+  }
+}
+
+// A Sync that leaves out barrier number `skip` (0: after the load) in every thread, as code
+// without that __syncthreads() would; or, with `only` >= 0, in thread `only` alone.
+template <int skip, int only = -1>
+struct SkippingSync : TurnTaking::Sync {
+  SkippingSync(TurnTaking* turns, int t) : TurnTaking::Sync(turns, t), calls(0) {}
+  void operator()() const {
+    if (calls++ != skip || (only >= 0 && t != only)) TurnTaking::Sync::operator()();
+  }
+  mutable int calls;
+};
+
+TEST_F(GpuVCycleTilesTest, TestTurnTakingFindsAMissingBarrier) {
+  // The check above can fail: without the barrier after the load, or after the first
+  // half-sweep, the values differ; a barrier that one thread skips is reported.
+  Fill(37, 53, 9);
+  std::vector<double> x1, cb1, x, cb;
+  Tiled(false, 8, 16, TileHalo(2), 2, 1.5, &x1, &cb1);
+  EXPECT_TRUE(TiledInTurns<SkippingSync<0> >(false, 8, 16, 2, 1.5, 4, &x, &cb));
+  EXPECT_GT(Differ(x, x1), 0) << "no barrier after the load";
+  EXPECT_TRUE(TiledInTurns<SkippingSync<1> >(false, 8, 16, 2, 1.5, 4, &x, &cb));
+  EXPECT_GT(Differ(x, x1), 0) << "no barrier after the first half-sweep";
+  const bool matched = TiledInTurns<SkippingSync<1, 2> >(false, 8, 16, 2, 1.5, 4, &x, &cb);
+  EXPECT_FALSE(matched) << "one thread skips a barrier";
 }
 
 #ifndef CPU_ONLY
