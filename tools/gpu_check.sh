@@ -16,7 +16,7 @@
 #   4. train   `caffe train -gpu 0` of the paper-size net from the stock solver (max_iter cut to
 #              TRAIN_ITERS) on composites make_lmdb.py generates there; loss and iterations/s
 #   5. sanitize compute-sanitizer's memcheck over the layers' GPU parity tests and the tiled
-#              smoother's (if installed)
+#              smoother's, then its synccheck and racecheck over the tiled smoother's (if installed)
 # Usage: bash tools/gpu_check.sh BUNDLE.tar.xz [OUT_DIR]   (OUT_DIR default: $OUT if set, else
 # gpu-check/ in the repository). The whole run keeps within DEADLINE seconds (default 540, under
 # a device call's 10 minutes): each step gets at most what is left, and steps that cannot start
@@ -178,6 +178,13 @@ if want sanitize; then
     step sanitize 150 "$SAN" --tool memcheck --error-exitcode 3 "$GTEST" \
       --gtest_filter='*GPUParity*:*TiledGPU*:-*IsAnError'
     grep -E 'ERROR SUMMARY|tests? ran' "$LOGS/sanitize.log" >> "$SUMMARY"
+    # the tiled smoother's barriers on the hardware: __syncthreads() every thread reaches
+    # (synccheck), and no shared-memory access between two barriers that another thread's
+    # conflicts with (racecheck)
+    for tool in synccheck racecheck; do
+      step "sanitize_$tool" 90 "$SAN" --tool "$tool" --error-exitcode 3 "$GTEST" --gtest_filter='*TiledGPU*'
+      grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|tests? ran' "$LOGS/sanitize_$tool.log" >> "$SUMMARY"
+    done
   else
     echo "sanitize: compute-sanitizer not found" | tee -a "$SUMMARY"
   fi
