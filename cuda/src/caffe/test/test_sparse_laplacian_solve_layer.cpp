@@ -561,6 +561,78 @@ TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
   }
 }
 
+// A grid of at least kParallelWork unknowns as one item: the CG's and the V-cycle's row loops
+// run on the worker team (the other tests' grids are too small for it). Its alpha satisfies
+// (L + C) alpha = C alpha*, checked here in float64 from the affinities, and alpha and the
+// gradient equal those of the same item in a batch of two, whose items are solved row by row.
+TEST(SparseLaplacianSolveWorkerTeamTest, TestLargeItemSolvesTheSystemAsItsSerialTwin) {
+  Caffe::set_mode(Caffe::CPU);
+  const int H = 263, W = 257, n = H * W;  // 67,591 unknowns, an odd width
+  std::mt19937 rng(17);
+  std::normal_distribution<double> normal(0, 1);
+  Blob<double> one_w(1, 2, H, W), one_t(1, 1, H, W), two_w(2, 2, H, W), two_t(2, 1, H, W);
+  double* w = one_w.mutable_cpu_data();
+  double* t = one_t.mutable_cpu_data();
+  for (int i = 0; i < n; ++i) {
+    const int y = i / W, x = i % W;
+    w[i] = (x + 1 < W) ? std::exp(normal(rng)) : 0;
+    w[n + i] = (y + 1 < H) ? std::exp(normal(rng)) : 0;
+    const int band = (x + y / 2) % W;  // slanted bands: background, unknown, foreground
+    t[i] = band < W / 3 ? 0 : (band > 2 * W / 3 ? 1 : 128.0 / 255);
+  }
+  for (int item = 0; item < 2; ++item) {
+    caffe_copy(2 * n, w, two_w.mutable_cpu_data() + item * 2 * n);
+    caffe_copy(n, t, two_t.mutable_cpu_data() + item * n);
+  }
+  Blob<double> one_top, two_top;
+  std::vector<Blob<double>*> one_bottom{&one_w, &one_t}, one_tops{&one_top};
+  std::vector<Blob<double>*> two_bottom{&two_w, &two_t}, two_tops{&two_top};
+  LayerParameter p;
+  p.set_name("propagate");
+  p.mutable_sparse_laplacian_solve_param()->set_tolerance(1e-10);
+  SparseLaplacianSolveLayer<double> one(p), two(p);
+  one.SetUp(one_bottom, one_tops);
+  two.SetUp(two_bottom, two_tops);
+  one.Forward(one_bottom, one_tops);
+  two.Forward(two_bottom, two_tops);
+  for (int i = 0; i < n; ++i) {
+    const double d = std::cos(0.37 * i);  // the loss gradient, on every pixel
+    one_top.mutable_cpu_diff()[i] = d;
+    two_top.mutable_cpu_diff()[i] = d;
+    two_top.mutable_cpu_diff()[n + i] = d;
+  }
+  one.Backward(one_tops, vector<bool>{true, false}, one_bottom);
+  two.Backward(two_tops, vector<bool>{true, false}, two_bottom);
+  // (L + C) alpha - C alpha*, C = 0.8 on the known pixels
+  const double* alpha = one_top.cpu_data();
+  double residual = 0, rhs = 0;
+  for (int i = 0; i < n; ++i) {
+    const int y = i / W, x = i % W;
+    const bool known = t[i] == 0 || t[i] == 1;
+    double r = (known ? 0.8 : 0) * (alpha[i] - t[i]);
+    if (x + 1 < W) r += w[i] * (alpha[i] - alpha[i + 1]);
+    if (x > 0) r += w[i - 1] * (alpha[i] - alpha[i - 1]);
+    if (y + 1 < H) r += w[n + i] * (alpha[i] - alpha[i + W]);
+    if (y > 0) r += w[n + i - W] * (alpha[i] - alpha[i - W]);
+    residual += r * r;
+    rhs += known ? 0.64 * t[i] * t[i] : 0;
+  }
+  EXPECT_LE(std::sqrt(residual / rhs), 1e-9);
+  EXPECT_GT(one.forward_stats()[0].iterations, 5);
+  double grad_scale = 0;
+  for (int i = 0; i < 2 * n; ++i) grad_scale = std::max(grad_scale, std::fabs(one_w.cpu_diff()[i]));
+  ASSERT_GT(grad_scale, 0);
+  for (int item = 0; item < 2; ++item) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_NEAR(two_top.cpu_data()[item * n + i], alpha[i], 1e-7) << "item " << item << " " << i;
+    }
+    for (int i = 0; i < 2 * n; ++i) {
+      ASSERT_NEAR(two_w.cpu_diff()[item * 2 * n + i], one_w.cpu_diff()[i], 1e-6 * grad_scale)
+          << "item " << item << " " << i;
+    }
+  }
+}
+
 // The preconditioner's strength on the benchmark's hard case, an i.i.d. random field
 // exp(N(0, 2)) with a band of unknown pixels, at 150 x 200: 25 CG iterations to 1e-8 with
 // three SOR sweeps (omega 1.5); two SOR sweeps took 32, three Gauss-Seidel sweeps 31, two 39.
