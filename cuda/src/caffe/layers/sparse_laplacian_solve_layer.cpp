@@ -218,7 +218,18 @@ class WorkerTeam {
       generation_.fetch_add(1);
     }
     start_.notify_all();  // no system call while every worker spins
-    job(0);
+    try {
+      job(0);
+    } catch (...) {  // (std::bad_alloc) the workers still use job's captures: wait for them
+      WaitForWorkers();
+      throw;
+    }
+    WaitForWorkers();
+    return true;
+  }
+
+ private:
+  void WaitForWorkers() {
     for (int s = 0; pending_.load() != 0; ++s) {
       if (s < kSpins) {
         Pause();
@@ -227,10 +238,7 @@ class WorkerTeam {
         done_.wait(lock, [this]() { return pending_.load() == 0; });
       }
     }
-    return true;
   }
-
- private:
   static const int kSpins = 1 << 14;
   static std::atomic<WorkerTeam*>& Current() {
     static std::atomic<WorkerTeam*> current{nullptr};
