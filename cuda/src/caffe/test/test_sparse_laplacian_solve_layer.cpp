@@ -81,6 +81,38 @@ void DenseReference(const Blob<Dtype>& w, const Blob<Dtype>& t, double c, int n,
   DenseSolve(N, &A, &b, alpha);
 }
 
+// Random positive affinities exp(N(0, sigma)) (0 where there is no neighbour) and a random
+// trimap with a band of unknowns (0.5 and 128/255) between background and foreground, num
+// items of H x W.
+template <typename Dtype>
+void FillSystem(int num, int H, int W, double sigma, unsigned seed, Blob<Dtype>* affinity,
+                Blob<Dtype>* trimap) {
+  Caffe::set_random_seed(seed);
+  affinity->Reshape(num, 2, H, W);
+  trimap->Reshape(num, 1, H, W);
+  FillerParameter fp;
+  fp.set_std(sigma);
+  GaussianFiller<Dtype> filler(fp);
+  filler.Fill(affinity);
+  Dtype* w = affinity->mutable_cpu_data();
+  for (int n = 0; n < num; ++n) {
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        Dtype& e0 = w[affinity->offset(n, 0, y, x)];
+        Dtype& e1 = w[affinity->offset(n, 1, y, x)];
+        e0 = x + 1 < W ? std::exp(e0) : Dtype(0);
+        e1 = y + 1 < H ? std::exp(e1) : Dtype(0);
+        Dtype v = Dtype(128. / 255.);
+        const int band = (x + n + y / 2) % W;
+        if (band < W / 3) v = 0;
+        else if (band > (2 * W) / 3) v = 1;
+        else if ((x + y) % 3 == 0) v = 0.5;
+        trimap->mutable_cpu_data()[trimap->offset(n, 0, y, x)] = v;
+      }
+    }
+  }
+}
+
 template <typename TypeParam>
 class SparseLaplacianSolveLayerTest : public MultiDeviceTest<TypeParam> {
   typedef typename TypeParam::Dtype Dtype;
@@ -94,33 +126,8 @@ class SparseLaplacianSolveLayerTest : public MultiDeviceTest<TypeParam> {
   }
   virtual ~SparseLaplacianSolveLayerTest() { delete affinity_; delete trimap_; delete top_; }
 
-  // Random positive affinities exp(N(0, sigma)) (0 where there is no neighbour) and a random
-  // trimap with a band of unknowns (0.5 and 128/255) between background and foreground.
   void Fill(int num, int H, int W, double sigma, unsigned seed) {
-    Caffe::set_random_seed(seed);
-    affinity_->Reshape(num, 2, H, W);
-    trimap_->Reshape(num, 1, H, W);
-    FillerParameter fp;
-    fp.set_std(sigma);
-    GaussianFiller<Dtype> filler(fp);
-    filler.Fill(affinity_);
-    Dtype* w = affinity_->mutable_cpu_data();
-    for (int n = 0; n < num; ++n) {
-      for (int y = 0; y < H; ++y) {
-        for (int x = 0; x < W; ++x) {
-          Dtype& e0 = w[affinity_->offset(n, 0, y, x)];
-          Dtype& e1 = w[affinity_->offset(n, 1, y, x)];
-          e0 = x + 1 < W ? std::exp(e0) : Dtype(0);
-          e1 = y + 1 < H ? std::exp(e1) : Dtype(0);
-          Dtype v = Dtype(128. / 255.);
-          const int band = (x + n + y / 2) % W;
-          if (band < W / 3) v = 0;
-          else if (band > (2 * W) / 3) v = 1;
-          else if ((x + y) % 3 == 0) v = 0.5;
-          trimap_->mutable_cpu_data()[trimap_->offset(n, 0, y, x)] = v;
-        }
-      }
-    }
+    FillSystem(num, H, W, sigma, seed, affinity_, trimap_);
   }
 
   // A layer with parameters p must stop in its Forward on the fixture's blobs, its message
@@ -568,18 +575,10 @@ TEST(GridMultigridSolverTest, TestHalfSweepIsRedBlackSOR) {
 TEST(SparseLaplacianSolveWorkerTeamTest, TestLargeItemSolvesTheSystemAsItsSerialTwin) {
   Caffe::set_mode(Caffe::CPU);
   const int H = 263, W = 257, n = H * W;  // 67,591 unknowns, an odd width
-  std::mt19937 rng(17);
-  std::normal_distribution<double> normal(0, 1);
-  Blob<double> one_w(1, 2, H, W), one_t(1, 1, H, W), two_w(2, 2, H, W), two_t(2, 1, H, W);
-  double* w = one_w.mutable_cpu_data();
-  double* t = one_t.mutable_cpu_data();
-  for (int i = 0; i < n; ++i) {
-    const int y = i / W, x = i % W;
-    w[i] = (x + 1 < W) ? std::exp(normal(rng)) : 0;
-    w[n + i] = (y + 1 < H) ? std::exp(normal(rng)) : 0;
-    const int band = (x + y / 2) % W;  // slanted bands: background, unknown, foreground
-    t[i] = band < W / 3 ? 0 : (band > 2 * W / 3 ? 1 : 128.0 / 255);
-  }
+  Blob<double> one_w, one_t, two_w(2, 2, H, W), two_t(2, 1, H, W);
+  FillSystem(1, H, W, 1.0, 17, &one_w, &one_t);
+  const double* w = one_w.cpu_data();
+  const double* t = one_t.cpu_data();
   for (int item = 0; item < 2; ++item) {
     caffe_copy(2 * n, w, two_w.mutable_cpu_data() + item * 2 * n);
     caffe_copy(n, t, two_t.mutable_cpu_data() + item * n);
