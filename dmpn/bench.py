@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 
 from dmpn import propagation as P
-from dmpn.cli import check_writable, dims, positive_int, run_tool
+from dmpn.cli import InputError, check_writable, dims, positive_int, read_bytes, run_tool
 from dmpn.imageio import write_json
 
 
@@ -265,6 +265,50 @@ _CONVERGED = re.compile(r"forward solve: \d+ levels, (\d+) iterations, relative 
 _NOT_CONVERGED = re.compile(r"did not converge: relative residual (\S+) after (\d+) iterations")
 
 
+# ncu --print-summary per-kernel: a header line per kernel name and launch configuration, e.g.
+#   "  void <unnamed>::Upsample<float>(int, ...) (938, 1, 1)x(512, 1, 1), Device 0, CC 9.0, Invocations 1"
+# (ncu prints "<unnamed>" as "unnamed>"), then the metric's line, average in its 4th column:
+#   "    gpu__time_duration.sum          us    6.37    6.37    6.37"
+_NCU_KERNEL = re.compile(r"^\s+(?:void )?(?:[\w<>]+::)*(\w+)[<(].*\)x\(\d+, \d+, \d+\), .*"
+                         r"Invocations (\d+)\s*$")
+_NCU_TIME = re.compile(r"^\s+gpu__time_duration\.sum\s+(\w+)\s+\S+\s+\S+\s+([0-9.,]+)\s*$")
+_NCU_UNIT_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
+                "s": 1e6, "second": 1e6}
+
+
+def ncu_kernel_times(text):
+    """Per kernel name (launch configurations and template arguments merged): (name, launches,
+    total microseconds) from ncu's per-kernel summary of gpu__time_duration, largest first.
+    ValueError where the text holds no kernel with that metric."""
+    totals, launches, pending = {}, {}, None
+    for line in text.splitlines():
+        m = _NCU_KERNEL.match(line)
+        if m:
+            pending = (m.group(1), int(m.group(2)))
+            continue
+        m = _NCU_TIME.match(line)
+        if m and pending:
+            unit = _NCU_UNIT_US.get(m.group(1))
+            if unit is None:
+                raise ValueError(f"ncu summary: unknown time unit {m.group(1)!r} in {line.strip()!r}")
+            name, n = pending
+            totals[name] = totals.get(name, 0.0) + n * float(m.group(2).replace(",", "")) * unit
+            launches[name] = launches.get(name, 0) + n
+            pending = None
+    if not totals:
+        raise ValueError("no kernel with gpu__time_duration in it: not the output of ncu "
+                         "--metrics gpu__time_duration.sum --print-summary per-kernel")
+    return sorted(((k, launches[k], v) for k, v in totals.items()), key=lambda r: -r[2])
+
+
+def format_kernel_times(rows):
+    total = sum(us for _, _, us in rows)
+    lines = [f"{'kernel':28} {'launches':>8} {'ms':>9} {'share':>6}"]
+    lines += [f"{name:28} {n:8d} {us / 1e3:9.3f} {100 * us / total:5.1f}%" for name, n, us in rows]
+    lines.append(f"{'all':28} {sum(n for _, n, _ in rows):8d} {total / 1e3:9.3f} 100.0%")
+    return "\n".join(lines)
+
+
 def _forward_child(folder, max_iterations):
     """Child of cpp_forward_stats: the C++ layer's forward pass on folder/in.npz."""
     z = np.load(os.path.join(folder, "in.npz"))
@@ -373,7 +417,8 @@ def main(argv=None):
                     help="with --gpu: also time the CUDA layer (graphs on) with each V-cycle tuning "
                          "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]] (smoothing sweeps, SOR factor, "
                          "one-block level size, the tiled smoother, and the tiles a level needs before "
-                         "it halves them; the layer's default is 3,1.5,2048)")
+                         "it halves them; the layer's default is 3,1.5,2048,tiled,N with N the GPU's "
+                         "multiprocessors)")
     ap.add_argument("--contrast", action="store_true",
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
     ap.add_argument("--contrast-size", type=grid_arg(2, "240x320"), default=(240, 320),
@@ -381,12 +426,23 @@ def main(argv=None):
     ap.add_argument("--profile-once", action="store_true",
                     help="instead: one untimed forward + backward of the CUDA layer on the --size image "
                          "problem, for a profiler (needs a GPU)")
+    ap.add_argument("--ncu-summary", metavar="LOG",
+                    help="instead: the time per kernel of an ncu log (--metrics gpu__time_duration.sum "
+                         "--print-summary per-kernel, as tools/gpu_check.sh's profile step writes it), "
+                         "summed by kernel name")
     ap.add_argument("--json", help="write the figures to this file (atomically)")
     a = ap.parse_args(argv)
     if a.gpu_multigrid and not a.gpu:
         ap.error("--gpu-multigrid times the CUDA layer: it needs --gpu")
 
     def work():
+        if a.ncu_summary:
+            text = read_bytes(a.ncu_summary, "ncu log").decode("utf-8", "replace")
+            try:
+                print(format_kernel_times(ncu_kernel_times(text)))
+            except ValueError as exc:
+                raise InputError(f"{a.ncu_summary}: {exc}") from None
+            return
         if a.json:
             check_writable(a.json, folder=False)  # before the long part
         if a.profile_once:
@@ -399,4 +455,5 @@ def main(argv=None):
             print(format_rows(rows))
         if a.json:
             write_json(a.json, rows, allow_nan=True)
-    return run_tool("bench_propagation", work, errors=((OSError, 2),))  # --json's path
+    # --json's path, --ncu-summary's log
+    return run_tool("bench_propagation", work, errors=((OSError, 2), (InputError, 2)))

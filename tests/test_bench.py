@@ -119,3 +119,55 @@ def test_profile_once_runs_one_gpu_pass_of_the_size_asked(monkeypatch):
     assert bench.main(["--profile-once", "--size", "48x64"]) == 0
     assert seen == {"net": ("cpp", 1, 48, 64), "shapes": ((1, 2, 48, 64), (1, 1, 48, 64), (1, 1, 48, 64)),
                     "repeats": 1, "gpu": True}
+
+
+# An excerpt of gpu_check.sh's profile log from an H100 (ncu 2025, CUDA 13): one kernel in two
+# launch configurations, a templated one, the metric in two units, and lines that are not kernels.
+NCU_LOG = """==PROF== Profiling "TiledPreSmoothKernel": 0%....50%....100% - 1 pass
+  unnamed>::BlockVCycle(const unnamed>::GpuLevel *, int, int, int, double, double, const double *, const double *, double *) (1, 1, 1)x(1024, 1, 1), Device 0, CC 9.0, Invocations 44
+    Section: Command line profiler metrics
+    ---------------------- ----------- ------- ------- -------
+    Metric Name            Metric Unit Minimum Maximum Average
+    ---------------------- ----------- ------- ------- -------
+    gpu__time_duration.sum          us   38.21   41.90   39.80
+    ---------------------- ----------- ------- ------- -------
+
+  unnamed>::TiledPreSmoothKernel(int, int, int, int, int, double, const double *, const double *, const double *, const double *, double *, int, double *) (7, 10, 1)x(512, 1, 1), Device 0, CC 9.0, Invocations 44
+    Section: Command line profiler metrics
+    gpu__time_duration.sum          us    9.50   10.50   10.00
+  unnamed>::TiledPreSmoothKernel(int, int, int, int, int, double, const double *, const double *, const double *, const double *, double *, int, double *) (13, 19, 1)x(512, 1, 1), Device 0, CC 9.0, Invocations 132
+    Section: Command line profiler metrics
+    gpu__time_duration.sum          ms    0.01    0.02    0.015
+  void unnamed>::Upsample<float>(int, int, int, int, int, const double *, T1 *) (938, 1, 1)x(512, 1, 1), Device 0, CC 9.0, Invocations 1
+    Section: Command line profiler metrics
+    gpu__time_duration.sum     nsecond    6370    6370    6370
+"""
+
+
+def test_ncu_kernel_times_sums_each_kernel_over_its_launch_configurations():
+    rows = bench.ncu_kernel_times(NCU_LOG)
+    assert [(name, n) for name, n, _ in rows] == [("TiledPreSmoothKernel", 176), ("BlockVCycle", 44),
+                                                  ("Upsample", 1)]
+    us = {name: t for name, _, t in rows}
+    assert us["TiledPreSmoothKernel"] == pytest.approx(44 * 10.0 + 132 * 15.0)
+    assert us["BlockVCycle"] == pytest.approx(44 * 39.8)
+    assert us["Upsample"] == pytest.approx(6.37)
+    table = bench.format_kernel_times(rows).splitlines()
+    assert table[1].split() == ["TiledPreSmoothKernel", "176", "2.420", "57.9%"]
+    assert table[-1].split() == ["all", "221", "4.178", "100.0%"]
+
+
+def test_ncu_summary_tool_prints_the_table_and_names_a_log_without_kernels(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "2")  # main() sets it: not for the tests after this one
+    log = tmp_path / "profile.log"
+    log.write_text(NCU_LOG)
+    assert bench.main(["--ncu-summary", str(log)]) == 0
+    assert "TiledPreSmoothKernel" in capsys.readouterr().out
+    log.write_text("==PROF== Disconnected\n")
+    assert bench.main(["--ncu-summary", str(log)]) == 2
+    assert f"bench_propagation: error: {log}: no kernel with gpu__time_duration" in capsys.readouterr().err
+    assert bench.main(["--ncu-summary", str(tmp_path / "missing.log")]) == 2
+    assert "missing.log: no such ncu log file" in capsys.readouterr().err
+    log.write_text(NCU_LOG.replace("us   38.21", "weeks   38.21"))
+    assert bench.main(["--ncu-summary", str(log)]) == 2
+    assert "unknown time unit 'weeks'" in capsys.readouterr().err

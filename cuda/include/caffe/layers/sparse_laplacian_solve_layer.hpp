@@ -37,7 +37,10 @@ const int kMultigridCoarsestUnknowns = 256;  // dense Cholesky below this size
 const double kMultigridCoarseScale = 1.5;
 /// GPU path: three symmetric red-black SOR sweeps with omega 1.5 before and after the
 /// correction (the CPU path's smoother; it takes five sweeps, where each costs little more than
-/// its arithmetic, while each half-sweep of a grid-wide GPU level is a launch). Measured on an
+/// its arithmetic). In the GPU's tiles more sweeps add no launches but work that costs more
+/// than the iterations they save: on an H100, 600 x 800 image / random affinities and four 320
+/// x 320 crops, three sweeps 9.1 / 16.5 / 12.1 ms, four 9.3 / 17.1 / 12.2, five 9.8 / 18.6 /
+/// 13.2, and (another H100) two 8.9 / 17.7 / 12.5 against 8.8 / 15.7 / 11.6. Measured on an
 /// H200 (bench_propagation.py --gpu-multigrid, the .cu's DMPN_GPU_MULTIGRID) against two
 /// Gauss-Seidel sweeps: 600 x 800 forward + backward
 /// 15.3 -> 13.8 ms on an image's affinities, 33.0 -> 24.2 ms on random ones, a batch of four
@@ -55,6 +58,20 @@ const double kMultigridOmega = 1.5;
 const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
                        bool* tiled, int* min_tiles);
+/// The CPU path's threads (its worker team, made once per process): DMPN_CPU_THREADS if set
+/// (a whole number from 1 to kMaxCpuThreads; anything else is an error that names it), else
+/// the CPUs this process may run on: its affinity mask (taskset, cpusets, batch schedulers),
+/// capped by its cgroup's CPU quota (a container's CPU limit: cgroup v2 cpu.max, v1
+/// cpu.cfs_quota_us), rounded up. Not the machine's CPUs: workers that spin while they wait
+/// (WorkerTeam) and outnumber the CPUs they get wait on each other's time slices instead. On a
+/// 2-CPU machine, 600 x 800 forward + backward (image affinities) pinned to one CPU (taskset -c
+/// 0): 203 to 209 ms with one thread, 518 to 528 ms with two (the machine's count, as before);
+/// with 8 threads on both CPUs 785 to 796 ms against 110 to 130 ms with two (README).
+const int kMaxCpuThreads = 1024;
+int SolveThreadCount();
+/// The CPUs a CFS quota of quota_us per period_us amounts to, rounded up; 0 (no limit) for a
+/// quota or period that is not positive (cgroup v1 writes -1 for none).
+int CpusOfCpuQuota(long long quota_us, long long period_us);
 /// CPU path: five symmetric red-black SOR sweeps with omega 1.5. Against two Gauss-Seidel
 /// sweeps, three SOR sweeps took CG iterations (forward/backward) from 63/80 to 41/46 on random
 /// affinities and from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra

@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -8,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <new>
@@ -181,6 +183,62 @@ void Rearrange(int H, int W, bool to_split, const A* in, B* out) {
 }
 }  // namespace
 
+int CpusOfCpuQuota(long long quota_us, long long period_us) {
+  if (quota_us <= 0 || period_us <= 0) return 0;
+  return static_cast<int>(std::min<long long>((quota_us + period_us - 1) / period_us,
+                                              kMaxCpuThreads));
+}
+
+namespace {
+
+// The first line of a file, "" where it cannot be read.
+std::string FirstLine(const char* path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// The CPU quota of this process's cgroup (as the container sees it, mounted at its root), in
+// CPUs rounded up; 0 for none or none readable.
+int CgroupCpuQuota() {
+  std::istringstream v2(FirstLine("/sys/fs/cgroup/cpu.max"));  // "QUOTA PERIOD", "max PERIOD"
+  std::string quota;
+  long long period = 0;
+  if (v2 >> quota >> period) {
+    return quota == "max" ? 0 : CpusOfCpuQuota(std::atoll(quota.c_str()), period);
+  }
+  const std::string q = FirstLine("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+  const std::string p = FirstLine("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  if (q.empty() || p.empty()) return 0;
+  return CpusOfCpuQuota(std::atoll(q.c_str()), std::atoll(p.c_str()));
+}
+
+}  // namespace
+
+int SolveThreadCount() {
+  const char* v = std::getenv("DMPN_CPU_THREADS");
+  if (v != nullptr && *v != '\0') {
+    const std::string text(v);
+    const bool digits = text.size() <= 4 &&
+        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const int n = digits ? std::atoi(v) : 0;
+    CHECK(n >= 1 && n <= kMaxCpuThreads) << "DMPN_CPU_THREADS='" << text
+        << "': want the CPU solve's threads, a whole number from 1 to " << kMaxCpuThreads;
+    return n;
+  }
+  int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cpu_set_t affinity;
+  CPU_ZERO(&affinity);
+  // (fails with more than CPU_SETSIZE CPUs on the machine: the machine's count then)
+  if (sched_getaffinity(0, sizeof(affinity), &affinity) == 0 && CPU_COUNT(&affinity) > 0) {
+    cpus = CPU_COUNT(&affinity);
+  }
+  const int quota = CgroupCpuQuota();
+  if (quota > 0) cpus = std::min(cpus, quota);
+  return std::max(1, std::min(cpus, kMaxCpuThreads));
+}
+
 namespace {
 
 // A persistent team of worker threads for the row-split loops of a solve: starting a thread
@@ -263,8 +321,10 @@ class WorkerTeam {
 #endif
   }
   WorkerTeam() {
-    const int n = std::max(1u, std::thread::hardware_concurrency()) - 1;
+    const int n = SolveThreadCount() - 1;
     for (int i = 1; i <= n; ++i) workers_.emplace_back([this, i]() { Loop(i); });
+    VLOG(1) << "SparseLaplacianSolve: the CPU solve's threads: " << n + 1 << " ("
+            << std::thread::hardware_concurrency() << " CPUs on the machine; SolveThreadCount)";
   }
   void Loop(int index) {
     uint64_t seen = 0;

@@ -41,7 +41,8 @@ namespace {
 const int kCholThreads = 256;
 // Levels this small: one thread block for the V-cycle. On an H200, in one process each, 2048
 // was 5 to 10 % faster than 1024 and than 8192 (4096 splits the bench's sizes as 2048 does);
-// 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README, Performance, GPU).
+// 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README, Performance, GPU). With
+// the tiled smoother on an H100, 1024 and 4096 were within 2 % of 2048.
 const int kBlockLevelUnknowns = 2048;
 const int kBlockLevelThreads = 1024;
 // The tiled smoother's largest tiles (even sizes: whole 2 x 2 aggregates) and threads per
@@ -71,23 +72,34 @@ const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags
 // a level needs before it halves them. DMPN_GPU_MULTIGRID=
 // "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]]" overrides the defaults, to measure
 // other choices on another GPU (tools/bench_propagation.py --gpu-multigrid); read at each
-// forward pass.
+// forward pass. The default, tiles halved on levels with fewer tiles than the device has
+// multiprocessors, was the fastest of the tunings timed on an H100 (132 multiprocessors): 600 x
+// 800 forward + backward 12.8 -> 9.1 ms on an image's affinities, 23.6 -> 16.5 ms on random
+// ones, four 320 x 320 crops 18.1 -> 12.1 ms against the grid-wide smoother, 11.5 / 21.1 /
+// 14.4 ms with 32 x 64 tiles everywhere (README, Performance, GPU).
 struct GpuMultigrid {
   int sweeps = kMultigridSweeps;
   double omega = kMultigridOmega;
   int block_unknowns = kBlockLevelUnknowns;
-  bool tiled = false;  // not yet timed on a GPU: README, Performance, GPU
-  int min_tiles = 0;   // 0: every level's tiles kTileRows x kTileCols
+  bool tiled = true;
+  int min_tiles = 0;   // 0: every level's tiles kTileRows x kTileCols (GpuMultigridFromEnv)
   bool operator!=(const GpuMultigrid& o) const {
     return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns ||
            tiled != o.tiled || min_tiles != o.min_tiles;
   }
 };
 
+// The default tuning on the current device, or DMPN_GPU_MULTIGRID's.
 GpuMultigrid GpuMultigridFromEnv() {
   GpuMultigrid m;
   const char* v = std::getenv("DMPN_GPU_MULTIGRID");
-  if (!v || !*v) return m;
+  if (!v || !*v) {
+    // a tile per multiprocessor at least, where halving (at most kTileHalvings times) gets there
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&m.min_tiles, cudaDevAttrMultiProcessorCount, device));
+    return m;
+  }
   CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled, &m.min_tiles))
       << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]] "
       << "with 1 <= SWEEPS <= " << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) "

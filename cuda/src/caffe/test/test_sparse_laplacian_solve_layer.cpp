@@ -1,3 +1,5 @@
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -1088,6 +1090,54 @@ class ScopedEnv {
   std::string name_, old_;
   bool had_;
 };
+
+// The CPU solve's threads: what DMPN_CPU_THREADS says, else no more than the CPUs this process
+// may run on (its affinity mask; a container's quota lowers it further).
+TEST(SolveThreadCountTest, TestCountsTheCpusThisProcessMayUse) {
+  ScopedEnv env("DMPN_CPU_THREADS", "");  // "": unset
+  cpu_set_t affinity;
+  CPU_ZERO(&affinity);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(affinity), &affinity), 0);
+  const int n = SolveThreadCount();
+  EXPECT_GE(n, 1);
+  EXPECT_LE(n, CPU_COUNT(&affinity));
+  // a process pinned to one CPU (taskset -c 0) gets one thread, on a machine of any size
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &affinity)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const int pinned = SolveThreadCount();
+  ASSERT_EQ(sched_setaffinity(0, sizeof(affinity), &affinity), 0);
+  EXPECT_EQ(pinned, 1);
+  env.Set("3");
+  EXPECT_EQ(SolveThreadCount(), 3);
+  env.Set("1024");
+  EXPECT_EQ(SolveThreadCount(), 1024);
+}
+
+TEST(SolveThreadCountTest, TestCpusOfCpuQuota) {
+  EXPECT_EQ(CpusOfCpuQuota(200000, 100000), 2);
+  EXPECT_EQ(CpusOfCpuQuota(150000, 100000), 2);  // 1.5 CPUs: two threads
+  EXPECT_EQ(CpusOfCpuQuota(50000, 100000), 1);
+  EXPECT_EQ(CpusOfCpuQuota(1600000, 100000), 16);
+  EXPECT_EQ(CpusOfCpuQuota(-1, 100000), 0);  // cgroup v1: no quota
+  EXPECT_EQ(CpusOfCpuQuota(100000, 0), 0);
+  EXPECT_EQ(CpusOfCpuQuota(1LL << 50, 1), kMaxCpuThreads);
+}
+
+TEST(SolveThreadCountDeathTest, TestBadThreadCountIsAnError) {
+  ScopedEnv env("DMPN_CPU_THREADS", "");
+  for (const char* bad : {"0", "1025", "abc", "-2", "4 ", "2.5", "99999"}) {
+    env.Set(bad);
+    EXPECT_DEATH(SolveThreadCount(), std::string("DMPN_CPU_THREADS='") + bad +
+                 "': want the CPU solve's threads, a whole number from 1 to 1024") << bad;
+  }
+}
 
 // The GPU path against the CPU path on the same inputs. The fixture's name says GPU, so the
 // test runner's no-GPU filter leaves it out; on a GPU machine it runs.
