@@ -39,6 +39,51 @@ def test_cpp_layer_tests_pass():
         assert f"[       OK ] {layer}/1.TestGradient" in out.stdout  # double precision
 
 
+def _cpu_cgroup_to_make():
+    """A cgroup folder this test may make with a CPU quota (cgroup v2 with the cpu controller,
+    or v1's cpu hierarchy), or None: most machines let only root make cgroups."""
+    import os
+    v2 = "/sys/fs/cgroup/cgroup.controllers"
+    if os.path.exists(v2):
+        ok = "cpu" in open(v2).read().split() and "cpu" in open(
+            "/sys/fs/cgroup/cgroup.subtree_control").read().split()
+        return f"/sys/fs/cgroup/dmpn-test-{os.getpid()}" if ok else None
+    for mount in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+        if os.path.exists(f"{mount}/cpu.cfs_quota_us"):
+            return f"{mount}/dmpn-test-{os.getpid()}"
+    return None
+
+
+def test_cpu_solve_threads_keep_to_the_cgroup_cpu_quota():
+    # A container's or a job's CPU limit, set on an ancestor of the process's cgroup: the worker
+    # team spins, so a thread per machine CPU on half a CPU would wait on time slices
+    # (SolveThreadCount; README, Performance, Threads). GLOG_v=1 logs the team's size.
+    import os
+    parent = _cpu_cgroup_to_make()
+    if parent is None:
+        pytest.skip("no cgroup CPU controller here")
+    inner = os.path.join(parent, "inner")
+    try:
+        os.makedirs(inner)
+    except OSError as exc:
+        pytest.skip(f"cannot make a cgroup here ({exc.strerror})")
+    try:
+        if os.path.exists(os.path.join(parent, "cpu.max")):  # v2
+            open(os.path.join(parent, "cpu.max"), "w").write("50000 100000")
+        else:
+            open(os.path.join(parent, "cpu.cfs_quota_us"), "w").write("50000")
+        script = (f'echo $$ > {inner}/cgroup.procs && exec "$0" '
+                  '--gtest_filter=SparseLaplacianSolveWorkerTeamTest.*')
+        out = subprocess.run(["sh", "-c", script, tool("dmpn_test")], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600,
+                             env=dict(os.environ, GLOG_v="1", GLOG_logtostderr="1", DMPN_CPU_THREADS=""))
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "the CPU solve's threads: 1 (" in out.stderr, out.stderr[-3000:]
+    finally:
+        os.rmdir(inner)
+        os.rmdir(parent)
+
+
 # A C++ layer's CHECK failure ends the process: nets expected to fail run in a child, which
 # fills the named blobs from an .npz, runs forward (and backward) and says "no error".
 CHILD = """

@@ -61,6 +61,10 @@ export CUDA_LIBS=${CUDA_LIBS#:}
 source "$DMPN_BUNDLE/env.sh"
 echo "CUDA libraries from: $CUDA_LIBS" | tee -a "$RESULTS/device.txt"
 [[ -f $DMPN_BUNDLE/REVISION ]] && sed 's/^/bundle built from /' "$DMPN_BUNDLE/REVISION" | tee -a "$RESULTS/device.txt"
+# what the CPU columns ran on (the C++ layer's threads: the CPUs this process may use)
+quota=$(cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || echo none)
+echo "CPUs: $(nproc) usable, $(getconf _NPROCESSORS_ONLN) online, cgroup CPU quota: $quota; $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+  | tee -a "$RESULTS/device.txt"
 # A tuning the layer would refuse must not cost the steps that follow: checked before any.
 PROFILE_MULTIGRID=${PROFILE_MULTIGRID-}
 CHECK_TUNINGS=(${TUNINGS[@]+"${TUNINGS[@]}"} ${PROFILE_MULTIGRID:+"$PROFILE_MULTIGRID"})

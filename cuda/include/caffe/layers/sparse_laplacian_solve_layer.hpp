@@ -61,9 +61,10 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
 /// The CPU path's threads (its worker team, made once per process): DMPN_CPU_THREADS if set
 /// (a whole number from 1 to kMaxCpuThreads; anything else is an error that names it), else
 /// the CPUs this process may run on: its affinity mask (taskset, cpusets, batch schedulers),
-/// capped by its cgroup's CPU quota (a container's CPU limit: cgroup v2 cpu.max, v1
-/// cpu.cfs_quota_us), rounded up. Not the machine's CPUs: workers that spin while they wait
-/// (WorkerTeam) and outnumber the CPUs they get wait on each other's time slices instead. On a
+/// capped by its cgroup's CPU quota (a container's or a job's CPU limit: the cgroup v2 cpu.max
+/// of its cgroup and of each ancestor, v1 cpu.cfs_quota_us), rounded up. Not the machine's
+/// CPUs: workers that spin while they wait (WorkerTeam) and outnumber the CPUs they get wait on
+/// each other's time slices instead. On a
 /// 2-CPU machine, 600 x 800 forward + backward (image affinities) pinned to one CPU (taskset -c
 /// 0): 203 to 209 ms with one thread, 518 to 528 ms with two (the machine's count, as before);
 /// with 8 threads on both CPUs 785 to 796 ms against 110 to 130 ms with two (README).
@@ -72,6 +73,9 @@ int SolveThreadCount();
 /// The CPUs a CFS quota of quota_us per period_us amounts to, rounded up; 0 (no limit) for a
 /// quota or period that is not positive (cgroup v1 writes -1 for none).
 int CpusOfCpuQuota(long long quota_us, long long period_us);
+/// The same for a cgroup v2 cpu.max line, "QUOTA PERIOD" or "max PERIOD" (0: no limit, or a line
+/// that is neither).
+int CpusOfCpuMax(const std::string& cpu_max);
 /// CPU path: five symmetric red-black SOR sweeps with omega 1.5. Against two Gauss-Seidel
 /// sweeps, three SOR sweeps took CG iterations (forward/backward) from 63/80 to 41/46 on random
 /// affinities and from 29/33 to 22/25 on an image's; the wavefront smoother makes the extra

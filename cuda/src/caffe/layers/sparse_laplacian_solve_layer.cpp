@@ -189,6 +189,18 @@ int CpusOfCpuQuota(long long quota_us, long long period_us) {
                                               kMaxCpuThreads));
 }
 
+int CpusOfCpuMax(const std::string& cpu_max) {
+  std::istringstream in(cpu_max);
+  std::string quota, rest;
+  long long period = 0;
+  if (!(in >> quota >> period) || (in >> rest) || quota == "max") return 0;
+  if (quota.empty() || !std::all_of(quota.begin(), quota.end(),
+                                    [](char c) { return c >= '0' && c <= '9'; })) {
+    return 0;
+  }
+  return CpusOfCpuQuota(std::atoll(quota.c_str()), period);
+}
+
 namespace {
 
 // The first line of a file, "" where it cannot be read.
@@ -199,19 +211,63 @@ std::string FirstLine(const char* path) {
   return line;
 }
 
-// The CPU quota of this process's cgroup (as the container sees it, mounted at its root), in
-// CPUs rounded up; 0 for none or none readable.
-int CgroupCpuQuota() {
-  std::istringstream v2(FirstLine("/sys/fs/cgroup/cpu.max"));  // "QUOTA PERIOD", "max PERIOD"
-  std::string quota;
-  long long period = 0;
-  if (v2 >> quota >> period) {
-    return quota == "max" ? 0 : CpusOfCpuQuota(std::atoll(quota.c_str()), period);
+// This process's cgroup path in the hierarchy of `controller` as /proc/self/cgroup lists it
+// ("": cgroup v2's "0::PATH" line; v1: "cpu" matches "N:cpu:PATH" and "N:cpu,cpuacct:PATH"),
+// or "" with *found false.
+std::string OwnCgroup(const std::string& controller, bool* found) {
+  std::ifstream self("/proc/self/cgroup");
+  *found = false;
+  for (std::string line; std::getline(self, line);) {
+    const size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::stringstream list(line.substr(a + 1, b - a - 1));
+    bool match = controller.empty() && b == a + 1;
+    for (std::string c; !match && std::getline(list, c, ',');) match = c == controller;
+    if (match) {
+      *found = true;
+      return line.substr(b + 1);
+    }
   }
-  const std::string q = FirstLine("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
-  const std::string p = FirstLine("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
-  if (q.empty() || p.empty()) return 0;
-  return CpusOfCpuQuota(std::atoll(q.c_str()), std::atoll(p.c_str()));
+  return "";
+}
+
+// The smallest CPU quota along a cgroup path and its ancestors (each one's limit applies), from
+// quota(folder) of each folder that exists under `mount`, up to the mount's root: a cgroup
+// namespace shows the container's own cgroup as "/", and without one the process's path may
+// not exist in the container's mount, whose root is then its cgroup. 0 for none.
+template <typename QuotaOf>
+int QuotaAlong(const std::string& mount, std::string path, QuotaOf quota) {
+  int cpus = 0;
+  for (;;) {
+    const int n = quota(mount + path);
+    if (n > 0) cpus = cpus > 0 ? std::min(cpus, n) : n;
+    if (path.empty() || path == "/") return cpus;
+    path.resize(path.rfind('/'));
+  }
+}
+
+// The CPU quota of this process's cgroup, in CPUs rounded up; 0 for none or none readable:
+// cgroup v2's cpu.max, else v1's cpu.cfs_quota_us / cpu.cfs_period_us.
+int CgroupCpuQuota() {
+  bool found = false;
+  std::string path = OwnCgroup("", &found);
+  if (found && std::ifstream("/sys/fs/cgroup/cgroup.controllers").good()) {  // v2 mounted
+    return QuotaAlong("/sys/fs/cgroup", path, [](const std::string& folder) {
+      return CpusOfCpuMax(FirstLine((folder + "/cpu.max").c_str()));
+    });
+  }
+  path = OwnCgroup("cpu", &found);
+  if (!found) return 0;
+  for (const char* mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
+    if (FirstLine((std::string(mount) + "/cpu.cfs_period_us").c_str()).empty()) continue;
+    return QuotaAlong(mount, path, [](const std::string& folder) {
+      const std::string q = FirstLine((folder + "/cpu.cfs_quota_us").c_str());
+      const std::string p = FirstLine((folder + "/cpu.cfs_period_us").c_str());
+      return q.empty() || p.empty() ? 0 : CpusOfCpuQuota(std::atoll(q.c_str()),
+                                                         std::atoll(p.c_str()));
+    });
+  }
+  return 0;
 }
 
 }  // namespace

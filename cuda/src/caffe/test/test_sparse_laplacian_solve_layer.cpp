@@ -1128,6 +1128,12 @@ TEST(SolveThreadCountTest, TestCpusOfCpuQuota) {
   EXPECT_EQ(CpusOfCpuQuota(-1, 100000), 0);  // cgroup v1: no quota
   EXPECT_EQ(CpusOfCpuQuota(100000, 0), 0);
   EXPECT_EQ(CpusOfCpuQuota(1LL << 50, 1), kMaxCpuThreads);
+  EXPECT_EQ(CpusOfCpuMax("max 100000"), 0);
+  EXPECT_EQ(CpusOfCpuMax("150000 100000"), 2);
+  EXPECT_EQ(CpusOfCpuMax("400000 100000\n"), 4);
+  for (const char* bad : {"", "max", "100000", "-1 100000", "1e5 100000", "1 2 3", "x 100000"}) {
+    EXPECT_EQ(CpusOfCpuMax(bad), 0) << "'" << bad << "'";
+  }
 }
 
 TEST(SolveThreadCountDeathTest, TestBadThreadCountIsAnError) {
