@@ -64,10 +64,10 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
 /// capped by its cgroup's CPU quota (a container's or a job's CPU limit: the cgroup v2 cpu.max
 /// of its cgroup and of each ancestor, v1 cpu.cfs_quota_us), rounded up. Not the machine's
 /// CPUs: workers that spin while they wait (WorkerTeam) and outnumber the CPUs they get wait on
-/// each other's time slices instead. On a
-/// 2-CPU machine, 600 x 800 forward + backward (image affinities) pinned to one CPU (taskset -c
-/// 0): 203 to 209 ms with one thread, 518 to 528 ms with two (the machine's count, as before);
-/// with 8 threads on both CPUs 785 to 796 ms against 110 to 130 ms with two (README).
+/// each other's time slices instead. On a 2-CPU machine, 600 x 800 forward + backward (image
+/// affinities) pinned to one CPU (taskset -c 0): 203 to 209 ms with one thread, 518 to 528 ms
+/// with two (the machine's count, as before); with 8 threads on both CPUs 785 to 796 ms
+/// against 110 to 130 ms with two (README).
 const int kMaxCpuThreads = 1024;
 int SolveThreadCount();
 /// The CPUs a CFS quota of quota_us per period_us amounts to, rounded up; 0 (no limit) for a

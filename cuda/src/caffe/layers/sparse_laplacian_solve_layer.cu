@@ -82,7 +82,8 @@ struct GpuMultigrid {
   double omega = kMultigridOmega;
   int block_unknowns = kBlockLevelUnknowns;
   bool tiled = true;
-  int min_tiles = 0;   // 0: every level's tiles kTileRows x kTileCols (GpuMultigridFromEnv)
+  int min_tiles = 0;   // the default's: the device's multiprocessors (GpuMultigridFromEnv);
+                       // 0: every level's tiles kTileRows x kTileCols
   bool operator!=(const GpuMultigrid& o) const {
     return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns ||
            tiled != o.tiled || min_tiles != o.min_tiles;
