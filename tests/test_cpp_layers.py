@@ -2,6 +2,7 @@
 tools/setup.sh as dmpn_test. Without a GPU the GPU cases are left out: the typed tests'
 GPUDevice instances (indices 2 and 3 of BVLC's TestDtypesAndDevices) and fixtures named *GPU*.
 """
+import os
 import re
 import subprocess
 import sys
@@ -42,7 +43,6 @@ def test_cpp_layer_tests_pass():
 def _cpu_cgroup_to_make():
     """A cgroup folder this test may make with a CPU quota (cgroup v2 with the cpu controller,
     or v1's cpu hierarchy), or None: most machines let only root make cgroups."""
-    import os
     v2 = "/sys/fs/cgroup/cgroup.controllers"
     if os.path.exists(v2):
         ok = "cpu" in open(v2).read().split() and "cpu" in open(
@@ -58,7 +58,6 @@ def test_cpu_solve_threads_keep_to_the_cgroup_cpu_quota():
     # A container's or a job's CPU limit, set on an ancestor of the process's cgroup: the worker
     # team spins, so a thread per machine CPU on half a CPU would wait on time slices
     # (SolveThreadCount; README, Performance, Threads). GLOG_v=1 logs the team's size.
-    import os
     parent = _cpu_cgroup_to_make()
     if parent is None:
         pytest.skip("no cgroup CPU controller here")

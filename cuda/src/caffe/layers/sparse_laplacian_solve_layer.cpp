@@ -183,6 +183,15 @@ void Rearrange(int H, int W, bool to_split, const A* in, B* out) {
 }
 }  // namespace
 
+namespace {
+// Non-empty and nothing but ASCII digits: no sign, space or exponent that atoi/atoll would
+// skip or stop at.
+bool AllDigits(const std::string& text) {
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+}  // namespace
+
 int CpusOfCpuQuota(long long quota_us, long long period_us) {
   if (quota_us <= 0 || period_us <= 0) return 0;
   return static_cast<int>(std::min<long long>((quota_us + period_us - 1) / period_us,
@@ -193,11 +202,7 @@ int CpusOfCpuMax(const std::string& cpu_max) {
   std::istringstream in(cpu_max);
   std::string quota, rest;
   long long period = 0;
-  if (!(in >> quota >> period) || (in >> rest) || quota == "max") return 0;
-  if (quota.empty() || !std::all_of(quota.begin(), quota.end(),
-                                    [](char c) { return c >= '0' && c <= '9'; })) {
-    return 0;
-  }
+  if (!(in >> quota >> period) || (in >> rest) || !AllDigits(quota)) return 0;  // or "max"
   return CpusOfCpuQuota(std::atoll(quota.c_str()), period);
 }
 
@@ -276,9 +281,7 @@ int SolveThreadCount() {
   const char* v = std::getenv("DMPN_CPU_THREADS");
   if (v != nullptr && *v != '\0') {
     const std::string text(v);
-    const bool digits = text.size() <= 4 &&
-        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-    const int n = digits ? std::atoi(v) : 0;
+    const int n = text.size() <= 4 && AllDigits(text) ? std::atoi(v) : 0;
     CHECK(n >= 1 && n <= kMaxCpuThreads) << "DMPN_CPU_THREADS='" << text
         << "': want the CPU solve's threads, a whole number from 1 to " << kMaxCpuThreads;
     return n;
