@@ -69,7 +69,9 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
                                   "2,1,2048,", "2,1,2048,Tiled", "2,1,2048,tiled,", "2,1,tiled",
                                   "2,1,2048 tiled", "2,1,2048,132", "2,1,2048,tiled,x",
                                   "2,1,2048,tiled,-1", "2,1,2048,tiled,1000000000",
-                                  "2,1,2048,tiled,1,2", "2,1,2048,tiled132"])
+                                  "2,1,2048,tiled,1,2", "2,1,2048,tiled132", "2,1,2048,float,tiled",
+                                  "2,1,2048,float,", "2,1,2048,Float", "2,1,2048,float32",
+                                  "2,1,2048,tiled,float,132", "2,1,2048,,float"])
 def test_bad_gpu_multigrid_specs_are_refused(spec, capsys, monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")
     with pytest.raises(SystemExit) as exc:
@@ -85,7 +87,8 @@ def test_gpu_multigrid_needs_gpu_and_reaches_run(capsys, monkeypatch):
     seen = {}
     monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.update(kw) or [])
     monkeypatch.setattr(bench, "format_rows", lambda r: "table")
-    specs = ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled", "4,1.5,2048,tiled,132"]
+    specs = ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled", "4,1.5,2048,tiled,132", "3,1.5,2048,float",
+             "3,1.5,2048,tiled,132,float"]
     assert bench.main(["--gpu", "--gpu-multigrid", *specs]) == 0
     assert list(seen["gpu_multigrid"]) == specs
 

@@ -117,8 +117,8 @@ def test_gpu_check_checks_the_default_tunings_unless_told_otherwise(bundle, tmp_
     env = {k: v for k, v in os.environ.items() if k != "GPU_MULTIGRID"}
     env.update(DRY_RUN_CPU="1", STEPS="tunings", CUDA_LIBS=cuda,
                TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
-    default = ["tuning_3,1.5,2048", "tuning_3,1.5,2048,tiled", "tuning_3,1.5,1024,tiled,132",
-               "tuning_4,1.5,2048,tiled,132"]
+    default = ["tuning_3,1.5,2048", "tuning_3,1.5,2048,tiled,132,float",
+               "tuning_4,1.5,2048,tiled,132,float", "tuning_3,1.5,4096,tiled,132,float"]
     for value, steps in ((None, default), ("", [])):
         if value is not None:
             env["GPU_MULTIGRID"] = value

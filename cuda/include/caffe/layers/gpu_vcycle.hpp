@@ -1,10 +1,11 @@
 #ifndef CAFFE_LAYERS_GPU_VCYCLE_HPP_
 #define CAFFE_LAYERS_GPU_VCYCLE_HPP_
 
-// The GPU path's V-cycle (SparseLaplacianSolve, float64) one pixel at a time: the steps that
-// its grid-wide kernels, its one-block kernel and its tiled kernels share, compiled for the host
+// The GPU path's V-cycle (SparseLaplacianSolve) one pixel at a time: the steps that its
+// grid-wide kernels, its one-block kernel and its tiled kernels share, compiled for the host
 // too, so that the CPU gtest (GpuVCycleTilesTest) checks the tiled smoother against the
-// grid-wide half-sweeps with the very functions the kernels run.
+// grid-wide half-sweeps with the very functions the kernels run. Real: the hierarchy's type,
+// double (the default) or float (DMPN_GPU_MULTIGRID "...,float", as the CPU's V-cycle).
 //
 // A level is H x W, row-major: east / south edge weights ew / sw, diagonal diag. Red-black
 // colour of pixel (y, x): (y + x) & 1.
@@ -17,14 +18,16 @@ namespace caffe {
 DMPN_HOST_DEVICE inline int VCycleMin(int a, int b) { return a < b ? a : b; }
 
 /// SOR's update of x towards its Gauss-Seidel value gs; gs itself where omega is 1.
-DMPN_HOST_DEVICE inline double Relaxed(double x, double gs, double omega) {
+template <typename Real>
+DMPN_HOST_DEVICE inline Real Relaxed(Real x, Real gs, Real omega) {
   return (omega == 1) ? gs : x + omega * (gs - x);
 }
 
 /// (A v)_i at pixel (y, x), index i, with v's entries at j, j +- 1 and j +- stride.
-DMPN_HOST_DEVICE inline double OperatorAt(int H, int W, int y, int x, int i, const double* ew,
-    const double* sw, const double* diag, const double* v, int j, int stride) {
-  double s = diag[i] * v[j];
+template <typename Real>
+DMPN_HOST_DEVICE inline Real OperatorAt(int H, int W, int y, int x, int i, const Real* ew,
+    const Real* sw, const Real* diag, const Real* v, int j, int stride) {
+  Real s = diag[i] * v[j];
   if (x + 1 < W) s -= ew[i] * v[j + 1];
   if (x > 0) s -= ew[i - 1] * v[j - 1];
   if (y + 1 < H) s -= sw[i] * v[j + stride];
@@ -33,21 +36,24 @@ DMPN_HOST_DEVICE inline double OperatorAt(int H, int W, int y, int x, int i, con
 }
 
 /// (A x)_i, x laid out as the level.
-DMPN_HOST_DEVICE inline double OperatorPoint(int H, int W, int i, const double* ew,
-    const double* sw, const double* diag, const double* x) {
+template <typename Real>
+DMPN_HOST_DEVICE inline Real OperatorPoint(int H, int W, int i, const Real* ew, const Real* sw,
+                                           const Real* diag, const Real* x) {
   return OperatorAt(H, W, i / W, i % W, i, ew, sw, diag, x, i, W);
 }
 
 /// Pixel (y, x) after the first pre-smoothing half-sweep (colour 0) from x = 0: a colour-0
 /// pixel's neighbours are all 0, so its Gauss-Seidel value is b / diag; colour 1 stays 0.
-DMPN_HOST_DEVICE inline double FirstSweepValue(int y, int x, int i, double omega,
-    const double* diag, const double* b) {
-  return ((y + x) & 1) ? 0 : Relaxed(0, b[i] / diag[i], omega);
+template <typename Real>
+DMPN_HOST_DEVICE inline Real FirstSweepValue(int y, int x, int i, Real omega, const Real* diag,
+                                             const Real* b) {
+  return ((y + x) & 1) ? Real(0) : Relaxed(Real(0), b[i] / diag[i], omega);
 }
 
 /// Red-black SOR at point k of colour `color` (k counts that colour's points row by row).
-DMPN_HOST_DEVICE inline void SmoothPoint(int H, int W, int color, int k, double omega,
-    const double* ew, const double* sw, const double* diag, const double* b, double* x) {
+template <typename Real>
+DMPN_HOST_DEVICE inline void SmoothPoint(int H, int W, int color, int k, Real omega,
+    const Real* ew, const Real* sw, const Real* diag, const Real* b, Real* x) {
   const int half = (W + 1) / 2;
   const int y = k / half;
   const int xx = 2 * (k % half) + ((y + color) & 1);
@@ -58,17 +64,19 @@ DMPN_HOST_DEVICE inline void SmoothPoint(int H, int W, int color, int k, double 
 }
 
 /// x_i plus the scaled coarse correction of its aggregate (P xc, piecewise constant).
-DMPN_HOST_DEVICE inline double Prolonged(double x, int y, int xx, double scale,
-    const double* xc, int Wc) {
+template <typename Real>
+DMPN_HOST_DEVICE inline Real Prolonged(Real x, int y, int xx, Real scale, const Real* xc,
+                                       int Wc) {
   return x + scale * xc[(y / 2) * Wc + xx / 2];
 }
 
 /// Coarse cell I's sum of value(i, y, x) over its 2 x 2 aggregate of the fine level (P^T), in
 /// one order (rows, then columns) for every restriction, so that they agree bit for bit.
 template <typename Value>
-DMPN_HOST_DEVICE inline double RestrictSum(int Hf, int Wf, int Wc, int I, const Value& value) {
+DMPN_HOST_DEVICE inline typename Value::Real RestrictSum(int Hf, int Wf, int Wc, int I,
+                                                         const Value& value) {
   const int Y = I / Wc, X = I % Wc;
-  double s = 0;
+  typename Value::Real s = 0;
   for (int y = 2 * Y; y < VCycleMin(Hf, 2 * Y + 2); ++y) {
     for (int x = 2 * X; x < VCycleMin(Wf, 2 * X + 2); ++x) s += value(y * Wf + x, y, x);
   }
@@ -76,18 +84,22 @@ DMPN_HOST_DEVICE inline double RestrictSum(int Hf, int Wf, int Wc, int I, const 
 }
 
 /// RestrictSum's values: a fine vector's entries (P^T r) ...
+template <typename Real_>
 struct FineEntry {
-  const double* r;
-  DMPN_HOST_DEVICE double operator()(int i, int, int) const { return r[i]; }
+  typedef Real_ Real;
+  const Real* r;
+  DMPN_HOST_DEVICE Real operator()(int i, int, int) const { return r[i]; }
 };
 
 /// ... or the fine residual b - A x, v holding x at j = (y - y0) * stride + (x - x0): the level
 /// itself (y0 = x0 = 0, stride W) or a tile.
+template <typename Real_>
 struct FineResidual {
+  typedef Real_ Real;
   int H, W;
-  const double *ew, *sw, *diag, *b, *v;
+  const Real *ew, *sw, *diag, *b, *v;
   int y0, x0, stride;
-  DMPN_HOST_DEVICE double operator()(int i, int y, int x) const {
+  DMPN_HOST_DEVICE Real operator()(int i, int y, int x) const {
     const int j = (y - y0) * stride + (x - x0);
     return b[i] - OperatorAt(H, W, y, x, i, ew, sw, diag, v, j, stride);
   }
@@ -161,10 +173,10 @@ struct BlockSync {
 /// (>= 1: their neighbours are in v) from the halo's edge, whose neighbours are at least
 /// margin - 1 from it: those still hold the grid-wide values. Thread t of nt; k counts the
 /// colour's pixels, row by row.
-template <typename Sync>
+template <typename Real, typename Sync>
 DMPN_HOST_DEVICE inline void TileHalfSweep(const VCycleTile& T, int color, int margin,
-    double omega, const double* ew, const double* sw, const double* diag, const double* b,
-    double* v, int t, int nt, const Sync& sync) {
+    Real omega, const Real* ew, const Real* sw, const Real* diag, const Real* b, Real* v,
+    int t, int nt, const Sync& sync) {
   const int rows = T.rows - 2 * margin, cols = T.cols - 2 * margin, half = (cols + 1) / 2;
   const int count = (rows > 0 && cols > 0) ? rows * half : 0;
   for (int k = t; k < count; k += nt) {
@@ -181,7 +193,8 @@ DMPN_HOST_DEVICE inline void TileHalfSweep(const VCycleTile& T, int color, int m
 }
 
 /// The tile's own pixels of v written to x (the halo belongs to other tiles).
-DMPN_HOST_DEVICE inline void TileStore(const VCycleTile& T, const double* v, double* x, int t,
+template <typename Real>
+DMPN_HOST_DEVICE inline void TileStore(const VCycleTile& T, const Real* v, Real* x, int t,
                                        int nt) {
   for (int k = t; k < T.tile_h * T.tile_w; k += nt) {
     const int ly = T.halo + k / T.tile_w, lx = T.halo + k % T.tile_w;
@@ -194,10 +207,10 @@ DMPN_HOST_DEVICE inline void TileStore(const VCycleTile& T, const double* v, dou
 /// to x; then the residual b - A x restricted to the coarse cells of the tile's aggregates,
 /// written to cb (the coarse level has Wc columns). v: T.size() values of scratch (shared).
 /// Needs T.halo >= TileHalo(sweeps).
-template <typename Sync>
-DMPN_HOST_DEVICE void TiledPreSmooth(const VCycleTile& T, int sweeps, double omega,
-    const double* ew, const double* sw, const double* diag, const double* b, double* x,
-    int Wc, double* cb, double* v, int t, int nt, const Sync& sync) {
+template <typename Real, typename Sync>
+DMPN_HOST_DEVICE void TiledPreSmooth(const VCycleTile& T, int sweeps, Real omega,
+    const Real* ew, const Real* sw, const Real* diag, const Real* b, Real* x, int Wc, Real* cb,
+    Real* v, int t, int nt, const Sync& sync) {
   for (int k = t; k < T.size(); k += nt) {
     const int y = T.y0 + k / T.cols, xx = T.x0 + k % T.cols;
     if (T.Inside(y, xx)) v[k] = FirstSweepValue(y, xx, y * T.W + xx, omega, diag, b);
@@ -209,7 +222,7 @@ DMPN_HOST_DEVICE void TiledPreSmooth(const VCycleTile& T, int sweeps, double ome
   TileStore(T, v, x, t, nt);
   const int Hc = (T.H + 1) / 2, Y0 = (T.y0 + T.halo) / 2, X0 = (T.x0 + T.halo) / 2;
   const int rows = VCycleMin(T.tile_h / 2, Hc - Y0), cols = VCycleMin(T.tile_w / 2, Wc - X0);
-  const FineResidual residual = {T.H, T.W, ew, sw, diag, b, v, T.y0, T.x0, T.cols};
+  const FineResidual<Real> residual = {T.H, T.W, ew, sw, diag, b, v, T.y0, T.x0, T.cols};
   for (int k = t; k < rows * cols; k += nt) {
     const int I = (Y0 + k / cols) * Wc + X0 + k % cols;
     cb[I] = RestrictSum(T.H, T.W, Wc, I, residual);
@@ -219,11 +232,10 @@ DMPN_HOST_DEVICE void TiledPreSmooth(const VCycleTile& T, int sweeps, double ome
 /// Post-smoothing of the tile (`sweeps` sweeps, colour 1 first) from x plus the scaled coarse
 /// correction xc (Wc columns), written to x_out (not x: other tiles read x for their halos).
 /// Needs T.halo >= TileHalo(sweeps).
-template <typename Sync>
-DMPN_HOST_DEVICE void TiledPostSmooth(const VCycleTile& T, int sweeps, double omega,
-    double scale, const double* ew, const double* sw, const double* diag, const double* b,
-    const double* x, const double* xc, int Wc, double* x_out, double* v, int t, int nt,
-    const Sync& sync) {
+template <typename Real, typename Sync>
+DMPN_HOST_DEVICE void TiledPostSmooth(const VCycleTile& T, int sweeps, Real omega, Real scale,
+    const Real* ew, const Real* sw, const Real* diag, const Real* b, const Real* x,
+    const Real* xc, int Wc, Real* x_out, Real* v, int t, int nt, const Sync& sync) {
   for (int k = t; k < T.size(); k += nt) {
     const int y = T.y0 + k / T.cols, xx = T.x0 + k % T.cols;
     if (T.Inside(y, xx)) v[k] = Prolonged(x[y * T.W + xx], y, xx, scale, xc, Wc);

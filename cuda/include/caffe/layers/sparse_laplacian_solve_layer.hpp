@@ -2,6 +2,7 @@
 #define CAFFE_SPARSE_LAPLACIAN_SOLVE_LAYER_HPP_
 
 #include <cfloat>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -50,14 +51,14 @@ const int kMultigridSweeps = 3;
 const double kMultigridOmega = 1.5;
 
 /// The GPU V-cycle's tuning as DMPN_GPU_MULTIGRID (and bench_propagation.py --gpu-multigrid)
-/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]]": ASCII digits, OMEGA with an
-/// optional fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
+/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]": ASCII digits, OMEGA
+/// with an optional fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
 /// 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for the tiled smoother, whose tiles a level with fewer
-/// than MIN_TILES (0 <= MIN_TILES < 10^9, default 0) of them halves (LevelTileShape). False
-/// (outputs untouched) for anything else.
+/// than MIN_TILES (0 <= MIN_TILES < 10^9, default 0) of them halves (LevelTileShape); ",float"
+/// for a float32 hierarchy (float64 without). False (outputs untouched) for anything else.
 const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
-                       bool* tiled, int* min_tiles);
+                       bool* tiled, int* min_tiles, bool* float32);
 /// The CPU path's threads (its worker team, made once per process): DMPN_CPU_THREADS if set
 /// (a whole number from 1 to kMaxCpuThreads; anything else is an error that names it), else
 /// the CPUs this process may run on: its affinity mask (taskset, cpusets, batch schedulers),
@@ -98,6 +99,15 @@ const double kPivotFloor = 1.5e-14;
 template <typename Dtype>
 int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* ew,
                        const double* sw);
+
+/// A level's diagonal in float32, rounded up by a relative 1e-6 so that the float operator stays
+/// diagonally dominant (positive definite) despite the rounding of its edge weights to nearest:
+/// the float V-cycles' levels (the CPU's, and the GPU's with DMPN_GPU_MULTIGRID "...,float").
+DMPN_HOST_DEVICE inline float RoundUpDiag(double d) {
+  float f = static_cast<float>(d * (1 + 1e-6));
+  if (static_cast<double>(f) < d) f = nextafterf(f, FLT_MAX);
+  return f;
+}
 
 /// One red-black Gauss-Seidel update of pixel (y, x), at index i, of the 5-point operator
 /// (neighbours outside the grid left out), with the west neighbour's coefficient at `west` and

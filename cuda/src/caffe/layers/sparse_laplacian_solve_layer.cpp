@@ -156,14 +156,6 @@ double ApplyGridRows(int H, int W, const float* ew, const float* sw, const doubl
   return ApplyGridRowsT(H, W, ew, sw, diag, v, y, y0, y1);
 }
 
-// float copy of a diagonal, rounded up by a relative 1e-6 so that the float operator stays
-// diagonally dominant (positive definite) despite the rounding of its edge weights.
-inline float RoundUpDiag(double d) {
-  float f = static_cast<float>(d * (1 + 1e-6));
-  if (static_cast<double>(f) < d) f = std::nextafter(f, std::numeric_limits<float>::max());
-  return f;
-}
-
 // A row-major H x W field into the SplitIndex layout (to_split), or back: per row, the even
 // columns to / from the first half and the odd ones to / from the second.
 template <typename A, typename B>
@@ -952,7 +944,7 @@ struct Interp1D {
 }  // namespace
 
 bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
-                       bool* tiled, int* min_tiles) {
+                       bool* tiled, int* min_tiles, bool* float32) {
   const char* p = text;
   std::string fields[4];
   for (int f = 0; f < 3; ++f) {
@@ -967,17 +959,18 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
     if (f < 2 && *p++ != ',') return false;
   }
   static const char kTiled[] = ",tiled";
+  static const char kFloat[] = ",float";
   const bool tiles = std::strncmp(p, kTiled, sizeof(kTiled) - 1) == 0;
-  if (*p && !tiles) return false;
   if (tiles) {
     p += sizeof(kTiled) - 1;
-    if (*p == ',') {  // MIN_TILES
+    if (*p == ',' && std::isdigit(static_cast<unsigned char>(p[1]))) {  // MIN_TILES
       ++p;
       while (std::isdigit(static_cast<unsigned char>(*p))) fields[3] += *p++;
-      if (fields[3].empty()) return false;
     }
-    if (*p) return false;
   }
+  const bool single = std::strcmp(p, kFloat) == 0;
+  if (single) p += sizeof(kFloat) - 1;
+  if (*p) return false;
   // one digit; within int
   if (fields[0].size() > 1 || fields[2].size() > 9 || fields[3].size() > 9) return false;
   const int s = std::atoi(fields[0].c_str());
@@ -988,6 +981,7 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
   *block_unknowns = std::atoi(fields[2].c_str());
   *tiled = tiles;
   *min_tiles = fields[3].empty() ? 0 : std::atoi(fields[3].c_str());
+  *float32 = single;
   return true;
 }
 

@@ -1,7 +1,8 @@
 // GPU path of SparseLaplacianSolve: the same Galerkin-multigrid-preconditioned conjugate
 // gradients as the CPU path (see the .cpp), all on the device: set-up, V-cycles, the coarsest
 // level's dense Cholesky and inverse (one thread block), forward and backward solves. float64
-// throughout.
+// throughout, or with DMPN_GPU_MULTIGRID "...,float" a float32 copy of the hierarchy for the
+// V-cycle, as the CPU path's (CG, the fine operator and the coarsest inverse stay float64).
 //
 // A 600 x 800 solve is bound by launch and synchronisation latency, not by memory bandwidth
 // (measured on an H200: 0.5 ms per CG iteration with a kernel per step and three cuBLAS dots,
@@ -19,10 +20,10 @@
 // 3x less for a batch of four crops, whose launches queued behind each other). Where no graph can
 // be made, the launches run directly (one warning); DMPN_CUDA_GRAPHS=0 launches directly.
 //
-// DMPN_GPU_MULTIGRID="...,tiled[,MIN_TILES]" smooths each grid-wide level by tiles instead: two
-// launches a level (pre-smoothing with the residual and restriction; prolongation with
-// post-smoothing), the same values bit for bit (gpu_vcycle.hpp); levels with fewer than
-// MIN_TILES tiles use smaller ones. Not the default until a GPU has timed it.
+// The tiled smoother (the default; DMPN_GPU_MULTIGRID="...,tiled[,MIN_TILES]") smooths each
+// grid-wide level by tiles: two launches a level (pre-smoothing with the residual and
+// restriction; prolongation with post-smoothing), the same values bit for bit as a launch per
+// half-sweep (gpu_vcycle.hpp); levels with fewer than MIN_TILES tiles use smaller ones.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -57,7 +58,7 @@ const int kTileThreads = 512;
 static_assert(kTileRows % (2 << kTileHalvings) == 0 && kTileCols % (2 << kTileHalvings) == 0,
               "tiles, halved kTileHalvings times, hold whole 2 x 2 aggregates");
 // With the most sweeps ParseGpuMultigrid allows, the shared memory fits the 48 KB a kernel gets
-// without opting in to more.
+// without opting in to more (float64: the float32 hierarchy's tiles take half).
 static_assert((kTileRows + 2 * TileHalo(kMaxGpuMultigridSweeps)) *
               (kTileCols + 2 * TileHalo(kMaxGpuMultigridSweeps)) * sizeof(double) <= 48 * 1024,
               "a tile and its halo at the most sweeps must fit in 48 KB of shared memory");
@@ -70,13 +71,15 @@ const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags
 // V-cycle runs in one thread block, and whether the larger levels smooth by tiles (two
 // launches a level) or by a launch per half-sweep (the same values bit for bit), and the tiles
 // a level needs before it halves them. DMPN_GPU_MULTIGRID=
-// "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]]" overrides the defaults, to measure
+// "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]" overrides the defaults, to measure
 // other choices on another GPU (tools/bench_propagation.py --gpu-multigrid); read at each
 // forward pass. The default, tiles halved on levels with fewer tiles than the device has
 // multiprocessors, was the fastest of the tunings timed on an H100 (132 multiprocessors): 600 x
 // 800 forward + backward 12.8 -> 9.1 ms on an image's affinities, 23.6 -> 16.5 ms on random
 // ones, four 320 x 320 crops 18.1 -> 12.1 ms against the grid-wide smoother, 11.5 / 21.1 /
-// 14.4 ms with 32 x 64 tiles everywhere (README, Performance, GPU).
+// 14.4 ms with 32 x 64 tiles everywhere (README, Performance, GPU). ",float": the V-cycle on a
+// float32 copy of the hierarchy (half the bytes the smoother moves, float arithmetic), as the
+// CPU's; not the default until a GPU has timed it.
 struct GpuMultigrid {
   int sweeps = kMultigridSweeps;
   double omega = kMultigridOmega;
@@ -84,9 +87,10 @@ struct GpuMultigrid {
   bool tiled = true;
   int min_tiles = 0;   // the default's: the device's multiprocessors (GpuMultigridFromEnv);
                        // 0: every level's tiles kTileRows x kTileCols
+  bool float32 = false;  // the V-cycle on a float32 hierarchy
   bool operator!=(const GpuMultigrid& o) const {
     return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns ||
-           tiled != o.tiled || min_tiles != o.min_tiles;
+           tiled != o.tiled || min_tiles != o.min_tiles || float32 != o.float32;
   }
 };
 
@@ -101,19 +105,25 @@ GpuMultigrid GpuMultigridFromEnv() {
     CUDA_CHECK(cudaDeviceGetAttribute(&m.min_tiles, cudaDevAttrMultiProcessorCount, device));
     return m;
   }
-  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled, &m.min_tiles))
-      << "DMPN_GPU_MULTIGRID='" << v << "': want SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]] "
-      << "with 1 <= SWEEPS <= " << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) "
+  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled, &m.min_tiles,
+                          &m.float32))
+      << "DMPN_GPU_MULTIGRID='" << v << "': want "
+      << "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float] with 1 <= SWEEPS <= "
+      << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) "
       << "and 0 <= BLOCK_UNKNOWNS, MIN_TILES < 10^9, for example '" << kMultigridSweeps << ","
       << kMultigridOmega << "," << kBlockLevelUnknowns << "' or '" << kMultigridSweeps << ","
-      << kMultigridOmega << "," << kBlockLevelUnknowns << ",tiled,132'";
+      << kMultigridOmega << "," << kBlockLevelUnknowns << ",tiled,132,float'";
   return m;
 }
 
-struct GpuLevel {  // plain data: also copied to the device for the one-block V-cycle
+// A level of the hierarchy in float64 (set-up, the fine operator) or, for a float32 V-cycle,
+// its float copy. Plain data: also copied to the device for the one-block V-cycle.
+template <typename Real>
+struct GpuLevelOf {
   int H, W;
-  double *ew, *sw, *diag, *x, *b, *r;
+  Real *ew, *sw, *diag, *x, *b, *r;
 };
+typedef GpuLevelOf<double> GpuLevel;
 
 // CG's scalars, on the device. r.z is double-buffered by iteration parity so that one kernel
 // can read the old value while another writes the new one.
@@ -129,6 +139,10 @@ struct CgScalars {
 struct GpuItem {
   std::vector<GpuLevel> levels;
   GpuLevel* dev_levels;  // device copy of levels
+  // GpuMultigrid::float32: the levels' float copies (the V-cycle's), and their device copy;
+  // the CG update writes float(r) to flevels[0].b, the V-cycle leaves z in flevels[0].x.
+  std::vector<GpuLevelOf<float> > flevels;
+  GpuLevelOf<float>* dev_flevels = NULL;
   double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
   double* inverse;       // coarsest level's inverse (symmetric, n x n)
   double *alpha, *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors
@@ -156,10 +170,11 @@ struct GpuState {
   std::vector<GpuItem> items;
 };
 
-double* DeviceAlloc(size_t n) {
+template <typename T = double>
+T* DeviceAlloc(size_t n) {
   void* ptr = NULL;
-  CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(double)));
-  return static_cast<double*>(ptr);
+  CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)));
+  return static_cast<T*>(ptr);
 }
 
 // ---- set-up ---------------------------------------------------------------------------------
@@ -241,6 +256,17 @@ __global__ void Coarsen(const int Hf, const int Wf, const double* few, const dou
   }
 }
 
+// A level's float32 copy for the float V-cycle: edge weights rounded to nearest, diagonals up
+// (RoundUpDiag, as the CPU's levels).
+__global__ void LevelToFloat(const int n, const double* ew, const double* sw, const double* diag,
+    float* few, float* fsw, float* fdiag) {
+  CUDA_KERNEL_LOOP(i, n) {
+    few[i] = static_cast<float>(ew[i]);
+    fsw[i] = static_cast<float>(sw[i]);
+    fdiag[i] = RoundUpDiag(diag[i]);
+  }
+}
+
 // Dense n x n matrix of the coarsest level.
 __global__ void Densify(const int H, const int W, const double* ew, const double* sw,
     const double* diag, double* A) {
@@ -306,8 +332,9 @@ __global__ void CholeskyInverse(const int n, const double* L, double* inv) {
 
 // ---- V-cycle steps (their one-point maths: gpu_vcycle.hpp) ----------------------------------
 
-__global__ void SmoothColor(const int H, const int W, const int color, const double omega,
-    const double* ew, const double* sw, const double* diag, const double* b, double* x) {
+template <typename Real>
+__global__ void SmoothColor(const int H, const int W, const int color, const Real omega,
+    const Real* ew, const Real* sw, const Real* diag, const Real* b, Real* x) {
   CUDA_KERNEL_LOOP(k, H * ((W + 1) / 2)) {
     SmoothPoint(H, W, color, k, omega, ew, sw, diag, b, x);
   }
@@ -315,66 +342,72 @@ __global__ void SmoothColor(const int H, const int W, const int color, const dou
 
 // x = the first half-sweep (colour 0) from x = 0: one kernel instead of a memset and a
 // SmoothColor, with the same values bit for bit.
-__global__ void FirstHalfSweep(const int H, const int W, const double omega, const double* diag,
-    const double* b, double* x) {
+template <typename Real>
+__global__ void FirstHalfSweep(const int H, const int W, const Real omega, const Real* diag,
+    const Real* b, Real* x) {
   CUDA_KERNEL_LOOP(i, H * W) { x[i] = FirstSweepValue(i / W, i % W, i, omega, diag, b); }
 }
 
 // Coarse right-hand side I: the sum of the fine residuals b - A x of its 2 x 2 aggregate: the
 // residual and the restriction in one kernel, without the fine r.
-__global__ void ResidualRestrict(const int Hf, const int Wf, const double* ew, const double* sw,
-    const double* diag, const double* x, const double* b, const int Hc, const int Wc,
-    double* cb) {
-  const FineResidual residual = {Hf, Wf, ew, sw, diag, b, x, 0, 0, Wf};
+template <typename Real>
+__global__ void ResidualRestrict(const int Hf, const int Wf, const Real* ew, const Real* sw,
+    const Real* diag, const Real* x, const Real* b, const int Hc, const int Wc, Real* cb) {
+  const FineResidual<Real> residual = {Hf, Wf, ew, sw, diag, b, x, 0, 0, Wf};
   CUDA_KERNEL_LOOP(I, Hc * Wc) { cb[I] = RestrictSum(Hf, Wf, Wc, I, residual); }
 }
 
-__global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const double scale,
-    const double* xc, double* x) {
+template <typename Real>
+__global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const Real scale,
+    const Real* xc, Real* x) {
   CUDA_KERNEL_LOOP(i, Hf * Wf) { x[i] = Prolonged(x[i], i / Wf, i % Wf, scale, xc, Wc); }
 }
 
 // The tiled smoother (GpuMultigrid::tiled; gpu_vcycle.hpp): a level's pre-smoothing, residual
 // and restriction in one launch, its prolongation and post-smoothing in another, one block per
 // tile_h x tile_w tile, the tile and its halo in shared memory (at kTileRows x kTileCols, 26 KB
-// with 3 sweeps, 48 KB with 8). Grid: (tile columns, tile rows).
+// with 3 sweeps, 48 KB with 8, half in float32). Grid: (tile columns, tile rows). The shared
+// array is declared as bytes: its type differs between the kernels' instances.
+template <typename Real>
 __global__ void __launch_bounds__(kTileThreads) TiledPreSmoothKernel(const int H, const int W,
-    const int tile_h, const int tile_w, const int sweeps, const double omega, const double* ew,
-    const double* sw, const double* diag, const double* b, double* x, const int Wc,
-    double* cb) {
-  extern __shared__ double tile_values[];
+    const int tile_h, const int tile_w, const int sweeps, const Real omega, const Real* ew,
+    const Real* sw, const Real* diag, const Real* b, Real* x, const int Wc, Real* cb) {
+  extern __shared__ __align__(sizeof(double)) unsigned char tile_bytes[];
   const VCycleTile T(H, W, tile_h, tile_w, TileHalo(sweeps), blockIdx.y, blockIdx.x);
-  TiledPreSmooth(T, sweeps, omega, ew, sw, diag, b, x, Wc, cb, tile_values, threadIdx.x,
-                 blockDim.x, BlockSync());
+  TiledPreSmooth(T, sweeps, omega, ew, sw, diag, b, x, Wc, cb,
+                 reinterpret_cast<Real*>(tile_bytes), threadIdx.x, blockDim.x, BlockSync());
 }
 
+template <typename Real>
 __global__ void __launch_bounds__(kTileThreads) TiledPostSmoothKernel(const int H, const int W,
-    const int tile_h, const int tile_w, const int sweeps, const double omega,
-    const double scale, const double* ew, const double* sw, const double* diag,
-    const double* b, const double* x, const double* xc, const int Wc, double* x_out) {
-  extern __shared__ double tile_values[];
+    const int tile_h, const int tile_w, const int sweeps, const Real omega, const Real scale,
+    const Real* ew, const Real* sw, const Real* diag, const Real* b, const Real* x,
+    const Real* xc, const int Wc, Real* x_out) {
+  extern __shared__ __align__(sizeof(double)) unsigned char tile_bytes[];
   const VCycleTile T(H, W, tile_h, tile_w, TileHalo(sweeps), blockIdx.y, blockIdx.x);
-  TiledPostSmooth(T, sweeps, omega, scale, ew, sw, diag, b, x, xc, Wc, x_out, tile_values,
-                  threadIdx.x, blockDim.x, BlockSync());
+  TiledPostSmooth(T, sweeps, omega, scale, ew, sw, diag, b, x, xc, Wc, x_out,
+                  reinterpret_cast<Real*>(tile_bytes), threadIdx.x, blockDim.x, BlockSync());
 }
 
 // The V-cycle from level `first` (right-hand side b, result x) down to the coarsest level, in
 // one thread block: below GpuMultigrid::block_unknowns a level's steps take less time than
-// their launches would. The coarsest level is solved exactly with its inverse.
-__global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel* levels,
-    const int first, const int last, const int sweeps, const double omega, const double scale,
-    const double* inverse, const double* b_first, double* x_first) {
+// their launches would. The coarsest level is solved exactly with its (float64) inverse.
+template <typename Real>
+__global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(
+    const GpuLevelOf<Real>* levels, const int first, const int last, const int sweeps,
+    const Real omega, const Real scale, const double* inverse, const Real* b_first,
+    Real* x_first) {
   const int t = threadIdx.x, nt = blockDim.x;
   for (int l = first; l <= last; ++l) {
-    const GpuLevel L = levels[l];
-    const double* b = (l == first) ? b_first : L.b;
-    double* x = (l == first) ? x_first : L.x;
+    const GpuLevelOf<Real> L = levels[l];
+    const Real* b = (l == first) ? b_first : L.b;
+    Real* x = (l == first) ? x_first : L.x;
     const int n = L.H * L.W;
     if (l == last) {  // x = A^-1 b; the inverse is symmetric, so column reads coalesce
       for (int i = t; i < n; i += nt) {
         double acc = 0;
         for (int j = 0; j < n; ++j) acc += inverse[j * n + i] * b[j];
-        x[i] = acc;
+        x[i] = static_cast<Real>(acc);
       }
       __syncthreads();
       break;
@@ -394,16 +427,16 @@ __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(const GpuLevel
       L.r[i] = b[i] - OperatorPoint(L.H, L.W, i, L.ew, L.sw, L.diag, x);
     }
     __syncthreads();
-    const GpuLevel C = levels[l + 1];
-    const FineEntry fine = {L.r};
+    const GpuLevelOf<Real> C = levels[l + 1];
+    const FineEntry<Real> fine = {L.r};
     for (int I = t; I < C.H * C.W; I += nt) C.b[I] = RestrictSum(L.H, L.W, C.W, I, fine);
     __syncthreads();
   }
   for (int l = last - 1; l >= first; --l) {
-    const GpuLevel L = levels[l];
-    const GpuLevel C = levels[l + 1];
-    const double* b = (l == first) ? b_first : L.b;
-    double* x = (l == first) ? x_first : L.x;
+    const GpuLevelOf<Real> L = levels[l];
+    const GpuLevelOf<Real> C = levels[l + 1];
+    const Real* b = (l == first) ? b_first : L.b;
+    Real* x = (l == first) ? x_first : L.x;
     const int n = L.H * L.W;
     for (int i = t; i < n; i += nt) x[i] = Prolonged(x[i], i / L.W, i % L.W, scale, C.x, C.W);
     __syncthreads();
@@ -457,7 +490,9 @@ inline int ReduceBlocks(int n) {
   return std::min(kReduceMaxBlocks, (n + kReduceThreads - 1) / kReduceThreads);
 }
 
-__global__ void Dot(const int n, const double* a, const double* b, double* partial,
+// a . b; b float32 where it is the float V-cycle's z.
+template <typename B>
+__global__ void Dot(const int n, const double* a, const B* b, double* partial,
     unsigned* retired, double* out) {
   double acc = 0;
   CUDA_KERNEL_LOOP(i, n) { acc += a[i] * b[i]; }
@@ -478,9 +513,10 @@ __global__ void OperatorDot(const int H, const int W, const double* ew, const do
 }
 
 // x += a p, r -= a q with a = r.z / p.q, and r.r; a breakdown (p.q not > 0) is flagged for
-// the host and leaves x and r as they are.
+// the host and leaves x and r as they are. r_float (not NULL for the float V-cycle): float(r),
+// the V-cycle's right-hand side, written here rather than by a kernel of its own.
 __global__ void CgUpdateDot(const int n, const int parity, const double* p, const double* q,
-    double* x, double* r, double* partial, unsigned* retired, CgScalars* cg) {
+    double* x, double* r, float* r_float, double* partial, unsigned* retired, CgScalars* cg) {
   const double pq = cg->pq;
   const bool ok = pq > 0;
   const double a = ok ? cg->rz[parity] / pq : 0;
@@ -489,6 +525,7 @@ __global__ void CgUpdateDot(const int n, const int parity, const double* p, cons
     x[i] += a * p[i];
     const double ri = r[i] - a * q[i];
     r[i] = ri;
+    if (r_float) r_float[i] = static_cast<float>(ri);
     acc += ri * ri;
   }
   if (blockIdx.x == 0 && threadIdx.x == 0) cg->check[1] = ok ? 0 : 1;
@@ -496,8 +533,9 @@ __global__ void CgUpdateDot(const int n, const int parity, const double* p, cons
 }
 
 // p = z + (r.z new / r.z old) p
-__global__ void CgDirection(const int n, const int parity, const CgScalars* cg,
-    const double* z, double* p) {
+template <typename Z>
+__global__ void CgDirection(const int n, const int parity, const CgScalars* cg, const Z* z,
+    double* p) {
   const double beta = cg->rz[parity] / cg->rz[parity ^ 1];
   CUDA_KERNEL_LOOP(i, n) { p[i] = z[i] + beta * p[i]; }
 }
@@ -562,6 +600,10 @@ __global__ void CopyToDouble(const int n, const Dtype* in, double* out) {
   CUDA_KERNEL_LOOP(i, n) { out[i] = in[i]; }
 }
 
+__global__ void CopyToFloat(const int n, const double* in, float* out) {
+  CUDA_KERNEL_LOOP(i, n) { out[i] = static_cast<float>(in[i]); }
+}
+
 // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid, spread to the input edges.
 template <typename Dtype>
 __global__ void EdgeGradient(const int H, const int W, const int Wc, const int s,
@@ -578,57 +620,84 @@ __global__ void EdgeGradient(const int H, const int W, const int Wc, const int s
 
 #define LAUNCH(n, stream) CAFFE_GET_BLOCKS(n), CAFFE_CUDA_NUM_THREADS, 0, stream
 
-// z = V-cycle(r) from level l, with r and z that level's right-hand side and result.
-void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const double* r,
-    double* z) {
-  const GpuLevel& L = item.levels[l];
-  const int last = static_cast<int>(item.levels.size()) - 1;
+// An item's hierarchy of Real: its levels on the host and on the device.
+template <typename Real> struct Hierarchy {
+  const std::vector<GpuLevelOf<Real> >& levels;
+  const GpuLevelOf<Real>* dev_levels;
+};
+inline Hierarchy<double> HierarchyOf(const GpuItem& item, double) {
+  return Hierarchy<double>{item.levels, item.dev_levels};
+}
+inline Hierarchy<float> HierarchyOf(const GpuItem& item, float) {
+  return Hierarchy<float>{item.flevels, item.dev_flevels};
+}
+
+// z = V-cycle(r) from level l of the item's hierarchy of Real, with r and z that level's
+// right-hand side and result.
+template <typename Real>
+void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const Real* r, Real* z) {
+  const Hierarchy<Real> h = HierarchyOf(item, Real());
+  const GpuLevelOf<Real>& L = h.levels[l];
+  const int last = static_cast<int>(h.levels.size()) - 1;
   const int n = L.H * L.W;
-  const double omega = mg.omega;
+  const Real omega = static_cast<Real>(mg.omega);
+  const Real scale = static_cast<Real>(kMultigridCoarseScale);
   cudaStream_t st = item.stream;
   if (n <= mg.block_unknowns || l == last) {
-    BlockVCycle<<<1, kBlockLevelThreads, 0, st>>>(item.dev_levels, l, last, mg.sweeps, omega,
-        kMultigridCoarseScale, item.inverse, r, z);
+    BlockVCycle<Real><<<1, kBlockLevelThreads, 0, st>>>(h.dev_levels, l, last, mg.sweeps,
+        omega, scale, item.inverse, r, z);
     return;
   }
-  const GpuLevel& C = item.levels[l + 1];
+  const GpuLevelOf<Real>& C = h.levels[l + 1];
   if (mg.tiled) {  // the pre-smoothed x in L.r (scratch here), read by the post-smoothing
     const TileShape tile = LevelTileShape(L.H, L.W, kTileRows, kTileCols, kTileHalvings,
                                           mg.min_tiles);
     const dim3 tiles(tile.Across(L.W), tile.Down(L.H));
     const size_t bytes = VCycleTile(L.H, L.W, tile.rows, tile.cols, TileHalo(mg.sweeps), 0, 0)
-                         .size() * sizeof(double);  // the tile and its halo
-    TiledPreSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows, tile.cols,
+                         .size() * sizeof(Real);  // the tile and its halo
+    TiledPreSmoothKernel<Real><<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows, tile.cols,
         mg.sweeps, omega, L.ew, L.sw, L.diag, r, L.r, C.W, C.b);
     VCycleGpu(item, mg, l + 1, C.b, C.x);
-    TiledPostSmoothKernel<<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows, tile.cols,
-        mg.sweeps, omega, kMultigridCoarseScale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z);
+    TiledPostSmoothKernel<Real><<<tiles, kTileThreads, bytes, st>>>(L.H, L.W, tile.rows,
+        tile.cols, mg.sweeps, omega, scale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z);
     return;
   }
   const int half = L.H * ((L.W + 1) / 2);
-  FirstHalfSweep<<<LAUNCH(n, st)>>>(L.H, L.W, omega, L.diag, r, z);  // z = 0, then colour 0
+  FirstHalfSweep<Real><<<LAUNCH(n, st)>>>(L.H, L.W, omega, L.diag, r, z);  // z = 0, then colour 0
   for (int s = 0; s < mg.sweeps; ++s) {
-    if (s > 0) SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
+    if (s > 0) {
+      SmoothColor<Real><<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
+    }
+    SmoothColor<Real><<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
   }
-  ResidualRestrict<<<LAUNCH(C.H * C.W, st)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, C.H, C.W,
+  ResidualRestrict<Real><<<LAUNCH(C.H * C.W, st)>>>(L.H, L.W, L.ew, L.sw, L.diag, z, r, C.H, C.W,
                                                C.b);
   VCycleGpu(item, mg, l + 1, C.b, C.x);
-  ProlongAdd<<<LAUNCH(n, st)>>>(L.H, L.W, C.W, kMultigridCoarseScale, C.x, z);
+  ProlongAdd<Real><<<LAUNCH(n, st)>>>(L.H, L.W, C.W, scale, C.x, z);
   for (int s = 0; s < mg.sweeps; ++s) {
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
-    SmoothColor<<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<Real><<<LAUNCH(half, st)>>>(L.H, L.W, 1, omega, L.ew, L.sw, L.diag, r, z);
+    SmoothColor<Real><<<LAUNCH(half, st)>>>(L.H, L.W, 0, omega, L.ew, L.sw, L.diag, r, z);
   }
 }
 
+// z = M^-1 r: the V-cycle (with a float32 hierarchy: from its float(r), which the CG update
+// wrote, to its float z, which the CG reads: FloatZ) or Jacobi.
 void Precondition(const GpuItem& item, const GpuMultigrid* multigrid) {
-  if (multigrid) {
-    VCycleGpu(item, *multigrid, 0, item.r, item.z);
+  if (multigrid && multigrid->float32) {
+    const GpuLevelOf<float>& F = item.flevels[0];
+    VCycleGpu<float>(item, *multigrid, 0, F.b, F.x);
+  } else if (multigrid) {
+    VCycleGpu<double>(item, *multigrid, 0, item.r, item.z);
   } else {
     const GpuLevel& L = item.levels[0];
     const int n = L.H * L.W;
     DivideByDiag<<<LAUNCH(n, item.stream)>>>(n, item.r, L.diag, item.z);
   }
+}
+
+// Where Precondition left z: the float V-cycle's float32 z, or NULL (item.z, float64).
+const float* FloatZ(const GpuItem& item, const GpuMultigrid* multigrid) {
+  return (multigrid && multigrid->float32) ? item.flevels[0].x : NULL;
 }
 
 // On unless DMPN_CUDA_GRAPHS is "0".
@@ -691,7 +760,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     CUDA_CHECK(cudaMemsetAsync(it.*x, 0, n * sizeof(double), it.stream));
     CUDA_CHECK(cudaMemcpyAsync(it.r, it.*b, n * sizeof(double), cudaMemcpyDeviceToDevice,
                                it.stream));
-    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.*b, it.*b, it.partial,
+    Dot<double><<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.*b, it.*b, it.partial,
                                                            it.retired, &it.cg->check[0]);
     CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
                                cudaMemcpyDeviceToHost, it.stream));
@@ -709,11 +778,19 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       continue;
     }
     active[i] = true;
+    const float* zf = FloatZ(it, multigrid);
+    if (zf) CopyToFloat<<<LAUNCH(n, it.stream)>>>(n, it.r, it.flevels[0].b);
     Precondition(it, multigrid);
-    CUDA_CHECK(cudaMemcpyAsync(it.p, it.z, n * sizeof(double), cudaMemcpyDeviceToDevice,
-                               it.stream));
-    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial,
-                                                           it.retired, &it.cg->rz[0]);
+    if (zf) {
+      CopyToDouble<float><<<LAUNCH(n, it.stream)>>>(n, zf, it.p);
+      Dot<float><<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, zf, it.partial,
+                                                                   it.retired, &it.cg->rz[0]);
+    } else {
+      CUDA_CHECK(cudaMemcpyAsync(it.p, it.z, n * sizeof(double), cudaMemcpyDeviceToDevice,
+                                 it.stream));
+      Dot<double><<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial,
+                                                                    it.retired, &it.cg->rz[0]);
+    }
   }
   const bool graphs = CudaGraphsWanted();
   const int solution = x == &GpuItem::sol;  // which update graph: x enters its kernels
@@ -725,6 +802,8 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       GpuItem& it = (*items)[i];
       const GpuLevel& L = it.levels[0];
       const int n = L.H * L.W, blocks = ReduceBlocks(n);
+      const float* zf = FloatZ(it, multigrid);  // NULL: z is it.z
+      float* r_float = zf ? it.flevels[0].b : NULL;
       // Iteration k's two halves; their arguments depend on k only through its parity. Each
       // returns the error of the runtime call it makes (kernel launches are checked after),
       // so that a capture can fall back where the call fails.
@@ -732,15 +811,21 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
         OperatorDot<<<blocks, kReduceThreads, 0, it.stream>>>(L.H, L.W, L.ew, L.sw, L.diag,
             it.p, it.q, it.partial, it.retired, it.cg);
         CgUpdateDot<<<blocks, kReduceThreads, 0, it.stream>>>(n, (k - 1) & 1, it.p, it.q,
-            it.*x, it.r, it.partial, it.retired, it.cg);
+            it.*x, it.r, r_float, it.partial, it.retired, it.cg);
         return cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
                                cudaMemcpyDeviceToHost, it.stream);
       };
       auto precondition = [&, k]() {
         Precondition(it, multigrid);
-        Dot<<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial, it.retired,
-                                                      &it.cg->rz[k & 1]);
-        CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
+        if (zf) {
+          Dot<float><<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, zf, it.partial,
+                                                               it.retired, &it.cg->rz[k & 1]);
+          CgDirection<float><<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, zf, it.p);
+        } else {
+          Dot<double><<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial,
+                                                                it.retired, &it.cg->rz[k & 1]);
+          CgDirection<double><<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
+        }
         return cudaSuccess;
       };
       cudaGraphExec_t& up = it.update[solution][(k - 1) & 1];
@@ -786,7 +871,8 @@ double Milliseconds(std::chrono::steady_clock::time_point from,
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
-void AllocItem(int Hc, int Wc, GpuItem* item) {
+// An item's buffers for an Hc x Wc solve grid; float32: the float copy of the hierarchy too.
+void AllocItem(int Hc, int Wc, bool float32, GpuItem* item) {
   const int nc = Hc * Wc;
   int h = Hc, w = Wc;
   while (true) {
@@ -796,6 +882,14 @@ void AllocItem(int Hc, int Wc, GpuItem* item) {
     double** arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b, &L.r};
     for (double** a : arrays) *a = DeviceAlloc(h * w);
     item->levels.push_back(L);
+    if (float32) {
+      GpuLevelOf<float> F;
+      F.H = h;
+      F.W = w;
+      float** farrays[] = {&F.ew, &F.sw, &F.diag, &F.x, &F.b, &F.r};
+      for (float** a : farrays) *a = DeviceAlloc<float>(h * w);
+      item->flevels.push_back(F);
+    }
     if (h * w <= kMultigridCoarsestUnknowns) break;
     h = (h + 1) / 2;
     w = (w + 1) / 2;
@@ -806,6 +900,12 @@ void AllocItem(int Hc, int Wc, GpuItem* item) {
   const size_t bytes = item->levels.size() * sizeof(GpuLevel);
   CUDA_CHECK(cudaMalloc(&item->dev_levels, bytes));
   CUDA_CHECK(cudaMemcpy(item->dev_levels, item->levels.data(), bytes, cudaMemcpyHostToDevice));
+  if (float32) {
+    const size_t fbytes = item->flevels.size() * sizeof(GpuLevelOf<float>);
+    CUDA_CHECK(cudaMalloc(&item->dev_flevels, fbytes));
+    CUDA_CHECK(cudaMemcpy(item->dev_flevels, item->flevels.data(), fbytes,
+                          cudaMemcpyHostToDevice));
+  }
   double** vectors[] = {&item->alpha, &item->rhs, &item->sol, &item->r, &item->z, &item->p,
                         &item->q};
   for (double** v : vectors) *v = DeviceAlloc(nc);
@@ -826,6 +926,13 @@ void FreeItem(GpuItem* item) {
     for (double* a : arrays) CUDA_CHECK(cudaFree(a));
   }
   item->levels.clear();
+  for (size_t l = 0; l < item->flevels.size(); ++l) {
+    GpuLevelOf<float>& F = item->flevels[l];
+    float* arrays[] = {F.ew, F.sw, F.diag, F.x, F.b, F.r};
+    for (float* a : arrays) CUDA_CHECK(cudaFree(a));
+  }
+  item->flevels.clear();
+  CUDA_CHECK(cudaFree(item->dev_flevels));  // NULL without the float hierarchy: a no-op
   double* vectors[] = {item->chol, item->inverse, item->alpha, item->rhs, item->sol, item->r,
                        item->z, item->p, item->q, item->partial};
   for (double* v : vectors) CUDA_CHECK(cudaFree(v));
@@ -871,7 +978,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     st->Wc = Wc_;
     st->tuning = tuning;
     st->items.resize(num);
-    for (int n = 0; n < num; ++n) AllocItem(Hc_, Wc_, &st->items[n]);
+    for (int n = 0; n < num; ++n) AllocItem(Hc_, Wc_, tuning.float32, &st->items[n]);
   }
   fwd_stats_.resize(num);
   bwd_stats_.resize(num);
@@ -896,6 +1003,11 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
       GpuLevel& c = item.levels[l];
       Coarsen<<<LAUNCH(c.H * c.W, s)>>>(f.H, f.W, f.ew, f.sw, f.diag, c.H, c.W, c.ew, c.sw,
                                         c.diag);
+    }
+    for (size_t l = 0; l < item.flevels.size(); ++l) {  // the float V-cycle's copy
+      const GpuLevel& L = item.levels[l];
+      const GpuLevelOf<float>& F = item.flevels[l];
+      LevelToFloat<<<LAUNCH(L.H * L.W, s)>>>(L.H * L.W, L.ew, L.sw, L.diag, F.ew, F.sw, F.diag);
     }
     const GpuLevel& K = item.levels.back();
     const int m = K.H * K.W;

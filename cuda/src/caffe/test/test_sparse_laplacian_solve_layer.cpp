@@ -225,11 +225,13 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestReusedLayerMatchesFreshOne) {
     fresh.SetUp(this->bottom_vec_, this->top_vec_);
     run(&fresh, &alpha_fresh, &grad_fresh);
     for (int i = 0; i < alpha_fresh.count(); ++i) {
-      ASSERT_EQ(alpha_reused.cpu_data()[i], alpha_fresh.cpu_data()[i]) << "seed " << s[3] << ", " << i;
+      ASSERT_EQ(alpha_reused.cpu_data()[i], alpha_fresh.cpu_data()[i])
+          << "seed " << s[3] << ", " << i;
     }
     Dtype grad_scale = 0;
     for (int i = 0; i < grad_fresh.count(); ++i) {
-      ASSERT_EQ(grad_reused.cpu_diff()[i], grad_fresh.cpu_diff()[i]) << "seed " << s[3] << ", " << i;
+      ASSERT_EQ(grad_reused.cpu_diff()[i], grad_fresh.cpu_diff()[i])
+          << "seed " << s[3] << ", " << i;
       grad_scale = std::max(grad_scale, std::abs(grad_fresh.cpu_diff()[i]));
     }
     EXPECT_GT(grad_scale, 0);  // the backward pass ran
@@ -686,7 +688,8 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
       const std::vector<float> one_at_a_time(L->x.begin(), L->x.end());
       std::copy(x0.begin(), x0.end(), L->x.begin());
       solver.SmoothSweeps(L, colors.data(), static_cast<int>(colors.size()));
-      EXPECT_EQ(CountDiffering(n, L->x.data(), one_at_a_time.data()), 0) << "H " << H << ", " << colors.size() << " half-sweeps";
+      EXPECT_EQ(CountDiffering(n, L->x.data(), one_at_a_time.data()), 0)
+          << "H " << H << ", " << colors.size() << " half-sweeps";
       EXPECT_NE(one_at_a_time, x0);
     }
   }
@@ -696,32 +699,53 @@ TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
 TEST(GpuMultigridTuningTest, TestParse) {
   int sweeps = -1, block = -1, min_tiles = -1;
   double omega = -1;
-  bool tiled = true;
-  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block, &tiled, &min_tiles));
+  bool tiled = true, float32 = true;
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048", &sweeps, &omega, &block, &tiled, &min_tiles,
+                                &float32));
   EXPECT_EQ(sweeps, 3);
   EXPECT_EQ(omega, 1.5);
   EXPECT_EQ(block, 2048);
   EXPECT_FALSE(tiled);
   EXPECT_EQ(min_tiles, 0);
-  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block, &tiled, &min_tiles));
+  EXPECT_FALSE(float32);
+  EXPECT_TRUE(ParseGpuMultigrid("8,1.,999999999", &sweeps, &omega, &block, &tiled, &min_tiles,
+                                &float32));
   EXPECT_EQ(sweeps, 8);
   EXPECT_EQ(omega, 1.0);
   EXPECT_EQ(block, 999999999);
   min_tiles = -1;
-  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0,tiled", &sweeps, &omega, &block, &tiled, &min_tiles));
+  EXPECT_TRUE(ParseGpuMultigrid("1,0.25,0,tiled", &sweeps, &omega, &block, &tiled, &min_tiles,
+                                &float32));
   EXPECT_EQ(sweeps, 1);
   EXPECT_EQ(omega, 0.25);
   EXPECT_EQ(block, 0);
   EXPECT_TRUE(tiled);
   EXPECT_EQ(min_tiles, 0);
   EXPECT_TRUE(ParseGpuMultigrid("4,1.5,2048,tiled,132", &sweeps, &omega, &block, &tiled,
-                                &min_tiles));
+                                &min_tiles, &float32));
   EXPECT_EQ(sweeps, 4);
   EXPECT_TRUE(tiled);
   EXPECT_EQ(min_tiles, 132);
   EXPECT_TRUE(ParseGpuMultigrid("4,1.5,2048,tiled,999999999", &sweeps, &omega, &block, &tiled,
-                                &min_tiles));
+                                &min_tiles, &float32));
   EXPECT_EQ(min_tiles, 999999999);
+  EXPECT_FALSE(float32);
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048,float", &sweeps, &omega, &block, &tiled, &min_tiles,
+                                &float32));
+  EXPECT_FALSE(tiled);
+  EXPECT_TRUE(float32);
+  float32 = false;
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048,tiled,float", &sweeps, &omega, &block, &tiled,
+                                &min_tiles, &float32));
+  EXPECT_TRUE(tiled);
+  EXPECT_EQ(min_tiles, 0);
+  EXPECT_TRUE(float32);
+  float32 = false;
+  EXPECT_TRUE(ParseGpuMultigrid("3,1.5,2048,tiled,132,float", &sweeps, &omega, &block, &tiled,
+                                &min_tiles, &float32));
+  EXPECT_TRUE(tiled);
+  EXPECT_EQ(min_tiles, 132);
+  EXPECT_TRUE(float32);
   for (const char* bad : {"", "2,1", "2,1,", "0,1,2048", "9,1,2048", "10,1,2048", "2,2,2048",
                           "2,0,2048", "2,0.0,2048", "2,1e0,2048", "2,.5,2048", "2,1.5.0,2048",
                           " 2,1,2048", "2,1,2048 ", "2,1,2048x", "2,1,-1", "+2,1,2048",
@@ -730,14 +754,18 @@ TEST(GpuMultigridTuningTest, TestParse) {
                           "2,1,tiled", "2,1,8192 tiled", "9,1,8192,tiled", "2,1,8192,132",
                           "2,1,8192,tiled,x", "2,1,8192,tiled,-1", "2,1,8192,tiled,+1",
                           "2,1,8192,tiled,1000000000", "2,1,8192,tiled,1,2",
-                          "2,1,8192,tiled,1 ", "2,1,8192,tiled132"}) {
+                          "2,1,8192,tiled,1 ", "2,1,8192,tiled132", "2,1,8192,float,tiled",
+                          "2,1,8192,float,", "2,1,8192,Float", "2,1,8192,floatx",
+                          "2,1,8192,float32", "2,1,8192,tiled,132,float,", "2,1,8192float",
+                          "2,1,8192,tiled,float,132", "2,1,8192,,float", "2,1,8192,double"}) {
     sweeps = block = min_tiles = -1;
     omega = -1;
-    tiled = false;
-    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block, &tiled, &min_tiles))
+    tiled = float32 = false;
+    EXPECT_FALSE(ParseGpuMultigrid(bad, &sweeps, &omega, &block, &tiled, &min_tiles, &float32))
         << "'" << bad << "'";
     EXPECT_EQ(sweeps, -1) << bad;  // untouched
     EXPECT_FALSE(tiled) << bad;
+    EXPECT_FALSE(float32) << bad;
     EXPECT_EQ(min_tiles, -1) << bad;
   }
 }
@@ -836,9 +864,12 @@ class TurnTaking {
 // The GPU V-cycle's tiled smoother (gpu_vcycle.hpp) against its grid-wide half-sweeps, with
 // the functions the kernels run, on the host: one host thread does every thread's share of a
 // phase in turn, which the phases allow (a half-sweep's points of one colour are independent);
-// then with each block's threads as host threads that take turns between the barriers.
+// then with each block's threads as host threads that take turns between the barriers. Real:
+// the hierarchy's type, double or float (DMPN_GPU_MULTIGRID "...,float").
+template <typename Real>
 class GpuVCycleTilesTest : public ::testing::Test {
  protected:
+  typedef std::vector<Real> Vec;
   // A level of A = L + C with weights exp(N(0, 2)) and C = 0.8 on a fifth of the pixels;
   // b, x and the coarse xc random.
   void Fill(int H, int W, unsigned seed) {
@@ -857,21 +888,21 @@ class GpuVCycleTilesTest : public ::testing::Test {
     xc_.resize(nc);
     for (int i = 0; i < n; ++i) {
       const int y = i / W, x = i % W;
-      if (x + 1 < W) ew_[i] = std::exp(2 * normal(rng));
-      if (y + 1 < H) sw_[i] = std::exp(2 * normal(rng));
-      b_[i] = normal(rng);
-      x_[i] = normal(rng);
+      if (x + 1 < W) ew_[i] = static_cast<Real>(std::exp(2 * normal(rng)));
+      if (y + 1 < H) sw_[i] = static_cast<Real>(std::exp(2 * normal(rng)));
+      b_[i] = static_cast<Real>(normal(rng));
+      x_[i] = static_cast<Real>(normal(rng));
     }
     for (int i = 0; i < n; ++i) {
       const int y = i / W, x = i % W;
       double d = ew_[i] + sw_[i] + (x > 0 ? ew_[i - 1] : 0) + (y > 0 ? sw_[i - W] : 0);
       if (uniform(rng) < 0.2) d += 0.8;
-      diag_[i] = d;
+      diag_[i] = static_cast<Real>(d);
     }
-    for (double& v : xc_) v = normal(rng);
+    for (Real& v : xc_) v = static_cast<Real>(normal(rng));
   }
   // The grid-wide half-sweeps of the given colours, as the kernels SmoothColor run them.
-  void HalfSweeps(const std::vector<int>& colors, double omega, std::vector<double>* x) const {
+  void HalfSweeps(const std::vector<int>& colors, Real omega, Vec* x) const {
     for (int color : colors) {
       for (int k = 0; k < H_ * ((W_ + 1) / 2); ++k) {
         SmoothPoint(H_, W_, color, k, omega, ew_.data(), sw_.data(), diag_.data(), b_.data(),
@@ -881,13 +912,13 @@ class GpuVCycleTilesTest : public ::testing::Test {
   }
   // Every tile of the level (tile_h x tile_w, halo) through TiledPreSmooth (post: false) or
   // TiledPostSmooth (true), as the kernels' grid of blocks runs them; x and the coarse b out.
-  void Tiled(bool post, int tile_h, int tile_w, int halo, int sweeps, double omega,
-             std::vector<double>* x, std::vector<double>* cb) const {
+  void Tiled(bool post, int tile_h, int tile_w, int halo, int sweeps, Real omega, Vec* x,
+             Vec* cb) const {
     StartTiles(x, cb);
     for (int ty = 0; ty * tile_h < H_; ++ty) {
       for (int tx = 0; tx * tile_w < W_; ++tx) {
         const VCycleTile T(H_, W_, tile_h, tile_w, halo, ty, tx);
-        std::vector<double> shared(T.size(), std::nan(""));
+        Vec shared(T.size(), std::numeric_limits<Real>::quiet_NaN());
         RunTile(post, T, sweeps, omega, shared.data(), 0, 1, BlockSync(), x, cb);
       }
     }
@@ -896,14 +927,14 @@ class GpuVCycleTilesTest : public ::testing::Test {
   // in reverse order (blocks run in any order). Sync: TurnTaking::Sync, or another Sync type
   // made from it (to check the check). false where the threads' barriers did not match up.
   template <typename Sync = TurnTaking::Sync>
-  bool TiledInTurns(bool post, int tile_h, int tile_w, int sweeps, double omega, int threads,
-                    std::vector<double>* x, std::vector<double>* cb) const {
+  bool TiledInTurns(bool post, int tile_h, int tile_w, int sweeps, Real omega, int threads,
+                    Vec* x, Vec* cb) const {
     StartTiles(x, cb);
     bool matched = true;
     for (int ty = (H_ - 1) / tile_h; ty >= 0; --ty) {
       for (int tx = (W_ - 1) / tile_w; tx >= 0; --tx) {
         const VCycleTile T(H_, W_, tile_h, tile_w, TileHalo(sweeps), ty, tx);
-        std::vector<double> shared(T.size(), std::nan(""));
+        Vec shared(T.size(), std::numeric_limits<Real>::quiet_NaN());
         TurnTaking turns(threads);
         std::vector<std::thread> block;
         for (int t = 0; t < threads; ++t) {
@@ -919,71 +950,83 @@ class GpuVCycleTilesTest : public ::testing::Test {
     }
     return matched;
   }
-  void StartTiles(std::vector<double>* x, std::vector<double>* cb) const {
-    x->assign(H_ * W_, std::nan(""));
-    cb->assign(((H_ + 1) / 2) * Wc_, std::nan(""));
+  void StartTiles(Vec* x, Vec* cb) const {
+    x->assign(H_ * W_, std::numeric_limits<Real>::quiet_NaN());
+    cb->assign(((H_ + 1) / 2) * Wc_, std::numeric_limits<Real>::quiet_NaN());
   }
   // Thread t of nt of tile T's block.
   template <typename Sync>
-  void RunTile(bool post, const VCycleTile& T, int sweeps, double omega, double* shared, int t,
-               int nt, const Sync& sync, std::vector<double>* x, std::vector<double>* cb) const {
+  void RunTile(bool post, const VCycleTile& T, int sweeps, Real omega, Real* shared, int t,
+               int nt, const Sync& sync, Vec* x, Vec* cb) const {
     if (post) {
-      TiledPostSmooth(T, sweeps, omega, kMultigridCoarseScale, ew_.data(), sw_.data(),
+      TiledPostSmooth(T, sweeps, omega, Scale(), ew_.data(), sw_.data(),
           diag_.data(), b_.data(), x_.data(), xc_.data(), Wc_, x->data(), shared, t, nt, sync);
     } else {
       TiledPreSmooth(T, sweeps, omega, ew_.data(), sw_.data(), diag_.data(), b_.data(),
           x->data(), Wc_, cb->data(), shared, t, nt, sync);
     }
   }
-  static int Differ(const std::vector<double>& a, const std::vector<double>& b) {
+  // The grid-wide steps, as VCycleGpu's kernels run them: FirstHalfSweep, then colours 1, 0,
+  // 1, ...; ResidualRestrict (pre, and the coarse b cb). Post: ProlongAdd, then colours 1, 0,
+  // 1, 0, ...
+  void GridWide(int sweeps, Real omega, Vec* pre, Vec* cb, Vec* post) const {
+    const int n = H_ * W_;
+    pre->resize(n);
+    cb->resize(((H_ + 1) / 2) * Wc_);
+    post->resize(n);
+    for (int i = 0; i < n; ++i) {
+      (*pre)[i] = FirstSweepValue(i / W_, i % W_, i, omega, diag_.data(), b_.data());
+    }
+    std::vector<int> colors;
+    for (int h = 1; h < 2 * sweeps; ++h) colors.push_back(h & 1);
+    HalfSweeps(colors, omega, pre);
+    const FineResidual<Real> residual = {H_, W_, ew_.data(), sw_.data(), diag_.data(),
+                                         b_.data(), pre->data(), 0, 0, W_};
+    for (int I = 0; I < static_cast<int>(cb->size()); ++I) {
+      (*cb)[I] = RestrictSum(H_, W_, Wc_, I, residual);
+    }
+    for (int i = 0; i < n; ++i) {
+      (*post)[i] = Prolonged(x_[i], i / W_, i % W_, Scale(), xc_.data(), Wc_);
+    }
+    colors.clear();
+    for (int h = 0; h < 2 * sweeps; ++h) colors.push_back(1 - (h & 1));
+    HalfSweeps(colors, omega, post);
+  }
+  static Real Scale() { return static_cast<Real>(kMultigridCoarseScale); }
+  static int Differ(const Vec& a, const Vec& b) {
     return CountDiffering(static_cast<int>(a.size()), a.data(), b.data());  // NaN: unwritten
   }
   int H_, W_, Wc_;
-  std::vector<double> ew_, sw_, diag_, b_, x_, xc_;
+  Vec ew_, sw_, diag_, b_, x_, xc_;
 };
 
-TEST_F(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
+typedef ::testing::Types<double, float> HierarchyTypes;
+TYPED_TEST_CASE(GpuVCycleTilesTest, HierarchyTypes);
+
+TYPED_TEST(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
   // Sizes that split into whole and partial tiles, odd ones, and a level smaller than a tile;
   // tiles from 2 x 2 (halo far wider than the tile) to the kernels' 8 x 16, 16 x 32, 32 x 64.
+  typedef typename TestFixture::Vec Vec;
   const int sizes[][2] = {{37, 53}, {70, 131}, {5, 9}, {64, 128}};
   const int tiles[][2] = {{2, 2}, {4, 6}, {8, 16}, {16, 32}, {32, 64}};
   int cases = 0;
   for (int s = 0; s < 4; ++s) {
-    Fill(sizes[s][0], sizes[s][1], 100 + s);
-    const int n = H_ * W_;
+    this->Fill(sizes[s][0], sizes[s][1], 100 + s);
     for (int sweeps : {1, 2, 3, 8}) {
-      for (double omega : {1.0, 1.5}) {
-        // grid-wide, as VCycleGpu's kernels: FirstHalfSweep, then colours 1, 0, 1, ...;
-        // ResidualRestrict. Post: ProlongAdd, then colours 1, 0, 1, 0, ...
-        std::vector<double> pre(n), cb(((H_ + 1) / 2) * Wc_), post(n);
-        for (int i = 0; i < n; ++i) {
-          pre[i] = FirstSweepValue(i / W_, i % W_, i, omega, diag_.data(), b_.data());
-        }
-        std::vector<int> colors;
-        for (int h = 1; h < 2 * sweeps; ++h) colors.push_back(h & 1);
-        HalfSweeps(colors, omega, &pre);
-        const FineResidual residual = {H_, W_, ew_.data(), sw_.data(), diag_.data(), b_.data(),
-                                       pre.data(), 0, 0, W_};
-        for (int I = 0; I < static_cast<int>(cb.size()); ++I) {
-          cb[I] = RestrictSum(H_, W_, Wc_, I, residual);
-        }
-        for (int i = 0; i < n; ++i) {
-          post[i] = Prolonged(x_[i], i / W_, i % W_, kMultigridCoarseScale, xc_.data(), Wc_);
-        }
-        colors.clear();
-        for (int h = 0; h < 2 * sweeps; ++h) colors.push_back(1 - (h & 1));
-        HalfSweeps(colors, omega, &post);
+      for (TypeParam omega : {TypeParam(1), TypeParam(1.5)}) {
+        Vec pre, cb, post;
+        this->GridWide(sweeps, omega, &pre, &cb, &post);
         for (int t = 0; t < 5; ++t) {
           const int th = tiles[t][0], tw = tiles[t][1];
-          std::vector<double> tiled_x, tiled_cb, unused;
-          Tiled(false, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &tiled_cb);
-          EXPECT_EQ(Differ(tiled_x, pre), 0) << "pre-smoothing, " << H_ << " x " << W_
-              << ", tile " << th << " x " << tw << ", " << sweeps << " sweeps, omega " << omega;
-          EXPECT_EQ(Differ(tiled_cb, cb), 0) << "restricted residual, " << H_ << " x " << W_
-              << ", tile " << th << " x " << tw << ", " << sweeps << " sweeps, omega " << omega;
-          Tiled(true, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &unused);
-          EXPECT_EQ(Differ(tiled_x, post), 0) << "post-smoothing, " << H_ << " x " << W_
-              << ", tile " << th << " x " << tw << ", " << sweeps << " sweeps, omega " << omega;
+          const std::string what = std::to_string(this->H_) + " x " + std::to_string(this->W_)
+              + ", tile " + std::to_string(th) + " x " + std::to_string(tw) + ", "
+              + std::to_string(sweeps) + " sweeps, omega " + std::to_string(omega);
+          Vec tiled_x, tiled_cb, unused;
+          this->Tiled(false, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &tiled_cb);
+          EXPECT_EQ(this->Differ(tiled_x, pre), 0) << "pre-smoothing, " << what;
+          EXPECT_EQ(this->Differ(tiled_cb, cb), 0) << "restricted residual, " << what;
+          this->Tiled(true, th, tw, TileHalo(sweeps), sweeps, omega, &tiled_x, &unused);
+          EXPECT_EQ(this->Differ(tiled_x, post), 0) << "post-smoothing, " << what;
           ++cases;
         }
       }
@@ -992,25 +1035,25 @@ TEST_F(GpuVCycleTilesTest, TestTilesGiveTheGridWideValues) {
   EXPECT_EQ(cases, 160);
 }
 
-TEST_F(GpuVCycleTilesTest, TestNarrowerHaloGivesOtherValues) {
+TYPED_TEST(GpuVCycleTilesTest, TestNarrowerHaloGivesOtherValues) {
   // The check above can fail: a halo one pixel short of TileHalo leaves pixels near the tiles'
   // edges with values the grid-wide half-sweeps do not give, before and after the correction.
-  Fill(70, 131, 7);
+  this->Fill(70, 131, 7);
   for (int sweeps : {1, 3}) {
-    const int n = H_ * W_;
-    std::vector<double> good_x, good_cb, short_x, short_cb;
-    Tiled(false, 8, 16, TileHalo(sweeps), sweeps, 1.5, &good_x, &good_cb);
-    Tiled(false, 8, 16, TileHalo(sweeps) - 1, sweeps, 1.5, &short_x, &short_cb);
-    EXPECT_GT(Differ(short_cb, good_cb), 0) << sweeps << " sweeps";
-    Tiled(true, 8, 16, TileHalo(sweeps), sweeps, 1.5, &good_x, &good_cb);
-    Tiled(true, 8, 16, TileHalo(sweeps) - 1, sweeps, 1.5, &short_x, &short_cb);
-    const int differ = Differ(short_x, good_x);
+    const int n = this->H_ * this->W_;
+    typename TestFixture::Vec good_x, good_cb, short_x, short_cb;
+    this->Tiled(false, 8, 16, TileHalo(sweeps), sweeps, 1.5, &good_x, &good_cb);
+    this->Tiled(false, 8, 16, TileHalo(sweeps) - 1, sweeps, 1.5, &short_x, &short_cb);
+    EXPECT_GT(this->Differ(short_cb, good_cb), 0) << sweeps << " sweeps";
+    this->Tiled(true, 8, 16, TileHalo(sweeps), sweeps, 1.5, &good_x, &good_cb);
+    this->Tiled(true, 8, 16, TileHalo(sweeps) - 1, sweeps, 1.5, &short_x, &short_cb);
+    const int differ = this->Differ(short_x, good_x);
     EXPECT_GT(differ, 0) << sweeps << " sweeps";
     EXPECT_LT(differ, n) << sweeps << " sweeps";  // the tiles' inner pixels agree
   }
 }
 
-TEST_F(GpuVCycleTilesTest, TestBlockThreadsInTurnsGiveTheOneThreadValues) {
+TYPED_TEST(GpuVCycleTilesTest, TestBlockThreadsInTurnsGiveTheOneThreadValues) {
   // The barriers of TiledPreSmooth / TiledPostSmooth are where a block's threads need them: run
   // as threads that take turns between barriers, in turn orders that expose a missing one, and
   // with the tiles in reverse order, the tiles give the values of one thread per block (which
@@ -1018,22 +1061,22 @@ TEST_F(GpuVCycleTilesTest, TestBlockThreadsInTurnsGiveTheOneThreadValues) {
   const int sizes[][2] = {{37, 53}, {5, 9}, {19, 70}};
   const int tiles[][2] = {{4, 6}, {8, 16}, {16, 32}};
   for (int s = 0; s < 3; ++s) {
-    Fill(sizes[s][0], sizes[s][1], 200 + s);
+    this->Fill(sizes[s][0], sizes[s][1], 200 + s);
     for (int t = 0; t < 3; ++t) {
       const int th = tiles[t][0], tw = tiles[t][1];
       for (int sweeps : {1, 3}) {
         for (int threads : {2, 7}) {
           for (bool post : {false, true}) {
-            std::vector<double> x1, cb1, x, cb;
-            Tiled(post, th, tw, TileHalo(sweeps), sweeps, 1.5, &x1, &cb1);
+            typename TestFixture::Vec x1, cb1, x, cb;
+            this->Tiled(post, th, tw, TileHalo(sweeps), sweeps, 1.5, &x1, &cb1);
             const std::string what = std::string(post ? "post" : "pre") + "-smoothing, "
-                + std::to_string(H_) + " x " + std::to_string(W_) + ", tile "
+                + std::to_string(this->H_) + " x " + std::to_string(this->W_) + ", tile "
                 + std::to_string(th) + " x " + std::to_string(tw) + ", "
                 + std::to_string(sweeps) + " sweeps, " + std::to_string(threads) + " threads";
-            EXPECT_TRUE(TiledInTurns(post, th, tw, sweeps, 1.5, threads, &x, &cb))
+            EXPECT_TRUE(this->TiledInTurns(post, th, tw, sweeps, 1.5, threads, &x, &cb))
                 << what << ": barriers not reached by every thread alike";
-            EXPECT_EQ(Differ(x, x1), 0) << what;
-            if (!post) EXPECT_EQ(Differ(cb, cb1), 0) << what << ", restricted residual";
+            EXPECT_EQ(this->Differ(x, x1), 0) << what;
+            if (!post) EXPECT_EQ(this->Differ(cb, cb1), 0) << what << ", restricted residual";
           }
         }
       }
@@ -1052,17 +1095,18 @@ struct SkippingSync : TurnTaking::Sync {
   mutable int calls;
 };
 
-TEST_F(GpuVCycleTilesTest, TestTurnTakingFindsAMissingBarrier) {
+TYPED_TEST(GpuVCycleTilesTest, TestTurnTakingFindsAMissingBarrier) {
   // The check above can fail: without the barrier after the load, or after the first
   // half-sweep, the values differ; a barrier that one thread skips is reported.
-  Fill(37, 53, 9);
-  std::vector<double> x1, cb1, x, cb;
-  Tiled(false, 8, 16, TileHalo(2), 2, 1.5, &x1, &cb1);
-  EXPECT_TRUE(TiledInTurns<SkippingSync<0> >(false, 8, 16, 2, 1.5, 4, &x, &cb));
-  EXPECT_GT(Differ(x, x1), 0) << "no barrier after the load";
-  EXPECT_TRUE(TiledInTurns<SkippingSync<1> >(false, 8, 16, 2, 1.5, 4, &x, &cb));
-  EXPECT_GT(Differ(x, x1), 0) << "no barrier after the first half-sweep";
-  const bool matched = TiledInTurns<SkippingSync<1, 2> >(false, 8, 16, 2, 1.5, 4, &x, &cb);
+  this->Fill(37, 53, 9);
+  typename TestFixture::Vec x1, cb1, x, cb;
+  this->Tiled(false, 8, 16, TileHalo(2), 2, 1.5, &x1, &cb1);
+  EXPECT_TRUE(this->template TiledInTurns<SkippingSync<0> >(false, 8, 16, 2, 1.5, 4, &x, &cb));
+  EXPECT_GT(this->Differ(x, x1), 0) << "no barrier after the load";
+  EXPECT_TRUE(this->template TiledInTurns<SkippingSync<1> >(false, 8, 16, 2, 1.5, 4, &x, &cb));
+  EXPECT_GT(this->Differ(x, x1), 0) << "no barrier after the first half-sweep";
+  const bool matched =
+      this->template TiledInTurns<SkippingSync<1, 2> >(false, 8, 16, 2, 1.5, 4, &x, &cb);
   EXPECT_FALSE(matched) << "one thread skips a barrier";
 }
 
@@ -1235,8 +1279,9 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestCudaGraphsGiveTheSameResults) 
 
 // DMPN_GPU_MULTIGRID ("SWEEPS,OMEGA,BLOCK_UNKNOWNS") changes the V-cycle, not the answer:
 // Gauss-Seidel smoothing (omega 1), every level above the coarsest grid-wide (0) or all in one
-// block (a large number) reach the default's alpha and gradient to the tolerance, in the same
-// layer (its state, CUDA graphs included, is made again for a new tuning).
+// block (a large number), and a float32 hierarchy (",float") reach the default's alpha and
+// gradient to the tolerance, in the same layer (its state, CUDA graphs included, is made again
+// for a new tuning).
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameResults) {
   typedef typename TypeParam::Dtype Dtype;
   const int H = 200, W = 230;
@@ -1248,7 +1293,9 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
   layer.SetUp(this->bottom_vec_, this->top_vec_);
   std::vector<int> iterations;
-  for (const char* tuning : {"", "2,1,8192", "1,1.5,0", "3,1.5,100000"}) {
+  for (const char* tuning : {"", "2,1,8192", "1,1.5,0", "3,1.5,100000",
+                             "3,1.5,2048,tiled,132,float", "1,1.5,0,float",
+                             "3,1.5,100000,float"}) {
     env.Set(tuning);
     caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
     layer.Forward(this->bottom_vec_, this->top_vec_);
@@ -1273,12 +1320,18 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   EXPECT_NE(iterations[1], iterations[0]);
   EXPECT_NE(iterations[2], iterations[0]);
   EXPECT_LE(std::abs(iterations[3] - iterations[0]), 1);
+  // The float hierarchy rounds the same V-cycle (as the CPU's does): about as many iterations.
+  const int slack = std::max(2, iterations[0] / 10);
+  EXPECT_LE(std::abs(iterations[4] - iterations[0]), slack) << "the default in float32";
+  EXPECT_LE(std::abs(iterations[5] - iterations[2]), slack) << "one sweep in float32";
+  EXPECT_LE(std::abs(iterations[6] - iterations[3]), slack) << "one block in float32";
 }
 
 // The tiled smoother (DMPN_GPU_MULTIGRID "...,tiled") outside the *GPUParity* tests, which
 // gpu_check.sh runs first and stops on: its kernels do the grid-wide kernels' sums (the CPU's
 // GpuVCycleTilesTest runs their functions; the compiled instructions are the same), so each
-// tiled tuning must give its grid-wide twin's alpha, gradient and CG iterations bit for bit.
+// tiled tuning must give its grid-wide twin's alpha, gradient and CG iterations bit for bit,
+// with a float64 hierarchy and with a float32 one (",float").
 // 200 x 230: tiles on three levels with block levels from 2048, on all but the coarsest from
 // 0 (levels smaller than a tile); 8 sweeps fill a tile's 48 KB of shared memory. ",tiled": 32 x
 // 64 tiles on every level; ",tiled,50": 16 x 32 at 200 x 230 (104 tiles), 8 x 16 below.
@@ -1297,29 +1350,32 @@ TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherGivesTheSameResult
   ScopedEnv env("DMPN_GPU_MULTIGRID", "");
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
   layer.SetUp(this->bottom_vec_, this->top_vec_);
-  for (const char* grid_wide : {"3,1.5,2048", "1,1.5,0", "8,1.5,0"}) {
-    for (const char* tiles : {",tiled", ",tiled,50"}) {
-      Blob<Dtype> alpha[2], grad[2];
-      int iterations[2][2];
-      for (int tiled = 0; tiled < 2; ++tiled) {
-        const std::string tuning = std::string(grid_wide) + (tiled ? tiles : "");
-        env.Set(tuning.c_str());
-        caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
-        layer.Forward(this->bottom_vec_, this->top_vec_);
-        caffe_copy(top_diff.count(), top_diff.gpu_data(), this->top_->mutable_gpu_diff());
-        layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
-        alpha[tiled].CopyFrom(*this->top_, false, true);
-        grad[tiled].CopyFrom(*this->affinity_, true, true);
-        iterations[tiled][0] = layer.forward_stats()[1].iterations;
-        iterations[tiled][1] = layer.backward_stats()[1].iterations;
+  for (const char* precision : {"", ",float"}) {
+    for (const char* grid_wide : {"3,1.5,2048", "1,1.5,0", "8,1.5,0"}) {
+      for (const char* tiles : {",tiled", ",tiled,50"}) {
+        Blob<Dtype> alpha[2], grad[2];
+        int iterations[2][2];
+        for (int tiled = 0; tiled < 2; ++tiled) {
+          const std::string tuning = std::string(grid_wide) + (tiled ? tiles : "") + precision;
+          env.Set(tuning.c_str());
+          caffe_gpu_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_gpu_diff());
+          layer.Forward(this->bottom_vec_, this->top_vec_);
+          caffe_copy(top_diff.count(), top_diff.gpu_data(), this->top_->mutable_gpu_diff());
+          layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+          alpha[tiled].CopyFrom(*this->top_, false, true);
+          grad[tiled].CopyFrom(*this->affinity_, true, true);
+          iterations[tiled][0] = layer.forward_stats()[1].iterations;
+          iterations[tiled][1] = layer.backward_stats()[1].iterations;
+        }
+        const std::string what = std::string(grid_wide) + tiles + precision;
+        EXPECT_EQ(CountDiffering(alpha[0].count(), alpha[1].cpu_data(), alpha[0].cpu_data()), 0)
+            << what << ": alpha";
+        EXPECT_EQ(CountDiffering(grad[0].count(), grad[1].cpu_diff(), grad[0].cpu_diff()), 0)
+            << what << ": gradient";
+        EXPECT_EQ(iterations[1][0], iterations[0][0]) << what << ": forward";
+        EXPECT_EQ(iterations[1][1], iterations[0][1]) << what << ": backward";
+        EXPECT_GT(iterations[0][0], 0) << grid_wide;
       }
-      EXPECT_EQ(CountDiffering(alpha[0].count(), alpha[1].cpu_data(), alpha[0].cpu_data()), 0)
-          << grid_wide << tiles << ": alpha";
-      EXPECT_EQ(CountDiffering(grad[0].count(), grad[1].cpu_diff(), grad[0].cpu_diff()), 0)
-          << grid_wide << tiles << ": gradient";
-      EXPECT_EQ(iterations[1][0], iterations[0][0]) << grid_wide << tiles << ": forward";
-      EXPECT_EQ(iterations[1][1], iterations[0][1]) << grid_wide << tiles << ": backward";
-      EXPECT_GT(iterations[0][0], 0) << grid_wide;
     }
   }
 }
@@ -1335,7 +1391,8 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
                "DMPN_GPU_MULTIGRID='2,2.5,8192': want SWEEPS,OMEGA,BLOCK_UNKNOWNS");
   // written as bench_propagation.py's --gpu-multigrid takes it, or refused
   for (const char* bad : {"2,1e0,2048", " 2,1,2048", "2,1,2048x", "2,1", "0,1,2048",
-                          "2,.5,2048", "2,1,-1", "2,1,1000000000", "2,1,2048,tile"}) {
+                          "2,.5,2048", "2,1,-1", "2,1,1000000000", "2,1,2048,tile",
+                          "2,1,2048,float,tiled"}) {
     env.Set(bad);
     EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_),
                  "want SWEEPS,OMEGA,BLOCK_UNKNOWNS") << bad;
