@@ -160,20 +160,20 @@ def caffe_layer_net(flavour, n, h, w, tol=1e-8, max_iterations=2000):
 # DMPN_CUDA_GRAPHS is "0"; DMPN_GPU_MULTIGRID (GPU_MULTIGRID_SYNTAX) its V-cycle's tuning.
 CUDA_GRAPHS = "DMPN_CUDA_GRAPHS"
 GPU_MULTIGRID = "DMPN_GPU_MULTIGRID"
-GPU_MULTIGRID_SYNTAX = "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]"
+GPU_MULTIGRID_SYNTAX = "SWEEPS[/BLOCK_SWEEPS],OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]"
 # as the .cu's ParseGpuMultigrid takes it: ASCII digits, no signs, spaces or exponents
 _GPU_MULTIGRID_SPEC = re.compile(
-    r"([1-8]),([0-9]+(?:\.[0-9]*)?),([0-9]{1,9})(,tiled(,[0-9]{1,9})?)?(,float)?")
+    r"([1-8])(/[0-8])?,([0-9]+(?:\.[0-9]*)?),([0-9]{1,9})(,tiled(,[0-9]{1,9})?)?(,float)?")
 
 
 def gpu_multigrid_arg(text):
     """argparse type of --gpu-multigrid: GPU_MULTIGRID_SYNTAX as the CUDA layer takes it."""
     m = _GPU_MULTIGRID_SPEC.fullmatch(text)
-    if not m or not 0 < float(m.group(2)) < 2:
+    if not m or not 0 < float(m.group(3)) < 2:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: want {GPU_MULTIGRID_SYNTAX} with 1 <= SWEEPS <= 8, "
+            f"{text!r}: want {GPU_MULTIGRID_SYNTAX} with 1 <= SWEEPS <= 8, 0 <= BLOCK_SWEEPS <= 8, "
             "0 < OMEGA < 2 and 0 <= BLOCK_UNKNOWNS, MIN_TILES < 10^9, for example 3,1.5,2048 or "
-            "3,1.5,2048,tiled,132,float")
+            "3/1,1.5,2048,tiled,132,float")
     return text
 
 
@@ -415,10 +415,10 @@ def main(argv=None):
     ap.add_argument("--no-python", action="store_true", help="skip the (slow) Python layer")
     ap.add_argument("--gpu-multigrid", nargs="+", type=gpu_multigrid_arg, default=(), metavar="SPEC",
                     help="with --gpu: also time the CUDA layer (graphs on) with each V-cycle tuning "
-                         f"{GPU_MULTIGRID_SYNTAX} (smoothing sweeps, SOR factor, one-block level "
-                         "size, the tiled smoother, the tiles a level needs before it halves them, "
-                         "and a float32 hierarchy; the layer's default is 3,1.5,2048,tiled,N with N "
-                         "the GPU's multiprocessors)")
+                         f"{GPU_MULTIGRID_SYNTAX} (smoothing sweeps, on the one-block levels too, SOR "
+                         "factor, one-block level size, the tiled smoother, the tiles a level needs "
+                         "before it halves them, and a float32 hierarchy; the layer's default is "
+                         "3,1.5,2048,tiled,N with N the GPU's multiprocessors)")
     ap.add_argument("--contrast", action="store_true",
                     help="instead: the contrast sweep (where the C++ solve stops converging), at --contrast-size")
     ap.add_argument("--contrast-size", type=grid_arg(2, "240x320"), default=(240, 320),

@@ -71,7 +71,9 @@ def test_json_written_atomically_and_checked_first(tmp_path, monkeypatch, capsys
                                   "2,1,2048,tiled,-1", "2,1,2048,tiled,1000000000",
                                   "2,1,2048,tiled,1,2", "2,1,2048,tiled132", "2,1,2048,float,tiled",
                                   "2,1,2048,float,", "2,1,2048,Float", "2,1,2048,float32",
-                                  "2,1,2048,tiled,float,132", "2,1,2048,,float"])
+                                  "2,1,2048,tiled,float,132", "2,1,2048,,float", "3/,1,2048",
+                                  "3/9,1,2048", "3/1/1,1,2048", "3,1/1,2048", "0/1,1,2048",
+                                  "3/-1,1,2048", "/1,1,2048"])
 def test_bad_gpu_multigrid_specs_are_refused(spec, capsys, monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")
     with pytest.raises(SystemExit) as exc:
@@ -88,7 +90,7 @@ def test_gpu_multigrid_needs_gpu_and_reaches_run(capsys, monkeypatch):
     monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.update(kw) or [])
     monkeypatch.setattr(bench, "format_rows", lambda r: "table")
     specs = ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled", "4,1.5,2048,tiled,132", "3,1.5,2048,float",
-             "3,1.5,2048,tiled,132,float"]
+             "3,1.5,2048,tiled,132,float", "3/0,1.5,2048,tiled,132", "3/1,1,0"]
     assert bench.main(["--gpu", "--gpu-multigrid", *specs]) == 0
     assert list(seen["gpu_multigrid"]) == specs
 

@@ -106,7 +106,7 @@ def test_gpu_check_refuses_a_bad_tuning_before_any_step(bundle, tmp_path, name, 
     run = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tarball), str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
-    assert f"'{bad.split()[-1]}': want SWEEPS,OMEGA,BLOCK_UNKNOWNS" in run.stderr
+    assert f"'{bad.split()[-1]}': want SWEEPS[/BLOCK_SWEEPS],OMEGA,BLOCK_UNKNOWNS" in run.stderr
     assert "=== parity" not in run.stdout
 
 
@@ -117,8 +117,8 @@ def test_gpu_check_checks_the_default_tunings_unless_told_otherwise(bundle, tmp_
     env = {k: v for k, v in os.environ.items() if k != "GPU_MULTIGRID"}
     env.update(DRY_RUN_CPU="1", STEPS="tunings", CUDA_LIBS=cuda,
                TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
-    default = ["tuning_3,1.5,2048", "tuning_3,1.5,2048,tiled,132,float",
-               "tuning_4,1.5,2048,tiled,132,float", "tuning_3,1.5,4096,tiled,132,float"]
+    default = ["tuning_3,1.5,2048", "tuning_3-0,1.5,2048,tiled,132", "tuning_3,1.5,2048,tiled,132,float",
+               "tuning_3-0,1.5,2048,tiled,132,float", "tuning_3-1,1.5,2048,tiled,132,float"]
     for value, steps in ((None, default), ("", [])):
         if value is not None:
             env["GPU_MULTIGRID"] = value

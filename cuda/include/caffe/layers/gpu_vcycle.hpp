@@ -17,6 +17,15 @@ namespace caffe {
 
 DMPN_HOST_DEVICE inline int VCycleMin(int a, int b) { return a < b ? a : b; }
 
+/// A level of the hierarchy in float64 (set-up, the fine operator) or, for a float32 V-cycle,
+/// its float copy: H x W, edge weights, diagonal, the V-cycle's x and b, and scratch r. Plain
+/// data: also copied to the device for the one-block V-cycle.
+template <typename Real>
+struct GpuLevelOf {
+  int H, W;
+  Real *ew, *sw, *diag, *x, *b, *r;
+};
+
 /// SOR's update of x towards its Gauss-Seidel value gs; gs itself where omega is 1.
 template <typename Real>
 DMPN_HOST_DEVICE inline Real Relaxed(Real x, Real gs, Real omega) {
@@ -245,6 +254,76 @@ DMPN_HOST_DEVICE void TiledPostSmooth(const VCycleTile& T, int sweeps, Real omeg
     TileHalfSweep(T, 1 - (step & 1), step + 1, omega, ew, sw, diag, b, v, t, nt, sync);
   }
   TileStore(T, v, x_out, t, nt);
+}
+
+// ---- the one-block V-cycle -------------------------------------------------------------------
+
+/// The V-cycle of levels[first..last] (right-hand side b_first, result x_first; the other
+/// levels' b and x their own) run by one thread block, thread t of nt, with a barrier (sync)
+/// between phases: on the way down, pre-smoothing from x = 0 (FirstSweepValue, then the other
+/// half-sweeps) and the residual restricted in one pass; the coarsest level, `last`, solved
+/// with its inverse (float64, n x n, symmetric: column reads coalesce); on the way up, the
+/// prolongation and post-smoothing. The grid-wide kernels' values, bit for bit. sweeps 0
+/// leaves the coarse correction alone: b restricted, x = scale P xc (a barrier per phase,
+/// and each smoothing sweep costs two).
+template <typename Real, typename Sync>
+DMPN_HOST_DEVICE void BlockVCycleSteps(const GpuLevelOf<Real>* levels, int first, int last,
+    int sweeps, Real omega, Real scale, const double* inverse, const Real* b_first,
+    Real* x_first, int t, int nt, const Sync& sync) {
+  for (int l = first; l < last; ++l) {
+    const GpuLevelOf<Real> L = levels[l];
+    const GpuLevelOf<Real> C = levels[l + 1];
+    const Real* b = (l == first) ? b_first : L.b;
+    Real* x = (l == first) ? x_first : L.x;
+    const int n = L.H * L.W, half = L.H * ((L.W + 1) / 2), nc = C.H * C.W;
+    if (sweeps > 0) {
+      for (int i = t; i < n; i += nt) {
+        x[i] = FirstSweepValue(i / L.W, i % L.W, i, omega, L.diag, b);
+      }
+      sync();
+      for (int step = 1; step < 2 * sweeps; ++step) {
+        for (int k = t; k < half; k += nt) {
+          SmoothPoint(L.H, L.W, step & 1, k, omega, L.ew, L.sw, L.diag, b, x);
+        }
+        sync();
+      }
+      const FineResidual<Real> residual = {L.H, L.W, L.ew, L.sw, L.diag, b, x, 0, 0, L.W};
+      for (int I = t; I < nc; I += nt) C.b[I] = RestrictSum(L.H, L.W, C.W, I, residual);
+    } else {  // x = 0: the residual is b
+      const FineEntry<Real> fine = {b};
+      for (int I = t; I < nc; I += nt) C.b[I] = RestrictSum(L.H, L.W, C.W, I, fine);
+    }
+    sync();
+  }
+  {
+    const GpuLevelOf<Real> K = levels[last];
+    const Real* b = (last == first) ? b_first : K.b;
+    Real* x = (last == first) ? x_first : K.x;
+    const int n = K.H * K.W;
+    for (int i = t; i < n; i += nt) {
+      double acc = 0;
+      for (int j = 0; j < n; ++j) acc += inverse[j * n + i] * b[j];
+      x[i] = static_cast<Real>(acc);
+    }
+    sync();
+  }
+  for (int l = last - 1; l >= first; --l) {
+    const GpuLevelOf<Real> L = levels[l];
+    const GpuLevelOf<Real> C = levels[l + 1];
+    const Real* b = (l == first) ? b_first : L.b;
+    Real* x = (l == first) ? x_first : L.x;
+    const int n = L.H * L.W, half = L.H * ((L.W + 1) / 2);
+    for (int i = t; i < n; i += nt) {
+      x[i] = Prolonged(sweeps > 0 ? x[i] : Real(0), i / L.W, i % L.W, scale, C.x, C.W);
+    }
+    sync();
+    for (int step = 0; step < 2 * sweeps; ++step) {
+      for (int k = t; k < half; k += nt) {
+        SmoothPoint(L.H, L.W, 1 - (step & 1), k, omega, L.ew, L.sw, L.diag, b, x);
+      }
+      sync();
+    }
+  }
 }
 
 }  // namespace caffe

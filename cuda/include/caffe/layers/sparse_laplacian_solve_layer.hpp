@@ -50,15 +50,43 @@ const double kMultigridCoarseScale = 1.5;
 const int kMultigridSweeps = 3;
 const double kMultigridOmega = 1.5;
 
-/// The GPU V-cycle's tuning as DMPN_GPU_MULTIGRID (and bench_propagation.py --gpu-multigrid)
-/// write it, "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]": ASCII digits, OMEGA
-/// with an optional fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 < OMEGA < 2,
-/// 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for the tiled smoother, whose tiles a level with fewer
-/// than MIN_TILES (0 <= MIN_TILES < 10^9, default 0) of them halves (LevelTileShape); ",float"
-/// for a float32 hierarchy (float64 without). False (outputs untouched) for anything else.
+/// GPU path: levels this small run the V-cycle in one thread block. On an H200, in one process
+/// each, 2048 was 5 to 10 % faster than 1024 and than 8192 (4096 splits the bench's sizes as
+/// 2048 does); 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README,
+/// Performance, GPU). With the tiled smoother on an H100, 1024 and 4096 were within 2 % of 2048.
+const int kGpuBlockLevelUnknowns = 2048;
 const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
-bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
-                       bool* tiled, int* min_tiles, bool* float32);
+
+/// The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, on
+/// the grid-wide levels and on those of the one-block V-cycle (whose sweeps are one barrier
+/// each: 0 there leaves only the coarse correction), the smoother's over-relaxation omega (1:
+/// Gauss-Seidel), the level size at and below which the V-cycle runs in one thread block, the
+/// tiled smoother or a launch per half-sweep (the same values bit for bit), the tiles a level
+/// needs before it halves them, and a float32 hierarchy. The members' defaults are the layer's
+/// (min_tiles: see the .cu).
+struct GpuMultigridTuning {
+  int sweeps = kMultigridSweeps;
+  int block_sweeps = kMultigridSweeps;
+  double omega = kMultigridOmega;
+  int block_unknowns = kGpuBlockLevelUnknowns;
+  bool tiled = true;
+  int min_tiles = 0;
+  bool float32 = false;
+  bool operator!=(const GpuMultigridTuning& o) const {
+    return sweeps != o.sweeps || block_sweeps != o.block_sweeps || omega != o.omega ||
+           block_unknowns != o.block_unknowns || tiled != o.tiled ||
+           min_tiles != o.min_tiles || float32 != o.float32;
+  }
+};
+
+/// The tuning as DMPN_GPU_MULTIGRID (and bench_propagation.py --gpu-multigrid) write it,
+/// "SWEEPS[/BLOCK_SWEEPS],OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]": ASCII digits, OMEGA
+/// with an optional fraction, no signs, spaces or exponents; 1 <= SWEEPS <= 8, 0 <=
+/// BLOCK_SWEEPS <= 8 (default SWEEPS), 0 < OMEGA < 2, 0 <= BLOCK_UNKNOWNS < 10^9; ",tiled" for
+/// the tiled smoother (grid-wide without), whose tiles a level with fewer than MIN_TILES (0 <=
+/// MIN_TILES < 10^9, default 0) of them halves (LevelTileShape); ",float" for a float32
+/// hierarchy (float64 without). False (the tuning untouched) for anything else.
+bool ParseGpuMultigrid(const char* text, GpuMultigridTuning* tuning);
 /// The CPU path's threads (its worker team, made once per process): DMPN_CPU_THREADS if set
 /// (a whole number from 1 to kMaxCpuThreads; anything else is an error that names it), else
 /// the CPUs this process may run on: its affinity mask (taskset, cpusets, batch schedulers),

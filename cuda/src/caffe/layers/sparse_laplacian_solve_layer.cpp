@@ -943,10 +943,9 @@ struct Interp1D {
 
 }  // namespace
 
-bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_unknowns,
-                       bool* tiled, int* min_tiles, bool* float32) {
+bool ParseGpuMultigrid(const char* text, GpuMultigridTuning* tuning) {
   const char* p = text;
-  std::string fields[4];
+  std::string fields[4], block_sweeps;
   for (int f = 0; f < 3; ++f) {
     bool dot = false;
     while (std::isdigit(static_cast<unsigned char>(*p)) || (f == 1 && *p == '.' && !dot)) {
@@ -955,6 +954,11 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
     }
     if (fields[f].empty() || !std::isdigit(static_cast<unsigned char>(fields[f][0]))) {
       return false;
+    }
+    if (f == 0 && *p == '/') {  // BLOCK_SWEEPS
+      ++p;
+      while (std::isdigit(static_cast<unsigned char>(*p))) block_sweeps += *p++;
+      if (block_sweeps.empty()) return false;
     }
     if (f < 2 && *p++ != ',') return false;
   }
@@ -972,16 +976,23 @@ bool ParseGpuMultigrid(const char* text, int* sweeps, double* omega, int* block_
   if (single) p += sizeof(kFloat) - 1;
   if (*p) return false;
   // one digit; within int
-  if (fields[0].size() > 1 || fields[2].size() > 9 || fields[3].size() > 9) return false;
+  if (fields[0].size() > 1 || block_sweeps.size() > 1 || fields[2].size() > 9 ||
+      fields[3].size() > 9) {
+    return false;
+  }
   const int s = std::atoi(fields[0].c_str());
+  const int bs = block_sweeps.empty() ? s : std::atoi(block_sweeps.c_str());
   const double w = std::atof(fields[1].c_str());
-  if (s < 1 || s > kMaxGpuMultigridSweeps || !(w > 0 && w < 2)) return false;
-  *sweeps = s;
-  *omega = w;
-  *block_unknowns = std::atoi(fields[2].c_str());
-  *tiled = tiles;
-  *min_tiles = fields[3].empty() ? 0 : std::atoi(fields[3].c_str());
-  *float32 = single;
+  if (s < 1 || s > kMaxGpuMultigridSweeps || bs > kMaxGpuMultigridSweeps || !(w > 0 && w < 2)) {
+    return false;
+  }
+  tuning->sweeps = s;
+  tuning->block_sweeps = bs;
+  tuning->omega = w;
+  tuning->block_unknowns = std::atoi(fields[2].c_str());
+  tuning->tiled = tiles;
+  tuning->min_tiles = fields[3].empty() ? 0 : std::atoi(fields[3].c_str());
+  tuning->float32 = single;
   return true;
 }
 

@@ -6,7 +6,7 @@
 //
 // A 600 x 800 solve is bound by launch and synchronisation latency, not by memory bandwidth
 // (measured on an H200: 0.5 ms per CG iteration with a kernel per step and three cuBLAS dots,
-// each a host round trip). So: the levels below kBlockLevelUnknowns run as one thread block
+// each a host round trip). So: the levels below kGpuBlockLevelUnknowns run as one thread block
 // (one launch for the whole lower V-cycle), the coarsest solve is a product with the inverse
 // (no sequential triangular solves), dot products are fused into the kernels that produce their
 // operands, CG's scalars stay on the device, the host reads the residual once per iteration
@@ -40,12 +40,7 @@ namespace caffe {
 namespace {
 
 const int kCholThreads = 256;
-// Levels this small: one thread block for the V-cycle. On an H200, in one process each, 2048
-// was 5 to 10 % faster than 1024 and than 8192 (4096 splits the bench's sizes as 2048 does);
-// 0, all levels but the coarsest grid-wide, 5 to 25 % slower (README, Performance, GPU). With
-// the tiled smoother on an H100, 1024 and 4096 were within 2 % of 2048.
-const int kBlockLevelUnknowns = 2048;
-const int kBlockLevelThreads = 1024;
+const int kBlockLevelThreads = 1024;  // the one-block V-cycle's (kGpuBlockLevelUnknowns)
 // The tiled smoother's largest tiles (even sizes: whole 2 x 2 aggregates) and threads per
 // tile: a 600 x 800 level is 19 x 13 tiles; with 3 sweeps a tile and its halo are 1.63 times
 // the tile's pixels, the smoothing work (the smoothed area shrinks a ring per half-sweep) about
@@ -66,33 +61,19 @@ const int kReduceThreads = 256;        // block size of the fused dot-product ke
 const int kReduceMaxBlocks = 1024;
 const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags)
 
-// The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, the
-// smoother's over-relaxation omega (1: Gauss-Seidel), the level size at and below which the
-// V-cycle runs in one thread block, and whether the larger levels smooth by tiles (two
-// launches a level) or by a launch per half-sweep (the same values bit for bit), and the tiles
-// a level needs before it halves them. DMPN_GPU_MULTIGRID=
-// "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]" overrides the defaults, to measure
-// other choices on another GPU (tools/bench_propagation.py --gpu-multigrid); read at each
-// forward pass. The default, tiles halved on levels with fewer tiles than the device has
-// multiprocessors, was the fastest of the tunings timed on an H100 (132 multiprocessors): 600 x
-// 800 forward + backward 12.8 -> 9.1 ms on an image's affinities, 23.6 -> 16.5 ms on random
-// ones, four 320 x 320 crops 18.1 -> 12.1 ms against the grid-wide smoother, 11.5 / 21.1 /
-// 14.4 ms with 32 x 64 tiles everywhere (README, Performance, GPU). ",float": the V-cycle on a
+// The GPU V-cycle's tuning (GpuMultigridTuning): DMPN_GPU_MULTIGRID=
+// "SWEEPS[/BLOCK_SWEEPS],OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float]" overrides the
+// defaults, to measure other choices on another GPU (tools/bench_propagation.py
+// --gpu-multigrid); read at each forward pass. The default, tiles halved on levels with fewer
+// tiles than the device has multiprocessors (min_tiles), was the fastest of the tunings timed
+// on an H100 (132 multiprocessors): 600 x 800 forward + backward 12.8 -> 9.1 ms on an image's
+// affinities, 23.6 -> 16.5 ms on random ones, four 320 x 320 crops 18.1 -> 12.1 ms against the
+// grid-wide smoother, 11.5 / 21.1 / 14.4 ms with 32 x 64 tiles everywhere (README,
+// Performance, GPU). Not the default until a GPU has timed them: ",float", the V-cycle on a
 // float32 copy of the hierarchy (half the bytes the smoother moves, float arithmetic), as the
-// CPU's; not the default until a GPU has timed it.
-struct GpuMultigrid {
-  int sweeps = kMultigridSweeps;
-  double omega = kMultigridOmega;
-  int block_unknowns = kBlockLevelUnknowns;
-  bool tiled = true;
-  int min_tiles = 0;   // the default's: the device's multiprocessors (GpuMultigridFromEnv);
-                       // 0: every level's tiles kTileRows x kTileCols
-  bool float32 = false;  // the V-cycle on a float32 hierarchy
-  bool operator!=(const GpuMultigrid& o) const {
-    return sweeps != o.sweeps || omega != o.omega || block_unknowns != o.block_unknowns ||
-           tiled != o.tiled || min_tiles != o.min_tiles || float32 != o.float32;
-  }
-};
+// CPU's; BLOCK_SWEEPS below SWEEPS, fewer barriers in the one-block V-cycle (0 or 1 sweep there
+// took 0 to 1 more CG iteration than 3 at 600 x 800, in a float64 prototype of this V-cycle).
+typedef GpuMultigridTuning GpuMultigrid;
 
 // The default tuning on the current device, or DMPN_GPU_MULTIGRID's.
 GpuMultigrid GpuMultigridFromEnv() {
@@ -105,24 +86,17 @@ GpuMultigrid GpuMultigridFromEnv() {
     CUDA_CHECK(cudaDeviceGetAttribute(&m.min_tiles, cudaDevAttrMultiProcessorCount, device));
     return m;
   }
-  CHECK(ParseGpuMultigrid(v, &m.sweeps, &m.omega, &m.block_unknowns, &m.tiled, &m.min_tiles,
-                          &m.float32))
+  CHECK(ParseGpuMultigrid(v, &m))
       << "DMPN_GPU_MULTIGRID='" << v << "': want "
-      << "SWEEPS,OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float] with 1 <= SWEEPS <= "
+      << "SWEEPS[/BLOCK_SWEEPS],OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float] with 1 <= "
+      << "SWEEPS <= " << kMaxGpuMultigridSweeps << ", 0 <= BLOCK_SWEEPS <= "
       << kMaxGpuMultigridSweeps << ", 0 < OMEGA < 2 (1: Gauss-Seidel) "
       << "and 0 <= BLOCK_UNKNOWNS, MIN_TILES < 10^9, for example '" << kMultigridSweeps << ","
-      << kMultigridOmega << "," << kBlockLevelUnknowns << "' or '" << kMultigridSweeps << ","
-      << kMultigridOmega << "," << kBlockLevelUnknowns << ",tiled,132,float'";
+      << kMultigridOmega << "," << kGpuBlockLevelUnknowns << "' or '" << kMultigridSweeps
+      << "/1," << kMultigridOmega << "," << kGpuBlockLevelUnknowns << ",tiled,132,float'";
   return m;
 }
 
-// A level of the hierarchy in float64 (set-up, the fine operator) or, for a float32 V-cycle,
-// its float copy. Plain data: also copied to the device for the one-block V-cycle.
-template <typename Real>
-struct GpuLevelOf {
-  int H, W;
-  Real *ew, *sw, *diag, *x, *b, *r;
-};
 typedef GpuLevelOf<double> GpuLevel;
 
 // CG's scalars, on the device. r.z is double-buffered by iteration parity so that one kernel
@@ -390,66 +364,15 @@ __global__ void __launch_bounds__(kTileThreads) TiledPostSmoothKernel(const int 
 }
 
 // The V-cycle from level `first` (right-hand side b, result x) down to the coarsest level, in
-// one thread block: below GpuMultigrid::block_unknowns a level's steps take less time than
-// their launches would. The coarsest level is solved exactly with its (float64) inverse.
+// one thread block (BlockVCycleSteps): below GpuMultigrid::block_unknowns a level's steps take
+// less time than their launches would.
 template <typename Real>
 __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(
     const GpuLevelOf<Real>* levels, const int first, const int last, const int sweeps,
     const Real omega, const Real scale, const double* inverse, const Real* b_first,
     Real* x_first) {
-  const int t = threadIdx.x, nt = blockDim.x;
-  for (int l = first; l <= last; ++l) {
-    const GpuLevelOf<Real> L = levels[l];
-    const Real* b = (l == first) ? b_first : L.b;
-    Real* x = (l == first) ? x_first : L.x;
-    const int n = L.H * L.W;
-    if (l == last) {  // x = A^-1 b; the inverse is symmetric, so column reads coalesce
-      for (int i = t; i < n; i += nt) {
-        double acc = 0;
-        for (int j = 0; j < n; ++j) acc += inverse[j * n + i] * b[j];
-        x[i] = static_cast<Real>(acc);
-      }
-      __syncthreads();
-      break;
-    }
-    for (int i = t; i < n; i += nt) x[i] = 0;
-    __syncthreads();
-    const int half = L.H * ((L.W + 1) / 2);
-    for (int s = 0; s < sweeps; ++s) {
-      for (int color = 0; color < 2; ++color) {
-        for (int k = t; k < half; k += nt) {
-          SmoothPoint(L.H, L.W, color, k, omega, L.ew, L.sw, L.diag, b, x);
-        }
-        __syncthreads();
-      }
-    }
-    for (int i = t; i < n; i += nt) {
-      L.r[i] = b[i] - OperatorPoint(L.H, L.W, i, L.ew, L.sw, L.diag, x);
-    }
-    __syncthreads();
-    const GpuLevelOf<Real> C = levels[l + 1];
-    const FineEntry<Real> fine = {L.r};
-    for (int I = t; I < C.H * C.W; I += nt) C.b[I] = RestrictSum(L.H, L.W, C.W, I, fine);
-    __syncthreads();
-  }
-  for (int l = last - 1; l >= first; --l) {
-    const GpuLevelOf<Real> L = levels[l];
-    const GpuLevelOf<Real> C = levels[l + 1];
-    const Real* b = (l == first) ? b_first : L.b;
-    Real* x = (l == first) ? x_first : L.x;
-    const int n = L.H * L.W;
-    for (int i = t; i < n; i += nt) x[i] = Prolonged(x[i], i / L.W, i % L.W, scale, C.x, C.W);
-    __syncthreads();
-    const int half = L.H * ((L.W + 1) / 2);
-    for (int s = 0; s < sweeps; ++s) {
-      for (int color = 1; color >= 0; --color) {
-        for (int k = t; k < half; k += nt) {
-          SmoothPoint(L.H, L.W, color, k, omega, L.ew, L.sw, L.diag, b, x);
-        }
-        __syncthreads();
-      }
-    }
-  }
+  BlockVCycleSteps(levels, first, last, sweeps, omega, scale, inverse, b_first, x_first,
+                   static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), BlockSync());
 }
 
 // ---- CG with its scalars on the device -----------------------------------------------------
@@ -644,8 +567,8 @@ void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const Real* r
   const Real scale = static_cast<Real>(kMultigridCoarseScale);
   cudaStream_t st = item.stream;
   if (n <= mg.block_unknowns || l == last) {
-    BlockVCycle<Real><<<1, kBlockLevelThreads, 0, st>>>(h.dev_levels, l, last, mg.sweeps,
-        omega, scale, item.inverse, r, z);
+    BlockVCycle<Real><<<1, kBlockLevelThreads, 0, st>>>(h.dev_levels, l, last,
+        mg.block_sweeps, omega, scale, item.inverse, r, z);
     return;
   }
   const GpuLevelOf<Real>& C = h.levels[l + 1];
