@@ -3,9 +3,10 @@
 
 // The GPU path's V-cycle (SparseLaplacianSolve) one pixel at a time: the steps that its
 // grid-wide kernels, its one-block kernel and its tiled kernels share, compiled for the host
-// too, so that the CPU gtest (GpuVCycleTilesTest) checks the tiled smoother against the
-// grid-wide half-sweeps with the very functions the kernels run. Real: the hierarchy's type,
-// double (the default) or float (DMPN_GPU_MULTIGRID "...,float", as the CPU's V-cycle).
+// too, so that the CPU gtests (GpuVCycleTilesTest, GpuBlockVCycleTest) check the tiled smoother
+// and the one-block V-cycle against the grid-wide steps with the very functions the kernels
+// run. Real: the hierarchy's type, double (the default) or float (DMPN_GPU_MULTIGRID
+// "...,float", as the CPU's V-cycle).
 //
 // A level is H x W, row-major: east / south edge weights ew / sw, diagonal diag. Red-black
 // colour of pixel (y, x): (y + x) & 1.

@@ -1502,21 +1502,21 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
 // 0 (levels smaller than a tile); 8 sweeps fill a tile's 48 KB of shared memory. ",tiled": 32 x
 // 64 tiles on every level; ",tiled,50": 16 x 32 at 200 x 230 (104 tiles), 8 x 16 below.
 template <typename TypeParam>
-class SparseLaplacianSolveTiledGPUTest : public SparseLaplacianSolveGPUParityTest<TypeParam> {};
-
-TYPED_TEST_CASE(SparseLaplacianSolveTiledGPUTest, GPUDtypes);
-
-TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherGivesTheSameResults) {
-  typedef typename TypeParam::Dtype Dtype;
-  const int H = 200, W = 230;
-  this->Fill(2, H, W, 2.0, 93);
-  Blob<Dtype> top_diff(2, 1, H, W);
-  caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
-  Caffe::set_mode(Caffe::GPU);
-  ScopedEnv env("DMPN_GPU_MULTIGRID", "");
-  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
-  layer.SetUp(this->bottom_vec_, this->top_vec_);
-  for (const char* precision : {"", ",float"}) {
+class SparseLaplacianSolveTiledGPUTest : public SparseLaplacianSolveGPUParityTest<TypeParam> {
+ protected:
+  // Each tiled tuning against its grid-wide twin, the hierarchy's precision given by the
+  // tunings' suffix ("" or ",float").
+  void CheckTiledAgainstGridWide(const char* precision) {
+    typedef typename TypeParam::Dtype Dtype;
+    const int H = 200, W = 230;
+    this->Fill(2, H, W, 2.0, 93);
+    Blob<Dtype> top_diff(2, 1, H, W);
+    caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1),
+                              top_diff.mutable_cpu_data());
+    Caffe::set_mode(Caffe::GPU);
+    ScopedEnv env("DMPN_GPU_MULTIGRID", "");
+    SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
+    layer.SetUp(this->bottom_vec_, this->top_vec_);
     for (const char* grid_wide : {"3,1.5,2048", "1,1.5,0", "8,1.5,0"}) {
       for (const char* tiles : {",tiled", ",tiled,50"}) {
         Blob<Dtype> alpha[2], grad[2];
@@ -1540,10 +1540,20 @@ TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherGivesTheSameResult
             << what << ": gradient";
         EXPECT_EQ(iterations[1][0], iterations[0][0]) << what << ": forward";
         EXPECT_EQ(iterations[1][1], iterations[0][1]) << what << ": backward";
-        EXPECT_GT(iterations[0][0], 0) << grid_wide;
+        EXPECT_GT(iterations[0][0], 0) << what;
       }
     }
   }
+};
+
+TYPED_TEST_CASE(SparseLaplacianSolveTiledGPUTest, GPUDtypes);
+
+TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherGivesTheSameResults) {
+  this->CheckTiledAgainstGridWide("");
+}
+
+TYPED_TEST(SparseLaplacianSolveTiledGPUTest, TestTiledSmootherInFloat32GivesTheSameResults) {
+  this->CheckTiledAgainstGridWide(",float");
 }
 
 TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestBadMultigridTuningIsAnError) {
