@@ -1271,7 +1271,6 @@ TYPED_TEST(GpuBlockVCycleTest, TestTurnTakingFindsAMissingBarrier) {
       << "no barrier after the coarsest solve";
 }
 
-#ifndef CPU_ONLY
 // An environment variable set for a scope (the layer's DMPN_* switches), then the caller's
 // value put back or the variable unset, also when an assertion leaves the test early.
 class ScopedEnv {
@@ -1350,6 +1349,7 @@ TEST(SolveThreadCountDeathTest, TestBadThreadCountIsAnError) {
   }
 }
 
+#ifndef CPU_ONLY
 // The GPU path against the CPU path on the same inputs. The fixture's name says GPU, so the
 // test runner's no-GPU filter leaves it out; on a GPU machine it runs.
 template <typename TypeParam>
