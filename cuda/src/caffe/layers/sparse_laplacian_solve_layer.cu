@@ -44,7 +44,7 @@ const int kBlockLevelThreads = 1024;  // the one-block V-cycle's (kGpuBlockLevel
 // The tiled smoother's largest tiles (even sizes: whole 2 x 2 aggregates) and threads per
 // tile: a 600 x 800 level is 19 x 13 tiles; with 3 sweeps a tile and its halo are 1.63 times
 // the tile's pixels, the smoothing work (the smoothed area shrinks a ring per half-sweep) about
-// 1.3 times the grid-wide kernels'. A level with fewer than GpuMultigrid::min_tiles of them
+// 1.3 times the grid-wide kernels'. A level with fewer than GpuMultigridTuning::min_tiles of them
 // halves its tiles, at most kTileHalvings times (down to 8 x 16; LevelTileShape).
 const int kTileRows = 32;
 const int kTileCols = 64;
@@ -73,11 +73,10 @@ const int kNumFlags = 7;               // an item's set-up flags (GpuItem::flags
 // float32 copy of the hierarchy (half the bytes the smoother moves, float arithmetic), as the
 // CPU's; BLOCK_SWEEPS below SWEEPS, fewer barriers in the one-block V-cycle (0 or 1 sweep there
 // took 0 to 1 more CG iteration than 3 at 600 x 800, in a float64 prototype of this V-cycle).
-typedef GpuMultigridTuning GpuMultigrid;
 
 // The default tuning on the current device, or DMPN_GPU_MULTIGRID's.
-GpuMultigrid GpuMultigridFromEnv() {
-  GpuMultigrid m;
+GpuMultigridTuning GpuMultigridFromEnv() {
+  GpuMultigridTuning m;
   const char* v = std::getenv("DMPN_GPU_MULTIGRID");
   if (!v || !*v) {
     // a tile per multiprocessor at least, where halving (at most kTileHalvings times) gets there
@@ -113,7 +112,7 @@ struct CgScalars {
 struct GpuItem {
   std::vector<GpuLevel> levels;
   GpuLevel* dev_levels;  // device copy of levels
-  // GpuMultigrid::float32: the levels' float copies (the V-cycle's), and their device copy;
+  // GpuMultigridTuning::float32: the levels' float copies (the V-cycle's), and their device copy;
   // the CG update writes float(r) to flevels[0].b, the V-cycle leaves z in flevels[0].x.
   std::vector<GpuLevelOf<float> > flevels;
   GpuLevelOf<float>* dev_flevels = NULL;
@@ -140,7 +139,7 @@ struct GpuItem {
 
 struct GpuState {
   int num, Hc, Wc;
-  GpuMultigrid tuning;  // the graphs of the items hold its values
+  GpuMultigridTuning tuning;  // the graphs of the items hold its values
   std::vector<GpuItem> items;
 };
 
@@ -337,11 +336,11 @@ __global__ void ProlongAdd(const int Hf, const int Wf, const int Wc, const Real 
   CUDA_KERNEL_LOOP(i, Hf * Wf) { x[i] = Prolonged(x[i], i / Wf, i % Wf, scale, xc, Wc); }
 }
 
-// The tiled smoother (GpuMultigrid::tiled; gpu_vcycle.hpp): a level's pre-smoothing, residual
-// and restriction in one launch, its prolongation and post-smoothing in another, one block per
-// tile_h x tile_w tile, the tile and its halo in shared memory (at kTileRows x kTileCols, 26 KB
-// with 3 sweeps, 48 KB with 8, half in float32). Grid: (tile columns, tile rows). The shared
-// array is declared as bytes: its type differs between the kernels' instances.
+// The tiled smoother (GpuMultigridTuning::tiled; gpu_vcycle.hpp): a level's pre-smoothing,
+// residual and restriction in one launch, its prolongation and post-smoothing in another, one
+// block per tile_h x tile_w tile, the tile and its halo in shared memory (at kTileRows x
+// kTileCols, 26 KB with 3 sweeps, 48 KB with 8, half in float32). Grid: (tile columns, tile
+// rows). The shared array is declared as bytes: its type differs between the kernels' instances.
 template <typename Real>
 __global__ void __launch_bounds__(kTileThreads) TiledPreSmoothKernel(const int H, const int W,
     const int tile_h, const int tile_w, const int sweeps, const Real omega, const Real* ew,
@@ -364,8 +363,8 @@ __global__ void __launch_bounds__(kTileThreads) TiledPostSmoothKernel(const int 
 }
 
 // The V-cycle from level `first` (right-hand side b, result x) down to the coarsest level, in
-// one thread block (BlockVCycleSteps): below GpuMultigrid::block_unknowns a level's steps take
-// less time than their launches would.
+// one thread block (BlockVCycleSteps): below GpuMultigridTuning::block_unknowns a level's steps
+// take less time than their launches would.
 template <typename Real>
 __global__ void __launch_bounds__(kBlockLevelThreads) BlockVCycle(
     const GpuLevelOf<Real>* levels, const int first, const int last, const int sweeps,
@@ -518,13 +517,10 @@ __global__ void UpsampleTranspose(const int H, const int W, const int Hc, const 
   }
 }
 
-template <typename Dtype>
-__global__ void CopyToDouble(const int n, const Dtype* in, double* out) {
-  CUDA_KERNEL_LOOP(i, n) { out[i] = in[i]; }
-}
-
-__global__ void CopyToFloat(const int n, const double* in, float* out) {
-  CUDA_KERNEL_LOOP(i, n) { out[i] = static_cast<float>(in[i]); }
+// out = in, converted (the blobs' Dtype and the float V-cycle's vectors to and from float64)
+template <typename In, typename Out>
+__global__ void Convert(const int n, const In* in, Out* out) {
+  CUDA_KERNEL_LOOP(i, n) { out[i] = static_cast<Out>(in[i]); }
 }
 
 // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid, spread to the input edges.
@@ -558,7 +554,8 @@ inline Hierarchy<float> HierarchyOf(const GpuItem& item, float) {
 // z = V-cycle(r) from level l of the item's hierarchy of Real, with r and z that level's
 // right-hand side and result.
 template <typename Real>
-void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const Real* r, Real* z) {
+void VCycleGpu(const GpuItem& item, const GpuMultigridTuning& mg, int l, const Real* r,
+               Real* z) {
   const Hierarchy<Real> h = HierarchyOf(item, Real());
   const GpuLevelOf<Real>& L = h.levels[l];
   const int last = static_cast<int>(h.levels.size()) - 1;
@@ -604,8 +601,8 @@ void VCycleGpu(const GpuItem& item, const GpuMultigrid& mg, int l, const Real* r
 }
 
 // z = M^-1 r: the V-cycle (with a float32 hierarchy: from its float(r), which the CG update
-// wrote, to its float z, which the CG reads: FloatZ) or Jacobi.
-void Precondition(const GpuItem& item, const GpuMultigrid* multigrid) {
+// wrote, to its float z, which the CG reads: WithPreconditionedZ) or Jacobi.
+void Precondition(const GpuItem& item, const GpuMultigridTuning* multigrid) {
   if (multigrid && multigrid->float32) {
     const GpuLevelOf<float>& F = item.flevels[0];
     VCycleGpu<float>(item, *multigrid, 0, F.b, F.x);
@@ -618,9 +615,20 @@ void Precondition(const GpuItem& item, const GpuMultigrid* multigrid) {
   }
 }
 
-// Where Precondition left z: the float V-cycle's float32 z, or NULL (item.z, float64).
-const float* FloatZ(const GpuItem& item, const GpuMultigrid* multigrid) {
-  return (multigrid && multigrid->float32) ? item.flevels[0].x : NULL;
+// The float V-cycle's right-hand side float(r) (flevels[0].b), or NULL without one.
+float* FloatRhs(const GpuItem& item, const GpuMultigridTuning* multigrid) {
+  return (multigrid && multigrid->float32) ? item.flevels[0].b : NULL;
+}
+
+// use(z) with z where Precondition left it: the float V-cycle's float32 z (flevels[0].x), or
+// item.z (float64).
+template <typename Use>
+void WithPreconditionedZ(const GpuItem& item, const GpuMultigridTuning* multigrid, Use use) {
+  if (multigrid && multigrid->float32) {
+    use(static_cast<const float*>(item.flevels[0].x));
+  } else {
+    use(static_cast<const double*>(item.z));
+  }
 }
 
 // On unless DMPN_CUDA_GRAPHS is "0".
@@ -672,7 +680,7 @@ cudaGraphExec_t CaptureGraph(cudaStream_t stream, Queue queue) {
 // last iteration). Returns whether each item converged; stats say how far each got.
 // multigrid: the V-cycle's tuning, or NULL for the Jacobi preconditioner.
 std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
-    double* GpuItem::*x, double tol, int max_iter, const GpuMultigrid* multigrid,
+    double* GpuItem::*x, double tol, int max_iter, const GpuMultigridTuning* multigrid,
     std::vector<GridMultigridSolver::Stats>* stats) {
   const int num = static_cast<int>(items->size());
   std::vector<bool> converged(num, false), active(num, false);
@@ -683,7 +691,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     CUDA_CHECK(cudaMemsetAsync(it.*x, 0, n * sizeof(double), it.stream));
     CUDA_CHECK(cudaMemcpyAsync(it.r, it.*b, n * sizeof(double), cudaMemcpyDeviceToDevice,
                                it.stream));
-    Dot<double><<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.*b, it.*b, it.partial,
+    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.*b, it.*b, it.partial,
                                                            it.retired, &it.cg->check[0]);
     CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
                                cudaMemcpyDeviceToHost, it.stream));
@@ -701,19 +709,15 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       continue;
     }
     active[i] = true;
-    const float* zf = FloatZ(it, multigrid);
-    if (zf) CopyToFloat<<<LAUNCH(n, it.stream)>>>(n, it.r, it.flevels[0].b);
-    Precondition(it, multigrid);
-    if (zf) {
-      CopyToDouble<float><<<LAUNCH(n, it.stream)>>>(n, zf, it.p);
-      Dot<float><<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, zf, it.partial,
-                                                                   it.retired, &it.cg->rz[0]);
-    } else {
-      CUDA_CHECK(cudaMemcpyAsync(it.p, it.z, n * sizeof(double), cudaMemcpyDeviceToDevice,
-                                 it.stream));
-      Dot<double><<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial,
-                                                                    it.retired, &it.cg->rz[0]);
+    if (float* r_float = FloatRhs(it, multigrid)) {
+      Convert<<<LAUNCH(n, it.stream)>>>(n, it.r, r_float);
     }
+    Precondition(it, multigrid);
+    WithPreconditionedZ(it, multigrid, [&](const auto* z) {  // p = z, and r.z
+      Convert<<<LAUNCH(n, it.stream)>>>(n, z, it.p);
+      Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, z, it.partial, it.retired,
+                                                             &it.cg->rz[0]);
+    });
   }
   const bool graphs = CudaGraphsWanted();
   const int solution = x == &GpuItem::sol;  // which update graph: x enters its kernels
@@ -725,8 +729,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       GpuItem& it = (*items)[i];
       const GpuLevel& L = it.levels[0];
       const int n = L.H * L.W, blocks = ReduceBlocks(n);
-      const float* zf = FloatZ(it, multigrid);  // NULL: z is it.z
-      float* r_float = zf ? it.flevels[0].b : NULL;
+      float* r_float = FloatRhs(it, multigrid);
       // Iteration k's two halves; their arguments depend on k only through its parity. Each
       // returns the error of the runtime call it makes (kernel launches are checked after),
       // so that a capture can fall back where the call fails.
@@ -740,15 +743,11 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       };
       auto precondition = [&, k]() {
         Precondition(it, multigrid);
-        if (zf) {
-          Dot<float><<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, zf, it.partial,
-                                                               it.retired, &it.cg->rz[k & 1]);
-          CgDirection<float><<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, zf, it.p);
-        } else {
-          Dot<double><<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, it.z, it.partial,
-                                                                it.retired, &it.cg->rz[k & 1]);
-          CgDirection<double><<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, it.z, it.p);
-        }
+        WithPreconditionedZ(it, multigrid, [&](const auto* z) {
+          Dot<<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, z, it.partial, it.retired,
+                                                        &it.cg->rz[k & 1]);
+          CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, z, it.p);
+        });
         return cudaSuccess;
       };
       cudaGraphExec_t& up = it.update[solution][(k - 1) & 1];
@@ -794,25 +793,45 @@ double Milliseconds(std::chrono::steady_clock::time_point from,
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
+// An h x w level's six arrays.
+template <typename Real>
+GpuLevelOf<Real> AllocLevel(int h, int w) {
+  GpuLevelOf<Real> L;
+  L.H = h;
+  L.W = w;
+  Real** arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b, &L.r};
+  for (Real** a : arrays) *a = DeviceAlloc<Real>(h * w);
+  return L;
+}
+
+// The levels' device copy (for the one-block V-cycle).
+template <typename Real>
+GpuLevelOf<Real>* DeviceCopy(const std::vector<GpuLevelOf<Real> >& levels) {
+  const size_t bytes = levels.size() * sizeof(GpuLevelOf<Real>);
+  GpuLevelOf<Real>* dev = NULL;
+  CUDA_CHECK(cudaMalloc(&dev, bytes));
+  CUDA_CHECK(cudaMemcpy(dev, levels.data(), bytes, cudaMemcpyHostToDevice));
+  return dev;
+}
+
+// The levels' arrays and their device copy freed (NULL: none made), the levels cleared.
+template <typename Real>
+void FreeLevels(std::vector<GpuLevelOf<Real> >* levels, GpuLevelOf<Real>* dev) {
+  for (GpuLevelOf<Real>& L : *levels) {
+    Real* arrays[] = {L.ew, L.sw, L.diag, L.x, L.b, L.r};
+    for (Real* a : arrays) CUDA_CHECK(cudaFree(a));
+  }
+  levels->clear();
+  CUDA_CHECK(cudaFree(dev));
+}
+
 // An item's buffers for an Hc x Wc solve grid; float32: the float copy of the hierarchy too.
 void AllocItem(int Hc, int Wc, bool float32, GpuItem* item) {
   const int nc = Hc * Wc;
   int h = Hc, w = Wc;
   while (true) {
-    GpuLevel L;
-    L.H = h;
-    L.W = w;
-    double** arrays[] = {&L.ew, &L.sw, &L.diag, &L.x, &L.b, &L.r};
-    for (double** a : arrays) *a = DeviceAlloc(h * w);
-    item->levels.push_back(L);
-    if (float32) {
-      GpuLevelOf<float> F;
-      F.H = h;
-      F.W = w;
-      float** farrays[] = {&F.ew, &F.sw, &F.diag, &F.x, &F.b, &F.r};
-      for (float** a : farrays) *a = DeviceAlloc<float>(h * w);
-      item->flevels.push_back(F);
-    }
+    item->levels.push_back(AllocLevel<double>(h, w));
+    if (float32) item->flevels.push_back(AllocLevel<float>(h, w));
     if (h * w <= kMultigridCoarsestUnknowns) break;
     h = (h + 1) / 2;
     w = (w + 1) / 2;
@@ -820,15 +839,8 @@ void AllocItem(int Hc, int Wc, bool float32, GpuItem* item) {
   const int m = h * w;
   item->chol = DeviceAlloc(m * m);
   item->inverse = DeviceAlloc(m * m);
-  const size_t bytes = item->levels.size() * sizeof(GpuLevel);
-  CUDA_CHECK(cudaMalloc(&item->dev_levels, bytes));
-  CUDA_CHECK(cudaMemcpy(item->dev_levels, item->levels.data(), bytes, cudaMemcpyHostToDevice));
-  if (float32) {
-    const size_t fbytes = item->flevels.size() * sizeof(GpuLevelOf<float>);
-    CUDA_CHECK(cudaMalloc(&item->dev_flevels, fbytes));
-    CUDA_CHECK(cudaMemcpy(item->dev_flevels, item->flevels.data(), fbytes,
-                          cudaMemcpyHostToDevice));
-  }
+  item->dev_levels = DeviceCopy(item->levels);
+  if (float32) item->dev_flevels = DeviceCopy(item->flevels);
   double** vectors[] = {&item->alpha, &item->rhs, &item->sol, &item->r, &item->z, &item->p,
                         &item->q};
   for (double** v : vectors) *v = DeviceAlloc(nc);
@@ -843,23 +855,11 @@ void AllocItem(int Hc, int Wc, bool float32, GpuItem* item) {
 }
 
 void FreeItem(GpuItem* item) {
-  for (size_t l = 0; l < item->levels.size(); ++l) {
-    GpuLevel& L = item->levels[l];
-    double* arrays[] = {L.ew, L.sw, L.diag, L.x, L.b, L.r};
-    for (double* a : arrays) CUDA_CHECK(cudaFree(a));
-  }
-  item->levels.clear();
-  for (size_t l = 0; l < item->flevels.size(); ++l) {
-    GpuLevelOf<float>& F = item->flevels[l];
-    float* arrays[] = {F.ew, F.sw, F.diag, F.x, F.b, F.r};
-    for (float* a : arrays) CUDA_CHECK(cudaFree(a));
-  }
-  item->flevels.clear();
-  CUDA_CHECK(cudaFree(item->dev_flevels));  // NULL without the float hierarchy: a no-op
+  FreeLevels(&item->levels, item->dev_levels);
+  FreeLevels(&item->flevels, item->dev_flevels);  // none without the float hierarchy
   double* vectors[] = {item->chol, item->inverse, item->alpha, item->rhs, item->sol, item->r,
                        item->z, item->p, item->q, item->partial};
   for (double* v : vectors) CUDA_CHECK(cudaFree(v));
-  CUDA_CHECK(cudaFree(item->dev_levels));
   CUDA_CHECK(cudaFree(item->flags));
   CUDA_CHECK(cudaFree(item->cg));
   CUDA_CHECK(cudaFree(item->retired));
@@ -891,7 +891,7 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
   const int num = bottom[0]->num();
   GpuState* st = static_cast<GpuState*>(gpu_state_);
   // the V-cycle's tuning (the Jacobi preconditioner has none)
-  const GpuMultigrid tuning = multigrid_ ? GpuMultigridFromEnv() : GpuMultigrid();
+  const GpuMultigridTuning tuning = multigrid_ ? GpuMultigridFromEnv() : GpuMultigridTuning();
   if (!st || st->num != num || st->Hc != Hc_ || st->Wc != Wc_ || st->tuning != tuning) {
     FreeGpuState();
     st = new GpuState();
@@ -1008,7 +1008,7 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
     GpuItem& item = st->items[n];
     const Dtype* top_diff = top[0]->gpu_diff() + top[0]->offset(n);
     if (shrink_ == 1) {
-      CopyToDouble<Dtype><<<LAUNCH(H_ * W_, item.stream)>>>(H_ * W_, top_diff, item.rhs);
+      Convert<<<LAUNCH(H_ * W_, item.stream)>>>(H_ * W_, top_diff, item.rhs);
     } else {
       UpsampleTranspose<Dtype><<<LAUNCH(Hc_ * Wc_, item.stream)>>>(H_, W_, Hc_, Wc_, shrink_,
                                                                    top_diff, item.rhs);

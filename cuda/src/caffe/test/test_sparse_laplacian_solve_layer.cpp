@@ -853,6 +853,30 @@ class TurnTaking {
   std::condition_variable turned_;
 };
 
+// An H x W level of A = L + C for the GPU V-cycle's host tests: edge weights exp(N(0, 2)) (0
+// where there is no neighbour), the diagonal their sum at each pixel plus C = 0.8 on about a
+// fifth of the pixels.
+template <typename Real>
+void FillRandomLevel(int H, int W, std::mt19937* rng, std::vector<Real>* ew,
+                     std::vector<Real>* sw, std::vector<Real>* diag) {
+  std::normal_distribution<double> normal(0, 1);
+  std::uniform_real_distribution<double> uniform(0, 1);
+  const int n = H * W;
+  ew->assign(n, 0);
+  sw->assign(n, 0);
+  diag->assign(n, 0);
+  for (int i = 0; i < n; ++i) {
+    if (i % W + 1 < W) (*ew)[i] = static_cast<Real>(std::exp(2 * normal(*rng)));
+    if (i / W + 1 < H) (*sw)[i] = static_cast<Real>(std::exp(2 * normal(*rng)));
+  }
+  for (int i = 0; i < n; ++i) {
+    const int y = i / W, x = i % W;
+    double d = (*ew)[i] + (*sw)[i] + (x > 0 ? (*ew)[i - 1] : 0) + (y > 0 ? (*sw)[i - W] : 0);
+    if (uniform(*rng) < 0.2) d += 0.8;
+    (*diag)[i] = static_cast<Real>(d);
+  }
+}
+
 // The GPU V-cycle's tiled smoother (gpu_vcycle.hpp) against its grid-wide half-sweeps, with
 // the functions the kernels run, on the host: one host thread does every thread's share of a
 // phase in turn, which the phases allow (a half-sweep's points of one colour are independent);
@@ -870,28 +894,14 @@ class GpuVCycleTilesTest : public ::testing::Test {
     Wc_ = (W + 1) / 2;
     const int n = H * W, nc = ((H + 1) / 2) * Wc_;
     std::mt19937 rng(seed);
+    FillRandomLevel(H, W, &rng, &ew_, &sw_, &diag_);
     std::normal_distribution<double> normal(0, 1);
-    std::uniform_real_distribution<double> uniform(0, 1);
-    ew_.assign(n, 0);
-    sw_.assign(n, 0);
-    diag_.assign(n, 0);
     b_.resize(n);
     x_.resize(n);
     xc_.resize(nc);
-    for (int i = 0; i < n; ++i) {
-      const int y = i / W, x = i % W;
-      if (x + 1 < W) ew_[i] = static_cast<Real>(std::exp(2 * normal(rng)));
-      if (y + 1 < H) sw_[i] = static_cast<Real>(std::exp(2 * normal(rng)));
-      b_[i] = static_cast<Real>(normal(rng));
-      x_[i] = static_cast<Real>(normal(rng));
+    for (Vec* v : {&b_, &x_, &xc_}) {
+      for (Real& e : *v) e = static_cast<Real>(normal(rng));
     }
-    for (int i = 0; i < n; ++i) {
-      const int y = i / W, x = i % W;
-      double d = ew_[i] + sw_[i] + (x > 0 ? ew_[i - 1] : 0) + (y > 0 ? sw_[i - W] : 0);
-      if (uniform(rng) < 0.2) d += 0.8;
-      diag_[i] = static_cast<Real>(d);
-    }
-    for (Real& v : xc_) v = static_cast<Real>(normal(rng));
   }
   // The grid-wide half-sweeps of the given colours, as the kernels SmoothColor run them.
   void HalfSweeps(const std::vector<int>& colors, Real omega, Vec* x) const {
@@ -1116,24 +1126,13 @@ class GpuBlockVCycleTest : public ::testing::Test {
   void SetUp() override {
     const int dims[kLevels][2] = {{37, 53}, {19, 27}, {10, 14}};
     std::mt19937 rng(5);
-    std::normal_distribution<double> normal(0, 1);
-    std::uniform_real_distribution<double> uniform(0, 1);
     for (int l = 0; l < kLevels; ++l) {
       const int H = dims[l][0], W = dims[l][1], n = H * W;
-      for (Vec& a : arrays_[l]) a.assign(n, 0);
-      Vec &ew = arrays_[l][0], &sw = arrays_[l][1], &diag = arrays_[l][2];
-      for (int i = 0; i < n; ++i) {
-        if (i % W + 1 < W) ew[i] = static_cast<Real>(std::exp(2 * normal(rng)));
-        if (i / W + 1 < H) sw[i] = static_cast<Real>(std::exp(2 * normal(rng)));
-      }
-      for (int i = 0; i < n; ++i) {
-        const int y = i / W, x = i % W;
-        double d = ew[i] + sw[i] + (x > 0 ? ew[i - 1] : 0) + (y > 0 ? sw[i - W] : 0);
-        if (uniform(rng) < 0.2) d += 0.8;
-        diag[i] = static_cast<Real>(d);
-      }
-      levels_[l] = {H, W, ew.data(), sw.data(), diag.data(), arrays_[l][3].data(),
-                    arrays_[l][4].data(), arrays_[l][5].data()};
+      Vec* v = arrays_[l];  // ew, sw, diag, x, b, r
+      for (int k = 0; k < 6; ++k) v[k].assign(n, 0);
+      FillRandomLevel(H, W, &rng, &v[0], &v[1], &v[2]);
+      levels_[l] = {H, W, v[0].data(), v[1].data(), v[2].data(), v[3].data(), v[4].data(),
+                    v[5].data()};
     }
     const GpuLevelOf<Real>& K = levels_[kLevels - 1];
     const int m = K.H * K.W;
@@ -1149,6 +1148,7 @@ class GpuBlockVCycleTest : public ::testing::Test {
       DenseSolve(m, &A, &e, &col);
       for (int i = 0; i < m; ++i) inverse_[i * m + j] = col[i];
     }
+    std::normal_distribution<double> normal(0, 1);
     b_.resize(levels_[0].H * levels_[0].W);
     for (Real& v : b_) v = static_cast<Real>(normal(rng));
   }
