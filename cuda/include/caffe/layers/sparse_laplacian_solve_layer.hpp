@@ -137,6 +137,44 @@ DMPN_HOST_DEVICE inline float RoundUpDiag(double d) {
   return f;
 }
 
+/// The coarsest level's dense Cholesky factor, L L^T = A, both paths (the CPU solves with it,
+/// the GPU inverts A with it). A is the operator of a w pixels wide grid in row-major order, so
+/// it is zero more than w off its diagonal, and the elimination fills in only within that band:
+/// L[i][k] = 0 for k < i - w. The sums below leave out those terms, exact zeros, and so give the
+/// full sums' values in O(w) instead of O(n): O(n w^2) for the factor, O(n w) a solve (at
+/// 600 x 800 the coarsest level is 10 x 13, w = 13 of n = 130). M is row-major n x n, with L
+/// left of column j and A's lower triangle from column j on (the column-by-column elimination).
+/// A[i][j] less the eliminated columns' share, for j <= i: the pivot squared (i == j) or
+/// L[i][j] times the pivot.
+DMPN_HOST_DEVICE inline double CholeskyEliminated(int n, int w, const double* M, int i, int j) {
+  double v = M[i * n + j];
+  for (int k = i - w > 0 ? i - w : 0; k < j; ++k) v -= M[i * n + k] * M[j * n + k];
+  return v;
+}
+
+/// The end (exclusive) of the rows below j whose entry in column j may be nonzero.
+DMPN_HOST_DEVICE inline int CholeskyBandEnd(int n, int w, int j) {
+  return j + w + 1 < n ? j + w + 1 : n;
+}
+
+/// Solves L L^T x = b in place (x[i * stride] holds b_i on entry), by forward then back
+/// substitution with the factor L (the lower triangle of row-major n x n L). b is zero before
+/// index `first`, which the forward substitution skips (a column of the identity: the GPU's
+/// inverse, column by column).
+DMPN_HOST_DEVICE inline void CholeskySolve(int n, int w, const double* L, int first, int stride,
+                                           double* x) {
+  for (int i = first; i < n; ++i) {
+    double s = x[i * stride];
+    for (int k = i - w > first ? i - w : first; k < i; ++k) s -= L[i * n + k] * x[k * stride];
+    x[i * stride] = s / L[i * n + i];
+  }
+  for (int i = n - 1; i >= 0; --i) {
+    double s = x[i * stride];
+    for (int k = i + 1; k < CholeskyBandEnd(n, w, i); ++k) s -= L[k * n + i] * x[k * stride];
+    x[i * stride] = s / L[i * n + i];
+  }
+}
+
 /// One red-black Gauss-Seidel update of pixel (y, x), at index i, of the 5-point operator
 /// (neighbours outside the grid left out), with the west neighbour's coefficient at `west` and
 /// the neighbours' values at v[ve], v[vw], v[vs], v[vn] (east, west, south, north): v may be laid

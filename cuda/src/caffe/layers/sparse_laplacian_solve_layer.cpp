@@ -539,8 +539,7 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
                       "known pixel?)";
       return false;
     }
-    double d = a;
-    for (int k = 0; k < j; ++k) d -= chol_[j * n + k] * chol_[j * n + k];
+    double d = CholeskyEliminated(n, w, chol_.data(), j, j);
     // The caller has ruled out singular systems (FindUnanchoredNode), so a pivot this small
     // is round-off in the elimination (weights spanning e^30 and more): it is clamped, which
     // keeps the preconditioner positive definite; the CG, on the exact operator, still decides
@@ -548,10 +547,8 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     d = std::max(d, kPivotFloor * a);
     d = std::sqrt(d);
     chol_[j * n + j] = d;
-    for (int i = j + 1; i < n; ++i) {
-      double s = chol_[i * n + j];
-      for (int k = 0; k < j; ++k) s -= chol_[i * n + k] * chol_[j * n + k];
-      chol_[i * n + j] = s / d;
+    for (int i = j + 1; i < CholeskyBandEnd(n, w, j); ++i) {
+      chol_[i * n + j] = CholeskyEliminated(n, w, chol_.data(), i, j) / d;
     }
   }
   // (After the Cholesky factor, which may read the float64 operator of level 0.) The CG's
@@ -752,16 +749,7 @@ void GridMultigridSolver::VCycle(int l) {
     // Forward and back substitution with the Cholesky factor, in float64.
     std::vector<double> t(n);  // in row-major order, as the factor
     Rearrange(L.H, L.W, false, L.b.data(), t.data());
-    for (int i = 0; i < n; ++i) {
-      double s = t[i];
-      for (int k = 0; k < i; ++k) s -= chol_[i * n + k] * t[k];
-      t[i] = s / chol_[i * n + i];
-    }
-    for (int i = n - 1; i >= 0; --i) {
-      double s = t[i];
-      for (int k = i + 1; k < n; ++k) s -= chol_[k * n + i] * t[k];
-      t[i] = s / chol_[i * n + i];
-    }
+    CholeskySolve(n, L.W, chol_.data(), 0, 1, t.data());
     Rearrange(L.H, L.W, true, t.data(), L.x.data());
     return;
   }

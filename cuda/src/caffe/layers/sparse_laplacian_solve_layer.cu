@@ -256,50 +256,40 @@ __global__ void Densify(const int H, const int W, const double* ew, const double
   }
 }
 
-// In-place dense Cholesky (lower) in one thread block; flags[3] = 1 if a diagonal is not
-// positive, flags[6] = 1 if one is not finite (overflow, as the CPU's Setup). Pivots are
-// clamped at kPivotFloor of their diagonal, as on the CPU (round-off: singular systems are
-// ruled out before, FindUnanchoredNode).
-__global__ void CholeskyFactor(const int n, double* A, int* flags) {
+// In-place dense Cholesky (lower) in one thread block, of the operator of a w pixels wide grid
+// (CholeskyEliminated: the band); flags[3] = 1 if a diagonal is not positive, flags[6] = 1 if
+// one is not finite (overflow, as the CPU's Setup). Pivots are clamped at kPivotFloor of their
+// diagonal, as on the CPU (round-off: singular systems are ruled out before,
+// FindUnanchoredNode).
+__global__ void CholeskyFactor(const int n, const int w, double* A, int* flags) {
   __shared__ double pivot;
   for (int j = 0; j < n; ++j) {
     if (threadIdx.x == 0) {
       const double a = A[j * n + j];
-      double d = a;
-      for (int k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
+      double d;
       if (!(a > 0 && isfinite(a))) {
         flags[isfinite(a) ? 3 : 6] = 1;
         d = 1;
       } else {
-        d = fmax(d, kPivotFloor * a);
+        d = fmax(CholeskyEliminated(n, w, A, j, j), kPivotFloor * a);
       }
       pivot = sqrt(d);
       A[j * n + j] = pivot;
     }
     __syncthreads();
-    for (int i = j + 1 + threadIdx.x; i < n; i += blockDim.x) {
-      double v = A[i * n + j];
-      for (int k = 0; k < j; ++k) v -= A[i * n + k] * A[j * n + k];
-      A[i * n + j] = v / pivot;
+    for (int i = j + 1 + threadIdx.x; i < CholeskyBandEnd(n, w, j); i += blockDim.x) {
+      A[i * n + j] = CholeskyEliminated(n, w, A, i, j) / pivot;
     }
     __syncthreads();
   }
 }
 
-// The inverse of L L^T, one column per thread (forward then back substitution in place);
+// The inverse of L L^T, one column per thread (a solve of the identity's column in place);
 // threads read the same L entries at a time and write adjacent columns.
-__global__ void CholeskyInverse(const int n, const double* L, double* inv) {
+__global__ void CholeskyInverse(const int n, const int w, const double* L, double* inv) {
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
-    for (int i = 0; i < n; ++i) {
-      double v = (i == j) ? 1 : 0;
-      for (int k = j; k < i; ++k) v -= L[i * n + k] * inv[k * n + j];
-      inv[i * n + j] = (i < j) ? 0 : v / L[i * n + i];
-    }
-    for (int i = n - 1; i >= 0; --i) {
-      double v = inv[i * n + j];
-      for (int k = i + 1; k < n; ++k) v -= L[k * n + i] * inv[k * n + j];
-      inv[i * n + j] = v / L[i * n + i];
-    }
+    for (int i = 0; i < n; ++i) inv[i * n + j] = (i == j) ? 1 : 0;
+    CholeskySolve(n, w, L, j, n, inv + j);
   }
 }
 
@@ -935,8 +925,8 @@ void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& b
     const GpuLevel& K = item.levels.back();
     const int m = K.H * K.W;
     Densify<<<LAUNCH(m * m, s)>>>(K.H, K.W, K.ew, K.sw, K.diag, item.chol);
-    CholeskyFactor<<<1, kCholThreads, 0, s>>>(m, item.chol, item.flags);
-    CholeskyInverse<<<1, kCholThreads, 0, s>>>(m, item.chol, item.inverse);
+    CholeskyFactor<<<1, kCholThreads, 0, s>>>(m, K.W, item.chol, item.flags);
+    CholeskyInverse<<<1, kCholThreads, 0, s>>>(m, K.W, item.chol, item.inverse);
     CUDA_POST_KERNEL_CHECK;
   }
   for (int n = 0; n < num; ++n) {

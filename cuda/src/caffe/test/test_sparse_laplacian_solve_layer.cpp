@@ -1271,6 +1271,97 @@ TYPED_TEST(GpuBlockVCycleTest, TestTurnTakingFindsAMissingBarrier) {
       << "no barrier after the coarsest solve";
 }
 
+// The coarsest level's Cholesky helpers, which both paths run (the CPU's factor and solves, the
+// GPU's factor and its inverse column by column), against the textbook's full sums on random
+// grid operators of high contrast: the band they keep to loses no term that is not zero.
+class CoarsestCholeskyTest : public ::testing::Test {
+ protected:
+  // Row-major n x n A of an H x W level of FillRandomLevel's, with pixel 0 known (positive
+  // definite whatever the draw).
+  static std::vector<double> DenseOperator(int H, int W, std::mt19937* rng) {
+    std::vector<double> ew, sw, diag;
+    FillRandomLevel(H, W, rng, &ew, &sw, &diag);
+    diag[0] += 0.8;
+    const int n = H * W;
+    std::vector<double> A(n * n, 0.);
+    for (int i = 0; i < n; ++i) {
+      A[i * n + i] = diag[i];
+      if (i % W + 1 < W) A[i * n + i + 1] = A[(i + 1) * n + i] = -ew[i];
+      if (i / W + 1 < H) A[i * n + i + W] = A[(i + W) * n + i] = -sw[i];
+    }
+    return A;
+  }
+  // The banded factor, as the CPU's Setup and the GPU's CholeskyFactor compute it.
+  static std::vector<double> BandedFactor(int n, int w, std::vector<double> M) {
+    for (int j = 0; j < n; ++j) {
+      const double d = std::sqrt(std::max(CholeskyEliminated(n, w, M.data(), j, j),
+                                          kPivotFloor * M[j * n + j]));
+      M[j * n + j] = d;
+      for (int i = j + 1; i < CholeskyBandEnd(n, w, j); ++i) {
+        M[i * n + j] = CholeskyEliminated(n, w, M.data(), i, j) / d;
+      }
+    }
+    return M;
+  }
+  // The textbook's: every column, every term.
+  static std::vector<double> FullFactor(int n, std::vector<double> M) {
+    for (int j = 0; j < n; ++j) {
+      double d = M[j * n + j];
+      for (int k = 0; k < j; ++k) d -= M[j * n + k] * M[j * n + k];
+      d = std::sqrt(std::max(d, kPivotFloor * M[j * n + j]));
+      M[j * n + j] = d;
+      for (int i = j + 1; i < n; ++i) {
+        double v = M[i * n + j];
+        for (int k = 0; k < j; ++k) v -= M[i * n + k] * M[j * n + k];
+        M[i * n + j] = v / d;
+      }
+    }
+    return M;
+  }
+};
+
+TEST_F(CoarsestCholeskyTest, TestBandKeepsTheFullSumsValues) {
+  std::mt19937 rng(7);
+  // Grids of the coarsest level's sizes (at most 256 unknowns) and odd shapes: one row (w as
+  // wide as the grid), one column (w = 1), a single pixel.
+  const int shapes[][2] = {{10, 13}, {16, 16}, {3, 5}, {13, 10}, {1, 200}, {200, 1}, {1, 1}};
+  for (const auto& shape : shapes) {
+    const int H = shape[0], W = shape[1], n = H * W;
+    const std::vector<double> A = DenseOperator(H, W, &rng);
+    const std::vector<double> L = BandedFactor(n, W, A), full = FullFactor(n, A);
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j <= i; ++j) {
+        ASSERT_EQ(L[i * n + j], full[i * n + j]) << H << " x " << W << ": L(" << i << ", "
+            << j << ")";
+        if (i - j > W) ASSERT_EQ(L[i * n + j], 0.) << "fill-in outside the band";
+      }
+    }
+    // The GPU's inverse, column j from index j on, against the CPU's solve of the same column
+    // from 0 (equal), and A times it (the identity's column).
+    std::vector<double> inv(n * n, 0.);
+    for (int j = 0; j < n; ++j) inv[j * n + j] = 1;
+    for (int j = 0; j < n; ++j) CholeskySolve(n, W, L.data(), j, n, inv.data() + j);
+    for (int j = 0; j < n; ++j) {
+      std::vector<double> x(n, 0.);
+      x[j] = 1;
+      CholeskySolve(n, W, L.data(), 0, 1, x.data());
+      double residual = 0, scale = 0;  // |A x - e_j| against |A| |x|, row by row
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(inv[i * n + j], x[i]) << H << " x " << W << ": inverse(" << i << ", " << j
+            << ")";
+        double Ax = 0, absolute = 0;
+        for (int k = 0; k < n; ++k) {
+          Ax += A[i * n + k] * x[k];
+          absolute += std::fabs(A[i * n + k] * x[k]);
+        }
+        residual = std::max(residual, std::fabs(Ax - (i == j)));
+        scale = std::max(scale, absolute);
+      }
+      EXPECT_LT(residual, 1e-12 * scale) << H << " x " << W << ", column " << j;
+    }
+  }
+}
+
 // An environment variable set for a scope (the layer's DMPN_* switches), then the caller's
 // value put back or the variable unset, also when an assertion leaves the test early.
 class ScopedEnv {
