@@ -127,3 +127,15 @@ def test_gpu_check_checks_the_default_tunings_unless_told_otherwise(bundle, tmp_
         summary = (tmp_path / "summary.txt").read_text()
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         assert re.findall(r"^(tuning_\S+): rc=0", summary, re.M) == steps, summary
+
+
+def test_gpu_check_profiles_every_kernel_of_the_solve():
+    # The profile step keeps to the solve's kernels by name (ncu's --kernel-name regex): a kernel
+    # added or renamed in the .cu must be in it, or its time goes missing from the summary.
+    cu = (ROOT / "cuda/src/caffe/layers/sparse_laplacian_solve_layer.cu").read_text()
+    kernels = set(re.findall(r"__global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(", cu))
+    assert {"TiledPreSmoothKernel", "BlockVCycle", "CholeskyInverse", "Convert"} <= kernels
+    script = (ROOT / "tools/gpu_check.sh").read_text()
+    regex = re.search(r"--kernel-name 'regex:([^']+)'", script).group(1)
+    missing = sorted(k for k in kernels if not re.search(regex, k))
+    assert not missing, f"gpu_check's profile leaves out {missing}"
