@@ -57,11 +57,11 @@ const double kMultigridOmega = 1.5;
 const int kGpuBlockLevelUnknowns = 2048;
 const int kMaxGpuMultigridSweeps = 8;  // one digit; the tiled smoother's shared memory fits it
 
-/// The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, on
-/// the grid-wide levels and on those of the one-block V-cycle (whose sweeps are one barrier
-/// each: 0 there leaves only the coarse correction), the smoother's over-relaxation omega (1:
-/// Gauss-Seidel), the level size at and below which the V-cycle runs in one thread block, the
-/// tiled smoother or a launch per half-sweep (the same values bit for bit), the tiles a level
+/// The GPU V-cycle's tuning: the smoothing sweeps before and after the coarse correction, on the
+/// grid-wide levels and on those of the one-block V-cycle below the finest level (whose sweeps are
+/// two barriers each: 0 there leaves only the coarse correction), the smoother's over-relaxation
+/// omega (1: Gauss-Seidel), the level size at and below which the V-cycle runs in one thread block,
+/// the tiled smoother or a launch per half-sweep (the same values bit for bit), the tiles a level
 /// needs before it halves them, and a float32 hierarchy. The members' defaults are the layer's
 /// (min_tiles: see the .cu).
 struct GpuMultigridTuning {
@@ -72,6 +72,11 @@ struct GpuMultigridTuning {
   bool tiled = true;
   int min_tiles = 0;
   bool float32 = false;
+  /// The sweeps of a one-block V-cycle from level `first`. From the finest level (a solve grid
+  /// of at most block_unknowns) that is `sweeps`: the finest level must be smoothed, since
+  /// without it the V-cycle is z = P A_c^-1 P^T r, singular (no CG convergence: 0 sweeps
+  /// there), and one sweep took about three times the iterations (a review's host run).
+  int BlockVCycleSweeps(int first) const { return first == 0 ? sweeps : block_sweeps; }
   bool operator!=(const GpuMultigridTuning& o) const {
     return sweeps != o.sweeps || block_sweeps != o.block_sweeps || omega != o.omega ||
            block_unknowns != o.block_unknowns || tiled != o.tiled ||

@@ -555,7 +555,7 @@ void VCycleGpu(const GpuItem& item, const GpuMultigridTuning& mg, int l, const R
   cudaStream_t st = item.stream;
   if (n <= mg.block_unknowns || l == last) {
     BlockVCycle<Real><<<1, kBlockLevelThreads, 0, st>>>(h.dev_levels, l, last,
-        mg.block_sweeps, omega, scale, item.inverse, r, z);
+        mg.BlockVCycleSweeps(l), omega, scale, item.inverse, r, z);
     return;
   }
   const GpuLevelOf<Real>& C = h.levels[l + 1];
