@@ -133,6 +133,16 @@ template <typename Dtype>
 int FindUnanchoredNode(int H, int W, int s, const Dtype* trimap, const double* ew,
                        const double* sw);
 
+/// The power of two by which a solve scales its right-hand side (and then its solution back):
+/// exact in float64 and in the float32 V-cycle, so the same iterations. 1 for norms in [2^-40,
+/// 2^40], the values as without; outside, the norm is brought into [1, 2), since the float32
+/// V-cycle cannot hold residuals below float's range (a backward pass with a top diff of about
+/// 1e-37 did not converge) or its preconditioned ones above it (1e36).
+inline double RightHandSideScale(double bnorm) {
+  if (!(bnorm > 0) || !std::isfinite(bnorm) || (bnorm >= 0x1p-40 && bnorm <= 0x1p40)) return 1;
+  return std::ldexp(1.0, -std::ilogb(bnorm));
+}
+
 /// A level's diagonal in float32, rounded up by a relative 1e-6 so that the float operator stays
 /// diagonally dominant (positive definite) despite the rounding of its edge weights to nearest:
 /// the float V-cycles' levels (the CPU's, and the GPU's with DMPN_GPU_MULTIGRID "...,float").

@@ -840,9 +840,24 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     for (int i = i0; i < i1; ++i) s += b[i] * b[i];
     part[t] = s;
   });
-  const double bnorm = std::sqrt(sum_parts());
-  // Every return hands x back in row-major order.
+  double bnorm = std::sqrt(sum_parts());
+  const double scale = RightHandSideScale(bnorm);  // nearly always 1
+  if (scale != 1) {  // r = scale b, exactly
+    bnorm *= scale;
+    ForRows(H, n, [&](int y0, int y1, int) {
+      for (int i = y0 * W; i < y1 * W; ++i) {
+        r[i] *= scale;
+        if (rf) rf[i] = static_cast<float>(r[i]);
+      }
+    });
+  }
+  // Every return hands x back in row-major order (and its scale undone).
   auto done = [&](bool converged) {
+    if (scale != 1) {
+      ForRows(H, n, [&](int y0, int y1, int) {
+        for (int i = y0 * W; i < y1 * W; ++i) x[i] /= scale;
+      });
+    }
     RearrangeRows(false, x, x_out);
     return converged;
   };

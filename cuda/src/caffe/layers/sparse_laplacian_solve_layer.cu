@@ -513,6 +513,11 @@ __global__ void Convert(const int n, const In* in, Out* out) {
   CUDA_KERNEL_LOOP(i, n) { out[i] = static_cast<Out>(in[i]); }
 }
 
+// x *= s (a power of two: RightHandSideScale)
+__global__ void ScaleInPlace(const int n, const double s, double* x) {
+  CUDA_KERNEL_LOOP(i, n) { x[i] *= s; }
+}
+
 // dE/dw_ij = -(g_i - g_j)(alpha_i - alpha_j) on the solve grid, spread to the input edges.
 template <typename Dtype>
 __global__ void EdgeGradient(const int H, const int W, const int Wc, const int s,
@@ -674,7 +679,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     std::vector<GridMultigridSolver::Stats>* stats) {
   const int num = static_cast<int>(items->size());
   std::vector<bool> converged(num, false), active(num, false);
-  std::vector<double> bnorm(num);
+  std::vector<double> bnorm(num), scale(num, 1.);
   for (int i = 0; i < num; ++i) {
     GpuItem& it = (*items)[i];
     const int n = it.levels[0].H * it.levels[0].W;
@@ -699,6 +704,11 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       continue;
     }
     active[i] = true;
+    scale[i] = RightHandSideScale(bnorm[i]);  // nearly always 1
+    if (scale[i] != 1) {  // r = scale b, exactly
+      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, scale[i], it.r);
+      bnorm[i] *= scale[i];
+    }
     if (float* r_float = FloatRhs(it, multigrid)) {
       Convert<<<LAUNCH(n, it.stream)>>>(n, it.r, r_float);
     }
@@ -774,6 +784,12 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
         converged[i] = true;
       }
     }
+  }
+  for (int i = 0; i < num; ++i) {  // the right-hand side's scale undone
+    if (scale[i] == 1) continue;
+    GpuItem& it = (*items)[i];
+    const int n = it.levels[0].H * it.levels[0].W;
+    ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, 1 / scale[i], it.*x);
   }
   return converged;
 }

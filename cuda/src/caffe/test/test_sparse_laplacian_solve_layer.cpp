@@ -405,6 +405,42 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNonFiniteTopDiffIsAnError) {
                "batch item 1: the gradient from above \\(top diff\\) is inf at \\(3, 4\\)");
 }
 
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestTinyOrHugeTopDiffScalesTheGradient) {
+  typedef typename TypeParam::Dtype Dtype;
+  // The backward solve is linear in the top diff: scaled by 2^-126 (float's smallest normal
+  // numbers) or 2^110, the gradient scales alike. Its float32 V-cycle cannot hold residuals
+  // that far from 1, so the solve works on a right-hand side brought near norm 1
+  // (RightHandSideScale); without, 2^-126 did not converge. A batch of 2, 40 x 50: two float
+  // levels above the coarsest.
+  const int H = 40, W = 50;
+  this->Fill(2, H, W, 2.0, 17);
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  layer.Forward(this->bottom_vec_, this->top_vec_);
+  Blob<Dtype> top_diff(2, 1, H, W), grad;
+  caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
+  for (int e : {0, -126, 110}) {
+    for (int i = 0; i < top_diff.count(); ++i) {
+      this->top_->mutable_cpu_diff()[i] = std::ldexp(top_diff.cpu_data()[i], e);  // exact
+    }
+    caffe_set(this->affinity_->count(), Dtype(0), this->affinity_->mutable_cpu_diff());
+    layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+    if (e == 0) {
+      grad.CopyFrom(*this->affinity_, true, true);
+      continue;
+    }
+    const Dtype* g = this->affinity_->cpu_diff();
+    double largest = 0;
+    for (int i = 0; i < grad.count(); ++i) {
+      largest = std::max(largest, std::fabs(static_cast<double>(grad.cpu_diff()[i])));
+    }
+    for (int i = 0; i < grad.count(); ++i) {
+      ASSERT_NEAR(std::ldexp(static_cast<double>(g[i]), -e), grad.cpu_diff()[i], 1e-5 * largest)
+          << "top diff times 2^" << e << ", " << i;
+    }
+  }
+}
+
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
   this->Fill(1, 30, 30, 2.0, 1);
   LayerParameter p = this->Param(1, 1e-14);
