@@ -149,7 +149,7 @@ if want profile; then
     DMPN_CUDA_GRAPHS=0 DMPN_GPU_MULTIGRID=$PROFILE_MULTIGRID TAIL=5 step profile 120 \
       env -u PYTHONHOME -u PYTHONPATH "$NCU" --clock-control none \
       --metrics gpu__time_duration.sum --print-summary per-kernel --launch-count 4000 \
-      --kernel-name 'regex:SmoothColor|FirstHalfSweep|ResidualRestrict|ProlongAdd|Tiled|BlockVCycle|OperatorDot|CgUpdateDot|Dot|CgDirection|BuildSystem|AddDegrees|Coarsen|Densify|Cholesky|LevelToFloat|Convert|DivideByDiag|ScaleInPlace|Upsample|EdgeGradient' \
+      --kernel-name 'regex:SmoothColor|FirstHalfSweep|ResidualRestrict|ProlongAdd|Tiled|BlockVCycle|OperatorDot|CgUpdateDot|Dot|BuildSystem|AddDegrees|Coarsen|Densify|Cholesky|LevelToFloat|Convert|DivideByDiag|ScaleInPlace|Upsample|EdgeGradient' \
       env PYTHONHOME="$PYTHONHOME" PYTHONPATH="$PYTHONPATH" \
       "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" --profile-once
     "$DMPN_PYTHON" "$REPO/tools/bench_propagation.py" --ncu-summary "$LOGS/profile.log" 2>&1 | tee -a "$SUMMARY"

@@ -6,7 +6,8 @@
 // too, so that the CPU gtests (GpuVCycleTilesTest, GpuBlockVCycleTest) check the tiled smoother
 // and the one-block V-cycle against the grid-wide steps with the very functions the kernels
 // run. Real: the hierarchy's type, double (the default) or float (DMPN_GPU_MULTIGRID
-// "...,float", as the CPU's V-cycle).
+// "...,float", as the CPU's V-cycle). Also the CG's new direction with its product with A
+// (GpuCgDirectionTest).
 //
 // A level is H x W, row-major: east / south edge weights ew / sw, diagonal diag. Red-black
 // colour of pixel (y, x): (y + x) & 1.
@@ -50,6 +51,30 @@ template <typename Real>
 DMPN_HOST_DEVICE inline Real OperatorPoint(int H, int W, int i, const Real* ew, const Real* sw,
                                            const Real* diag, const Real* x) {
   return OperatorAt(H, W, i / W, i % W, i, ew, sw, diag, x, i, W);
+}
+
+/// The CG's new direction at index j: z + beta p_old, or z for a solve's first direction.
+template <typename Z>
+DMPN_HOST_DEVICE inline double DirectionAt(const Z* z, const double* p_old, double beta,
+                                           bool first, int j) {
+  return first ? static_cast<double>(z[j]) : fma(beta, p_old[j], static_cast<double>(z[j]));
+}
+
+/// (A p)_i of the new direction p, which it forms at i and at i's four neighbours from z and
+/// p_old (one kernel makes p and A p: DirectionOperatorDot); *p_i: p at i.
+template <typename Z>
+DMPN_HOST_DEVICE inline double DirectionOperatorPoint(int H, int W, int i, const double* ew,
+    const double* sw, const double* diag, const Z* z, const double* p_old, double beta,
+    bool first, double* p_i) {
+  const int y = i / W, x = i % W;
+  double v[9] = {};  // p's 3 x 3 neighbourhood, row by row, as OperatorAt reads it
+  v[4] = DirectionAt(z, p_old, beta, first, i);
+  if (x + 1 < W) v[5] = DirectionAt(z, p_old, beta, first, i + 1);
+  if (x > 0) v[3] = DirectionAt(z, p_old, beta, first, i - 1);
+  if (y + 1 < H) v[7] = DirectionAt(z, p_old, beta, first, i + W);
+  if (y > 0) v[1] = DirectionAt(z, p_old, beta, first, i - W);
+  *p_i = v[4];
+  return OperatorAt(H, W, y, x, i, ew, sw, diag, v, 4, 3);
 }
 
 /// Pixel (y, x) after the first pre-smoothing half-sweep (colour 0) from x = 0: a colour-0

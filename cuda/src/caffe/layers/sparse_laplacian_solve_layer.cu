@@ -5,13 +5,14 @@
 // V-cycle, as the CPU path's (CG, the fine operator and the coarsest inverse stay float64).
 //
 // A 600 x 800 solve is bound by launch and synchronisation latency, not by memory bandwidth
-// (measured on an H200: 0.5 ms per CG iteration with a kernel per step and three cuBLAS dots,
-// each a host round trip). So: the levels below kGpuBlockLevelUnknowns run as one thread block
-// (one launch for the whole lower V-cycle), the coarsest solve is a product with the inverse
-// (no sequential triangular solves), dot products are fused into the kernels that produce their
-// operands, CG's scalars stay on the device, the host reads the residual once per iteration
-// while the GPU already runs the next preconditioner, and the items of a batch run on their
-// own streams in lockstep. Figures: README, Performance, GPU.
+// (measured on an H200: 0.5 ms per CG iteration with a kernel per step and three cuBLAS dots, each
+// a host round trip). So: the levels below kGpuBlockLevelUnknowns run as one thread block (one
+// launch for the whole lower V-cycle), the coarsest solve is a product with the inverse (no
+// sequential triangular solves), dot products are fused into the kernels that produce their
+// operands (and the new direction into the product with A), CG's scalars stay on the device, the
+// host reads the residual once per iteration while the GPU already runs the next preconditioner,
+// and the items of a batch run on their own streams in lockstep. Figures: README, Performance,
+// GPU.
 //
 // Each CG iteration's kernels (about 60 launches at 600 x 800, most of them the V-cycle's) are
 // captured once per item as CUDA graphs and replayed, two graph launches an iteration instead:
@@ -104,6 +105,7 @@ struct CgScalars {
   double rz[2];
   double pq;
   double check[2];  // [0] r.r after the update, [1] 1 if p.q was not positive (breakdown)
+  int have_direction;  // 0 at a solve's start: its first direction is z (DirectionOperatorDot)
 };
 
 // One batch item: its hierarchy, its CG workspace and its own stream, so that the items'
@@ -118,7 +120,8 @@ struct GpuItem {
   GpuLevelOf<float>* dev_flevels = NULL;
   double* chol;          // coarsest level's n x n Cholesky factor (lower, row-major)
   double* inverse;       // coarsest level's inverse (symmetric, n x n)
-  double *alpha, *rhs, *sol, *r, *z, *p, *q;  // solve-grid vectors
+  double *alpha, *rhs, *sol, *r, *z, *q;  // solve-grid vectors
+  double* p[2];  // CG's directions, by iteration parity (DirectionOperatorDot reads the last)
   int* flags;  // [0] bad affinity, [1] known pixels, [2] bad trimap, [3] singular, [4] a 0 edge,
                // [5] a degree (diagonal) that is not finite: overflow, [6] the same on the
                // coarsest level (the coarsening summed degrees beyond double's range)
@@ -130,8 +133,8 @@ struct GpuItem {
   cudaEvent_t checked;
   // CUDA graphs (unless DMPN_CUDA_GRAPHS=0): one CG iteration as two graphs (SolveGpu),
   // captured on first use and kept with the item's buffers, whose addresses they hold.
-  // update[x is sol][parity]: q = A p, x and r updated, r.r copied to the host;
-  // precondition[multigrid][parity]: z = M^-1 r, r.z and the new p. NULL: not captured yet.
+  // update[x is sol][parity]: the new p, q = A p, x and r updated, r.r copied to the host;
+  // precondition[multigrid][parity]: z = M^-1 r and r.z. NULL: not captured yet.
   cudaGraphExec_t update[2][2] = {};
   cudaGraphExec_t precondition[2][2] = {};
   bool graphs_failed = false;  // capture failed once: this item launches directly
@@ -411,15 +414,23 @@ __global__ void Dot(const int n, const double* a, const B* b, double* partial,
   GridSum(acc, partial, retired, out);
 }
 
-// q = A p and p.q
-__global__ void OperatorDot(const int H, const int W, const double* ew, const double* sw,
-    const double* diag, const double* p, double* q, double* partial, unsigned* retired,
-    CgScalars* cg) {
+// CG's new direction p = z + beta p_old (beta = r.z new / r.z old; p = z for a solve's first),
+// q = A p and p.q, in one pass: each thread forms p at its pixel and at its four neighbours
+// (DirectionOperatorPoint: the values a kernel of its own would store for them), so p_old and p
+// are two buffers. parity: that of the iteration before, whose r.z is rz[parity].
+template <typename Z>
+__global__ void DirectionOperatorDot(const int H, const int W, const int parity,
+    const double* ew, const double* sw, const double* diag, const Z* z, const double* p_old,
+    double* p, double* q, double* partial, unsigned* retired, CgScalars* cg) {
+  const bool first = !cg->have_direction;
+  const double beta = first ? 0 : cg->rz[parity] / cg->rz[parity ^ 1];
   double acc = 0;
   CUDA_KERNEL_LOOP(i, H * W) {
-    const double v = OperatorPoint(H, W, i, ew, sw, diag, p);
-    q[i] = v;
-    acc += p[i] * v;
+    double pi;
+    const double qi = DirectionOperatorPoint(H, W, i, ew, sw, diag, z, p_old, beta, first, &pi);
+    p[i] = pi;
+    q[i] = qi;
+    acc += pi * qi;
   }
   GridSum(acc, partial, retired, &cg->pq);
 }
@@ -440,16 +451,11 @@ __global__ void CgUpdateDot(const int n, const int parity, const double* p, cons
     if (r_float) r_float[i] = static_cast<float>(ri);
     acc += ri * ri;
   }
-  if (blockIdx.x == 0 && threadIdx.x == 0) cg->check[1] = ok ? 0 : 1;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    cg->check[1] = ok ? 0 : 1;
+    cg->have_direction = 1;  // DirectionOperatorDot, which made p, has finished
+  }
   GridSum(acc, partial, retired, &cg->check[0]);
-}
-
-// p = z + (r.z new / r.z old) p
-template <typename Z>
-__global__ void CgDirection(const int n, const int parity, const CgScalars* cg, const Z* z,
-    double* p) {
-  const double beta = cg->rz[parity] / cg->rz[parity ^ 1];
-  CUDA_KERNEL_LOOP(i, n) { p[i] = z[i] + beta * p[i]; }
 }
 
 __global__ void DivideByDiag(const int n, const double* r, const double* diag, double* z) {
@@ -713,11 +719,11 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       Convert<<<LAUNCH(n, it.stream)>>>(n, it.r, r_float);
     }
     Precondition(it, multigrid);
-    WithPreconditionedZ(it, multigrid, [&](const auto* z) {  // p = z, and r.z
-      Convert<<<LAUNCH(n, it.stream)>>>(n, z, it.p);
+    WithPreconditionedZ(it, multigrid, [&](const auto* z) {  // r.z
       Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, z, it.partial, it.retired,
                                                              &it.cg->rz[0]);
     });
+    CUDA_CHECK(cudaMemsetAsync(&it.cg->have_direction, 0, sizeof(int), it.stream));
   }
   const bool graphs = CudaGraphsWanted();
   const int solution = x == &GpuItem::sol;  // which update graph: x enters its kernels
@@ -734,10 +740,13 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       // returns the error of the runtime call it makes (kernel launches are checked after),
       // so that a capture can fall back where the call fails.
       auto update = [&, k]() {
-        OperatorDot<<<blocks, kReduceThreads, 0, it.stream>>>(L.H, L.W, L.ew, L.sw, L.diag,
-            it.p, it.q, it.partial, it.retired, it.cg);
-        CgUpdateDot<<<blocks, kReduceThreads, 0, it.stream>>>(n, (k - 1) & 1, it.p, it.q,
-            it.*x, it.r, r_float, it.partial, it.retired, it.cg);
+        WithPreconditionedZ(it, multigrid, [&](const auto* z) {
+          DirectionOperatorDot<<<blocks, kReduceThreads, 0, it.stream>>>(L.H, L.W, (k - 1) & 1,
+              L.ew, L.sw, L.diag, z, it.p[(k - 1) & 1], it.p[k & 1], it.q, it.partial,
+              it.retired, it.cg);
+        });
+        CgUpdateDot<<<blocks, kReduceThreads, 0, it.stream>>>(n, (k - 1) & 1, it.p[k & 1],
+            it.q, it.*x, it.r, r_float, it.partial, it.retired, it.cg);
         return cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
                                cudaMemcpyDeviceToHost, it.stream);
       };
@@ -746,7 +755,6 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
         WithPreconditionedZ(it, multigrid, [&](const auto* z) {
           Dot<<<blocks, kReduceThreads, 0, it.stream>>>(n, it.r, z, it.partial, it.retired,
                                                         &it.cg->rz[k & 1]);
-          CgDirection<<<LAUNCH(n, it.stream)>>>(n, k & 1, it.cg, z, it.p);
         });
         return cudaSuccess;
       };
@@ -847,8 +855,8 @@ void AllocItem(int Hc, int Wc, bool float32, GpuItem* item) {
   item->inverse = DeviceAlloc(m * m);
   item->dev_levels = DeviceCopy(item->levels);
   if (float32) item->dev_flevels = DeviceCopy(item->flevels);
-  double** vectors[] = {&item->alpha, &item->rhs, &item->sol, &item->r, &item->z, &item->p,
-                        &item->q};
+  double** vectors[] = {&item->alpha, &item->rhs, &item->sol, &item->r, &item->z, &item->p[0],
+                        &item->p[1], &item->q};
   for (double** v : vectors) *v = DeviceAlloc(nc);
   CUDA_CHECK(cudaMalloc(&item->flags, kNumFlags * sizeof(int)));
   CUDA_CHECK(cudaMalloc(&item->cg, sizeof(CgScalars)));
@@ -864,7 +872,7 @@ void FreeItem(GpuItem* item) {
   FreeLevels(&item->levels, item->dev_levels);
   FreeLevels(&item->flevels, item->dev_flevels);  // none without the float hierarchy
   double* vectors[] = {item->chol, item->inverse, item->alpha, item->rhs, item->sol, item->r,
-                       item->z, item->p, item->q, item->partial};
+                       item->z, item->p[0], item->p[1], item->q, item->partial};
   for (double* v : vectors) CUDA_CHECK(cudaFree(v));
   CUDA_CHECK(cudaFree(item->flags));
   CUDA_CHECK(cudaFree(item->cg));

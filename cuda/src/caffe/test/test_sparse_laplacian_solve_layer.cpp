@@ -1337,6 +1337,44 @@ TYPED_TEST(GpuBlockVCycleTest, TestTurnTakingFindsAMissingBarrier) {
       << "no barrier after the coarsest solve";
 }
 
+// The GPU CG's new direction and its product with A in one pass (DirectionOperatorPoint, which
+// DirectionOperatorDot runs): p = z + beta p_old stored first, then A p, the same values bit
+// for bit at every pixel, the borders' included, for a float64 z and the float V-cycle's float32
+// one, and for a solve's first direction (p = z, whatever p_old holds).
+template <typename Z>
+class GpuCgDirectionTest : public ::testing::Test {};
+TYPED_TEST_CASE(GpuCgDirectionTest, HierarchyTypes);
+
+TYPED_TEST(GpuCgDirectionTest, TestGivesTheStoredDirectionsProduct) {
+  std::mt19937 rng(3);
+  std::normal_distribution<double> normal(0, 1);
+  for (const auto& shape : {std::make_pair(7, 9), std::make_pair(1, 5), std::make_pair(6, 1)}) {
+    const int H = shape.first, W = shape.second, n = H * W;
+    std::vector<double> ew, sw, diag, p_old(n), p(n);
+    FillRandomLevel(H, W, &rng, &ew, &sw, &diag);
+    std::vector<TypeParam> z(n);
+    for (int i = 0; i < n; ++i) {
+      z[i] = static_cast<TypeParam>(normal(rng));
+      p_old[i] = normal(rng);
+    }
+    const double beta = 0.37;
+    for (bool first : {false, true}) {
+      if (first) p_old.assign(n, std::numeric_limits<double>::quiet_NaN());
+      for (int i = 0; i < n; ++i) {
+        p[i] = first ? z[i] : std::fma(beta, p_old[i], static_cast<double>(z[i]));
+      }
+      for (int i = 0; i < n; ++i) {
+        double pi;
+        const double qi = DirectionOperatorPoint(H, W, i, ew.data(), sw.data(), diag.data(),
+                                                 z.data(), p_old.data(), beta, first, &pi);
+        ASSERT_EQ(pi, p[i]) << H << " x " << W << ", first " << first << ", pixel " << i;
+        ASSERT_EQ(qi, OperatorPoint(H, W, i, ew.data(), sw.data(), diag.data(), p.data()))
+            << H << " x " << W << ", first " << first << ", pixel " << i;
+      }
+    }
+  }
+}
+
 // The coarsest level's Cholesky helpers, which both paths run (the CPU's factor and solves, the
 // GPU's factor and its inverse column by column), against the textbook's full sums on random
 // grid operators of high contrast: the band they keep to loses no term that is not zero.
