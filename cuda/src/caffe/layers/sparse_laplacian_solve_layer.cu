@@ -132,7 +132,8 @@ struct GpuItem {
   cudaStream_t stream;
   cudaEvent_t checked;
   // CUDA graphs (unless DMPN_CUDA_GRAPHS=0): one CG iteration as two graphs (SolveGpu),
-  // captured on first use and kept with the item's buffers, whose addresses they hold.
+  // captured on first use and kept with the item's buffers, whose addresses they hold (also z's,
+  // which the tuning's hierarchy and the preconditioner fix: a change of tuning makes new items).
   // update[x is sol][parity]: the new p, q = A p, x and r updated, r.r copied to the host;
   // precondition[multigrid][parity]: z = M^-1 r and r.z. NULL: not captured yet.
   cudaGraphExec_t update[2][2] = {};
@@ -799,6 +800,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     const int n = it.levels[0].H * it.levels[0].W;
     ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, 1 / scale[i], it.*x);
   }
+  CUDA_POST_KERNEL_CHECK;
   return converged;
 }
 
