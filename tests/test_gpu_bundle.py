@@ -112,12 +112,12 @@ def test_gpu_check_refuses_a_bad_tuning_before_any_step(bundle, tmp_path, name, 
 
 def test_gpu_check_checks_the_default_tunings_unless_told_otherwise(bundle, tmp_path):
     # Without GPU_MULTIGRID the tunings step runs the tunings worth timing beside the layer's
-    # default (the grid-wide smoother among them); GPU_MULTIGRID="" runs none.
+    # default; GPU_MULTIGRID="" runs none.
     tarball, cuda = bundle
     env = {k: v for k, v in os.environ.items() if k != "GPU_MULTIGRID"}
     env.update(DRY_RUN_CPU="1", STEPS="tunings", CUDA_LIBS=cuda,
                TUNINGS_FILTER="SparseLaplacianSolveLayerTest/1.TestRegionCutOffIsAnError")
-    default = ["tuning_3,1.5,2048", "tuning_3-0,1.5,2048,tiled,132", "tuning_3,1.5,2048,tiled,132,float",
+    default = ["tuning_3-1,1.5,2048,tiled,132", "tuning_3-0,1.5,2048,tiled,132", "tuning_3,1.5,2048,tiled,132,float",
                "tuning_3-0,1.5,2048,tiled,132,float", "tuning_3-1,1.5,2048,tiled,132,float"]
     for value, steps in ((None, default), ("", [])):
         if value is not None:

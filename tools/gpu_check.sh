@@ -27,9 +27,8 @@
 # GTEST_FILTER='*' narrows gtest; GPU_MULTIGRID="3,1.5,2048,tiled 2,1.5,2048" V-cycle tunings
 # (SWEEPS[/BLOCK_SWEEPS],OMEGA,BLOCK_UNKNOWNS[,tiled[,MIN_TILES]][,float], the layer's
 # DMPN_GPU_MULTIGRID) to check and time beside the layer's default (3,1.5,2048,tiled,N, N the
-# GPU's multiprocessors; unset: $DEFAULT_TUNINGS below: the grid-wide smoother, the default
-# before it, and the default with no sweep on the one-block levels, with a float32 hierarchy,
-# and with both (0 or 1 sweep there), none of them timed yet; "" none);
+# GPU's multiprocessors; unset: $DEFAULT_TUNINGS below: the default with one or no sweep on the
+# one-block levels, with a float32 hierarchy, and with both, none of them timed yet; "" none);
 # CUDA_LIBS=dir[:dir] names where cuBLAS and cuRAND are instead of searching for them;
 # DRY_RUN_CPU=1 runs the same steps in CPU mode (to check this script on a machine without a GPU).
 set -uo pipefail
@@ -37,7 +36,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARBALL=${1:?usage: gpu_check.sh BUNDLE.tar.xz [OUT_DIR]}
 RESULTS=${2:-${OUT:-$REPO/gpu-check}}
 STEPS=${STEPS:-parity tiled direct tunings bench profile gtest time train sanitize}
-DEFAULT_TUNINGS="3,1.5,2048 3/0,1.5,2048,tiled,132 3,1.5,2048,tiled,132,float 3/0,1.5,2048,tiled,132,float 3/1,1.5,2048,tiled,132,float"
+DEFAULT_TUNINGS="3/1,1.5,2048,tiled,132 3/0,1.5,2048,tiled,132 3,1.5,2048,tiled,132,float 3/0,1.5,2048,tiled,132,float 3/1,1.5,2048,tiled,132,float"
 read -r -a TUNINGS <<< "${GPU_MULTIGRID-$DEFAULT_TUNINGS}"
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 DEADLINE=${DEADLINE:-540}

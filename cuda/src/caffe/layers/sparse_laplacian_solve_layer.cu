@@ -216,21 +216,7 @@ __global__ void AddDegrees(const int H, const int W, const double* ew, const dou
 // P^T A P for 2 x 2 aggregates, one thread per coarse cell.
 __global__ void Coarsen(const int Hf, const int Wf, const double* few, const double* fsw,
     const double* fdiag, const int Hc, const int Wc, double* cew, double* csw, double* cdiag) {
-  CUDA_KERNEL_LOOP(I, Hc * Wc) {
-    const int Y = I / Wc, X = I % Wc;
-    double d = 0, e = 0, so = 0;
-    for (int y = 2 * Y; y < min(Hf, 2 * Y + 2); ++y) {
-      for (int x = 2 * X; x < min(Wf, 2 * X + 2); ++x) {
-        const int i = y * Wf + x;
-        d += fdiag[i];
-        if (x + 1 < Wf) { if (x & 1) e += few[i]; else d -= 2 * few[i]; }
-        if (y + 1 < Hf) { if (y & 1) so += fsw[i]; else d -= 2 * fsw[i]; }
-      }
-    }
-    cew[I] = e;
-    csw[I] = so;
-    cdiag[I] = d;
-  }
+  CUDA_KERNEL_LOOP(I, Hc * Wc) { GalerkinCell(Hf, Wf, Wc, I, few, fsw, fdiag, cew, csw, cdiag); }
 }
 
 // A level's float32 copy for the float V-cycle: edge weights rounded to nearest, diagonals up

@@ -1,6 +1,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -1337,6 +1338,20 @@ TYPED_TEST(GpuBlockVCycleTest, TestTurnTakingFindsAMissingBarrier) {
       << "no barrier after the coarsest solve";
 }
 
+// The Cholesky factor of row-major n x n M, the operator of a w pixels wide grid, kept to its
+// band, as the CPU's Setup and the GPU's CholeskyFactor compute it.
+std::vector<double> BandedFactor(int n, int w, std::vector<double> M) {
+  for (int j = 0; j < n; ++j) {
+    const double d = std::sqrt(std::max(CholeskyEliminated(n, w, M.data(), j, j),
+                                        kPivotFloor * M[j * n + j]));
+    M[j * n + j] = d;
+    for (int i = j + 1; i < CholeskyBandEnd(n, w, j); ++i) {
+      M[i * n + j] = CholeskyEliminated(n, w, M.data(), i, j) / d;
+    }
+  }
+  return M;
+}
+
 // The GPU CG's new direction and its product with A in one pass (DirectionOperatorPoint, which
 // DirectionOperatorDot runs): p = z + beta p_old stored first, then A p, the same values bit
 // for bit at every pixel, the borders' included, for a float64 z and the float V-cycle's float32
@@ -1395,18 +1410,6 @@ class CoarsestCholeskyTest : public ::testing::Test {
     }
     return A;
   }
-  // The banded factor, as the CPU's Setup and the GPU's CholeskyFactor compute it.
-  static std::vector<double> BandedFactor(int n, int w, std::vector<double> M) {
-    for (int j = 0; j < n; ++j) {
-      const double d = std::sqrt(std::max(CholeskyEliminated(n, w, M.data(), j, j),
-                                          kPivotFloor * M[j * n + j]));
-      M[j * n + j] = d;
-      for (int i = j + 1; i < CholeskyBandEnd(n, w, j); ++i) {
-        M[i * n + j] = CholeskyEliminated(n, w, M.data(), i, j) / d;
-      }
-    }
-    return M;
-  }
   // The textbook's: every column, every term.
   static std::vector<double> FullFactor(int n, std::vector<double> M) {
     for (int j = 0; j < n; ++j) {
@@ -1464,6 +1467,189 @@ TEST_F(CoarsestCholeskyTest, TestBandKeepsTheFullSumsValues) {
       EXPECT_LT(residual, 1e-12 * scale) << H << " x " << W << ", column " << j;
     }
   }
+}
+
+// The GPU's V-cycle as VCycleGpu composes it with the tiled smoother, with the very functions
+// its kernels run, on the host, as the preconditioner of CG (GpuVCycleCgTest): the grid-wide
+// levels smoothed tile by tile (TiledPreSmooth, TiledPostSmooth), the levels below in one
+// block (BlockVCycleSteps, with GpuMultigridTuning::BlockVCycleSweeps), the hierarchy by the
+// Coarsen kernel's GalerkinCell and the coarsest level by its banded Cholesky's inverse. So a
+// tuning's convergence is checked without a GPU. Real: the V-cycle's hierarchy.
+template <typename Real>
+class GpuVCycleCgModel {
+ public:
+  typedef std::vector<Real> Vec;
+  // An H x W finest level (FillRandomLevel's) and its Galerkin hierarchy.
+  GpuVCycleCgModel(int H, int W) {
+    std::mt19937 rng(11);
+    std::vector<double> ew, sw, diag;
+    FillRandomLevel(H, W, &rng, &ew, &sw, &diag);
+    while (true) {
+      dims_.push_back({H, W});
+      ew_.push_back(ew);
+      sw_.push_back(sw);
+      diag_.push_back(diag);
+      if (H * W <= kMultigridCoarsestUnknowns) break;
+      const int Hc = (H + 1) / 2, Wc = (W + 1) / 2;
+      std::vector<double> cew(Hc * Wc), csw(Hc * Wc), cdiag(Hc * Wc);
+      for (int I = 0; I < Hc * Wc; ++I) {
+        GalerkinCell(H, W, Wc, I, ew.data(), sw.data(), diag.data(), cew.data(), csw.data(),
+                     cdiag.data());
+      }
+      H = Hc;
+      W = Wc;
+      ew = cew;
+      sw = csw;
+      diag = cdiag;
+    }
+    const int m = H * W;
+    std::vector<double> A(m * m, 0.);
+    for (int i = 0; i < m; ++i) {
+      A[i * m + i] = diag[i];
+      if (i % W + 1 < W) A[i * m + i + 1] = A[(i + 1) * m + i] = -ew[i];
+      if (i + W < m) A[i * m + i + W] = A[(i + W) * m + i] = -sw[i];
+    }
+    const std::vector<double> L = BandedFactor(m, W, A);
+    inverse_.assign(m * m, 0.);
+    for (int j = 0; j < m; ++j) {
+      inverse_[j * m + j] = 1;
+      CholeskySolve(m, W, L.data(), j, m, inverse_.data() + j);
+    }
+    // The V-cycle's copy of each level (in float: edges to nearest, diagonals rounded up, as
+    // the LevelToFloat kernel), with its x, b and scratch r.
+    const int num = static_cast<int>(dims_.size());
+    arrays_.resize(num);
+    levels_.resize(num);
+    for (int l = 0; l < num; ++l) {
+      const int n = dims_[l].first * dims_[l].second;
+      Vec* v = arrays_[l].data();
+      for (int k = 0; k < 6; ++k) v[k].assign(n, 0);
+      for (int i = 0; i < n; ++i) {
+        v[0][i] = static_cast<Real>(ew_[l][i]);
+        v[1][i] = static_cast<Real>(sw_[l][i]);
+        v[2][i] = sizeof(Real) == sizeof(float) ? RoundUpDiag(diag_[l][i])
+                                                : static_cast<Real>(diag_[l][i]);
+      }
+      levels_[l] = {dims_[l].first, dims_[l].second, v[0].data(), v[1].data(), v[2].data(),
+                    v[3].data(), v[4].data(), v[5].data()};
+    }
+  }
+
+  // z = V-cycle(r) from level l, as VCycleGpu with the tiled smoother (32 x 64 tiles, halved
+  // at most twice below min_tiles) down to the one-block levels; `finest_sweeps` >= 0: all
+  // in one block from the finest level with that many sweeps instead.
+  void VCycle(const GpuMultigridTuning& t, int l, const Real* r, Real* z,
+              int finest_sweeps = -1) {
+    const int last = static_cast<int>(levels_.size()) - 1;
+    const Real omega = static_cast<Real>(t.omega);
+    const Real scale = static_cast<Real>(kMultigridCoarseScale);
+    GpuLevelOf<Real>& L = levels_[l];
+    if (finest_sweeps >= 0 || L.H * L.W <= t.block_unknowns || l == last) {
+      BlockVCycleSteps(levels_.data(), l, last,
+                       finest_sweeps >= 0 ? finest_sweeps : t.BlockVCycleSweeps(l), omega,
+                       scale, inverse_.data(), r, z, 0, 1, BlockSync());
+      return;
+    }
+    GpuLevelOf<Real>& C = levels_[l + 1];
+    const TileShape tile = LevelTileShape(L.H, L.W, 32, 64, 2, t.min_tiles);
+    Vec v(VCycleTile(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), 0, 0).size());
+    for (int ty = 0; ty < tile.Down(L.H); ++ty) {
+      for (int tx = 0; tx < tile.Across(L.W); ++tx) {
+        const VCycleTile T(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), ty, tx);
+        TiledPreSmooth(T, t.sweeps, omega, L.ew, L.sw, L.diag, r, L.r, C.W, C.b, v.data(), 0,
+                       1, BlockSync());
+      }
+    }
+    VCycle(t, l + 1, C.b, C.x);
+    for (int ty = 0; ty < tile.Down(L.H); ++ty) {
+      for (int tx = 0; tx < tile.Across(L.W); ++tx) {
+        const VCycleTile T(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), ty, tx);
+        TiledPostSmooth(T, t.sweeps, omega, scale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z,
+                        v.data(), 0, 1, BlockSync());
+      }
+    }
+  }
+
+  // CG iterations to a relative residual of 1e-10 on the float64 finest level with this
+  // V-cycle (float(r) in, z read as float64, as the GPU's CG), or -1 within 200.
+  int Iterations(const char* tuning, int finest_sweeps = -1) {
+    GpuMultigridTuning t;
+    EXPECT_TRUE(ParseGpuMultigrid(tuning, &t)) << tuning;
+    const int H = dims_[0].first, W = dims_[0].second, n = H * W;
+    const double *ew = ew_[0].data(), *sw = sw_[0].data(), *diag = diag_[0].data();
+    std::mt19937 rng(4);
+    std::normal_distribution<double> normal(0, 1);
+    std::vector<double> b(n), x(n, 0.), r(n), p(n), q(n);
+    for (double& v : b) v = normal(rng);
+    r = b;
+    Vec rf(n), z(n);
+    auto precondition = [&]() {
+      for (int i = 0; i < n; ++i) rf[i] = static_cast<Real>(r[i]);
+      VCycle(t, 0, rf.data(), z.data(), finest_sweeps);
+      double rz = 0;
+      for (int i = 0; i < n; ++i) rz += r[i] * z[i];
+      return rz;
+    };
+    double bb = 0;
+    for (double v : b) bb += v * v;
+    double rz = precondition();
+    for (int i = 0; i < n; ++i) p[i] = z[i];
+    for (int k = 1; k <= 200; ++k) {
+      double pq = 0;
+      for (int i = 0; i < n; ++i) {
+        q[i] = OperatorPoint(H, W, i, ew, sw, diag, p.data());
+        pq += p[i] * q[i];
+      }
+      if (!(pq > 0)) return -1;
+      const double a = rz / pq;
+      double rr = 0;
+      for (int i = 0; i < n; ++i) {
+        x[i] += a * p[i];
+        r[i] -= a * q[i];
+        rr += r[i] * r[i];
+      }
+      if (std::sqrt(rr / bb) <= 1e-10) return k;
+      const double rz_new = precondition();
+      for (int i = 0; i < n; ++i) p[i] = z[i] + (rz_new / rz) * p[i];
+      rz = rz_new;
+    }
+    return -1;
+  }
+
+  std::vector<std::pair<int, int> > dims_;
+  std::vector<std::vector<double> > ew_, sw_, diag_;  // the float64 hierarchy
+  std::vector<std::array<Vec, 6> > arrays_;  // the V-cycle's levels: ew, sw, diag, x, b, r
+  std::vector<GpuLevelOf<Real> > levels_;
+  std::vector<double> inverse_;  // the coarsest level's
+};
+
+TEST(GpuVCycleCgTest, TestTuningsConverge) {
+  // 128 x 160: two tiled levels, then 32 x 40 (1,280 unknowns) and 16 x 20 in one block, the
+  // coarsest 8 x 10. Every tuning converges, with a float32 hierarchy in about the float64
+  // one's iterations. BLOCK_SWEEPS 0 or 1 cost iterations here (README, Performance, GPU: the
+  // fewer grid-wide levels above the one-block ones, the more), which the GPU's timings weigh
+  // against the barriers they save.
+  GpuVCycleCgModel<double> f64(128, 160);
+  GpuVCycleCgModel<float> f32(128, 160);
+  ASSERT_EQ(f64.dims_.size(), 5u);
+  ASSERT_GT(f64.dims_[1].first * f64.dims_[1].second, kGpuBlockLevelUnknowns);
+  ASSERT_LE(f64.dims_[2].first * f64.dims_[2].second, kGpuBlockLevelUnknowns);
+  const int base = f64.Iterations("3,1.5,2048,tiled,132");
+  ASSERT_GT(base, 0) << "the default did not converge";
+  EXPECT_LT(base, 60);
+  for (const char* tuning : {"3,1.5,2048,tiled,132", "3/0,1.5,2048,tiled,132",
+                             "3/1,1.5,2048,tiled,132", "3,1.5,2048,tiled", "1,1.5,2048,tiled",
+                             "3,1,2048,tiled,132", "3/0,1.5,256,tiled,132"}) {
+    const int it64 = f64.Iterations(tuning), it32 = f32.Iterations(tuning);
+    EXPECT_GT(it64, 0) << tuning << ": did not converge";
+    EXPECT_LE(std::abs(it32 - it64), std::max(3, it64 / 8)) << tuning << " in float32: " << it32
+        << " against " << it64;
+  }
+  // All in one block from the finest level: its SWEEPS (BlockVCycleSweeps(0)) converge; with
+  // no sweep there the V-cycle is singular and the CG does not (what BlockVCycleSweeps keeps
+  // BLOCK_SWEEPS from doing).
+  EXPECT_GT(f64.Iterations("3/0,1.5,100000", 3), 0);
+  EXPECT_EQ(f64.Iterations("3/0,1.5,100000", 0), -1);
 }
 
 // An environment variable set for a scope (the layer's DMPN_* switches), then the caller's
@@ -1683,10 +1869,12 @@ TYPED_TEST(SparseLaplacianSolveGPUParityTest, TestMultigridTuningsGiveTheSameRes
   EXPECT_LE(std::abs(iterations[4] - iterations[0]), slack) << "the default in float32";
   EXPECT_LE(std::abs(iterations[5] - iterations[2]), slack) << "one sweep in float32";
   EXPECT_LE(std::abs(iterations[6] - iterations[3]), slack) << "one block in float32";
-  // The one-block levels (25 x 29 here) smooth little of the error (a float64 prototype of
-  // this V-cycle at 600 x 800: 0 or 1 more iteration with 0 or 1 sweep there than with 3).
-  EXPECT_LE(std::abs(iterations[7] - iterations[0]), slack) << "no sweep on the block levels";
-  EXPECT_LE(std::abs(iterations[8] - iterations[0]), slack) << "one sweep there, float32";
+  // Fewer sweeps on the one-block levels (25 x 29 here) trade iterations for barriers: a float64
+  // prototype at 600 x 800 took 0 or 1 more with 0 or 1 sweep there, the host model of
+  // GpuVCycleCgTest on 20 %-known random fields 0 to 11 % more at 256 x 320 to 320 x 320.
+  const int block_slack = std::max(3, iterations[0] / 4);
+  EXPECT_LE(std::abs(iterations[7] - iterations[0]), block_slack) << "no sweep on the block levels";
+  EXPECT_LE(std::abs(iterations[8] - iterations[0]), block_slack) << "one sweep there, float32";
   // All in one block from the finest level, which keeps its SWEEPS (BlockVCycleSweeps): the
   // same V-cycle as "3,1.5,100000".
   EXPECT_EQ(iterations[9], iterations[3]) << "no sweep on the block levels below the finest";
