@@ -6,8 +6,9 @@
 // too, so that the CPU gtests (GpuVCycleTilesTest, GpuBlockVCycleTest) check the tiled smoother
 // and the one-block V-cycle against the grid-wide steps with the very functions the kernels
 // run. Real: the hierarchy's type, double (the default) or float (DMPN_GPU_MULTIGRID
-// "...,float", as the CPU's V-cycle). Also the CG's new direction with its product with A
-// (GpuCgDirectionTest).
+// "...,float", as the CPU's V-cycle). Also the Galerkin coarsening (with the rest, the whole
+// V-cycle as CG's preconditioner on the host: GpuVCycleCgTest) and the CG's new direction with
+// its product with A (GpuCgDirectionTest).
 //
 // A level is H x W, row-major: east / south edge weights ew / sw, diagonal diag. Red-black
 // colour of pixel (y, x): (y + x) & 1.
