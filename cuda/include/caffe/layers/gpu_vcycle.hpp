@@ -6,9 +6,9 @@
 // too, so that the CPU gtests (GpuVCycleTilesTest, GpuBlockVCycleTest) check the tiled smoother
 // and the one-block V-cycle against the grid-wide steps with the very functions the kernels
 // run. Real: the hierarchy's type, double (the default) or float (DMPN_GPU_MULTIGRID
-// "...,float", as the CPU's V-cycle). Also the Galerkin coarsening (with the rest, the whole
-// V-cycle as CG's preconditioner on the host: GpuVCycleCgTest) and the CG's new direction with
-// its product with A (GpuCgDirectionTest).
+// "...,float", as the CPU's V-cycle). With the Galerkin coarsening (GalerkinCell, the layer's
+// header) the whole V-cycle runs on the host as CG's preconditioner (GpuVCycleCgTest). Also the
+// CG's new direction with its product with A (GpuCgDirectionTest).
 //
 // A level is H x W, row-major: east / south edge weights ew / sw, diagonal diag. Red-black
 // colour of pixel (y, x): (y + x) & 1.
@@ -28,31 +28,6 @@ struct GpuLevelOf {
   int H, W;
   Real *ew, *sw, *diag, *x, *b, *r;
 };
-
-/// Coarse cell I's entries of the Galerkin operator P^T A P (2 x 2 aggregation, P piecewise
-/// constant; the coarse level has Wc columns) of a float64 fine level Hf x Wf: the aggregate's
-/// diagonals less twice its inner edges, and the fine edges that cross to the next aggregate
-/// east and south (the GPU's Coarsen kernel).
-DMPN_HOST_DEVICE inline void GalerkinCell(int Hf, int Wf, int Wc, int I, const double* few,
-    const double* fsw, const double* fdiag, double* cew, double* csw, double* cdiag) {
-  const int Y = I / Wc, X = I % Wc;
-  double d = 0, e = 0, so = 0;
-  for (int y = 2 * Y; y < VCycleMin(Hf, 2 * Y + 2); ++y) {
-    for (int x = 2 * X; x < VCycleMin(Wf, 2 * X + 2); ++x) {
-      const int i = y * Wf + x;
-      d += fdiag[i];
-      if (x + 1 < Wf) {
-        if (x & 1) e += few[i]; else d -= 2 * few[i];
-      }
-      if (y + 1 < Hf) {
-        if (y & 1) so += fsw[i]; else d -= 2 * fsw[i];
-      }
-    }
-  }
-  cew[I] = e;
-  csw[I] = so;
-  cdiag[I] = d;
-}
 
 /// SOR's update of x towards its Gauss-Seidel value gs; gs itself where omega is 1.
 template <typename Real>

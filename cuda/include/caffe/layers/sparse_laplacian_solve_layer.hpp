@@ -152,6 +152,31 @@ DMPN_HOST_DEVICE inline float RoundUpDiag(double d) {
   return f;
 }
 
+/// Coarse cell I's entries of the Galerkin operator P^T A P (2 x 2 aggregation, P piecewise
+/// constant; the coarse level has Wc columns) of a float64 fine level Hf x Wf: the aggregate's
+/// diagonals less twice its inner edges, and the fine edges that cross to the next aggregate
+/// east and south. Both paths: the CPU's Setup and the GPU's Coarsen kernel.
+DMPN_HOST_DEVICE inline void GalerkinCell(int Hf, int Wf, int Wc, int I, const double* few,
+    const double* fsw, const double* fdiag, double* cew, double* csw, double* cdiag) {
+  const int Y = I / Wc, X = I % Wc;
+  double d = 0, e = 0, so = 0;
+  for (int y = 2 * Y; y < (Hf < 2 * Y + 2 ? Hf : 2 * Y + 2); ++y) {
+    for (int x = 2 * X; x < (Wf < 2 * X + 2 ? Wf : 2 * X + 2); ++x) {
+      const int i = y * Wf + x;
+      d += fdiag[i];
+      if (x + 1 < Wf) {
+        if (x & 1) e += few[i]; else d -= 2 * few[i];
+      }
+      if (y + 1 < Hf) {
+        if (y & 1) so += fsw[i]; else d -= 2 * fsw[i];
+      }
+    }
+  }
+  cew[I] = e;
+  csw[I] = so;
+  cdiag[I] = d;
+}
+
 /// The coarsest level's dense Cholesky factor, L L^T = A, both paths (the CPU solves with it,
 /// the GPU inverts A with it). A is the operator of a w pixels wide grid in row-major order, so
 /// it is zero more than w off its diagonal, and the elimination fills in only within that band:

@@ -486,28 +486,18 @@ bool GridMultigridSolver::Setup(int H, int W, std::vector<double>* ew,
     });
     ++num;
     if (n <= kMultigridCoarsestUnknowns) break;
-    // P^T A P for 2 x 2 aggregates: an edge inside a block cancels out of the block's row
-    // sum (diag - 2 w), an edge between blocks adds to the coarse edge. By coarse rows, each
-    // summing its fine rows in order.
+    // P^T A P for 2 x 2 aggregates (GalerkinCell, the GPU's Coarsen too: an edge inside a
+    // block cancels out of the block's row sum, diag - 2 w; an edge between blocks adds to
+    // the coarse edge), by coarse rows.
     const int hc = (h + 1) / 2, wc = (w + 1) / 2;
     CoarseOperator& C = coarse_[num & 1];
-    C.ew.assign(hc * wc, 0.);
-    C.sw.assign(hc * wc, 0.);
-    C.diag.assign(hc * wc, 0.);
+    C.ew.resize(hc * wc);
+    C.sw.resize(hc * wc);
+    C.diag.resize(hc * wc);
     double *cew = C.ew.data(), *csw = C.sw.data(), *cdiag = C.diag.data();
     ForRows(hc, n, [&](int Y0, int Y1, int) {
-      for (int y = 2 * Y0; y < std::min(2 * Y1, h); ++y) {
-        for (int x = 0; x < w; ++x) {
-          const int i = y * w + x;
-          const int I = (y / 2) * wc + x / 2;
-          cdiag[I] += fd[i];
-          if (x + 1 < w) {
-            if (x & 1) cew[I] += fe[i]; else cdiag[I] -= 2 * fe[i];
-          }
-          if (y + 1 < h) {
-            if (y & 1) csw[I] += fs[i]; else cdiag[I] -= 2 * fs[i];
-          }
-        }
+      for (int I = Y0 * wc; I < Y1 * wc; ++I) {
+        GalerkinCell(h, w, wc, I, fe, fs, fd, cew, csw, cdiag);
       }
     });
     fe = cew;
