@@ -914,6 +914,47 @@ void FillRandomLevel(int H, int W, std::mt19937* rng, std::vector<Real>* ew,
   }
 }
 
+// Row-major n x n A of an H x W level's 5-point operator (edge weights ew, sw; diagonal diag).
+template <typename T>
+std::vector<double> DenseGridOperator(int H, int W, const T* ew, const T* sw, const T* diag) {
+  const int n = H * W;
+  std::vector<double> A(n * n, 0.);
+  for (int i = 0; i < n; ++i) {
+    A[i * n + i] = diag[i];
+    if (i % W + 1 < W) A[i * n + i + 1] = A[(i + 1) * n + i] = -ew[i];
+    if (i / W + 1 < H) A[i * n + i + W] = A[(i + W) * n + i] = -sw[i];
+  }
+  return A;
+}
+
+// The Cholesky factor of row-major n x n M, the operator of a w pixels wide grid, kept to its
+// band, as the CPU's Setup and the GPU's CholeskyFactor compute it.
+std::vector<double> BandedFactor(int n, int w, std::vector<double> M) {
+  for (int j = 0; j < n; ++j) {
+    const double d = std::sqrt(std::max(CholeskyEliminated(n, w, M.data(), j, j),
+                                        kPivotFloor * M[j * n + j]));
+    M[j * n + j] = d;
+    for (int i = j + 1; i < CholeskyBandEnd(n, w, j); ++i) {
+      M[i * n + j] = CholeskyEliminated(n, w, M.data(), i, j) / d;
+    }
+  }
+  return M;
+}
+
+// A^-1 of an H x W level, row-major, as the GPU's CholeskyFactor and CholeskyInverse make it:
+// the banded factor, then each column of the identity solved in place.
+template <typename T>
+std::vector<double> GridOperatorInverse(int H, int W, const T* ew, const T* sw, const T* diag) {
+  const int n = H * W;
+  const std::vector<double> L = BandedFactor(n, W, DenseGridOperator(H, W, ew, sw, diag));
+  std::vector<double> inverse(n * n, 0.);
+  for (int j = 0; j < n; ++j) {
+    inverse[j * n + j] = 1;
+    CholeskySolve(n, W, L.data(), j, n, inverse.data() + j);
+  }
+  return inverse;
+}
+
 // The GPU V-cycle's tiled smoother (gpu_vcycle.hpp) against its grid-wide half-sweeps, with
 // the functions the kernels run, on the host: one host thread does every thread's share of a
 // phase in turn, which the phases allow (a half-sweep's points of one colour are independent);
@@ -1172,19 +1213,7 @@ class GpuBlockVCycleTest : public ::testing::Test {
                     v[5].data()};
     }
     const GpuLevelOf<Real>& K = levels_[kLevels - 1];
-    const int m = K.H * K.W;
-    inverse_.resize(m * m);
-    for (int j = 0; j < m; ++j) {  // column j: A^-1 e_j
-      std::vector<double> A(m * m, 0.), e(m, 0.), col;
-      for (int i = 0; i < m; ++i) {
-        A[i * m + i] = K.diag[i];
-        if (i % K.W + 1 < K.W) A[i * m + i + 1] = A[(i + 1) * m + i] = -K.ew[i];
-        if (i + K.W < m) A[i * m + i + K.W] = A[(i + K.W) * m + i] = -K.sw[i];
-      }
-      e[j] = 1;
-      DenseSolve(m, &A, &e, &col);
-      for (int i = 0; i < m; ++i) inverse_[i * m + j] = col[i];
-    }
+    inverse_ = GridOperatorInverse(K.H, K.W, K.ew, K.sw, K.diag);
     std::normal_distribution<double> normal(0, 1);
     b_.resize(levels_[0].H * levels_[0].W);
     for (Real& v : b_) v = static_cast<Real>(normal(rng));
@@ -1338,20 +1367,6 @@ TYPED_TEST(GpuBlockVCycleTest, TestTurnTakingFindsAMissingBarrier) {
       << "no barrier after the coarsest solve";
 }
 
-// The Cholesky factor of row-major n x n M, the operator of a w pixels wide grid, kept to its
-// band, as the CPU's Setup and the GPU's CholeskyFactor compute it.
-std::vector<double> BandedFactor(int n, int w, std::vector<double> M) {
-  for (int j = 0; j < n; ++j) {
-    const double d = std::sqrt(std::max(CholeskyEliminated(n, w, M.data(), j, j),
-                                        kPivotFloor * M[j * n + j]));
-    M[j * n + j] = d;
-    for (int i = j + 1; i < CholeskyBandEnd(n, w, j); ++i) {
-      M[i * n + j] = CholeskyEliminated(n, w, M.data(), i, j) / d;
-    }
-  }
-  return M;
-}
-
 // The GPU CG's new direction and its product with A in one pass (DirectionOperatorPoint, which
 // DirectionOperatorDot runs): p = z + beta p_old stored first, then A p, the same values bit
 // for bit at every pixel, the borders' included, for a float64 z and the float V-cycle's float32
@@ -1401,14 +1416,7 @@ class CoarsestCholeskyTest : public ::testing::Test {
     std::vector<double> ew, sw, diag;
     FillRandomLevel(H, W, rng, &ew, &sw, &diag);
     diag[0] += 0.8;
-    const int n = H * W;
-    std::vector<double> A(n * n, 0.);
-    for (int i = 0; i < n; ++i) {
-      A[i * n + i] = diag[i];
-      if (i % W + 1 < W) A[i * n + i + 1] = A[(i + 1) * n + i] = -ew[i];
-      if (i / W + 1 < H) A[i * n + i + W] = A[(i + W) * n + i] = -sw[i];
-    }
-    return A;
+    return DenseGridOperator(H, W, ew.data(), sw.data(), diag.data());
   }
   // The textbook's: every column, every term.
   static std::vector<double> FullFactor(int n, std::vector<double> M) {
@@ -1502,19 +1510,7 @@ class GpuVCycleCgModel {
       sw = csw;
       diag = cdiag;
     }
-    const int m = H * W;
-    std::vector<double> A(m * m, 0.);
-    for (int i = 0; i < m; ++i) {
-      A[i * m + i] = diag[i];
-      if (i % W + 1 < W) A[i * m + i + 1] = A[(i + 1) * m + i] = -ew[i];
-      if (i + W < m) A[i * m + i + W] = A[(i + W) * m + i] = -sw[i];
-    }
-    const std::vector<double> L = BandedFactor(m, W, A);
-    inverse_.assign(m * m, 0.);
-    for (int j = 0; j < m; ++j) {
-      inverse_[j * m + j] = 1;
-      CholeskySolve(m, W, L.data(), j, m, inverse_.data() + j);
-    }
+    inverse_ = GridOperatorInverse(H, W, ew.data(), sw.data(), diag.data());
     // The V-cycle's copy of each level (in float: edges to nearest, diagonals rounded up, as
     // the LevelToFloat kernel), with its x, b and scratch r.
     const int num = static_cast<int>(dims_.size());
@@ -1553,21 +1549,22 @@ class GpuVCycleCgModel {
     GpuLevelOf<Real>& C = levels_[l + 1];
     const TileShape tile = LevelTileShape(L.H, L.W, 32, 64, 2, t.min_tiles);
     Vec v(VCycleTile(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), 0, 0).size());
-    for (int ty = 0; ty < tile.Down(L.H); ++ty) {
-      for (int tx = 0; tx < tile.Across(L.W); ++tx) {
-        const VCycleTile T(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), ty, tx);
-        TiledPreSmooth(T, t.sweeps, omega, L.ew, L.sw, L.diag, r, L.r, C.W, C.b, v.data(), 0,
-                       1, BlockSync());
+    auto each_tile = [&](auto run) {  // as the kernels' grid of blocks, one thread a block
+      for (int ty = 0; ty < tile.Down(L.H); ++ty) {
+        for (int tx = 0; tx < tile.Across(L.W); ++tx) {
+          run(VCycleTile(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), ty, tx));
+        }
       }
-    }
+    };
+    each_tile([&](const VCycleTile& T) {
+      TiledPreSmooth(T, t.sweeps, omega, L.ew, L.sw, L.diag, r, L.r, C.W, C.b, v.data(), 0, 1,
+                     BlockSync());
+    });
     VCycle(t, l + 1, C.b, C.x);
-    for (int ty = 0; ty < tile.Down(L.H); ++ty) {
-      for (int tx = 0; tx < tile.Across(L.W); ++tx) {
-        const VCycleTile T(L.H, L.W, tile.rows, tile.cols, TileHalo(t.sweeps), ty, tx);
-        TiledPostSmooth(T, t.sweeps, omega, scale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z,
-                        v.data(), 0, 1, BlockSync());
-      }
-    }
+    each_tile([&](const VCycleTile& T) {
+      TiledPostSmooth(T, t.sweeps, omega, scale, L.ew, L.sw, L.diag, r, L.r, C.x, C.W, z,
+                      v.data(), 0, 1, BlockSync());
+    });
   }
 
   // CG iterations to a relative residual of 1e-10 on the float64 finest level with this
