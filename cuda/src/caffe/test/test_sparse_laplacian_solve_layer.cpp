@@ -860,6 +860,23 @@ class TurnTaking {
     std::unique_lock<std::mutex> lock(mutex_);
     return stuck_;
   }
+  // One block of `threads` host threads taking turns, thread t running body(t, its Sync); Sync:
+  // TurnTaking::Sync, or another Sync type made from it (to check the check). false where the
+  // threads' barriers did not match up.
+  template <typename Sync, typename Body>
+  static bool RunBlock(int threads, const Body& body) {
+    TurnTaking turns(threads);
+    std::vector<std::thread> block;
+    for (int t = 0; t < threads; ++t) {
+      block.emplace_back([&, t] {
+        turns.Begin(t);
+        body(t, Sync(&turns, t));
+        turns.End(t);
+      });
+    }
+    for (std::thread& thread : block) thread.join();
+    return !turns.stuck();
+  }
 
  private:
   int Whose(int turn) const { return (phase_ % 2) ? threads_ - 1 - turn : turn; }
@@ -1015,17 +1032,9 @@ class GpuVCycleTilesTest : public ::testing::Test {
       for (int tx = (W_ - 1) / tile_w; tx >= 0; --tx) {
         const VCycleTile T(H_, W_, tile_h, tile_w, TileHalo(sweeps), ty, tx);
         Vec shared(T.size(), std::numeric_limits<Real>::quiet_NaN());
-        TurnTaking turns(threads);
-        std::vector<std::thread> block;
-        for (int t = 0; t < threads; ++t) {
-          block.emplace_back([&, t] {
-            turns.Begin(t);
-            RunTile(post, T, sweeps, omega, shared.data(), t, threads, Sync(&turns, t), x, cb);
-            turns.End(t);
-          });
-        }
-        for (std::thread& thread : block) thread.join();
-        matched = matched && !turns.stuck();
+        matched = TurnTaking::RunBlock<Sync>(threads, [&](int t, const Sync& sync) {
+          RunTile(post, T, sweeps, omega, shared.data(), t, threads, sync, x, cb);
+        }) && matched;
       }
     }
     return matched;
@@ -1270,18 +1279,10 @@ class GpuBlockVCycleTest : public ::testing::Test {
                        b_.data(), x->data(), 0, 1, BlockSync());
       return true;
     }
-    TurnTaking turns(threads);
-    std::vector<std::thread> block;
-    for (int t = 0; t < threads; ++t) {
-      block.emplace_back([&, t] {
-        turns.Begin(t);
-        BlockVCycleSteps(levels_, 0, kLevels - 1, sweeps, omega, Scale(), inverse_.data(),
-                         b_.data(), x->data(), t, threads, Sync(&turns, t));
-        turns.End(t);
-      });
-    }
-    for (std::thread& thread : block) thread.join();
-    return !turns.stuck();
+    return TurnTaking::RunBlock<Sync>(threads, [&](int t, const Sync& sync) {
+      BlockVCycleSteps(levels_, 0, kLevels - 1, sweeps, omega, Scale(), inverse_.data(),
+                       b_.data(), x->data(), t, threads, sync);
+    });
   }
   static Real Scale() { return static_cast<Real>(kMultigridCoarseScale); }
   static const int kLevels = 3;
