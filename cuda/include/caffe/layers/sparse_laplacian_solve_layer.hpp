@@ -143,6 +143,18 @@ inline double RightHandSideScale(double bnorm) {
   return std::ldexp(1.0, -std::ilogb(bnorm));
 }
 
+/// The power of two by which a solve scales its right-hand side b before RightHandSideScale
+/// where b.b, summed in float64, has left the normal range: 0 or subnormal where every entry
+/// is below about 1e-154 (a float64 net's top diff of 1e-170 was taken for 0, so its gradient
+/// was 0), infinite where one is above about 1e154 (the solve did not converge). b.b is then
+/// summed again: after 2^600 it is 0 only for b = 0 (2^-1074 becomes 2^-474, whose square is
+/// normal); after 2^-600 it is finite (below 2^848 per entry). 1 otherwise, and for NaN.
+inline double RightHandSidePrescale(double bb) {
+  if (bb < DBL_MIN) return 0x1p600;
+  if (bb > DBL_MAX) return 0x1p-600;
+  return 1;
+}
+
 /// A level's diagonal in float32, rounded up by a relative 1e-6 so that the float operator stays
 /// diagonally dominant (positive definite) despite the rounding of its edge weights to nearest:
 /// the float V-cycles' levels (the CPU's, and the GPU's with DMPN_GPU_MULTIGRID "...,float").

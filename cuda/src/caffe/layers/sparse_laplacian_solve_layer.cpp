@@ -830,16 +830,29 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     for (int i = i0; i < i1; ++i) s += b[i] * b[i];
     part[t] = s;
   });
-  double bnorm = std::sqrt(sum_parts());
-  const double scale = RightHandSideScale(bnorm);  // nearly always 1
-  if (scale != 1) {  // r = scale b, exactly
-    bnorm *= scale;
-    ForRows(H, n, [&](int y0, int y1, int) {
+  // r = scale b, exactly (scale a power of two, nearly always 1); returns r.r.
+  double scale = 1;
+  auto scale_r = [&](double s) {
+    scale *= s;
+    ForRows(H, n, [&](int y0, int y1, int t) {
+      double rr = 0;
       for (int i = y0 * W; i < y1 * W; ++i) {
-        r[i] *= scale;
+        r[i] *= s;
         if (rf) rf[i] = static_cast<float>(r[i]);
+        rr += r[i] * r[i];
       }
+      part[t] = rr;
     });
+    return sum_parts();
+  };
+  double bb = sum_parts();
+  const double prescale = RightHandSidePrescale(bb);
+  if (prescale != 1) bb = scale_r(prescale);
+  double bnorm = std::sqrt(bb);
+  const double norm_scale = RightHandSideScale(bnorm);
+  if (norm_scale != 1) {
+    scale_r(norm_scale);
+    bnorm *= norm_scale;
   }
   // Every return hands x back in row-major order (and its scale undone).
   auto done = [&](bool converged) {

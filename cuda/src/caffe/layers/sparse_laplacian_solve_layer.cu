@@ -506,7 +506,7 @@ __global__ void Convert(const int n, const In* in, Out* out) {
   CUDA_KERNEL_LOOP(i, n) { out[i] = static_cast<Out>(in[i]); }
 }
 
-// x *= s (a power of two: RightHandSideScale)
+// x *= s (a power of two: RightHandSidePrescale, RightHandSideScale)
 __global__ void ScaleInPlace(const int n, const double s, double* x) {
   CUDA_KERNEL_LOOP(i, n) { x[i] *= s; }
 }
@@ -688,19 +688,30 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     GpuItem& it = (*items)[i];
     const int n = it.levels[0].H * it.levels[0].W;
     CUDA_CHECK(cudaStreamSynchronize(it.stream));
+    scale[i] = RightHandSidePrescale(it.host_check[0]);  // nearly always 1
+    if (scale[i] != 1) {  // r = scale b, exactly, and r.r again
+      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, scale[i], it.r);
+      Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.r, it.partial,
+                                                             it.retired, &it.cg->check[0]);
+      CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
+                                 cudaMemcpyDeviceToHost, it.stream));
+      CUDA_CHECK(cudaStreamSynchronize(it.stream));
+    }
     bnorm[i] = std::sqrt(it.host_check[0]);
     (*stats)[i].iterations = 0;
     (*stats)[i].relative_residual = 0;
     (*stats)[i].cuda_graphs = false;
     if (bnorm[i] == 0) {  // x = 0 is exact
+      scale[i] = 1;
       converged[i] = true;
       continue;
     }
     active[i] = true;
-    scale[i] = RightHandSideScale(bnorm[i]);  // nearly always 1
-    if (scale[i] != 1) {  // r = scale b, exactly
-      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, scale[i], it.r);
-      bnorm[i] *= scale[i];
+    const double norm_scale = RightHandSideScale(bnorm[i]);  // nearly always 1
+    if (norm_scale != 1) {  // r = scale b, exactly
+      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, norm_scale, it.r);
+      bnorm[i] *= norm_scale;
+      scale[i] *= norm_scale;
     }
     if (float* r_float = FloatRhs(it, multigrid)) {
       Convert<<<LAUNCH(n, it.stream)>>>(n, it.r, r_float);

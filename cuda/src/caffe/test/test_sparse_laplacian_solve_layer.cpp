@@ -411,8 +411,10 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestTinyOrHugeTopDiffScalesTheGradient
   // The backward solve is linear in the top diff: scaled by 2^-126 (float's smallest normal
   // numbers) or 2^110, the gradient scales alike. Its float32 V-cycle cannot hold residuals
   // that far from 1, so the solve works on a right-hand side brought near norm 1
-  // (RightHandSideScale); without, 2^-126 did not converge. A batch of 2, 40 x 50: two float
-  // levels above the coarsest.
+  // (RightHandSideScale); without, 2^-126 did not converge. In float64 also 2^-560, whose
+  // squares underflow (b.b was 0, and so the gradient), and 2^520, whose squares overflow (the
+  // solve did not converge): RightHandSidePrescale. A batch of 2, 40 x 50: two float levels
+  // above the coarsest.
   const int H = 40, W = 50;
   this->Fill(2, H, W, 2.0, 17);
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
@@ -420,7 +422,9 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestTinyOrHugeTopDiffScalesTheGradient
   layer.Forward(this->bottom_vec_, this->top_vec_);
   Blob<Dtype> top_diff(2, 1, H, W), grad;
   caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
-  for (int e : {0, -126, 110}) {
+  std::vector<int> exponents{0, -126, 110};
+  if (sizeof(Dtype) == sizeof(double)) exponents.insert(exponents.end(), {-560, 520});
+  for (int e : exponents) {
     for (int i = 0; i < top_diff.count(); ++i) {
       this->top_->mutable_cpu_diff()[i] = std::ldexp(top_diff.cpu_data()[i], e);  // exact
     }
