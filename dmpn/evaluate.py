@@ -46,6 +46,7 @@ from dmpn.baselines import known_sides
 from dmpn.caffe_checks import mapped_libraries
 from dmpn.cli import check_writable, error_text, positive_float, positive_int, run_tool
 from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT, padded
+from dmpn.unpooling import FLOAT32_EXACT_PLANE
 from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
                           write_json, write_png, TRIMAP_NOT_SCORED)
 
@@ -209,15 +210,33 @@ def _check_known_pixel(predictor, trimap, trimap_path) -> None:
         raise InputError(f"{trimap_path}: {NO_KNOWN_PIXEL}")
 
 
+def _check_plane(predictor, image, image_path) -> None:
+    """InputError naming the image when ``predictor`` (the network: its attributes
+    ``largest_plane`` and ``multiple``) cannot take an image of its size: the deploy net unpools
+    its padded full-resolution plane with BVLC Pooling's float32 mask, exact only up to 2^24
+    pixels (the C++ Unpooling layer would abort the process)."""
+    limit = getattr(predictor, "largest_plane", None)
+    if limit is None:
+        return
+    h, w = image.shape[:2]
+    ph, pw = padded(h, predictor.multiple), padded(w, predictor.multiple)
+    if ph * pw > limit:
+        raise InputError(f"{image_path}: {h} x {w} pixels (padded to {ph} x {pw} for the network) "
+                         f"is more than the {limit} whose indices the network's float32 pooling "
+                         "masks hold exactly (4096 x 4096 at most): downscale it")
+
+
 def read_pair(predictor, image_path, trimap_path):
     """(image, trimap) read and checked for ``predictor``: InputError naming the file when their
-    sizes differ or the trimap has no known pixel that the predictor needs."""
+    sizes differ, the image is larger than the predictor takes, or the trimap has no known pixel
+    that the predictor needs."""
     image = read_image(image_path)
     trimap = read_trimap(trimap_path, scoring=True)  # unknown either way; warns of odd values
     _warn_not_scored(trimap_path, trimap)             # (a JPEG's noise turns known into unknown)
     if image.shape[:2] != trimap.shape:
         raise InputError(f"{trimap_path}: trimap size {_shape_str(trimap)} does not match image "
                          f"{image_path} ({_shape_str(image)})")
+    _check_plane(predictor, image, image_path)
     _check_known_pixel(predictor, trimap, trimap_path)
     return image, trimap
 
@@ -711,6 +730,8 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
 
     predict.net = net
     predict.needs_known_pixel = True
+    predict.multiple = multiple
+    predict.largest_plane = FLOAT32_EXACT_PLANE
     return predict
 
 

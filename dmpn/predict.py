@@ -1,6 +1,8 @@
 """tools/predict.py: alpha mattes from image + trimap with a trained DeepMattePropNet.
 
-Any image size: the CNN's input is padded to a multiple of 32 (edge replication), and the deploy
+Any image size up to 2^24 pixels once padded (4096 x 4096; BVLC's float32 pooling masks hold no
+larger index exactly, so a larger image is refused, naming it): the CNN's input is padded to a
+multiple of 32 (edge replication), and the deploy
 net crops the affinities back to the image's size before the solve, so the matte is the
 propagation on the image's own grid (dmpn.evaluate.caffe_predictor, dmpn.net.deploy). The known pixels of the trimap keep their propagated value
 (the solve already pins them towards 0 / 1); pass --force-known to set them to exactly 0 / 1.

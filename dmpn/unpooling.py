@@ -26,6 +26,21 @@ def output_size(pooled_hw, out_height=0, out_width=0, reference_hw=None):
             int(out_width) if out_width > 0 else 2 * w)
 
 
+# BVLC's MAX Pooling writes its argmax mask in the net's type, and float32 holds every whole
+# number only up to 2^24: a larger plane's indices would round to other pixels, unseen.
+FLOAT32_EXACT_PLANE = 2 ** 24
+
+
+def check_output_plane(out_hw, float32_mask, where="Unpooling"):
+    """UnpoolingError where a float32 mask cannot name every pixel of the H x W output exactly
+    (more than 2^24 of them: 4096 x 4096 is the largest square)."""
+    H, W = out_hw
+    if float32_mask and H * W > FLOAT32_EXACT_PLANE:
+        raise UnpoolingError(f"{where}: the output plane {H} x {W} has more than 2^24 = "
+                             f"{FLOAT32_EXACT_PLANE} pixels, and a float32 mask (MAX Pooling's "
+                             "second top) cannot hold their indices exactly: use smaller images")
+
+
 def check_mask(values, mask, out_hw, where="Unpooling"):
     """The mask as int64 N x C x (h*w) indices, or UnpoolingError naming the first bad entry."""
     values = np.asarray(values)

@@ -79,12 +79,16 @@ def _finite(value) -> bool:
 UINT32_MAX = 2 ** 32 - 1
 
 
-def whole_param(layer, key, value, minimum):
-    """``value`` (param ``key``) as an int: a whole number from minimum to UINT32_MAX (2.0
+# Caffe's blob dimensions are int.
+INT32_MAX = 2 ** 31 - 1
+
+
+def whole_param(layer, key, value, minimum, maximum=UINT32_MAX):
+    """``value`` (param ``key``) as an int: a whole number from minimum to maximum (2.0
     counts, 2.5, NaN, a bool, a string or 2**32 do not); otherwise a ValueError naming the
     layer, the key and the value."""
-    if not (is_whole(value, minimum) and value <= UINT32_MAX):
-        _refuse(layer, key, value, f"a whole number from {minimum} to {UINT32_MAX}")
+    if not (is_whole(value, minimum) and value <= maximum):
+        _refuse(layer, key, value, f"a whole number from {minimum} to {maximum}")
     return int(value)
 
 

@@ -9,9 +9,11 @@ N x C x H x W. No gradient to the mask or the reference (their diffs are set to 
                    param_str: '{"out_height": 0, "out_width": 0}' }
 """
 import caffe
+import numpy as np
 
 from dmpn import unpooling as U
-from dmpn.layers.params import check_not_empty, layer_label, parse_param_str, whole_param
+from dmpn.layers.params import (INT32_MAX, check_not_empty, layer_label, parse_param_str,
+                                whole_param)
 
 DEFAULTS = {"out_height": 0, "out_width": 0}
 
@@ -25,7 +27,7 @@ class UnpoolingLayer(caffe.Layer):
                              f"1 top, got {len(bottom)} and {len(top)}")
         self.p = parse_param_str(self, DEFAULTS)
         for k in DEFAULTS:
-            self.p[k] = whole_param(self, k, self.p[k], 0)
+            self.p[k] = whole_param(self, k, self.p[k], 0, INT32_MAX)
 
     def reshape(self, bottom, top):
         check_not_empty(self, bottom)
@@ -40,6 +42,7 @@ class UnpoolingLayer(caffe.Layer):
                                  f"{bottom[2].data.shape}")
             ref = bottom[2].data.shape[2:]
         self.out_hw = U.output_size(v[2:], self.p["out_height"], self.p["out_width"], ref)
+        U.check_output_plane(self.out_hw, bottom[1].data.dtype == np.float32, layer_label(self))
         top[0].reshape(v[0], v[1], *self.out_hw)
 
     def forward(self, bottom, top):

@@ -745,6 +745,23 @@ def test_weights_caffe_cannot_load_are_one_line_errors(dataset, slim_model, tmp_
         assert rc == 2 and "--gpu" in err and "Traceback" not in err, err
 
 
+def test_image_too_large_for_the_nets_pooling_masks_is_refused(tmp_path, slim_model):
+    """Over 2^24 padded pixels the float32 pooling masks cannot index the plane exactly and the
+    C++ Unpooling layer aborts the process: predict.py refuses the image first, naming it."""
+    deploy, weights = slim_model
+    image, trimap = tmp_path / "big.png", tmp_path / "big_trimap.png"
+    save(image, np.full((4097, 4096, 3), 90, np.uint8))  # padded to 4128 x 4096
+    tri = np.full((4097, 4096), 128, np.uint8)
+    tri[:8] = 0
+    save(trimap, tri)
+    rc, _, err = predict_cli("--model", deploy, "--weights", weights, "--image", image,
+                             "--trimap", trimap, "--out", tmp_path / "out.png")
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith(f"predict: error: {image}: 4097 x 4096 pixels (padded to "
+                                       "4128 x 4096 for the network) is more than the 16777216"), err
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_trimap_without_known_pixel_is_refused_before_the_net_runs(dataset, slim_model):
     """The C++ solve aborts the process (SIGABRT) on a trimap with no known pixel: predict.py and
     evaluate.py --model refuse it first, naming the file; the baselines still take it."""

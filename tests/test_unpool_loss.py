@@ -301,6 +301,31 @@ def test_bad_mask_through_pycaffe(caffe, tmp_path, value, shown):
         net.forward()
 
 
+@pytest.mark.parametrize("size,msg", [
+    ((3000000000, 0), "out_height must be a whole number from 0 to 2147483647, got 3000000000"),
+    ((4097, 4096), "the output plane 4097 x 4096 has more than 2^24 = 16777216 pixels, and a "
+                   "float32 mask (MAX Pooling's second top) cannot hold their indices exactly")])
+def test_unpooling_output_too_large_is_an_error(caffe, tmp_path, size, msg):
+    """Both flavours: out_height beyond a blob dimension's int (the C++ layer had wrapped it to a
+    negative number and used twice the input size), and a plane whose indices a float32 mask
+    cannot hold exactly (pycaffe's nets are float32); 4096 x 4096 still fits."""
+    from test_cpp_layers import cpp_net_error
+    shapes = [("v", (1, 1, 1, 2)), ("m", (1, 1, 1, 2))]
+    for kind, layer in (("cpp", UNPOOL_CPP), ("py", UNPOOL_PY)):
+        text = (input_layer(shapes) + f'layer {{ name: "unpool" {layer % size} bottom: "v" '
+                'bottom: "m" top: "out" }\n')
+        if kind == "cpp":
+            err = cpp_net_error(tmp_path, text)
+            assert "Unpooling layer 'unpool': " + msg in err, err[-2000:]
+        else:
+            with pytest.raises(Exception, match=re.escape(msg)):
+                make_net(caffe, tmp_path, "large_py", text)
+        fits = make_net(caffe, tmp_path, f"fits_{kind}", input_layer(shapes)
+                        + f'layer {{ name: "unpool" {layer % (4096, 4096)} bottom: "v" '
+                        'bottom: "m" top: "out" }\n')
+        assert fits.blobs["out"].data.shape == (1, 1, 4096, 4096)
+
+
 def test_bad_shapes_through_pycaffe(caffe, tmp_path):
     shapes = [("v", (2, 2, 3, 4)), ("m", (2, 2, 3, 5))]
     with pytest.raises(Exception, match="the mask"):

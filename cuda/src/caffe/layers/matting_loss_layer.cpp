@@ -33,7 +33,6 @@ template <typename Dtype>
 void MattingLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   CheckBottomsNotEmpty(*this, bottom);
-  LossLayer<Dtype>::Reshape(bottom, top);
   static const char* names[] = {"predicted alpha", "true alpha", "trimap", "foreground",
                                 "background", "image"};
   const Blob<Dtype>& a = *bottom[0];
@@ -49,6 +48,7 @@ void MattingLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
         << a.num() << " x " << channels << " x " << a.height() << " x " << a.width() << ", got "
         << bottom[b]->shape_string();
   }
+  LossLayer<Dtype>::Reshape(bottom, top);  // after ours: its check names no layer
   pixel_.ReshapeLike(a);
   unknown_.ReshapeLike(a);
 }

@@ -1,6 +1,9 @@
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "caffe/layers/dmpn_checks.hpp"
@@ -13,6 +16,13 @@ template <typename Dtype>
 void UnpoolingLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const UnpoolingParameter& param = this->layer_param_.unpooling_param();
+  const std::pair<const char*, uint32_t> sizes[] = {{"out_height", param.out_height()},
+                                                     {"out_width", param.out_width()}};
+  for (const auto& size : sizes) {  // uint32 fields, but Caffe's dimensions are int
+    CHECK_LE(size.second, static_cast<uint32_t>(INT_MAX)) << this->type() << " layer '"
+        << this->layer_param_.name() << "': " << size.first << " must be a whole number from 0 "
+        << "to " << INT_MAX << ", got " << size.second;
+  }
   out_height_ = param.out_height();
   out_width_ = param.out_width();
   first_bad_.Reshape(vector<int>{1});
@@ -41,6 +51,12 @@ void UnpoolingLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   }
   CHECK(H > 0 && W > 0) << this->type() << " layer '" << this->layer_param_.name()
       << "': empty output size " << H << " x " << W;
+  // BVLC's MAX Pooling writes its mask in Dtype, and float holds every whole number only up to
+  // 2^24: a larger plane's indices would round to other pixels, unseen (dmpn.unpooling).
+  CHECK(sizeof(Dtype) > sizeof(float) || static_cast<int64_t>(H) * W <= (1 << 24))
+      << this->type() << " layer '" << this->layer_param_.name() << "': the output plane " << H
+      << " x " << W << " has more than 2^24 = " << (1 << 24) << " pixels, and a float32 mask "
+      << "(MAX Pooling's second top) cannot hold their indices exactly: use smaller images";
   top[0]->Reshape(bottom[0]->num(), bottom[0]->channels(), H, W);
   top_width_ = W;
 }

@@ -254,6 +254,14 @@ TYPED_TEST(MattingLossLayerTest, TestShapeMismatchIsAnError) {
   EXPECT_DEATH(layer.SetUp(this->bottom_vec_, this->top_vec_),
                "MattingLoss layer 'loss': the background \\(bottom\\[4\\]\\) must be 2 x 3 x 3 x "
                "4, got 2 1 3 4");
+  // The true alpha of another batch size: named too (BVLC's LossLayer check came first, and
+  // named neither the layer nor the blob).
+  this->Fill(2, 3, 4, 9);
+  this->blobs_[1]->Reshape(1, 1, 3, 4);
+  MattingLossLayer<Dtype> layer2(this->Param());
+  EXPECT_DEATH(layer2.SetUp(this->bottom_vec_, this->top_vec_),
+               "MattingLoss layer 'loss': the true alpha \\(bottom\\[1\\]\\) must be 2 x 1 x 3 x "
+               "4, got 1 1 3 4");
 }
 
 #ifndef CPU_ONLY

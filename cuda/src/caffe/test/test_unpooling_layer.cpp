@@ -64,7 +64,7 @@ class UnpoolingLayerTest : public MultiDeviceTest<TypeParam> {
     return shared_ptr<Net<Dtype> >(new Net<Dtype>(param));
   }
 
-  LayerParameter Param(int out_height = 0, int out_width = 0) {
+  LayerParameter Param(uint32_t out_height = 0, uint32_t out_width = 0) {
     LayerParameter p;
     p.set_name("unpool");
     p.mutable_unpooling_param()->set_out_height(out_height);
@@ -175,6 +175,31 @@ TYPED_TEST(UnpoolingLayerTest, TestBadMaskIsAnError) {
     UnpoolingLayer<Dtype> layer(this->Param());
     layer.SetUp(this->bottom_vec_, this->top_vec_);
     EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_), expected[k]);
+  }
+}
+
+TYPED_TEST(UnpoolingLayerTest, TestOutputTooLargeIsAnError) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(1, 1, 1, 2, 2, 4, 5);
+  // out_height is uint32 in caffe.proto, a blob's dimension an int: 3e9 had wrapped to a
+  // negative number and the layer used twice the input size.
+  UnpoolingLayer<Dtype> huge(this->Param(3000000000u, 0));
+  EXPECT_DEATH(huge.SetUp(this->bottom_vec_, this->top_vec_),
+               "Unpooling layer 'unpool': out_height must be a whole number from 0 to "
+               "2147483647, got 3000000000");
+  // A float mask names every pixel of a 4096 x 4096 plane exactly, not of 4097 x 4096.
+  UnpoolingLayer<Dtype> largest(this->Param(4096, 4096));
+  largest.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_EQ(this->top_->shape_string(), "1 1 4096 4096 (16777216)");
+  UnpoolingLayer<Dtype> larger(this->Param(4097, 4096));
+  if (sizeof(Dtype) == sizeof(float)) {
+    EXPECT_DEATH(larger.SetUp(this->bottom_vec_, this->top_vec_),
+                 "Unpooling layer 'unpool': the output plane 4097 x 4096 has more than 2\\^24 = "
+                 "16777216 pixels, and a float32 mask");
+  } else {
+    larger.SetUp(this->bottom_vec_, this->top_vec_);
+    EXPECT_EQ(this->top_->shape_string(), "1 1 4097 4096 (16781312)");
   }
 }
 
