@@ -54,7 +54,7 @@ __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_
            "score_folders", "trimap_to_01", "predict_file", "predict_folder", "score_predictor",
            "pad_to_multiple", "caffe_predictor", "load_predictor", "format_table",
            "results_to_json", "write_json", "main", "NO_UNKNOWN_NOTE", "PROTOCOL_NOTE",
-           "NO_KNOWN_PIXEL", "TOOL_ERRORS", "Predictions", "PredictionRecord", "PREDICTIONS_RECORD",
+           "NO_KNOWN_PIXEL", "TOOL_ERRORS", "PredictorError", "Predictions", "PredictionRecord", "PREDICTIONS_RECORD",
            "caffe_method_key", "baseline_method_key", "python_method_key", "resume_command",
            "read_pair", "check_not_an_input", "check_deploy_prototxt"]
 
@@ -71,6 +71,14 @@ NOT_SCORED_WARNING = ("{path}: warning: {count} trimap pixel(s) with values othe
 # Exit status of evaluate.py and predict.py: bad input or an unusable path 2, pycaffe missing or
 # a predictor that cannot be loaded 1, interrupted (Ctrl-C; what was predicted is kept) 130.
 TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1), (KeyboardInterrupt, 130))
+# How far outside [0, 1] a predictor's matte may stray before it is refused rather than clipped:
+# closed-form and propagation solutions overshoot a little; a 0-255 matte does not.
+PREDICTION_SLACK = 1.0
+
+
+class PredictorError(RuntimeError):
+    """A predictor's output that cannot be a matte of its image: another shape, NaN or inf, or
+    values far outside [0, 1]. Exit status 1, as for a predictor that cannot be loaded."""
 
 
 # ----------------------------------------------------------------------------- results
@@ -258,9 +266,17 @@ def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
     if alpha.ndim > 2 and all(d == 1 for d in alpha.shape[:-2]):  # e.g. 1 x 1 x H x W; never
         alpha = alpha.reshape(alpha.shape[-2:])                     # a transposed W x H
     if alpha.shape != trimap.shape:
-        raise ValueError(f"predictor returned shape {alpha.shape} for {image_path} "
-                         f"({trimap.shape} expected)")
-    return np.clip(np.nan_to_num(alpha), 0.0, 1.0)
+        raise PredictorError(f"predictor returned shape {alpha.shape} for {image_path} "
+                             f"({trimap.shape} expected)")
+    bad = np.count_nonzero(~np.isfinite(alpha))
+    if bad:  # a diverged net: scoring its matte as 0 / 1 would give believable numbers
+        raise PredictorError(f"predictor returned {bad} non-finite value(s) (NaN or inf) for "
+                             f"{image_path}")
+    low, high = float(alpha.min()), float(alpha.max())
+    if low < -PREDICTION_SLACK or high > 1 + PREDICTION_SLACK:
+        raise PredictorError(f"predictor returned values from {low:g} to {high:g} for "
+                             f"{image_path}: a matte is in [0, 1] (a 0-255 matte?)")
+    return np.clip(alpha, 0.0, 1.0)  # solvers overshoot [0, 1] a little
 
 
 # ----------------------------------------------------------------------------- resuming

@@ -449,6 +449,27 @@ def test_cli_python_predictor_option(dataset, monkeypatch, capsys):
     assert np.unique(np.asarray(Image.open(root / "out" / "flat" / "a.png"))).tolist() == [0, 64, 255]
 
 
+@pytest.mark.parametrize("body,shown", [
+    ("np.full(trimap01.shape, np.nan)", "returned 720 non-finite value(s) (NaN or inf) for "),
+    ("np.where(trimap01 == 1, np.inf, 0.5)", "non-finite value(s) (NaN or inf) for "),
+    ("np.round(trimap01 * 255)", "returned values from 0 to 255 for "),
+    ("np.zeros((2, 2))", "returned shape (2, 2) for ")])
+def test_cli_predictor_output_that_is_no_matte_is_refused(dataset, monkeypatch, capsys, body, shown):
+    """NaN (a diverged net), inf, a 0-255 matte or another shape: a one-line error naming the
+    image and exit status 1, not a matte clipped into believable scores (NaN had become 0, 255
+    became 1) or a traceback."""
+    root, data = dataset
+    module = f"badpred{abs(hash(body))}"  # one module a case: Python caches them by name
+    (root / f"{module}.py").write_text(f"import numpy as np\ndef f(image, trimap01):\n    return {body}\n")
+    monkeypatch.syspath_prepend(str(root))
+    rc = E.main(["--predictor", f"{module}:f", "--images", str(root / "images"), "--gt", str(root / "gt"),
+                 "--trimap", str(root / "trimap"), "--out", str(root / "out"), "--json", str(root / "r.json"),
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and shown + str(root / "images" / "a.png") in err[0], err
+    assert not (root / "r.json").exists() and not (root / "out" / "f" / "a.png").exists()
+
+
 def test_cli_predictor_that_cannot_load(dataset, capsys):
     root, data = dataset
     rc = E.main(["--predictor", "no_such_module_xyz:f", "--images", str(root / "images"),
@@ -838,7 +859,7 @@ def test_one_pixel_high_images_keep_their_shape(tmp_path):
     save(tmp_path / "t.png", tri)
     alpha = E.predict_file(lambda image, t01: t01[None, None], tmp_path / "i.png", tmp_path / "t.png")
     assert alpha.shape == (1, w) and alpha[0, 0] == 0 and alpha[0, -1] == 1
-    with pytest.raises(ValueError, match="predictor returned shape"):  # W x 1: never reshaped
+    with pytest.raises(E.PredictorError, match="predictor returned shape"):  # W x 1: never reshaped
         E.predict_file(lambda image, t01: t01.T, tmp_path / "i.png", tmp_path / "t.png")
 
 
