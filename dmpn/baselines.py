@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmpn.cli import InputError
+
 __all__ = ["BASELINES", "closed_form", "knn", "handcrafted", "get_baseline", "parse_baselines",
            "known_sides"]
 
@@ -54,7 +56,7 @@ def closed_form(image, trimap01) -> np.ndarray:
     if trivial is not None:
         return trivial
     if min(trimap01.shape) < 3:  # its Laplacian is built from 3 x 3 windows
-        raise ValueError(f"closed-form matting needs an image of at least 3 x 3 pixels, got "
+        raise InputError(f"closed-form matting needs an image of at least 3 x 3 pixels, got "
                          f"{trimap01.shape[0]} x {trimap01.shape[1]}")
     from pymatting import estimate_alpha_cf
     return np.clip(estimate_alpha_cf(image, trimap01), 0.0, 1.0)

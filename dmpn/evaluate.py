@@ -262,7 +262,10 @@ def predict_file(predictor, image_path, trimap_path) -> np.ndarray:
     """Read an image and its trimap, check them (InputError naming the file) and run
     ``predictor(image, trimap01)``: the matte, float64 HxW in [0, 1]."""
     image, trimap = read_pair(predictor, image_path, trimap_path)
-    alpha = np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64)
+    try:
+        alpha = np.asarray(predictor(image, trimap_to_01(trimap)), dtype=np.float64)
+    except InputError as exc:  # the method cannot take this image (a baseline's size limit)
+        raise InputError(f"{image_path}: {exc}") from None
     if alpha.ndim > 2 and all(d == 1 for d in alpha.shape[:-2]):  # e.g. 1 x 1 x H x W; never
         alpha = alpha.reshape(alpha.shape[-2:])                     # a transposed W x H
     if alpha.shape != trimap.shape:

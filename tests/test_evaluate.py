@@ -470,6 +470,24 @@ def test_cli_predictor_output_that_is_no_matte_is_refused(dataset, monkeypatch, 
     assert not (root / "r.json").exists() and not (root / "out" / "f" / "a.png").exists()
 
 
+def test_cli_image_a_baseline_cannot_take_is_named(tmp_path, capsys):
+    """Closed-form matting's 3 x 3 windows need an image of at least 3 x 3: a 2 x 5 image is a
+    one-line error naming it (exit status 2), not a traceback; KNN takes it."""
+    for sub, arr in (("images", np.full((2, 5, 3), 80, np.uint8)),
+                     ("trimap", np.array([[0, 128, 128, 128, 255]] * 2, np.uint8)),
+                     ("gt", np.array([[0, 60, 120, 180, 255]] * 2, np.uint8))):
+        os.makedirs(tmp_path / sub)
+        save(tmp_path / sub / "tiny.png", arr)
+    args = ["--images", str(tmp_path / "images"), "--gt", str(tmp_path / "gt"), "--trimap",
+            str(tmp_path / "trimap"), "--out", str(tmp_path / "out"), "--no-progress"]
+    rc = E.main(["--baselines", "cf"] + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].endswith(
+        f"{tmp_path / 'images' / 'tiny.png'}: closed-form matting needs an image of at least 3 x 3 "
+        "pixels, got 2 x 5"), err
+    assert E.main(["--baselines", "knn"] + args) == 0
+
+
 def test_cli_predictor_that_cannot_load(dataset, capsys):
     root, data = dataset
     rc = E.main(["--predictor", "no_such_module_xyz:f", "--images", str(root / "images"),
