@@ -277,6 +277,7 @@ class Propagation:
     def __init__(self, affinity, trimap, c=0.8, shrink=1, where="SparseLaplacianSolve"):
         affinity = np.asarray(affinity, dtype=np.float64)
         check_system(affinity, trimap, where)
+        self.where = where
         self.shape = affinity.shape[1:]
         self.s = check_shrink(shrink, *self.shape, where=where)
         diag, rhs = constraint_terms(trimap, c)
@@ -304,6 +305,11 @@ class Propagation:
 
     def backward(self, top_diff):
         top = np.asarray(top_diff, dtype=np.float64)
+        bad = np.argwhere(~np.isfinite(top))
+        if len(bad):  # as the C++ layer: a NaN here would reach every parameter unseen
+            y, x = (int(v) for v in bad[0])
+            raise PropagationError(f"{self.where}: the gradient from above (top diff) is "
+                                   f"{top[y, x]:g} at ({y}, {x})")
         if self.s > 1:
             top = upsample_transpose(top, self.s)
         g = self.lu.solve(top.ravel()).reshape(self.grid)

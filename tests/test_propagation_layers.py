@@ -126,6 +126,22 @@ def test_python_solve_errors_name_the_item(caffe, tmp_path):
         net.forward()
 
 
+@pytest.mark.parametrize("bad,shown", [(np.nan, "nan"), (-np.inf, "-inf")])
+def test_python_solve_non_finite_top_diff_is_an_error(caffe, tmp_path, bad, shown):
+    """As the C++ layer (its gtest TestNonFiniteTopDiffIsAnError): a NaN or inf gradient from
+    above names the item and the pixel; it had reached the affinities' gradient, then theta."""
+    f, tri = inputs()
+    net = make_net(caffe, tmp_path, "python")
+    net.blobs["features"].data[...] = f
+    net.blobs["trimap"].data[...] = tri
+    net.forward()
+    net.blobs["alpha"].diff[...] = 1
+    net.blobs["alpha"].diff[1, 0, 2, 3] = bad
+    with pytest.raises(Exception, match=re.escape(
+            f"batch item 1: the gradient from above (top diff) is {shown} at (2, 3)")):
+        net.backward()
+
+
 def test_cpp_solve_runs_in_a_forked_child(caffe, tmp_path):
     # The C++ layer keeps a team of worker threads; a child forked after the parent used it
     # (a fork-based data loader, multiprocessing) has none of them and must build its own
