@@ -100,7 +100,8 @@ def write_nets(out, data, manifest, epochs, seed=0):
                           test_lmdb=os.path.join(data, "test_lmdb"))
     deploy = net.deploy(cfg, height=h, width=w)  # the CNN input is padded to multiples of 32
     n_train = manifest_count(manifest, "train")
-    max_iter = net.epochs_to_iterations(epochs, n_train, cfg.batch)
+    # --epochs only caps what --minutes allows: a cap beyond Caffe's int32 max_iter is no cap
+    max_iter = min(net.epochs_to_iterations(epochs, n_train, cfg.batch), net.MAX_ITER_LIMIT)
     solver = net.solver(os.path.join(netdir, "train_val.prototxt"), max_iter,
                         os.path.join(netdir, "snap"), snapshot=100, display=10, gpu=False,
                         clip_gradients=CLIP_GRADIENTS)

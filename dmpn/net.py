@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from dmpn.datum import CHANNEL_ORDER, ITEM_SLICE_POINTS  # image 0-2 | trimap 3 | alpha 4 | fg 5-7 | bg 8-10
 from dmpn.propagation import DEFAULT_EXPONENT_BOUND
@@ -238,7 +239,9 @@ def solver(net_path, max_iter, snapshot_prefix, snapshot=5000, display=20, gpu=T
 
 
 def epochs_to_iterations(epochs, train_items, batch):
-    return int(math.ceil(epochs * train_items / batch))
+    """ceil(epochs x train_items / batch), exactly for the decimal ``epochs`` a user writes: in
+    float, 2.2 x 100 / 4 came to 55.000000000000007 and so 56."""
+    return int(math.ceil(Fraction(repr(float(epochs))) * int(train_items) / int(batch)))
 
 
 # ---- the committed prototxt/ files ----------------------------------------------------------
@@ -253,8 +256,9 @@ def header(text):
     return "".join(f"# {line}\n" if line else "#\n" for line in text.splitlines())
 
 
-# Caffe's SolverParameter.max_iter is an int32.
-MAX_ITER_LIMIT = 2 ** 31 - 1
+# Caffe's SolverParameter.max_iter is an int32, and so is the test_interval of max_iter + 1 that
+# solver() gives a net without test passes.
+MAX_ITER_LIMIT = 2 ** 31 - 2
 
 
 def paper_solver_text(train_items, epochs, note, net_path="prototxt/train_val.prototxt",

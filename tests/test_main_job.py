@@ -90,6 +90,23 @@ def test_time_and_length_must_be_positive_numbers(tmp_path, capsys):
         assert exc.value.code == 2 and option in capsys.readouterr().err
 
 
+def test_epochs_beyond_int32_iterations_leave_the_time_limit(tmp_path):
+    """--epochs caps what --minutes allows: 1e12 epochs is max_iter 2^31 - 2 (Caffe's int32,
+    with room for the test interval max_iter + 1), not a protobuf error after the data build."""
+    require_caffe()
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    from dmpn import net
+    from dmpn.main_job import write_nets
+    manifest = {"size": {"height": 192, "width": 192}, "counts": {"train": 224}}
+    netdir, max_iter, _, _ = write_nets(str(tmp_path), str(tmp_path / "data"), manifest, 1e12)
+    assert max_iter == net.MAX_ITER_LIMIT
+    s = caffe_pb2.SolverParameter()
+    text_format.Merge(open(f"{netdir}/solver.prototxt").read(), s)
+    assert s.max_iter == max_iter and s.test_interval == max_iter + 1
+    assert write_nets(str(tmp_path), str(tmp_path / "data"), manifest, 2.2)[1] == 124  # 2.2 x 224 / 4
+
+
 def job(*args, code=None, env=None):
     """The main job in a subprocess (as tools/main_job.sh runs it, after its set-up); ``code``:
     Python run first in that process (e.g. to stop it at a given step)."""

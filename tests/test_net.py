@@ -33,6 +33,26 @@ def test_solver_has_the_papers_settings():
     assert s.solver_mode == caffe_pb2.SolverParameter.GPU
 
 
+def test_epochs_to_iterations_is_exact():
+    """The decimal epochs a user writes, not their binary float: 2.2 x 100 / 4 is 55 (float gave
+    56), and the paper's 20 x 150,000 / 4 is 750,000."""
+    assert N.epochs_to_iterations(2.2, 100, 4) == 55
+    assert N.epochs_to_iterations(20, 150000, 4) == 750000
+    assert N.epochs_to_iterations(0.1, 7, 4) == 1 and N.epochs_to_iterations(2.25, 101, 4) == 57
+    bad = [(e / 10, n) for e in range(1, 100) for n in range(1, 200)
+           if N.epochs_to_iterations(e / 10, n, 4) != -(-e * n // 40)]
+    assert bad == []
+
+
+def test_solver_at_the_largest_max_iter():
+    """max_iter up to MAX_ITER_LIMIT gives a solver (its test_interval, max_iter + 1, is an int32
+    too: 2^31 - 1 had failed in protobuf); one more is refused by name."""
+    text, iters = N.paper_solver_text(1, 4 * N.MAX_ITER_LIMIT, "x", batch=4)
+    assert iters == N.MAX_ITER_LIMIT == 2 ** 31 - 2 and f"max_iter: {iters}" in text
+    with pytest.raises(ValueError, match="more than Caffe's max_iter holds"):
+        N.paper_solver_text(1, 4 * N.MAX_ITER_LIMIT + 4, "x", batch=4)
+
+
 def test_solver_scaled_to_a_dataset(tmp_path, tiny_lmdb):
     from caffe.proto import caffe_pb2  # noqa: F401
     from google.protobuf import text_format
