@@ -9,10 +9,14 @@ Everything goes to one results folder:
                           edge-aware start), snapshots, train.log, bn_recomputed_iter_N.caffemodel
                           (the last snapshot with its BatchNorm statistics recomputed: scored)
     mattes/METHOD/*.png   every method's mattes on the held-out composites
-    metrics.json, metrics.md   SAD / MSE / Grad / Conn per method (tools/evaluate.py)
+    metrics.json, metrics.md   SAD / MSE / Grad / Conn per method (tools/evaluate.py; the json
+                          names the weights scored)
     figures/              sad.png, mse.png (bar charts), qualitative.png (image / trimap /
                           ours / baselines / truth)
     loss_curve.png        training loss
+
+The results of a scoring (summary.md, the metrics, figures/, loss_curve.png) are written to
+.scoring/ first and moved here together: an interrupted scoring leaves the last complete set.
 
 Run again with the same arguments, it resumes: the dataset is reused, training continues from
 the last snapshot until the iteration target is reached. net/trained_on.json records the
@@ -28,6 +32,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +192,32 @@ def initial_weights(netdir, init, seed):
     return path
 
 
+def relink_moved_snapshot(state_path):
+    """Caffe's solver state names its snapshot's .caffemodel by the path it was written at, which
+    is gone once the results folder has been moved or copied elsewhere (or a relative --out is
+    given from another folder): where the .caffemodel of the same name lies beside the state, the
+    state is rewritten (atomically) to name it, so that the run resumes."""
+    from caffe.proto import caffe_pb2
+    from dmpn.imageio import atomic_write
+    state = caffe_pb2.SolverState()
+    try:
+        with open(state_path, "rb") as f:
+            state.ParseFromString(f.read())
+    except Exception:  # unreadable: check_solverstate names it
+        return
+    model = state.learned_net
+    beside = os.path.join(os.path.dirname(os.path.abspath(state_path)), os.path.basename(model))
+    if not model or os.path.isfile(model) or not os.path.isfile(beside):
+        return
+    say(f"{os.path.basename(state_path)} names {model}, which is gone: resuming with {beside}")
+    state.learned_net = beside
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(state.SerializeToString())
+    atomic_write(state_path, write)
+
+
 def train(netdir, max_iter, minutes, weights=None):
     """Stock `caffe train`, stopped with SIGINT (Caffe snapshots, then exits) at the time limit."""
     state, done = latest_snapshot(netdir, "solverstate")
@@ -195,6 +226,7 @@ def train(netdir, max_iter, minutes, weights=None):
         return
     if state:
         from dmpn.caffe_checks import check_solverstate
+        relink_moved_snapshot(state)
         check_solverstate(state)  # a damaged one would abort caffe train
     cmd = [venv_tool("caffe"), "train", "-solver", os.path.join(netdir, "solver.prototxt")]
     if state:
@@ -204,7 +236,8 @@ def train(netdir, max_iter, minutes, weights=None):
         cmd += ["-weights", weights]
     say(f"training with the stock caffe tool for at most {minutes:g} minutes (max_iter {max_iter}): "
         f"{' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}")
-    log = open(os.path.join(netdir, "train.log"), "a")
+    log = open(os.path.join(netdir, "train.log"), "a", buffering=1)  # line by line: a kill
+    # must not lose the iterations the screen showed (a gap in the curve)
     env = dict(os.environ, GLOG_logtostderr="1")
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=log, text=True, env=env)
     timer = threading.Timer(minutes * 60, lambda: p.send_signal(signal.SIGINT))
@@ -259,23 +292,48 @@ def recompute_bn(netdir, seed):
     return out
 
 
-def evaluate(out, data, netdir, weights):
-    from dmpn.imageio import write_text
+# The results one scoring writes (RESULTS in --out, FIGURES there as a folder): made in STAGE
+# and moved into --out together once all are written, so that an interrupted or failed scoring
+# leaves the previous run's set whole (summary, metrics, figures and curve of one snapshot) and
+# never a new metrics.json beside an old summary.
+STAGE = ".scoring"
+RESULTS = ("loss_curve.png", "metrics.json", "metrics.md", "summary.md")
+FIGURES = "figures"
+
+
+def publish(out, stage):
+    """Move the staged results into ``out`` (each file by a rename; the figures folder replaced)."""
+    for name in RESULTS:
+        os.replace(os.path.join(stage, name), os.path.join(out, name))
+    old = os.path.join(out, FIGURES)
+    if os.path.isdir(old):
+        shutil.rmtree(old)
+    os.replace(os.path.join(stage, FIGURES), old)
+    os.rmdir(stage)
+
+
+def evaluate(stage, data, netdir, weights, mattes):
+    """tools/evaluate.py of ``weights`` and the baselines: metrics.json (naming the weights),
+    metrics.md and figures/ in ``stage``; returns the metrics."""
+    from dmpn.imageio import write_json, write_text
     cmd = [sys.executable, os.path.join(ROOT, "tools", "evaluate.py"),
            "--model", os.path.join(netdir, "deploy.prototxt"), "--weights", weights,
            "--images", os.path.join(data, "test", "image"), "--trimap", os.path.join(data, "test", "trimap"),
            "--gt", os.path.join(data, "test", "alpha"), "--baselines", "cf,knn,handcrafted",
-           "--json", os.path.join(out, "metrics.json"), "--figures", os.path.join(out, "figures"),
-           "--out", os.path.join(out, "mattes")]
+           "--json", os.path.join(stage, "metrics.json"), "--figures", os.path.join(stage, FIGURES),
+           "--out", mattes]
     say(f"scoring {os.path.basename(weights)} and the baselines on the held-out composites")
     # stdout is the table; stderr (progress, warnings, an error naming the file) goes through.
     res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if res.returncode != 0:
         raise SystemExit(f"tools/evaluate.py failed (exit {res.returncode})")
-    write_text(os.path.join(out, "metrics.md"), res.stdout)
+    write_text(os.path.join(stage, "metrics.md"), res.stdout)
     print(res.stdout)
-    with open(os.path.join(out, "metrics.json")) as f:
-        return json.load(f)
+    with open(os.path.join(stage, "metrics.json")) as f:
+        metrics = json.load(f)
+    metrics["weights"] = os.path.relpath(weights, os.path.dirname(stage))  # as --out sees it
+    write_json(os.path.join(stage, "metrics.json"), metrics)
+    return metrics
 
 
 def verdict(metrics):
@@ -302,12 +360,19 @@ def check_data(data, crop):
 def check_arguments(a):
     """What can be checked before anything is created: --originals a folder, --out a folder
     that can be made or written (InputError / OSError naming it)."""
+    if not a.out.strip():
+        raise InputError("--out is empty: give the results folder")
     if a.originals is not None:
+        wants = "(--originals wants the folder holding image/, alpha/ and trimap/)"
         if not os.path.exists(a.originals):
             raise InputError(f"{a.originals}: no such folder (--originals)")
         if not os.path.isdir(a.originals):
-            raise InputError(f"{a.originals}: not a folder (--originals wants the folder holding "
-                             "image/, alpha/ and trimap/)")
+            raise InputError(f"{a.originals}: not a folder {wants}")
+        images = os.path.join(a.originals, "image")
+        if not os.path.isdir(images):
+            raise InputError(f"{a.originals}: no image/ folder in it {wants}")
+        if not any(not name.startswith(".") for name in os.listdir(images)):
+            raise InputError(f"{images}: no images in it (--originals)")
     check_writable(a.out)
 
 
@@ -316,7 +381,8 @@ STEPS = {
     "data": ("building the dataset", "what was built (tools/make_lmdb.py resumes it)"),
     "train": ("training", "the dataset and the snapshots so far (caffe train snapshots when stopped; "
                           "training resumes from the last)"),
-    "score": ("scoring", "the dataset and the trained snapshots (the scoring is redone)"),
+    "score": ("scoring", "the dataset, the trained snapshots and the results of the last "
+                         "complete scoring, if any (the scoring is redone)"),
 }
 
 
@@ -349,9 +415,12 @@ def run(a):
         step = "train"
         train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))
         step = "score"
-        pts = plot_losses(netdir, os.path.join(a.out, "loss_curve.png")).train_loss
+        stage = os.path.join(a.out, STAGE)
+        shutil.rmtree(stage, ignore_errors=True)  # what an interrupted scoring left there
+        os.makedirs(stage)
+        pts = plot_losses(netdir, os.path.join(stage, "loss_curve.png")).train_loss
         weights = recompute_bn(netdir, a.seed)
-        metrics = evaluate(a.out, data, netdir, weights)
+        metrics = evaluate(stage, data, netdir, weights, os.path.join(a.out, "mattes"))
     except KeyboardInterrupt:
         doing, kept = STEPS[step]
         raise KeyboardInterrupt(f"interrupted while {doing}; kept in {a.out}: {kept}; run the same command "
@@ -366,7 +435,8 @@ def run(a):
     if beat is not None:
         summary.append(f"ours ({ours}) {'BEATS' if beat else 'does NOT beat'} the hand-crafted-affinity "
                        "propagation on both SAD and MSE; closed-form matting (cf) is the bar to reach next.")
-    write_text(os.path.join(a.out, "summary.md"), "\n".join(summary) + "\n")
+    write_text(os.path.join(stage, "summary.md"), "\n".join(summary) + "\n")
+    publish(a.out, stage)
     print("\n".join(summary))
     say(f"done in {(time.time() - t0) / 60:.1f} minutes; results in {a.out}")
     return 0

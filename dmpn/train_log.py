@@ -5,7 +5,9 @@ training loss, the learning rate, the test phase's outputs) and drawn as a PNG
     tools/plot_training_log.py train.log [--out curve.png] [--title TEXT]
 
 A log appended to by resumed runs (the main job's net/train.log) repeats iterations after the
-snapshot it resumed from; the later value of an iteration counts.
+snapshot it resumed from; the later value of an iteration counts, and what a stopped run logged
+past the snapshot that the next one restored is dropped at the restore (those iterations' weights
+were thrown away: a run killed at 170 with a snapshot at 100 and resumed to 110 ends at 110).
 
 Standard library only at module level: dmpn.main_job imports it before the set-up.
 """
@@ -25,6 +27,8 @@ _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|-nan))"
 # solver.cpp: "Iteration 20 (1.79 iter/s, 5.57s/10 iters), loss = 0.143" (older Caffe:
 # "Iteration 20, loss = 0.143").
 TRAIN_LOSS = re.compile(r"Iteration (\d+)\b[^,]*(?:\([^)]*\))?, loss = " + _NUMBER)
+# solver.cpp: "Restoring previous solver status from snap_iter_100.solverstate" (or .solverstate.h5)
+RESTORING = re.compile(r"Restoring previous solver status from \S*_iter_(\d+)\.solverstate\b")
 # sgd_solver.cpp: "Iteration 20, lr = 0.1"
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
 # solver.cpp: "Iteration 100, Testing net (#0)", then "Test net output #0: loss = 0.1 (* 1 = ...)"
@@ -60,6 +64,16 @@ def parse(lines) -> TrainingLog:
         m = TRAIN_LOSS.search(line)
         if m:
             train.append((int(m.group(1)), float(m.group(2))))
+            continue
+        m = RESTORING.search(line)
+        if m:  # the run goes on from this snapshot: what was logged past it is gone
+            last = int(m.group(1))
+            train[:] = [p for p in train if p[0] <= last]
+            lr[:] = [p for p in lr if p[0] <= last]
+            for key in test:
+                test[key] = [p for p in test[key] if p[0] <= last]
+            weighted = {k: v for k, v in weighted.items() if k[0] <= last}
+            testing = None
             continue
         m = LEARNING_RATE.search(line)
         if m:

@@ -41,6 +41,72 @@ def test_main_job_runs_end_to_end(tmp_path):
     # ... and the rerun scored a later snapshot.
     rescored = re.search(r"weights: net/bn_recomputed_iter_(\d+)", (out / "summary.md").read_text())
     assert int(rescored.group(1)) > int(resumed.group(1)) >= int(scored.group(2))
+    # metrics.json names the weights it scored, the summary's; no staging folder is left.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights"] == f"net/bn_recomputed_iter_{rescored.group(1)}.caffemodel"
+    assert not (out / ".scoring").exists()
+
+
+def test_an_interrupted_scoring_leaves_the_last_complete_results(tmp_path, monkeypatch):
+    """The scoring's results are staged and moved into --out together: interrupted after
+    evaluate.py wrote its metrics (and before the summary), --out keeps the previous set whole,
+    which a rerun then replaces, leaving no staging folder."""
+    import pytest
+    from dmpn import main_job as J
+    out = tmp_path / "results"
+    out.mkdir()
+    old = {name: f"old {name}" for name in J.RESULTS}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    (out / "figures").mkdir()
+    (out / "figures" / "sad.png").write_text("old figure")
+    stage = out / J.STAGE
+
+    def staged_run(fail):
+        import shutil
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        (stage / "figures").mkdir()
+        (stage / "figures" / "sad.png").write_text("new figure")
+        for name in J.RESULTS[:-1]:
+            (stage / name).write_text(f"new {name}")
+        if fail:
+            raise KeyboardInterrupt
+        (stage / "summary.md").write_text("new summary.md")
+        J.publish(str(out), str(stage))
+
+    with pytest.raises(KeyboardInterrupt):
+        staged_run(fail=True)
+    assert {name: (out / name).read_text() for name in J.RESULTS} == old
+    assert (out / "figures" / "sad.png").read_text() == "old figure"
+    staged_run(fail=False)
+    assert all((out / name).read_text() == f"new {name}" for name in J.RESULTS)
+    assert (out / "figures" / "sad.png").read_text() == "new figure" and not stage.exists()
+
+
+def test_a_moved_results_folder_resumes(tmp_path):
+    """Caffe's solver state names its .caffemodel by the path it was written at: after the
+    results folder moved, the state is pointed at the .caffemodel beside it (it had stopped the
+    run with 'the weights of this snapshot ... are missing')."""
+    require_caffe()
+    from caffe.proto import caffe_pb2
+    from dmpn.caffe_checks import check_solverstate
+    from dmpn.main_job import relink_moved_snapshot
+    net = tmp_path / "moved" / "net"
+    net.mkdir(parents=True)
+    model = caffe_pb2.NetParameter()
+    model.layer.add(name="conv", type="Convolution")
+    (net / "snap_iter_100.caffemodel").write_bytes(model.SerializeToString())
+    state = caffe_pb2.SolverState(iter=100, learned_net=str(tmp_path / "gone/net/snap_iter_100.caffemodel"))
+    state.history.add()
+    (net / "snap_iter_100.solverstate").write_bytes(state.SerializeToString())
+    relink_moved_snapshot(str(net / "snap_iter_100.solverstate"))
+    again = check_solverstate(net / "snap_iter_100.solverstate")
+    assert again.learned_net == str(net / "snap_iter_100.caffemodel") and again.iter == 100
+    # a state whose .caffemodel is where it says, or missing beside it too, is left alone
+    before = (net / "snap_iter_100.solverstate").read_bytes()
+    relink_moved_snapshot(str(net / "snap_iter_100.solverstate"))
+    assert (net / "snap_iter_100.solverstate").read_bytes() == before
 
 
 def test_verdict_compares_ours_with_the_handcrafted_baseline():
@@ -127,7 +193,14 @@ def test_bad_arguments_are_refused_before_anything_is_created(tmp_path):
     refused(job("--out", str(afile / "results")), f"{afile}/results: cannot be created: {afile} is a file")
     refused(job("--out", str(afile)), f"main_job: error: {afile}: exists and is not a folder")
     refused(job("--out", str(out), "--originals", str(afile)), f"{afile}: not a folder")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    # an --originals folder without images: refused here, not by make_lmdb after the set-up
+    empty = tmp_path / "emptydir"
+    (empty / "image").mkdir(parents=True)
+    refused(job("--out", str(out), "--originals", str(empty)), f"{empty}/image: no images in it")
+    refused(job("--out", str(out), "--originals", str(empty / "image")),
+            f"{empty}/image: no image/ folder in it")
+    refused(job("--out", ""), "main_job: error: --out is empty: give the results folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "emptydir"]
 
 
 def test_usage_names_the_command_not_python_c():

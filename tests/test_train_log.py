@@ -38,6 +38,24 @@ def test_a_log_is_read_by_iteration_the_later_value_of_a_resumed_run_winning():
     assert log.test == {"net #0 loss": [(20, 0.25), (40, 0.2)], "net #0 sad": [(20, 12.5)]}
 
 
+def test_what_a_stopped_run_logged_past_the_restored_snapshot_is_dropped():
+    """A run killed at 40 (snapshot at 20; a test pass at 40) and resumed from 20 up to 30 only:
+    the curve ends at 30, as the weights do, not at the killed run's 40."""
+    killed = [l for l in LOG.splitlines() if "26000" not in l] + [
+        "I1127 07:02:21.000000 25915 solver.cpp:239] Iteration 40 (1.8 iter/s, 5.5s/10 iters), loss = 0.4",
+        "I1127 07:02:21.000100 25915 sgd_solver.cpp:112] Iteration 40, lr = 0.01",
+        "I1127 07:02:22.000000 25915 solver.cpp:330] Iteration 40, Testing net (#0)",
+        "I1127 07:02:22.000001 25915 solver.cpp:397]     Test net output #0: loss = 0.9 (* 1 = 0.9 loss)"]
+    resumed = [l for l in LOG.splitlines() if "26000" in l][:3]  # restore, 20, 30
+    log = T.parse(killed + resumed)
+    assert log.train_loss == [(0, 0.0945657), (10, 0.143205), (20, 0.12), (30, 0.1)]
+    assert log.learning_rate == [(0, 0.1), (10, 0.1), (20, 0.01)]
+    assert log.test == {"net #0 loss": [(20, 0.25)], "net #0 sad": [(20, 12.5)]}
+    h5 = ["I solver.cpp:239] Iteration 50, loss = 0.5",
+          "I solver.cpp:295] Restoring previous solver status from /r/net/snap_iter_40.solverstate.h5"]
+    assert T.parse(h5).train_loss == []
+
+
 def test_several_values_of_one_output_and_a_log_without_training_lines():
     # An output blob of two values logs two lines under one name (solver.cpp): both are kept.
     # A solver with display: 0 logs test passes only: still a log.
