@@ -704,6 +704,9 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
     for path, what in ((deploy, "deploy prototxt"), (weights, "weights")):
         if not os.path.isfile(os.fspath(path)):
             raise InputError(f"{path}: no such {what} file")
+    # Caffe logs the whole net definition at INFO on loading it: noise around the tools' own
+    # lines (GLOG_minloglevel=0 brings it back; it counts only before Caffe's first import).
+    os.environ.setdefault("GLOG_minloglevel", "1")
     try:
         import caffe
     except ImportError as exc:

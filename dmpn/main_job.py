@@ -240,7 +240,10 @@ def train(netdir, max_iter, minutes, weights=None):
     # must not lose the iterations the screen showed (a gap in the curve)
     env = dict(os.environ, GLOG_logtostderr="1")
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=log, text=True, env=env)
-    timer = threading.Timer(minutes * 60, lambda: p.send_signal(signal.SIGINT))
+    # (threading's longest wait: a larger --minutes had failed in the timer's thread, leaving
+    # training with no time limit at all)
+    timer = threading.Timer(min(minutes * 60, threading.TIMEOUT_MAX),
+                            lambda: p.send_signal(signal.SIGINT))
     timer.start()
     t0 = time.time()
     try:

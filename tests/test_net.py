@@ -338,6 +338,7 @@ def test_predict_tool_files_and_folders(tmp_path):
                           str(images / "a.png"), "--trimap", str(trimaps / "a.png"), "--out", str(single)],
                          capture_output=True, text=True)
     assert res.returncode == 0 and read_alpha(single).shape == (50, 70), res.stderr[-2000:]
+    assert "Initializing net from parameters" not in res.stderr  # Caffe's net dump: noise
     # --force-known: exactly 0 / 1 on the trimap's known pixels, the net's values elsewhere
     forced = tmp_path / "forced.png"
     res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image",
