@@ -327,7 +327,11 @@ def test_main_job_rescoring_predicts_the_net_again_only_for_new_weights(data, tw
 
     def score(weights):
         capfd.readouterr()
-        metrics = main_job.evaluate(str(results), str(results / "data"), str(netdir), str(netdir / weights))
+        stage = results / main_job.STAGE
+        stage.mkdir(exist_ok=True)
+        metrics = main_job.evaluate(str(stage), str(results / "data"), str(netdir), str(netdir / weights),
+                                    str(results / "mattes"))
+        assert metrics["weights"] == f"net/{weights}"  # as --out sees it
         return metrics, capfd.readouterr().err
 
     first, err = score("bn_recomputed_iter_100.caffemodel")
