@@ -28,7 +28,7 @@ _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|-nan))"
 # "Iteration 20, loss = 0.143").
 TRAIN_LOSS = re.compile(r"Iteration (\d+)\b[^,]*(?:\([^)]*\))?, loss = " + _NUMBER)
 # solver.cpp: "Restoring previous solver status from snap_iter_100.solverstate" (or .solverstate.h5)
-RESTORING = re.compile(r"Restoring previous solver status from \S*_iter_(\d+)\.solverstate\b")
+RESTORING = re.compile(r"Restoring previous solver status from .*_iter_(\d+)\.solverstate\b")
 # sgd_solver.cpp: "Iteration 20, lr = 0.1"
 LEARNING_RATE = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
 # solver.cpp: "Iteration 100, Testing net (#0)", then "Test net output #0: loss = 0.1 (* 1 = ...)"
@@ -82,6 +82,7 @@ def parse(lines) -> TrainingLog:
         m = TESTING.search(line)
         if m:
             testing, names = (int(m.group(1)), int(m.group(2))), set()
+            weighted.pop(testing, None)  # a pass run again (after a restore) replaces the first
             continue
         m = TEST_OUTPUT.search(line)
         if m and testing is not None:

@@ -51,8 +51,16 @@ def test_what_a_stopped_run_logged_past_the_restored_snapshot_is_dropped():
     assert log.train_loss == [(0, 0.0945657), (10, 0.143205), (20, 0.12), (30, 0.1)]
     assert log.learning_rate == [(0, 0.1), (10, 0.1), (20, 0.01)]
     assert log.test == {"net #0 loss": [(20, 0.25)], "net #0 sad": [(20, 12.5)]}
+    # Caffe snapshots at 20 before its test pass at 20, so a restored run tests 20 again: the
+    # second pass replaces the first, and one loss of weight 1 adds no weighted total (the two
+    # passes' losses had been summed into one: 0.25 + 0.3).
+    again = resumed[:1] + ["I solver.cpp:330] Iteration 20, Testing net (#0)",
+                           "I solver.cpp:397]     Test net output #0: loss = 0.3 (* 1 = 0.3 loss)",
+                           "I solver.cpp:397]     Test net output #1: sad = 11"]
+    assert T.parse(LOG.splitlines()[:10] + again).test == {"net #0 loss": [(20, 0.3)],
+                                                           "net #0 sad": [(20, 11.0)]}
     h5 = ["I solver.cpp:239] Iteration 50, loss = 0.5",
-          "I solver.cpp:295] Restoring previous solver status from /r/net/snap_iter_40.solverstate.h5"]
+          "I solver.cpp:295] Restoring previous solver status from /my runs/net/snap_iter_40.solverstate.h5"]
     assert T.parse(h5).train_loss == []
 
 

@@ -148,7 +148,9 @@ inline double RightHandSideScale(double bnorm) {
 /// is below about 1e-154 (a float64 net's top diff of 1e-170 was taken for 0, so its gradient
 /// was 0), infinite where one is above about 1e154 (the solve did not converge). b.b is then
 /// summed again: after 2^600 it is 0 only for b = 0 (2^-1074 becomes 2^-474, whose square is
-/// normal); after 2^-600 it is finite (below 2^848 per entry). 1 otherwise, and for NaN.
+/// normal); after 2^-600 it is finite (below 2^848 per entry). 1 otherwise, and for NaN. With
+/// RightHandSideScale's up to 2^474 after it, the product can overflow: solves undo the two
+/// scales one after the other.
 inline double RightHandSidePrescale(double bb) {
   if (bb < DBL_MIN) return 0x1p600;
   if (bb > DBL_MAX) return 0x1p-600;

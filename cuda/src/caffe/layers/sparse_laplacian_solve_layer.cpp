@@ -830,10 +830,10 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     for (int i = i0; i < i1; ++i) s += b[i] * b[i];
     part[t] = s;
   });
-  // r = scale b, exactly (scale a power of two, nearly always 1); returns r.r.
-  double scale = 1;
+  // r = prescale norm_scale b, exactly (powers of two, nearly always 1); returns r.r. Their
+  // product can overflow (2^600 times up to 2^474), so they are undone one after the other.
+  double prescale = 1, norm_scale = 1;
   auto scale_r = [&](double s) {
-    scale *= s;
     ForRows(H, n, [&](int y0, int y1, int t) {
       double rr = 0;
       for (int i = y0 * W; i < y1 * W; ++i) {
@@ -846,19 +846,19 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     return sum_parts();
   };
   double bb = sum_parts();
-  const double prescale = RightHandSidePrescale(bb);
+  prescale = RightHandSidePrescale(bb);
   if (prescale != 1) bb = scale_r(prescale);
   double bnorm = std::sqrt(bb);
-  const double norm_scale = RightHandSideScale(bnorm);
+  norm_scale = RightHandSideScale(bnorm);
   if (norm_scale != 1) {
     scale_r(norm_scale);
     bnorm *= norm_scale;
   }
   // Every return hands x back in row-major order (and its scale undone).
   auto done = [&](bool converged) {
-    if (scale != 1) {
+    if (prescale != 1 || norm_scale != 1) {
       ForRows(H, n, [&](int y0, int y1, int) {
-        for (int i = y0 * W; i < y1 * W; ++i) x[i] /= scale;
+        for (int i = y0 * W; i < y1 * W; ++i) x[i] = x[i] / norm_scale / prescale;
       });
     }
     RearrangeRows(false, x, x_out);

@@ -672,7 +672,10 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     std::vector<GridMultigridSolver::Stats>* stats) {
   const int num = static_cast<int>(items->size());
   std::vector<bool> converged(num, false), active(num, false);
-  std::vector<double> bnorm(num), scale(num, 1.);
+  // b's scales (powers of two, nearly always 1): prescale[i] where b.b left float64's range,
+  // then norm_scale[i]. Their product can overflow (2^600 times up to 2^474), so they are
+  // undone one after the other.
+  std::vector<double> bnorm(num), prescale(num, 1.), norm_scale(num, 1.);
   for (int i = 0; i < num; ++i) {
     GpuItem& it = (*items)[i];
     const int n = it.levels[0].H * it.levels[0].W;
@@ -688,9 +691,9 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     GpuItem& it = (*items)[i];
     const int n = it.levels[0].H * it.levels[0].W;
     CUDA_CHECK(cudaStreamSynchronize(it.stream));
-    scale[i] = RightHandSidePrescale(it.host_check[0]);  // nearly always 1
-    if (scale[i] != 1) {  // r = scale b, exactly, and r.r again
-      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, scale[i], it.r);
+    prescale[i] = RightHandSidePrescale(it.host_check[0]);
+    if (prescale[i] != 1) {  // r = prescale b, exactly, and r.r again
+      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, prescale[i], it.r);
       Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.r, it.partial,
                                                              it.retired, &it.cg->check[0]);
       CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
@@ -702,16 +705,15 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     (*stats)[i].relative_residual = 0;
     (*stats)[i].cuda_graphs = false;
     if (bnorm[i] == 0) {  // x = 0 is exact
-      scale[i] = 1;
+      prescale[i] = 1;
       converged[i] = true;
       continue;
     }
     active[i] = true;
-    const double norm_scale = RightHandSideScale(bnorm[i]);  // nearly always 1
-    if (norm_scale != 1) {  // r = scale b, exactly
-      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, norm_scale, it.r);
-      bnorm[i] *= norm_scale;
-      scale[i] *= norm_scale;
+    norm_scale[i] = RightHandSideScale(bnorm[i]);
+    if (norm_scale[i] != 1) {  // r = norm_scale prescale b, exactly
+      ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, norm_scale[i], it.r);
+      bnorm[i] *= norm_scale[i];
     }
     if (float* r_float = FloatRhs(it, multigrid)) {
       Convert<<<LAUNCH(n, it.stream)>>>(n, it.r, r_float);
@@ -791,11 +793,12 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
       }
     }
   }
-  for (int i = 0; i < num; ++i) {  // the right-hand side's scale undone
-    if (scale[i] == 1) continue;
+  for (int i = 0; i < num; ++i) {  // the right-hand side's scales undone
     GpuItem& it = (*items)[i];
     const int n = it.levels[0].H * it.levels[0].W;
-    ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, 1 / scale[i], it.*x);
+    for (double s : {norm_scale[i], prescale[i]}) {
+      if (s != 1) ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, 1 / s, it.*x);
+    }
   }
   CUDA_POST_KERNEL_CHECK;
   return converged;

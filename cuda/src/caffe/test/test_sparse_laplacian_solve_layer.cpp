@@ -413,8 +413,9 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestTinyOrHugeTopDiffScalesTheGradient
   // that far from 1, so the solve works on a right-hand side brought near norm 1
   // (RightHandSideScale); without, 2^-126 did not converge. In float64 also 2^-560, whose
   // squares underflow (b.b was 0, and so the gradient), and 2^520, whose squares overflow (the
-  // solve did not converge): RightHandSidePrescale. A batch of 2, 40 x 50: two float levels
-  // above the coarsest.
+  // solve did not converge): RightHandSidePrescale; and 2^-1040, whose norm is below 2^-1024,
+  // so that the two scales' product (2^1035) would overflow. A batch of 2, 40 x 50: two float
+  // levels above the coarsest.
   const int H = 40, W = 50;
   this->Fill(2, H, W, 2.0, 17);
   SparseLaplacianSolveLayer<Dtype> layer(this->Param(1, 1e-10));
@@ -423,7 +424,7 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestTinyOrHugeTopDiffScalesTheGradient
   Blob<Dtype> top_diff(2, 1, H, W), grad;
   caffe_rng_gaussian<Dtype>(top_diff.count(), Dtype(0), Dtype(1), top_diff.mutable_cpu_data());
   std::vector<int> exponents{0, -126, 110};
-  if (sizeof(Dtype) == sizeof(double)) exponents.insert(exponents.end(), {-560, 520});
+  if (sizeof(Dtype) == sizeof(double)) exponents.insert(exponents.end(), {-560, 520, -1040});
   for (int e : exponents) {
     for (int i = 0; i < top_diff.count(); ++i) {
       this->top_->mutable_cpu_diff()[i] = std::ldexp(top_diff.cpu_data()[i], e);  // exact
