@@ -194,9 +194,10 @@ def initial_weights(netdir, init, seed):
 
 def relink_moved_snapshot(state_path):
     """Caffe's solver state names its snapshot's .caffemodel by the path it was written at, which
-    is gone once the results folder has been moved or copied elsewhere (or a relative --out is
-    given from another folder): where the .caffemodel of the same name lies beside the state, the
-    state is rewritten (atomically) to name it, so that the run resumes."""
+    is gone once the results folder has been moved (or names the original folder's file once it
+    has been copied, or leads elsewhere for a relative --out given from another folder): where the
+    .caffemodel of the same name lies beside the state and is not that file, the state is
+    rewritten (atomically) to name it, so that the run resumes from its own weights."""
     from caffe.proto import caffe_pb2
     from dmpn.imageio import atomic_write
     state = caffe_pb2.SolverState()
@@ -207,9 +208,10 @@ def relink_moved_snapshot(state_path):
         return
     model = state.learned_net
     beside = os.path.join(os.path.dirname(os.path.abspath(state_path)), os.path.basename(model))
-    if not model or os.path.isfile(model) or not os.path.isfile(beside):
+    if not model or not os.path.isfile(beside) or (
+            os.path.isfile(model) and os.path.samefile(model, beside)):
         return
-    say(f"{os.path.basename(state_path)} names {model}, which is gone: resuming with {beside}")
+    say(f"{os.path.basename(state_path)} names {model}: resuming with the one beside it, {beside}")
     state.learned_net = beside
 
     def write(tmp):

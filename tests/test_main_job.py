@@ -103,10 +103,17 @@ def test_a_moved_results_folder_resumes(tmp_path):
     relink_moved_snapshot(str(net / "snap_iter_100.solverstate"))
     again = check_solverstate(net / "snap_iter_100.solverstate")
     assert again.learned_net == str(net / "snap_iter_100.caffemodel") and again.iter == 100
-    # a state whose .caffemodel is where it says, or missing beside it too, is left alone
+    # a state whose .caffemodel is where it says is left alone
     before = (net / "snap_iter_100.solverstate").read_bytes()
     relink_moved_snapshot(str(net / "snap_iter_100.solverstate"))
     assert (net / "snap_iter_100.solverstate").read_bytes() == before
+    # a copied folder: its state names the original's .caffemodel, still there; it resumes from
+    # its own
+    import shutil
+    shutil.copytree(net, tmp_path / "copy" / "net")
+    copied = tmp_path / "copy" / "net" / "snap_iter_100.solverstate"
+    relink_moved_snapshot(str(copied))
+    assert check_solverstate(copied).learned_net == str(tmp_path / "copy/net/snap_iter_100.caffemodel")
 
 
 def test_verdict_compares_ours_with_the_handcrafted_baseline():
