@@ -705,12 +705,19 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
         if not os.path.isfile(os.fspath(path)):
             raise InputError(f"{path}: no such {what} file")
     # Caffe logs the whole net definition at INFO on loading it: noise around the tools' own
-    # lines (GLOG_minloglevel=0 brings it back; it counts only before Caffe's first import).
-    os.environ.setdefault("GLOG_minloglevel", "1")
+    # lines. glog reads GLOG_minloglevel when Caffe is first imported (so 0 brings it back); the
+    # variable is set for that import only, never for the processes this one starts later (a
+    # `caffe train` would log no iteration).
+    quiet = "GLOG_minloglevel" not in os.environ
+    if quiet:
+        os.environ["GLOG_minloglevel"] = "1"
     try:
         import caffe
     except ImportError as exc:
         raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
+    finally:
+        if quiet:
+            del os.environ["GLOG_minloglevel"]
     from dmpn.caffe_checks import check_bottoms, check_gpu, check_weights
     check_bottoms(check_deploy_prototxt(deploy), deploy)  # what Caffe would abort on
     if gpu is None:

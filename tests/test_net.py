@@ -339,6 +339,13 @@ def test_predict_tool_files_and_folders(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0 and read_alpha(single).shape == (50, 70), res.stderr[-2000:]
     assert "Initializing net from parameters" not in res.stderr  # Caffe's net dump: noise
+    # ... quieted for Caffe's import only: the variable does not stay in the environment of the
+    # process, whose later `caffe train` children must log their iterations
+    import os
+    from dmpn.evaluate import caffe_predictor
+    before = os.environ.get("GLOG_minloglevel")
+    caffe_predictor(deploy, weights)
+    assert os.environ.get("GLOG_minloglevel") == before
     # --force-known: exactly 0 / 1 on the trimap's known pixels, the net's values elsewhere
     forced = tmp_path / "forced.png"
     res = subprocess.run([py, tool_py, "--model", str(deploy), "--weights", str(weights), "--image",
