@@ -30,7 +30,8 @@ from dmpn.cli import read_bytes
 from dmpn.datum import ITEM_CHANNELS  # channels of one item of tools/make_lmdb.py
 from dmpn.imageio import InputError
 
-__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_bottoms", "check_weights", "check_solverstate", "gpu_count", "check_gpu", "check_lmdb",
+__all__ = ["ITEM_CHANNELS", "check_prototxt", "check_bottoms", "check_weights", "check_solverstate",
+           "solver_state", "gpu_count", "check_gpu", "check_lmdb",
            "in_phase", "blob_shapes", "mapped_libraries"]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -178,7 +179,7 @@ def blob_shapes(net) -> dict:
             for name, layer in zip(net._layer_names, net.layers)}
 
 
-def _solver_state(raw):
+def solver_state(raw):
     """The SolverState ``raw`` holds, or None when it is not one."""
     from google.protobuf.message import DecodeError
     state = _proto().SolverState()
@@ -202,7 +203,7 @@ def _binary_layers(weights, raw, what):
         parsed = False
     layers = list(param.layer) + list(param.layers) if parsed else []
     if not layers:
-        state = _solver_state(raw)
+        state = solver_state(raw)
         if state is not None:
             model = f" ({state.learned_net})" if state.learned_net else ""
             raise InputError(f"{weights}: a Caffe solver state (.solverstate, iteration {state.iter}), "
@@ -340,7 +341,7 @@ def check_solverstate(path):
     from google.protobuf.message import DecodeError
     path = os.fspath(path)
     raw = read_bytes(path, "solver state")
-    state = _solver_state(raw)
+    state = solver_state(raw)
     again = "delete it and its .caffemodel to resume from the snapshot before, or train afresh"
     if state is None:
         raise InputError(f"{path}: not a readable Caffe solver state (a damaged snapshot?): {again}")

@@ -198,13 +198,11 @@ def relink_moved_snapshot(state_path):
     has been copied, or leads elsewhere for a relative --out given from another folder): where the
     .caffemodel of the same name lies beside the state and is not that file, the state is
     rewritten (atomically) to name it, so that the run resumes from its own weights."""
-    from caffe.proto import caffe_pb2
+    from dmpn.caffe_checks import solver_state
+    from dmpn.cli import read_bytes
     from dmpn.imageio import atomic_write
-    state = caffe_pb2.SolverState()
-    try:
-        with open(state_path, "rb") as f:
-            state.ParseFromString(f.read())
-    except Exception:  # unreadable: check_solverstate names it
+    state = solver_state(read_bytes(state_path, "solver state"))
+    if state is None:  # not a solver state: check_solverstate names it
         return
     model = state.learned_net
     beside = os.path.join(os.path.dirname(os.path.abspath(state_path)), os.path.basename(model))

@@ -68,11 +68,9 @@ def parse(lines) -> TrainingLog:
         m = RESTORING.search(line)
         if m:  # the run goes on from this snapshot: what was logged past it is gone
             last = int(m.group(1))
-            train[:] = [p for p in train if p[0] <= last]
-            lr[:] = [p for p in lr if p[0] <= last]
-            for key in test:
-                test[key] = [p for p in test[key] if p[0] <= last]
-            weighted = {k: v for k, v in weighted.items() if k[0] <= last}
+            for pairs in (train, lr, *test.values()):  # (iteration, value) lists
+                pairs[:] = [p for p in pairs if p[0] <= last]
+            weighted = {k: v for k, v in weighted.items() if k[0] <= last}  # (iteration, net) keys
             testing = None
             continue
         m = LEARNING_RATE.search(line)

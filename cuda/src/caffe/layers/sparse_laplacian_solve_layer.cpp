@@ -830,9 +830,7 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     for (int i = i0; i < i1; ++i) s += b[i] * b[i];
     part[t] = s;
   });
-  // r = prescale norm_scale b, exactly (powers of two, nearly always 1); returns r.r. Their
-  // product can overflow (2^600 times up to 2^474), so they are undone one after the other.
-  double prescale = 1, norm_scale = 1;
+  // r = s r, exactly (a power of two); returns r.r.
   auto scale_r = [&](double s) {
     ForRows(H, n, [&](int y0, int y1, int t) {
       double rr = 0;
@@ -845,11 +843,13 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
     });
     return sum_parts();
   };
+  // r = norm_scale prescale b (powers of two, nearly always 1). Their product can overflow
+  // (2^600 times up to 2^474), so they are undone one after the other.
   double bb = sum_parts();
-  prescale = RightHandSidePrescale(bb);
+  const double prescale = RightHandSidePrescale(bb);
   if (prescale != 1) bb = scale_r(prescale);
   double bnorm = std::sqrt(bb);
-  norm_scale = RightHandSideScale(bnorm);
+  const double norm_scale = RightHandSideScale(bnorm);
   if (norm_scale != 1) {
     scale_r(norm_scale);
     bnorm *= norm_scale;

@@ -676,16 +676,20 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
   // then norm_scale[i]. Their product can overflow (2^600 times up to 2^474), so they are
   // undone one after the other.
   std::vector<double> bnorm(num), prescale(num, 1.), norm_scale(num, 1.);
+  // v.v of an item's vector, queued on its stream to reach host_check[0]
+  auto queue_square_norm = [](GpuItem& it, int n, const double* v) {
+    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, v, v, it.partial, it.retired,
+                                                           &it.cg->check[0]);
+    CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
+                               cudaMemcpyDeviceToHost, it.stream));
+  };
   for (int i = 0; i < num; ++i) {
     GpuItem& it = (*items)[i];
     const int n = it.levels[0].H * it.levels[0].W;
     CUDA_CHECK(cudaMemsetAsync(it.*x, 0, n * sizeof(double), it.stream));
     CUDA_CHECK(cudaMemcpyAsync(it.r, it.*b, n * sizeof(double), cudaMemcpyDeviceToDevice,
                                it.stream));
-    Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.*b, it.*b, it.partial,
-                                                           it.retired, &it.cg->check[0]);
-    CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
-                               cudaMemcpyDeviceToHost, it.stream));
+    queue_square_norm(it, n, it.*b);
   }
   for (int i = 0; i < num; ++i) {
     GpuItem& it = (*items)[i];
@@ -694,10 +698,7 @@ std::vector<bool> SolveGpu(std::vector<GpuItem>* items, double* GpuItem::*b,
     prescale[i] = RightHandSidePrescale(it.host_check[0]);
     if (prescale[i] != 1) {  // r = prescale b, exactly, and r.r again
       ScaleInPlace<<<LAUNCH(n, it.stream)>>>(n, prescale[i], it.r);
-      Dot<<<ReduceBlocks(n), kReduceThreads, 0, it.stream>>>(n, it.r, it.r, it.partial,
-                                                             it.retired, &it.cg->check[0]);
-      CUDA_CHECK(cudaMemcpyAsync(it.host_check, it.cg->check, 2 * sizeof(double),
-                                 cudaMemcpyDeviceToHost, it.stream));
+      queue_square_norm(it, n, it.r);
       CUDA_CHECK(cudaStreamSynchronize(it.stream));
     }
     bnorm[i] = std::sqrt(it.host_check[0]);

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -248,20 +249,18 @@ TYPED_TEST(MattingLossLayerTest, TestTrimapOutsideUnitRangeIsAnError) {
 TYPED_TEST(MattingLossLayerTest, TestShapeMismatchIsAnError) {
   typedef typename TypeParam::Dtype Dtype;
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
-  this->Fill(2, 3, 4, 9);
-  this->blobs_[4]->Reshape(2, 1, 3, 4);
-  MattingLossLayer<Dtype> layer(this->Param());
-  EXPECT_DEATH(layer.SetUp(this->bottom_vec_, this->top_vec_),
-               "MattingLoss layer 'loss': the background \\(bottom\\[4\\]\\) must be 2 x 3 x 3 x "
-               "4, got 2 1 3 4");
-  // The true alpha of another batch size: named too (BVLC's LossLayer check came first, and
-  // named neither the layer nor the blob).
-  this->Fill(2, 3, 4, 9);
-  this->blobs_[1]->Reshape(1, 1, 3, 4);
-  MattingLossLayer<Dtype> layer2(this->Param());
-  EXPECT_DEATH(layer2.SetUp(this->bottom_vec_, this->top_vec_),
-               "MattingLoss layer 'loss': the true alpha \\(bottom\\[1\\]\\) must be 2 x 1 x 3 x "
-               "4, got 1 1 3 4");
+  // (bottom, its wrong shape, the message). The true alpha of another batch size is named too
+  // (BVLC's LossLayer check came first, and named neither the layer nor the blob).
+  const struct { int bottom, num, channels; const char* message; } cases[] = {
+      {4, 2, 1, "the background \\(bottom\\[4\\]\\) must be 2 x 3 x 3 x 4, got 2 1 3 4"},
+      {1, 1, 1, "the true alpha \\(bottom\\[1\\]\\) must be 2 x 1 x 3 x 4, got 1 1 3 4"}};
+  for (const auto& c : cases) {
+    this->Fill(2, 3, 4, 9);
+    this->blobs_[c.bottom]->Reshape(c.num, c.channels, 3, 4);
+    MattingLossLayer<Dtype> layer(this->Param());
+    EXPECT_DEATH(layer.SetUp(this->bottom_vec_, this->top_vec_),
+                 std::string("MattingLoss layer 'loss': ") + c.message);
+  }
 }
 
 #ifndef CPU_ONLY
