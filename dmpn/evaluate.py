@@ -90,6 +90,7 @@ class MethodResult:
     notes: dict = field(default_factory=dict)   # image name -> remark (e.g. NO_UNKNOWN_NOTE)
     folder: str = ""                            # where its PNGs are
     paths: dict = field(default_factory=dict)   # image name -> the PNG scored
+    source: dict = field(default_factory=dict)  # what made the mattes (see run), for the JSON
 
     def mean(self) -> dict:
         """Mean of each error over the images scored (those with an unknown pixel)."""
@@ -830,13 +831,15 @@ def _clean(v):
 def _method_json(res: MethodResult) -> dict:
     return {"per_image": {n: {k: _clean(v[k]) for k in metrics.METRICS} for n, v in res.per_image.items()},
             "mean": {k: _clean(v) for k, v in res.mean().items()},
-            "notes": dict(res.notes)}
+            "notes": dict(res.notes), "source": dict(res.source)}
 
 
 def results_to_json(results, force_known: bool = True) -> dict:
     """``{"per_image": {NAME: {"sad", "mse", "grad", "conn"}}, "mean": {...}}`` for the first
     method (raw units: SAD, Grad, Conn / 1000, MSE unscaled; undefined MSE is null), plus
-    "methods" (every method in the same form), "notes" and the protocol used."""
+    "methods" (every method in the same form, with its "source": the folder scored, or the
+    model and weights, predictor or baseline run, and its method key), "notes" and the
+    protocol used."""
     results = list(results)
     first = _method_json(results[0])
     return {"per_image": first["per_image"], "mean": first["mean"], "notes": first["notes"],
@@ -899,12 +902,14 @@ def run(args) -> list:
     if args.pred:
         results.append(score_folders(args.pred, args.gt, args.trimap, force_known=force,
                                      name="prediction", progress=progress))
+        results[-1].source = {"predictions": os.fspath(args.pred)}
     resume = not args.no_resume
     again = resume_command(args.no_resume)
-    predictors = []  # (name, predictor, method key, resume, resume_how)
+    predictors = []  # (name, predictor, method key, resume, resume_how, source)
     if args.model:
         predictors.append(("model", caffe_predictor(args.model, args.weights, gpu=args.gpu),
-                           caffe_method_key(args.model, args.weights, gpu=args.gpu), resume, again))
+                           caffe_method_key(args.model, args.weights, gpu=args.gpu), resume, again,
+                           {"model": os.fspath(args.model), "weights": os.fspath(args.weights)}))
     if args.predictor:
         f = load_predictor(args.predictor)
         key = python_method_key(args.predictor, f)
@@ -915,18 +920,24 @@ def run(args) -> list:
         # are recorded always, reused only when asked.
         predictors.append((args.predictor.split(":")[-1], f, key, resume and args.resume_predictor,
                            resume_command(args.no_resume,
-                                          "" if args.resume_predictor else "--resume-predictor")))
+                                          "" if args.resume_predictor else "--resume-predictor"),
+                           {"predictor": args.predictor}))
     for b in baseline_names:
         f = bl.get_baseline(b)
         if b == "handcrafted":
             sigma = args.sigma
             f = (lambda image, trimap01, _f=f: _f(image, trimap01, sigma=sigma))
-        predictors.append((b, f, baseline_method_key(b, sigma=args.sigma), resume, again))
-    for name, predictor, key, reuse, resume_how in predictors:
+        predictors.append((b, f, baseline_method_key(b, sigma=args.sigma), resume, again,
+                           {"baseline": b}))
+    for name, predictor, key, reuse, resume_how, source in predictors:
         results.append(score_predictor(predictor, args.images, args.trimap, args.gt,
                                        os.path.join(args.out, name), force_known=force, name=name,
                                        progress=progress, key=key, resume=reuse,
                                        resume_how=resume_how))
+        # the images scored, the folder of the mattes and the method key (digests of the
+        # model, weights, code and libraries; None where a predictor's file is not found)
+        results[-1].source = {**source, "images": os.fspath(args.images),
+                              "mattes": os.fspath(os.path.join(args.out, name)), "key": key}
     return results
 
 

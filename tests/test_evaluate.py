@@ -384,6 +384,10 @@ def test_baselines_and_figures_in_one_table(dataset, capsys):
         assert sorted(os.listdir(root / "out" / m)) == [".predictions.json", "a.png", "b.png", "c.png"]
         # an easy synthetic composite: both baselines beat the noisy prediction
         assert js["methods"][m]["mean"]["sad"] < js["mean"]["sad"]
+        source = js["methods"][m]["source"]
+        assert source["baseline"] == m and source["images"] == str(root / "images")
+        assert source["mattes"] == str(root / "out" / m) and source["key"]["baseline"] == m
+    assert js["methods"]["prediction"]["source"] == {"predictions": str(root / "pred")}
     for f in ("sad.png", "mse.png", "qualitative.png"):
         im = np.asarray(Image.open(root / "figs" / f))
         assert im.ndim == 3 and im.shape[0] > 100 and im.shape[1] > 100

@@ -1,6 +1,7 @@
 """Resuming an interrupted prediction run (dmpn.evaluate.predict_folder, used by tools/predict.py
 and tools/evaluate.py): a matte is reused only when the record OUT/.predictions.json says the same
 method made it from the same image and trimap, and the PNG is the one written then."""
+import hashlib
 import importlib
 import itertools
 import json
@@ -332,6 +333,10 @@ def test_main_job_rescoring_predicts_the_net_again_only_for_new_weights(data, tw
         metrics = main_job.evaluate(str(stage), str(results / "data"), str(netdir), str(netdir / weights),
                                     str(results / "mattes"))
         assert metrics["weights"] == f"net/{weights}"  # as --out sees it
+        # evaluate.py's own record of what it scored: the paths given and the weights' digest
+        source = metrics["methods"]["model"]["source"]
+        assert source["weights"] == str(netdir / weights)
+        assert source["key"]["weights"] == hashlib.sha256((netdir / weights).read_bytes()).hexdigest()
         return metrics, capfd.readouterr().err
 
     first, err = score("bn_recomputed_iter_100.caffemodel")
