@@ -166,8 +166,10 @@ def read_trimap(path, scoring: bool = False) -> np.ndarray:
     trimaps are refused because their meaning cannot be read unambiguously.
 
     ``scoring=True`` gives the region Deep Image Matting's evaluation code scores: 128 only where
-    the file holds exactly 128 on the 8-bit scale (128 in 8-bit data, 32896 = 128 x 257 in
-    16-bit data, 128/255 as a float), :data:`TRIMAP_NOT_SCORED` at the other unknown values.
+    the file's value is 128 on the 8-bit scale, :data:`TRIMAP_NOT_SCORED` at the other unknown
+    values. That code reads 8-bit PNGs; 16-bit and float data are taken to 8 bits as MATLAB's
+    im2uint8 does (x / 257 or x * 255, rounded half up), so 32768 to 33024 count in 16-bit data
+    and [0.5, 128.5 / 255) as a float: both "half" conventions, 0.5 and 128/255, are scored.
     """
     arr = _single_channel(_load(path), path, "trimap")
     if arr.dtype == np.bool_:
@@ -176,7 +178,7 @@ def read_trimap(path, scoring: bool = False) -> np.ndarray:
         if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
             raise InputError(f"{path}: floating-point trimap values outside [0, 1]")
         full = 1.0
-        exact = np.isclose(arr, 128 / 255, rtol=0, atol=1e-6)
+        exact = np.floor(arr.astype(np.float64) * 255 + 0.5) == 128
     elif np.issubdtype(arr.dtype, np.integer):
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 65535:
@@ -186,7 +188,7 @@ def read_trimap(path, scoring: bool = False) -> np.ndarray:
         if 0 < hi <= 2:
             raise InputError(f"{path}: trimap values {sorted(np.unique(arr).tolist())} look like "
                              "labels; expected 0 (background), 255 (foreground), other = unknown")
-        exact = arr == (128 if full == 255 else 128 * 257)
+        exact = (arr == 128) if full == 255 else (np.floor(arr / 257 + 0.5) == 128)
     else:
         raise InputError(f"{path}: unsupported trimap pixel type {arr.dtype}")
     out = np.full(arr.shape, 128, dtype=np.uint8)

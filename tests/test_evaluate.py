@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import io as skio
 
 from dmpn import evaluate as E
 from dmpn import metrics as M
@@ -530,10 +531,18 @@ def test_trimap_values_other_than_128_are_predicted_unknown_but_not_scored(datas
 
 
 def test_trimap_scoring_region_in_16_bit_and_float_files(tmp_path):
-    t16 = np.array([[0, 128 * 257, 30000, 65535]], np.uint16)
+    """The region scored is what the MATLAB code scores after im2uint8: a value that rounds to
+    128 on the 8-bit scale, whichever "half" a 16-bit or float trimap uses."""
+    t16 = np.array([[0, 128 * 257, 30000, 32768, 33024, 32767, 33025, 65535]], np.uint16)
     path = save(tmp_path / "t16.png", t16)
-    assert read_trimap(path).tolist() == [[0, 128, 128, 255]]
-    assert read_trimap(path, scoring=True).tolist() == [[0, 128, E.TRIMAP_NOT_SCORED, 255]]
+    assert read_trimap(path).tolist() == [[0] + [128] * 6 + [255]]
+    n = E.TRIMAP_NOT_SCORED
+    assert read_trimap(path, scoring=True).tolist() == [[0, 128, n, 128, 128, n, n, 255]]
+    tf = np.array([[0, 0.5, 128 / 255, 0.5039, 0.4999, 0.504, 0.25, 1]], np.float32)
+    path = tmp_path / "tf.tif"
+    skio.imsave(path, tf, check_contrast=False)
+    assert read_trimap(path).tolist() == [[0] + [128] * 6 + [255]]
+    assert read_trimap(path, scoring=True).tolist() == [[0, 128, 128, 128, n, n, n, 255]]
 
 
 def test_16_bit_grey_alpha_keeps_its_precision(tmp_path):
