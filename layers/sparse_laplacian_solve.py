@@ -28,6 +28,7 @@ class SparseLaplacianSolveLayer(caffe.Layer):
         self.p["c"] = finite_param(self, "c", self.p["c"], above=0)
         self.p["shrink"] = whole_param(self, "shrink", self.p["shrink"], 1)
         self.systems = []
+        self.solved_shape = None  # the affinities' shape at the last forward
 
     def reshape(self, bottom, top):
         check_not_empty(self, bottom)
@@ -42,6 +43,7 @@ class SparseLaplacianSolveLayer(caffe.Layer):
 
     def forward(self, bottom, top):
         self.systems = []
+        self.solved_shape = bottom[0].data.shape
         for i in range(bottom[0].num):
             where = f"{layer_label(self)}, batch item {i}"
             s = P.Propagation(bottom[0].data[i], bottom[1].data[i, 0], self.p["c"],
@@ -54,5 +56,13 @@ class SparseLaplacianSolveLayer(caffe.Layer):
             bottom[1].diff[...] = 0
         if not propagate_down[0]:
             return
+        # backward reuses the forward's systems (as the C++ layer: CheckForwardMatches)
+        label, shape = layer_label(self), bottom[0].data.shape
+        if self.solved_shape is None:
+            raise ValueError(f"{label}: Backward without a Forward")
+        if shape != self.solved_shape:
+            raise ValueError(f"{label}: Backward without a Forward at this shape: the last Forward "
+                             f"solved affinities {' x '.join(map(str, self.solved_shape))}, "
+                             f"bottom[0] is now {' x '.join(map(str, shape))} (a Reshape in between)")
         for i, s in enumerate(self.systems):
             bottom[0].diff[i] = s.backward(top[0].diff[i, 0])

@@ -142,6 +142,25 @@ def test_python_solve_non_finite_top_diff_is_an_error(caffe, tmp_path, bad, show
         net.backward()
 
 
+def test_backward_after_a_reshape_without_forward_is_an_error(caffe, tmp_path):
+    """Backward reuses the forward's systems; after a Reshape to another size both flavours stop
+    with the same message (the C++ layer's CPU path had corrupted the heap; its death test is
+    the gtest TestBackwardAfterReshapeWithoutForwardIsAnError)."""
+    f, tri = inputs()
+    net = make_net(caffe, tmp_path, "python")
+    net.blobs["features"].data[...] = f
+    net.blobs["trimap"].data[...] = tri
+    net.forward()
+    net.blobs["features"].reshape(2, 5, 4, 4)
+    net.blobs["trimap"].reshape(2, 1, 4, 4)
+    net.reshape()
+    net.blobs["alpha"].diff[...] = 1
+    with pytest.raises(Exception, match=re.escape(
+            "Backward without a Forward at this shape: the last Forward solved affinities "
+            "2 x 2 x 23 x 19, bottom[0] is now 2 x 2 x 4 x 4 (a Reshape in between)")):
+        net.backward()
+
+
 def test_cpp_solve_runs_in_a_forked_child(caffe, tmp_path):
     # The C++ layer keeps a team of worker threads; a child forked after the parent used it
     # (a fork-based data loader, multiprocessing) has none of them and must build its own

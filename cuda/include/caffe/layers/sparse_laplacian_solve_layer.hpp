@@ -401,6 +401,9 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
   void ForwardItem(int n, const Dtype* w, const Dtype* trimap, Dtype* alpha);
+  /// Stops, naming the layer, unless the last Forward solved affinities of bottom's shape:
+  /// Backward reuses its systems, whose sizes a Reshape since then would not match.
+  void CheckForwardMatches(const Blob<Dtype>& affinities) const;
   void BackwardItem(int n, const Dtype* w, const Dtype* top_diff, Dtype* w_diff);
   std::string Where(int n) const;
   /// Names the unanchored node (FindUnanchoredNode) as an input pixel, and what follows.
@@ -412,7 +415,8 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   /// The first non-finite entry of an item's top diff with its pixel; empty when none.
   std::string NonFiniteTopDiffMessage(const Dtype* top_diff) const;
   /// "... did not converge: relative residual r after k iterations (tolerance t)", and where
-  /// the residual is not finite (overflow), TooLargeMessage of the item's affinities w.
+  /// the residual is not finite (overflow), TooLargeMessage of the item's affinities w;
+  /// otherwise (a stall) the affinities' span, with what to change where it is extreme.
   std::string NotConvergedMessage(const char* pass, const GridMultigridSolver::Stats& s,
                                   const Dtype* w) const;
   /// "the affinities are too large: the largest is v at the edge (y, x)-(y', x') ...": the
@@ -434,6 +438,7 @@ class SparseLaplacianSolveLayer : public Layer<Dtype> {
   int max_iter_;
   bool multigrid_;
   int threads_per_item_ = 1;  // a lone batch item's solve uses every core
+  vector<int> solved_shape_;  // the affinities' shape at the last Forward (empty before)
   // CPU path: one solver and solution (on the solve grid) per batch item.
   vector<GridMultigridSolver> solvers_;
   vector<vector<double> > alpha_grid_;

@@ -60,7 +60,7 @@ class UnpoolingLayer : public Layer<Dtype> {
 
   int out_height_, out_width_;  // from unpooling_param (0: twice the input)
   int top_width_;
-  /// GPU forward: the smallest flat index of a bad mask entry (count if none).
+  /// GPU forward and backward: the smallest flat index of a bad mask entry (INT_MAX if none).
   Blob<int> first_bad_;
 };
 

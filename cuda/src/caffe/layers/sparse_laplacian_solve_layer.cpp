@@ -1122,6 +1122,19 @@ std::string SparseLaplacianSolveLayer<Dtype>::NotConvergedMessage(const char* pa
         << "largest affinity is " << largest << ", the smallest nonzero " << smallest
         << ": a contrast this high is beyond float arithmetic)";
     }
+  } else {
+    // A stall: say how far the affinities spread, the conditioning's main driver.
+    double smallest;
+    const double largest = AffinityRange(w, &smallest, NULL);
+    if (largest > 0 && smallest > 0) {
+      const double span = std::log(largest / smallest);
+      m << ": the affinities span " << smallest << " to " << largest << " (e^" << span << ")";
+      if (span > 2 * 10.5) {  // beyond what the default exponent_bound (10) lets through
+        m << ", beyond the default exponent_bound's e^20; at such contrast the float32 "
+          << "multigrid preconditioner can stall: lower exponent_bound, or use solver: "
+          << "JACOBI_PCG with more max_iterations";
+      }
+    }
   }
   return m.str();
 }
@@ -1429,9 +1442,26 @@ void ParallelFor(int count, F f) {
 }  // namespace
 
 template <typename Dtype>
+void SparseLaplacianSolveLayer<Dtype>::CheckForwardMatches(const Blob<Dtype>& affinities) const {
+  CHECK(!solved_shape_.empty()) << this->type() << " layer '" << this->layer_param_.name()
+      << "': Backward without a Forward";
+  if (solved_shape_ == affinities.shape()) return;
+  auto text = [](const vector<int>& shape) {
+    std::ostringstream s;
+    for (size_t i = 0; i < shape.size(); ++i) s << (i ? " x " : "") << shape[i];
+    return s.str();
+  };
+  LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name() << "': Backward "
+      << "without a Forward at this shape: the last Forward solved affinities "
+      << text(solved_shape_) << ", bottom[0] is now " << text(affinities.shape())
+      << " (a Reshape in between)";
+}
+
+template <typename Dtype>
 void SparseLaplacianSolveLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->num();
+  solved_shape_ = bottom[0]->shape();
   // One worker team serves either the batch items (several) or the rows of one solve.
   threads_per_item_ = num == 1 ? WorkerTeam::Get().size() : 1;
   solvers_.resize(num);
@@ -1457,8 +1487,9 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& 
   }
   if (!propagate_down[0]) return;
   const int num = bottom[0]->num();
+  CheckForwardMatches(*bottom[0]);
   CHECK_EQ(static_cast<int>(solvers_.size()), num) << this->type() << " layer '"
-      << this->layer_param_.name() << "': Backward without a Forward";
+      << this->layer_param_.name() << "': Backward without a Forward on the CPU";
   const Dtype* w = bottom[0]->cpu_data();
   const Dtype* top_diff = top[0]->cpu_diff();
   Dtype* w_diff = bottom[0]->mutable_cpu_diff();

@@ -642,6 +642,8 @@ void WarnNoGraphs(cudaError_t err) {
 // not synchronise or touch the legacy default stream.
 template <typename Queue>
 cudaGraphExec_t CaptureGraph(cudaStream_t stream, Queue queue) {
+  // An error left by earlier direct launches is reported here: WarnNoGraphs would clear it.
+  CUDA_POST_KERNEL_CHECK;
   cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
   if (err != cudaSuccess) {
     WarnNoGraphs(err);
@@ -906,6 +908,7 @@ template <typename Dtype>
 void SparseLaplacianSolveLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int num = bottom[0]->num();
+  solved_shape_ = bottom[0]->shape();
   GpuState* st = static_cast<GpuState*>(gpu_state_);
   // the V-cycle's tuning (the Jacobi preconditioner has none)
   const GpuMultigridTuning tuning = multigrid_ ? GpuMultigridFromEnv() : GpuMultigridTuning();
@@ -1018,9 +1021,10 @@ void SparseLaplacianSolveLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& 
                << "' cannot backpropagate to the trimap";
   }
   if (!propagate_down[0]) return;
+  CheckForwardMatches(*bottom[0]);
   GpuState* st = static_cast<GpuState*>(gpu_state_);
   CHECK(st && st->num == bottom[0]->num()) << this->type() << " layer '"
-      << this->layer_param_.name() << "': Backward without a Forward";
+      << this->layer_param_.name() << "': Backward without a Forward on the GPU";
   for (int n = 0; n < st->num; ++n) {
     GpuItem& item = st->items[n];
     const Dtype* top_diff = top[0]->gpu_diff() + top[0]->offset(n);

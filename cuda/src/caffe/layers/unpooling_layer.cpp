@@ -105,7 +105,9 @@ void UnpoolingLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype* top_diff = top[0]->cpu_diff();
   Dtype* diff = bottom[0]->mutable_cpu_diff();
   for (int i = 0; i < bottom[0]->count(); ++i) {
-    diff[i] = top_diff[(i / hw) * HW + static_cast<int>(mask[i])];
+    const Dtype m = mask[i];  // as in Forward: a mask changed since then must not index out
+    CHECK(m >= 0 && m < HW && m == std::floor(m)) << BadMask(*bottom[1], i, HW);
+    diff[i] = top_diff[(i / hw) * HW + static_cast<int>(m)];
   }
 }
 

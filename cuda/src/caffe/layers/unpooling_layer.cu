@@ -22,12 +22,19 @@ __global__ void UnpoolingForward(const int count, const int hw, const int HW,
   }
 }
 
-// One thread per pooled element: gather the top diff at the mask.
+// One thread per pooled element: gather the top diff at the mask. A bad mask entry (one
+// changed since Forward) reads nothing and records its index, as in Forward.
 template <typename Dtype>
 __global__ void UnpoolingBackward(const int count, const int hw, const int HW,
-    const Dtype* top_diff, const Dtype* mask, Dtype* diff) {
+    const Dtype* top_diff, const Dtype* mask, Dtype* diff, int* first_bad) {
   CUDA_KERNEL_LOOP(index, count) {
-    diff[index] = top_diff[(index / hw) * HW + static_cast<int>(mask[index])];
+    const Dtype m = mask[index];
+    if (m >= 0 && m < HW && m == floor(m)) {
+      diff[index] = top_diff[(index / hw) * HW + static_cast<int>(m)];
+    } else {
+      diff[index] = 0;
+      atomicMin(first_bad, index);
+    }
   }
 }
 
@@ -60,10 +67,14 @@ void UnpoolingLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   const int count = bottom[0]->count();
   const int hw = bottom[0]->height() * bottom[0]->width();
   const int HW = top[0]->height() * top[0]->width();
+  caffe_gpu_set(1, INT_MAX, first_bad_.mutable_gpu_data());
   // NOLINT_NEXT_LINE(whitespace/operators)
   UnpoolingBackward<Dtype><<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
-      count, hw, HW, top[0]->gpu_diff(), bottom[1]->gpu_data(), bottom[0]->mutable_gpu_diff());
+      count, hw, HW, top[0]->gpu_diff(), bottom[1]->gpu_data(), bottom[0]->mutable_gpu_diff(),
+      first_bad_.mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
+  const int bad = first_bad_.cpu_data()[0];
+  CHECK_EQ(bad, INT_MAX) << BadMask(*bottom[1], bad, HW);
 }
 
 INSTANTIATE_LAYER_GPU_FUNCS(UnpoolingLayer);

@@ -406,6 +406,27 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNonFiniteTopDiffIsAnError) {
                "batch item 1: the gradient from above \\(top diff\\) is inf at \\(3, 4\\)");
 }
 
+TYPED_TEST(SparseLaplacianSolveLayerTest, TestBackwardAfterReshapeWithoutForwardIsAnError) {
+  // Backward reuses the Forward's systems: after a Reshape to another size they no longer fit
+  // the blobs (once a heap corruption in the CPU path), so the layer stops and says why.
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(1, 12, 10, 0.5, 3);
+  SparseLaplacianSolveLayer<Dtype> layer(this->Param(1));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  EXPECT_DEATH(layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_),
+               "SparseLaplacianSolve layer 'propagate': Backward without a Forward");
+  layer.Forward(this->bottom_vec_, this->top_vec_);
+  this->Fill(1, 4, 4, 0.5, 3);
+  layer.Reshape(this->bottom_vec_, this->top_vec_);
+  caffe_set(this->top_->count(), Dtype(1), this->top_->mutable_cpu_diff());
+  EXPECT_DEATH(layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_),
+               "'propagate': Backward without a Forward at this shape: the last Forward solved "
+               "affinities 1 x 2 x 12 x 10, bottom\\[0\\] is now 1 x 2 x 4 x 4");
+  layer.Forward(this->bottom_vec_, this->top_vec_);  // a Forward at the new size mends it
+  layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_);
+}
+
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestTinyOrHugeTopDiffScalesTheGradient) {
   typedef typename TypeParam::Dtype Dtype;
   // The backward solve is linear in the top diff: scaled by 2^-126 (float's smallest normal
@@ -454,7 +475,15 @@ TYPED_TEST(SparseLaplacianSolveLayerTest, TestNoConvergenceIsAnError) {
   p.mutable_sparse_laplacian_solve_param()->set_solver(
       SparseLaplacianSolveParameter_Solver_JACOBI_PCG);
   this->ExpectForwardDies(p, "batch item 0: the forward solve did not converge: relative "
-                          "residual .* after 2 iterations \\(tolerance 1e-14\\)");
+                          "residual .* after 2 iterations \\(tolerance 1e-14\\): the "
+                          "affinities span [-+.e0-9]+ to [-+.e0-9]+ \\(e\\^[.0-9]+\\)");
+  // Far beyond the default bound's span the message says what to change.
+  typedef typename TypeParam::Dtype Dtype;
+  Dtype* w = this->affinity_->mutable_cpu_data();
+  for (int y = 0; y < 30; ++y) w[this->affinity_->offset(0, 0, y, 10)] *= Dtype(1e-12);
+  this->ExpectForwardDies(p, "did not converge: .* \\(e\\^[.0-9]+\\), beyond the default "
+                          "exponent_bound's e\\^20; at such contrast .*: lower exponent_bound, "
+                          "or use solver: JACOBI_PCG with more max_iterations");
 }
 
 TYPED_TEST(SparseLaplacianSolveLayerTest, TestRegionCutOffIsAnError) {

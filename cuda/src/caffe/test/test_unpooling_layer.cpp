@@ -175,6 +175,12 @@ TYPED_TEST(UnpoolingLayerTest, TestBadMaskIsAnError) {
     UnpoolingLayer<Dtype> layer(this->Param());
     layer.SetUp(this->bottom_vec_, this->top_vec_);
     EXPECT_DEATH(layer.Forward(this->bottom_vec_, this->top_vec_), expected[k]);
+    // A mask changed after Forward must not make Backward read outside the top diff.
+    this->Fill(2, 2, 3, 4, 6, 8, 5);
+    layer.Forward(this->bottom_vec_, this->top_vec_);
+    this->mask_->mutable_cpu_data()[this->mask_->offset(1, 0, 2, 1)] = bad[k];
+    EXPECT_DEATH(layer.Backward(this->top_vec_, vector<bool>{true, false}, this->bottom_vec_),
+                 expected[k]);
   }
 }
 
