@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from dmpn.imageio import InputError, list_images, read_image
+from dmpn.imageio import InputError, list_images, read_image, to_uint8
 
 __all__ = ["BackgroundPool", "default_backgrounds", "folder_backgrounds", "DEFAULT_NAMES"]
 
@@ -57,7 +57,7 @@ class BackgroundPool:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        img = np.rint(self._read(i) * 255.0).astype(np.uint8)
+        img = to_uint8(self._read(i))
         self._cache[i] = img
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -25,6 +25,7 @@ import scipy.sparse.linalg as spla
 
 from dmpn import propagation as P
 from dmpn.cli import InputError, check_writable, dims, positive_int, read_bytes, run_tool
+from dmpn.evaluate import trimap_to_01
 from dmpn.imageio import write_json
 
 
@@ -117,8 +118,7 @@ def image_problem(h, w, seed=0):
     structure: strong edges inside the foreground, weak across its border)."""
     from dmpn.synth import make_original
     o = make_original(seed, 0, (h, w), kind="hair")
-    t = np.where(o.trimap == 0, 0.0, np.where(o.trimap == 255, 1.0, 0.5))
-    return P.handcrafted_affinity(o.image, sigma=0.1), t
+    return P.handcrafted_affinity(o.image, sigma=0.1), trimap_to_01(o.trimap)
 
 
 def scipy_splu(aff, trimap, top, c=0.8):
@@ -185,6 +185,8 @@ def environment(changes):
 def time_net(net, affs, trimaps, tops, repeats, gpu=False):
     import caffe
     if gpu:
+        from dmpn.caffe_checks import check_gpu
+        check_gpu(None, cpu_fallback=False)  # an InputError, where Caffe would abort the process
         caffe.set_mode_gpu()
     else:
         caffe.set_mode_cpu()
@@ -445,6 +447,14 @@ def main(argv=None):
             return
         if a.json:
             check_writable(a.json, folder=False)  # before the long part
+        if a.profile_once or (a.gpu and not a.contrast):
+            # Caffe's set_mode_gpu aborts the process (a stack dump) without the GPU; refused
+            # here, in one line, before the CPU rows take their minutes.
+            from dmpn.caffe_checks import check_gpu
+            if a.profile_once:
+                check_gpu(None, option="--profile-once", cpu_fallback=False)
+            else:
+                check_gpu(None, option="--gpu")
         if a.profile_once:
             profile_once(a.size)
             return

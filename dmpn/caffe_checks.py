@@ -15,7 +15,7 @@ callers need not read the file again.
   from (readable, with its .caffemodel present and readable)
 - :func:`gpu_count`      () -> (count, reason): CUDA devices this Caffe build can use, counted
   without aborting
-- :func:`check_gpu`      (device, option) -> device: a GPU id that exists
+- :func:`check_gpu`      (device, option) -> device: a GPU id that exists (None: a flag's GPU 0)
 - :func:`check_lmdb`     (path, crop, channels, what) -> (entries, (C, H, W)): a non-empty LMDB of
   Datums with the channel count and at least the size the net's Data layer needs
 - :func:`in_phase`       (layer, phase, stages, level): Caffe's FilterNet rule for one layer
@@ -135,7 +135,9 @@ def check_bottoms(param, path, phase="TEST") -> None:
     if not param.layer:
         return
     stages = set(param.state.stage)
-    level = param.state.level
+    # pycaffe's Net(path, phase) builds at level 0 whatever the prototxt's state says (it sets
+    # the level, and keeps the prototxt's stages), as dmpn.bn_stats.check_data_layers assumes
+    level = 0
     blobs = set(param.input)
     for layer in param.layer:
         if not in_phase(layer, phase, stages, level):
@@ -413,23 +415,26 @@ def gpu_count():
     return n.value, None
 
 
-def check_gpu(device, option: str = "--gpu") -> int:
+def check_gpu(device, option: str = "--gpu", cpu_fallback: bool = True) -> int:
     """``device`` as an int when a CUDA device with that id exists for Caffe, else InputError
     naming ``option`` and the value and saying how many GPUs there are (Caffe's set_device
-    would abort the process)."""
+    would abort the process). ``device`` None: GPU 0 for an ``option`` that is a flag taking
+    no id (named alone); ``cpu_fallback``: whether leaving out ``option`` runs on the CPU
+    instead (the message says so)."""
+    named = option if device is None else f"{option} {device}"
     try:
-        device = int(device)
+        device = 0 if device is None else int(device)
     except (TypeError, ValueError):
-        raise InputError(f"{option} {device}: expected a GPU id (a whole number >= 0)") from None
+        raise InputError(f"{named}: expected a GPU id (a whole number >= 0)") from None
     if device < 0:
-        raise InputError(f"{option} {device}: GPU ids start at 0")
+        raise InputError(f"{named}: GPU ids start at 0")
     count, reason = gpu_count()
     if count == 0:
-        raise InputError(f"{option} {device}: this machine has no GPU that Caffe can use ({reason}); "
-                         f"leave out {option} to run on the CPU")
+        hint = f"; leave out {option} to run on the CPU" if cpu_fallback else ""
+        raise InputError(f"{named}: this machine has no GPU that Caffe can use ({reason}){hint}")
     if device >= count:
         ids = "id 0" if count == 1 else f"ids 0 to {count - 1}"
-        raise InputError(f"{option} {device}: this machine has {count} GPU{'s' if count > 1 else ''} "
+        raise InputError(f"{named}: this machine has {count} GPU{'s' if count > 1 else ''} "
                          f"({ids})")
     return device
 

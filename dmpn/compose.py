@@ -26,6 +26,7 @@ import numpy as np
 from skimage.transform import resize, rotate
 
 from dmpn.datum import CHANNEL_ORDER, ITEM_CHANNEL_NAMES as CHANNELS  # channel order of one LMDB item
+from dmpn.imageio import to_uint8  # the one float -> 8-bit rule (round(x * 255), NaN -> 0)
 from dmpn.synth import trimap_from_alpha
 
 __all__ = [
@@ -92,10 +93,6 @@ def rotate_original(fg, alpha, trimap, angle: float):
         tri_r[t <= 1e-6] = 0
         tri_r[t >= 1 - 1e-6] = 255
     return fg_r, alpha_r, tri_r
-
-
-def to_uint8(x) -> np.ndarray:
-    return np.rint(np.clip(np.asarray(x, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def composite_uint8(alpha8: np.ndarray, fg8: np.ndarray, bg8: np.ndarray) -> np.ndarray:

@@ -28,16 +28,23 @@ def _plt():
 
 
 def _save(fig, path):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, "." + os.path.basename(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=100, format="png")
-    os.replace(tmp, path)
+    """``fig`` as a PNG at ``path``, atomically: no half-drawn figure under its name, and no
+    temporary file left where savefig fails (imageio.atomic_write)."""
+    from dmpn.imageio import atomic_write
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
+
+
+def _mark_missing(ax, x, values, text="n/a"):
+    """A bar with no value (NaN: no image scored, or none of this name) is drawn as nothing,
+    which reads as 0: write ``text`` where it would stand."""
+    for xi, v in zip(np.atleast_1d(x), np.atleast_1d(values)):
+        if not np.isfinite(v):
+            ax.text(xi, 0, text, ha="center", va="bottom", rotation=90, fontsize=7, color="0.4")
 
 
 def bar_chart(results, metric: str, path) -> str:
-    """Two panels: mean +- std per method (Fig. 2), and per image grouped by method (Fig. 3)."""
+    """Two panels: mean +- std per method (Fig. 2), and per image grouped by method (Fig. 3).
+    A score that is NaN (an image not scored, or a method without any) is marked "n/a"."""
     plt = _plt()
     results = list(results)
     scale, label = _SCALE[metric], _LABELS[metric]
@@ -46,14 +53,12 @@ def bar_chart(results, metric: str, path) -> str:
     colors = plt.get_cmap("tab10")(np.arange(len(results)) % 10)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 0.3 * len(methods) + max(6, 0.5 * len(names) * max(1, len(methods)) / 2), 4.2),
                                    gridspec_kw={"width_ratios": [1, 3]})
-    means, stds = [], []
-    for r in results:
-        vals = np.array([r.per_image[n][metric] for n in r.per_image], dtype=np.float64) * scale
-        vals = vals[np.isfinite(vals)]
-        means.append(vals.mean() if vals.size else np.nan)
-        stds.append(vals.std() if vals.size else 0.0)
+    # MethodResult's mean and std: over the images scored (NaN where none was)
+    means = np.array([r.mean()[metric] for r in results], dtype=np.float64) * scale
+    stds = np.array([r.std()[metric] for r in results], dtype=np.float64) * scale
     x = np.arange(len(methods))
-    ax1.bar(x, np.nan_to_num(means), yerr=stds, capsize=4, color=colors)
+    ax1.bar(x, np.nan_to_num(means), yerr=np.nan_to_num(stds), capsize=4, color=colors)
+    _mark_missing(ax1, x, means)
     ax1.set_xticks(x)
     ax1.set_xticklabels(methods, rotation=30, ha="right")
     ax1.set_ylabel(label)
@@ -62,8 +67,10 @@ def bar_chart(results, metric: str, path) -> str:
     xi = np.arange(len(names))
     for k, r in enumerate(results):
         vals = [r.per_image.get(n, {}).get(metric, np.nan) for n in names]
-        vals = np.nan_to_num(np.array(vals, dtype=np.float64) * scale)
-        ax2.bar(xi + (k - (len(results) - 1) / 2) * width, vals, width, label=r.name, color=colors[k])
+        vals = np.array(vals, dtype=np.float64) * scale
+        xk = xi + (k - (len(results) - 1) / 2) * width
+        ax2.bar(xk, np.nan_to_num(vals), width, label=r.name, color=colors[k])
+        _mark_missing(ax2, xk, vals)
     ax2.set_xticks(xi)
     ax2.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
     ax2.set_ylabel(label)

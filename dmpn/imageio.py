@@ -4,9 +4,12 @@ Every reader accepts what real matting data looks like (8- and 16-bit PNGs, grey
 as RGB/RGBA with equal channels, palette PNGs) and refuses anything else with an
 :class:`InputError` whose message names the file.
 
-Precision: 8- and 16-bit files are read exactly (16-bit values / 65535). 16-bit PNGs with
-colour or an alpha channel (RGB, RGBA, grey + alpha) are decoded by pypng, since Pillow (imageio's
-PNG reader) keeps only their high 8 bits; every other file by imageio.
+Precision: 8- and 16-bit files are read exactly (16-bit values / 65535; see _full_scale for
+8-bit values stored in a wider container). 16-bit PNGs with colour or an alpha channel (RGB, RGBA,
+grey + alpha) are decoded by pypng, since Pillow (imageio's PNG reader) keeps only their high 8
+bits; every other file by imageio. As viewers show them: CMYK (and other non-RGB colour) files
+are converted to RGB, palette and grey PNGs with a transparent colour (tRNS) get their alpha
+channel, and an EXIF orientation (a camera's JPEG) is applied.
 
 A matte or trimap stored in a file with an alpha channel (grey + alpha, RGBA) is read from the
 channel that holds it: the grey / colour channels when the alpha channel is opaque everywhere or
@@ -70,41 +73,96 @@ def _read_16_bit_png(path) -> np.ndarray:
     return arr.reshape(height, width, info["planes"])
 
 
+# Pillow modes whose channels are not RGB: converted as Pillow does (an Adobe CMYK JPEG's
+# inverted channels included); imageio would hand over the raw channels, read as RGB.
+_CONVERT_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
+# Modes whose transparent colour (a PNG's tRNS) Pillow turns into an alpha channel on conversion;
+# imageio drops it (a palette cut-out read as opaque). 16-bit grey keeps its tRNS unread: Pillow's
+# conversion would cut the samples to 8 bits.
+_WITH_TRANSPARENCY = {"P": "RGBA", "PA": "RGBA", "RGB": "RGBA", "L": "LA", "1": "LA"}
+
+# EXIF orientation (tag 0x0112) -> the array as it is meant to be seen (Pillow's exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
+
+
+def _pillow_view(path):
+    """(the mode imageio is to convert ``path`` to or None, its EXIF orientation) as Pillow
+    opens it (headers only); (None, 1) where Pillow cannot open it (imageio may still read it)."""
+    try:
+        from PIL import Image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                convert = "RGB" if im.mode in _CONVERT_TO_RGB else None
+                if convert is None and "transparency" in im.info:
+                    convert = _WITH_TRANSPARENCY.get(im.mode)
+                # A PNG's eXIf after its pixels is only found by decoding them: not looked for.
+                orientation = 1
+                if im.format != "PNG" or "exif" in im.info:
+                    orientation = im.getexif().get(0x0112, 1)
+    except Exception:
+        return None, 1
+    return convert, orientation if orientation in _ORIENT else 1
+
+
 def _load(path) -> np.ndarray:
-    """Raw pixel array of ``path`` (palette applied), or InputError naming the file."""
+    """Raw pixel array of ``path`` (palette applied, converted and oriented as a viewer shows it:
+    see the module's docstring), or InputError naming the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     try:
+        convert, orientation = _pillow_view(path)
         if _is_16_bit_colour_png(path):
             arr = _read_16_bit_png(path)
         else:
             import imageio.v3 as iio
+            kwargs = {"plugin": "pillow", "mode": convert} if convert else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                arr = iio.imread(path)
+                arr = iio.imread(path, **kwargs)
     except Exception as exc:  # truncated, corrupt, unsupported: all the same to the caller
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {detail})") from None
     arr = np.asarray(arr)
     if arr.size == 0:
         raise InputError(f"{path}: empty image")
+    if orientation in _ORIENT and arr.ndim in (2, 3):
+        arr = np.ascontiguousarray(_ORIENT[orientation](arr))
     return arr
+
+
+def _full_scale(arr: np.ndarray, path, what: str = "pixel") -> int:
+    """The integer value of 1 (opaque, foreground, full intensity) in ``arr``: 255 or 65535.
+
+    The one rule of every reader (alpha, trimap, image): uint8 is 8-bit; a wider container
+    (uint16, or the int32 of Pillow's 'I' mode, which says nothing of the depth) holds 8-bit data
+    when no value exceeds 255, else 16-bit data. Why: a matte or trimap saved as 16 bits without
+    rescaling (``a.astype(np.uint16)``) is common, while a true 16-bit matte whose brightest pixel
+    is under 0.4 % opacity, or a 16-bit trimap with no value above 255, means nothing; the two
+    readings of such a file differ 257-fold, and the alpha and trimap readers agree on it."""
+    if arr.dtype == np.uint8:
+        return 255
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi > 65535:
+        raise InputError(f"{path}: {what} values outside 0..65535 ({arr.dtype})")
+    return 255 if hi <= 255 else 65535
 
 
 def _scale(arr: np.ndarray, path) -> np.ndarray:
     """Integer/bool/float pixel values -> float64 in [0, 1]."""
     if arr.dtype == np.bool_:
         return arr.astype(np.float64)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float64) / 65535.0
     if np.issubdtype(arr.dtype, np.integer):
-        # e.g. int32 'I' mode PNGs holding 16-bit data
-        if arr.min() < 0 or arr.max() > 65535:
-            raise InputError(f"{path}: pixel values outside 0..65535 ({arr.dtype})")
-        return arr.astype(np.float64) / (255.0 if arr.max() <= 255 else 65535.0)
+        return arr.astype(np.float64) / float(_full_scale(arr, path))
     if np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float64)
         if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
@@ -153,7 +211,7 @@ def _single_channel(arr: np.ndarray, path, what: str) -> np.ndarray:
 
 
 def read_alpha(path) -> np.ndarray:
-    """Alpha matte as float64 HxW in [0, 1] (8-bit /255, 16-bit /65535)."""
+    """Alpha matte as float64 HxW in [0, 1] (8-bit /255, 16-bit /65535: see _full_scale)."""
     arr = _single_channel(_load(path), path, "alpha matte")
     return np.ascontiguousarray(_scale(arr, path))
 
@@ -161,7 +219,8 @@ def read_alpha(path) -> np.ndarray:
 def read_trimap(path, scoring: bool = False) -> np.ndarray:
     """Trimap as uint8 HxW with values exactly {0, 128, 255}.
 
-    0 stays background, the full-scale value (255, or 65535 for 16-bit) is foreground, and every
+    0 stays background, the full-scale value (255, or 65535 for 16-bit: see _full_scale) is
+    foreground, and every
     value in between is unknown (128). Label-style trimaps (values only 0/1/2) and colour
     trimaps are refused because their meaning cannot be read unambiguously.
 
@@ -180,12 +239,8 @@ def read_trimap(path, scoring: bool = False) -> np.ndarray:
         full = 1.0
         exact = np.floor(arr.astype(np.float64) * 255 + 0.5) == 128
     elif np.issubdtype(arr.dtype, np.integer):
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi > 65535:
-            raise InputError(f"{path}: trimap values outside 0..65535")
-        # 8-bit data (also 8-bit values in a 16-bit container) -> 255 is foreground
-        full = 255 if (arr.dtype == np.uint8 or hi <= 255) else 65535
-        if 0 < hi <= 2:
+        full = _full_scale(arr, path, "trimap")  # the alpha matte's rule (8-bit data in 16 bits)
+        if 0 < int(arr.max()) <= 2:
             raise InputError(f"{path}: trimap values {sorted(np.unique(arr).tolist())} look like "
                              "labels; expected 0 (background), 255 (foreground), other = unknown")
         exact = (arr == 128) if full == 255 else (np.floor(arr / 257 + 0.5) == 128)
@@ -244,7 +299,10 @@ def atomic_write(path, write, suffix: str = "") -> None:
     os.makedirs(folder, exist_ok=True)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+        # Hidden (list_images skips it) and short: the whole name + 8 random characters + suffix
+        # would pass NAME_MAX (255 bytes) for a long name that is itself valid.
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path)[:32] + ".", suffix=suffix,
+                                   dir=folder)
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)

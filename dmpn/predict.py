@@ -30,7 +30,8 @@ import numpy as np
 from dmpn.cli import check_writable, run_tool
 from dmpn.evaluate import (TOOL_ERRORS, caffe_method_key, caffe_predictor, check_not_an_input,
                            predict_file, predict_folder, resume_command)
-from dmpn.imageio import IMAGE_EXTENSIONS, InputError, list_images, read_alpha, read_image, write_png
+from dmpn.imageio import (IMAGE_EXTENSIONS, InputError, list_images, read_alpha, read_image, to_uint8,
+                          write_png)
 
 
 def build_parser():
@@ -76,7 +77,7 @@ def composite(image, alpha, bg) -> np.ndarray:
     """uint8 H x W x 3: round(a F + (1 - a) BG) with F the foreground colours pymatting estimates
     from ``image`` and ``alpha`` (float64 in [0, 1]), ``bg`` from background()."""
     import pymatting
-    from dmpn.compose import composite_uint8, to_uint8
+    from dmpn.compose import composite_uint8
     fg = np.clip(pymatting.estimate_foreground_ml(image, alpha), 0.0, 1.0)
     h, w = alpha.shape
     return composite_uint8(to_uint8(alpha), to_uint8(fg), to_uint8(bg(h, w)))

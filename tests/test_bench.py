@@ -8,6 +8,7 @@ import pytest
 
 from conftest import require_caffe
 from dmpn import bench
+from dmpn import caffe_checks as C
 from dmpn import propagation as P
 
 
@@ -87,6 +88,7 @@ def test_gpu_multigrid_needs_gpu_and_reaches_run(capsys, monkeypatch):
         bench.main(["--gpu-multigrid", "2,1.5,2048"])
     assert exc.value.code == 2 and "needs --gpu" in capsys.readouterr().err
     seen = {}
+    monkeypatch.setattr(C, "gpu_count", lambda: (1, None))  # whether this machine has one or not
     monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.update(kw) or [])
     monkeypatch.setattr(bench, "format_rows", lambda r: "table")
     specs = ["2,1.5,2048", "3,1,0", "3,1.5,2048,tiled", "4,1.5,2048,tiled,132", "3,1.5,2048,float",
@@ -117,6 +119,7 @@ def test_format_rows_lists_every_timed_layer():
 
 def test_profile_once_runs_one_gpu_pass_of_the_size_asked(monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "2")
+    monkeypatch.setattr(C, "gpu_count", lambda: (1, None))  # whether this machine has one or not
     seen = {}
     monkeypatch.setattr(bench, "caffe_layer_net", lambda flavour, n, h, w: seen.update(net=(flavour, n, h, w)) or "net")
     monkeypatch.setattr(bench, "time_net", lambda net, affs, tris, tops, repeats, gpu=False: seen.update(
@@ -176,3 +179,47 @@ def test_ncu_summary_tool_prints_the_table_and_names_a_log_without_kernels(tmp_p
     log.write_text(NCU_LOG.replace("us   38.21", "weeks   38.21"))
     assert bench.main(["--ncu-summary", str(log)]) == 2
     assert "unknown time unit 'weeks'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, named", [(["--gpu", "--no-python"], "--gpu"),
+                                         (["--profile-once"], "--profile-once")])
+def test_gpu_runs_without_a_gpu_are_refused_in_one_line_before_the_work(argv, named, capsys, monkeypatch):
+    """Caffe's set_mode_gpu aborted the process with a stack dump (after minutes of CPU rows)."""
+    monkeypatch.setenv("GLOG_minloglevel", "2")
+    monkeypatch.setattr(C, "gpu_count", lambda: (0, "no NVIDIA driver"))
+    seen = []
+    monkeypatch.setattr(bench, "run", lambda *a, **kw: seen.append("run") or [])
+    monkeypatch.setattr(bench, "time_net", lambda *a, **kw: seen.append("time_net"))
+    assert bench.main(argv + ["--size", "48x64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bench_propagation: error: {named}: this machine has no GPU that Caffe can use "
+                   f"(no NVIDIA driver){'; leave out --gpu to run on the CPU' if named == '--gpu' else ''}"]
+    assert not seen
+    # the contrast sweep never uses the GPU: --gpu beside it is no reason to refuse
+    monkeypatch.setattr(bench, "contrast_sweep", lambda size: seen.append("sweep") or [])
+    assert bench.main(["--contrast", "--gpu"]) == 0 and seen == ["sweep"]
+
+
+def test_gpu_bench_on_this_machine_exits_cleanly_without_its_gpu(tmp_path):
+    """The tool itself, where pycaffe sees no GPU: exit status 2 and one line, no Caffe abort."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    require_caffe()
+    if C.gpu_count()[0]:
+        pytest.skip("this machine has a GPU")
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_propagation.py"), "--profile-once",
+                          "--size", "48x64"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.startswith("bench_propagation: error: --profile-once: this machine has no GPU")
+    assert "Check failed" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_image_problem_trimap_is_evaluates_reading():
+    """The 0 / 0.5 / 1 trimap of the image problem: dmpn.evaluate.trimap_to_01, not a copy."""
+    from dmpn import evaluate
+    from dmpn.synth import make_original
+    assert bench.trimap_to_01 is evaluate.trimap_to_01
+    _, t = bench.image_problem(32, 40, seed=3)
+    np.testing.assert_array_equal(t, evaluate.trimap_to_01(make_original(3, 0, (32, 40), kind="hair").trimap))

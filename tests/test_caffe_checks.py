@@ -1,5 +1,6 @@
 """dmpn.caffe_checks: what Caffe would abort the process on (exit 134, a glog "Check failed"
 dump) is refused in Python first, with one line naming the file and the reason."""
+import os
 import subprocess
 import sys
 
@@ -318,3 +319,41 @@ def test_a_caffe_without_cuda_runtime_has_no_gpu(monkeypatch):
     assert count == 0 and "CPU_ONLY" in reason
     with pytest.raises(InputError, match="--gpu 0: this machine has no GPU that Caffe can use"):
         C.check_gpu(0)
+
+
+LEVEL_NET = """name: "lvl"
+state { level: 1 }
+layer { name: "in" type: "Input" top: "a" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }
+layer { name: "mk" type: "ReLU" bottom: "a" top: "x" include { min_level: 1 } }
+layer { name: "use" type: "ReLU" bottom: "x" top: "y" }
+"""
+
+
+def test_bottoms_are_checked_at_the_level_pycaffe_builds(tmp_path):
+    """pycaffe's Net(path, phase) sets level 0 whatever the prototxt's state says: a bottom made
+    only at the prototxt's level 1 is missing there (the check took level 1: Caffe aborted)."""
+    require_caffe()
+    path = tmp_path / "lvl.prototxt"
+    path.write_text(LEVEL_NET)
+    with pytest.raises(InputError, match=r"lvl\.prototxt: layer 'use' takes bottom 'x', which no earlier "
+                                         r"layer of its TEST net produces"):
+        C.check_prototxt(path)
+    res = subprocess.run([sys.executable, "-c", f"import caffe\ncaffe.Net({str(path)!r}, caffe.TEST)"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "GLOG_minloglevel": "1"})
+    assert res.returncode != 0 and "Unknown bottom blob 'x'" in res.stderr  # Caffe agrees
+    path.write_text(LEVEL_NET.replace("min_level: 1", "max_level: 0"))  # made at level 0: fine
+    C.check_prototxt(path)
+
+
+def test_gpu_of_a_flag_is_named_without_an_id(monkeypatch):
+    """tools/bench_propagation.py's --gpu and --profile-once take no id: GPU 0, named alone."""
+    monkeypatch.setattr(C, "gpu_count", lambda: (0, "no NVIDIA driver"))
+    with pytest.raises(InputError, match=r"^--gpu: this machine has no GPU that Caffe can use \(no NVIDIA "
+                                         r"driver\); leave out --gpu to run on the CPU$"):
+        C.check_gpu(None)
+    with pytest.raises(InputError, match=r"^--profile-once: this machine has no GPU that Caffe can use "
+                                         r"\(no NVIDIA driver\)$"):
+        C.check_gpu(None, option="--profile-once", cpu_fallback=False)
+    monkeypatch.setattr(C, "gpu_count", lambda: (1, None))
+    assert C.check_gpu(None) == 0

@@ -136,3 +136,25 @@ def test_output_and_seed_are_checked_before_the_net_is_built(tmp_path):
         res = edge_tool("--out", str(tmp_path / "x.caffemodel"), "--seed", seed)
         refused(res, f"argument --seed: expected a whole number from 0 to 4294967295, got '{seed}'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_vgg16_initialisation_is_reproducible_and_seeded(tmp_path):
+    """tools/init_from_vgg16.py: the layers VGG16 does not supply take their fillers' values,
+    which were unseeded (another file on each run); --seed, default 0, as init_edge_aware.py."""
+    caffe = require_caffe()
+    from test_net import write_vgg16
+    from dmpn import vgg_init
+    vgg = tmp_path / "vgg16.caffemodel"
+    write_vgg16(vgg, width=N.SLIM_WIDTH)
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(N.deploy(N.NetConfig(width=N.SLIM_WIDTH), 32, 32)))
+    outs = {}
+    for k, (name, extra) in enumerate((("a", []), ("b", []), ("c", ["--seed", "1"]), ("d", ["--seed", "0"]))):
+        caffe.set_random_seed(7919 * (k + 1))  # whatever came before in the process
+        outs[name] = tmp_path / f"{name}.caffemodel"
+        argv = ["--net", str(deploy), "--vgg16", str(vgg), "--out", str(outs[name])] + extra
+        assert vgg_init.main(argv) == 0
+    assert outs["a"].read_bytes() == outs["b"].read_bytes() == outs["d"].read_bytes()
+    a, c = (caffe.Net(str(deploy), str(outs[k]), caffe.TEST) for k in ("a", "c"))
+    assert np.array_equal(a.params["conv5_3"][0].data, c.params["conv5_3"][0].data)  # VGG16's
+    assert not np.array_equal(a.params["conv5_3_D"][0].data, c.params["conv5_3_D"][0].data)  # a filler's

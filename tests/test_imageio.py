@@ -175,3 +175,110 @@ def test_caffemodel_saved_through_memory_is_caffes_own_file(tmp_path):
     net.save(str(tmp_path / "caffe.caffemodel"))
     assert (tmp_path / "ours.caffemodel").read_bytes() == (tmp_path / "caffe.caffemodel").read_bytes()
     assert oct((tmp_path / "ours.caffemodel").stat().st_mode & 0o777) == "0o644"
+
+
+def test_cmyk_jpeg_is_read_as_its_rgb_colours(tmp_path):
+    """A CMYK JPEG (print workflows, Adobe): its first three channels were taken as RGB, which
+    inverted the colours."""
+    from PIL import Image
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[...] = (200, 50, 10)
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=100)
+    assert Image.open(path).mode == "CMYK"
+    np.testing.assert_allclose(read_image(path) * 255, rgb, atol=3)
+
+
+def test_palette_png_with_transparency_keeps_its_alpha(tmp_path):
+    """A cut-out saved as a palette PNG (PNG optimisers do it): its transparency (tRNS) is the
+    matte; read_alpha gave all ones."""
+    from PIL import Image
+    matte = np.tile(np.linspace(0, 255, 8).astype(np.uint8), (4, 1))
+    rgba = np.zeros((4, 8, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[..., 3] = matte
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").quantize(colors=16, method=Image.Quantize.FASTOCTREE).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "P" and "transparency" in im.info
+        want = np.asarray(im.convert("RGBA"))[..., 3] / 255.0
+    assert len(np.unique(want)) > 2  # the palette kept the matte's levels
+    np.testing.assert_array_equal(read_alpha(path), want)
+    # a grey trimap with a transparent grey value (L + tRNS): drawn on a transparent layer
+    tri = np.array([[0, 128, 255], [255, 128, 0]], np.uint8)
+    path = tmp_path / "t.png"
+    Image.fromarray(tri, "L").save(path, transparency=0)
+    assert read_trimap(path).tolist() == tri.tolist()
+
+
+@pytest.mark.parametrize("suffix, dtype", [(".png", np.uint16), (".tif", np.uint16), (".tif", np.int32)])
+def test_8_bit_values_in_a_wider_file_are_8_bit_for_alpha_and_trimap_alike(tmp_path, suffix, dtype):
+    """One rule (imageio._full_scale): no value above 255 in a 16-bit (or int32) file is 8-bit
+    data. read_alpha divided a uint16 file by 65535 while read_trimap took it as 8-bit."""
+    import tifffile
+
+    def save(name, v):
+        path = tmp_path / f"{name}{suffix}"
+        if suffix == ".png":
+            write_png16(path, v.astype(dtype)[..., None])
+        else:
+            tifffile.imwrite(path, v.astype(dtype))
+        return path
+    values = np.array([[0, 128, 200], [255, 64, 255]])
+    path = save("m", values)
+    np.testing.assert_array_equal(read_alpha(path), values / 255.0)
+    assert read_trimap(path).tolist() == [[0, 128, 128], [255, 128, 255]]
+    np.testing.assert_array_equal(read_image(path)[..., 0], values / 255.0)
+    # 16-bit data (a value above 255) stays on the 16-bit scale, for both
+    values16 = values * 257
+    path16 = save("m16", values16)
+    np.testing.assert_array_equal(read_alpha(path16), values16 / 65535.0)
+    assert read_trimap(path16).tolist() == [[0, 128, 128], [255, 128, 255]]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_images_alphas_and_trimaps(tmp_path, orientation):
+    """A camera's JPEG stores its pixels unrotated with an EXIF orientation: read as shown
+    (Pillow's exif_transpose), not sideways; a matte or trimap made for the shown image then fits."""
+    from PIL import Image, ImageOps
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    rgb[:8, :8] = (255, 0, 0)      # a red corner block: where it lands shows the orientation
+    rgb[8:, 16:] = (0, 0, 255)
+    grey = np.zeros((16, 24), np.uint8)
+    grey[:8, :8] = 255
+    grey[8:, 16:] = 128
+    for name, arr in (("im.jpg", rgb), ("m.jpg", grey), ("t.png", grey)):
+        img = Image.fromarray(arr)
+        exif = img.getexif()
+        exif[0x0112] = orientation
+        img.save(tmp_path / name, exif=exif, **({"quality": 100} if name.endswith(".jpg") else {}))
+
+    def shown(name, mode):
+        with Image.open(tmp_path / name) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert(mode))
+    np.testing.assert_array_equal(read_image(tmp_path / "im.jpg"), shown("im.jpg", "RGB") / 255.0)
+    np.testing.assert_array_equal(read_alpha(tmp_path / "m.jpg"), shown("m.jpg", "L") / 255.0)
+    want = shown("t.png", "L")
+    assert read_trimap(tmp_path / "t.png").tolist() == want.tolist()
+    assert want.shape == ((16, 24) if orientation < 5 else (24, 16))
+
+
+def test_atomic_write_of_a_long_valid_name(tmp_path):
+    """A name of 250 bytes is valid; the temporary name was '.' + name + 8 random characters +
+    suffix, over NAME_MAX (255): the write failed with 'File name too long'."""
+    from dmpn.imageio import write_png, write_text
+    long_png = tmp_path / ("m" * 246 + ".png")
+    write_png(long_png, np.zeros((2, 3), np.uint8))
+    assert read_alpha(long_png).shape == (2, 3)
+    write_text(tmp_path / ("t" * 250), "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([long_png.name, "t" * 250])
+
+
+def test_one_float_to_8_bit_rule():
+    """round(x * 255), clipped, NaN -> 0: imageio.to_uint8 is the one the composites, the
+    backgrounds and the PNGs written use (compose had a copy that left NaN to the cast)."""
+    from dmpn import backgrounds, compose, imageio, predict
+    assert compose.to_uint8 is backgrounds.to_uint8 is predict.to_uint8 is imageio.to_uint8
+    x = np.array([[np.nan, -0.2, 0.0, 0.5, 1 / 255, 0.998, 1.0, 7.0, np.inf, -np.inf]])
+    assert imageio.to_uint8(x).tolist() == [[0, 0, 0, 128, 1, 254, 255, 255, 255, 0]]
+    assert imageio.to_uint8(x.astype(np.float32)).tolist() == imageio.to_uint8(x).tolist()
