@@ -44,17 +44,30 @@ if ((${#missing[@]})); then
     die "missing Debian packages: ${missing[*]}. Install them as root: apt-get install ${missing[*]}"
   fi
   say "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # apt-get fails at once on a lock held by another apt (first-boot upgrades, a set-up in another
+  # clone) unless told to wait
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # ---- 2. virtual environment ---------------------------------------------------------------
-PYTHON=${PYTHON:-python3}
 VENV=$REPO/.venv
 # One set-up at a time in this clone (main job and tests started together share the venv).
 exec 8>"$REPO/.dmpn-setup.lock"
 flock -n 8 || { say "waiting for another set-up in this clone to finish"; flock 8; }
 PY=$VENV/bin/python
+# PYTHON given: a venv made by another interpreter is made again with it.
+if [[ -n ${PYTHON:-} && -x $PY ]]; then
+  which_python='import sys; print(sys.base_prefix, sys.version)'
+  want=$("$PYTHON" -c "$which_python" 2>/dev/null) || die "PYTHON=$PYTHON does not run"
+  have=$("$PY" -c "$which_python" 2>/dev/null || true)
+  if [[ $want != "$have" ]]; then
+    say "$VENV was made by another Python: making it again with $PYTHON"
+    rm -rf "$VENV"
+  fi
+fi
+PYTHON=${PYTHON:-python3}
 pip_stamp=$VENV/.dmpn-pip-$(sha256sum setup.py | cut -c1-16)
 has_pip() { "$PY" -m pip --version >/dev/null 2>&1; }
 # A venv counts once it has pip: one interrupted while being made, or made by a Python whose
@@ -141,6 +154,8 @@ if [[ $CPU_ONLY == 0 ]]; then
   # The toolkit root: $CUDA_HOME, /usr/local/cuda, or the folder above nvcc's real path.
   CUDA_ROOT=${CUDA_HOME:-/usr/local/cuda}
   if [[ ! -x $CUDA_ROOT/bin/nvcc || ! -e $CUDA_ROOT/include/cuda_runtime.h ]]; then
+    command -v nvcc >/dev/null || die "CUDA asked for (DMPN_CPU_ONLY=0) but no nvcc: not on PATH" \
+      "nor in ${CUDA_HOME:-/usr/local/cuda}/bin with its include/cuda_runtime.h (set CUDA_HOME)"
     CUDA_ROOT=$(dirname "$(dirname "$(realpath "$(command -v nvcc)")")")
   fi
   NVCC=$CUDA_ROOT/bin/nvcc
@@ -211,7 +226,11 @@ key_inputs() {  # (run in a subshell: the locale set here keeps --version texts 
   export LC_ALL=C
   echo "bvlc e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
   sha256sum patches/*.patch CMakeLists.txt tools/fetch_bvlc_source.sh | cut -c1-64
-  printf '%s\n' "${cmake_opts[@]}" | sed "s|$VENV|<venv>|g; s|$REPO|<repo>|g"
+  local o
+  for o in "${cmake_opts[@]}"; do  # (not sed: a path may hold its pattern's characters)
+    o=${o//"$VENV"/<venv>}
+    printf '%s\n' "${o//"$REPO"/<repo>}"
+  done
   "$PY" -c 'import sys, numpy; print(sys.version, numpy.__version__)'
   local v
   for v in "${BUILD_ENV[@]}"; do [[ -z ${!v+set} ]] || printf 'env %s=%s\n' "$v" "${!v}"; done
@@ -225,7 +244,13 @@ key_inputs() {  # (run in a subshell: the locale set here keeps --version texts 
     (shopt -s nullglob dotglob; cuda_link_inputs)
   fi
 }
-base_key=$(key_inputs | sha256sum | cut -c1-16) || die "could not compute the build's key"
+# Every step counts: a failing one stops here rather than leaving its lines out of the key.
+shopt -s inherit_errexit
+trap 'die "could not compute the build key: a step above failed"' ERR
+key_text=$(key_inputs)
+trap - ERR
+shopt -u inherit_errexit
+base_key=$(printf '%s\n' "$key_text" | sha256sum | cut -c1-16)
 # CMake ties a build folder to one source folder, so the build reads what it needs of this
 # clone from a copy in the cache, the same path for every clone. A file is copied
 # only when its content differs (and so gets a new time stamp): make recompiles what changed
@@ -289,11 +314,14 @@ fi
 # the install under a job that is still running; build folders are large and only cost a
 # rebuild, so the three newest stay.
 touch "$PREFIX"
-ls -dt "$CACHE"/install-* 2>/dev/null | tail -n +21 | xargs -r rm -rf
-for old in $(ls -dt "$CACHE"/build-*/ 2>/dev/null | tail -n +4); do
-  old=${old%/}
-  rm -rf "$old" "$old".* "$CACHE/src-${old##*/build-}"
-done
+oldest_after() {  # $1 newest folders named $2 stay: the others, NUL-separated (any path works)
+  find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name "$2" -printf '%T@ %p\0' \
+    | sort -z -r -n | tail -z -n +"$(($1 + 1))" | cut -z -d' ' -f2-
+}
+while IFS= read -r -d '' old; do rm -rf -- "$old"; done < <(oldest_after 20 'install-*')
+while IFS= read -r -d '' old; do
+  rm -rf -- "$old" "$old".* "$CACHE/src-${old##*/build-}"
+done < <(oldest_after 3 'build-*')
 # Folders of CUDA links that no install uses go (with an interrupted configure's .part ones):
 # a program runs from an install, which keeps the folder it was linked to. (A build folder whose
 # install went makes its folder again when it is configured.)
@@ -310,14 +338,22 @@ done
 flock -u 9
 
 # ---- 4. hook Caffe into the venv --------------------------------------------------------------
-echo "$PREFIX/python" > "$SITE/bvlc_caffe.pth"
+# Each file is replaced whole (written aside, then renamed) and only when it changes: a job of
+# this clone starting caffe or Python meanwhile must not read a half-written one.
+replace_file() {  # $1: path, $2: mode; the content on stdin
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  cat > "$tmp"
+  chmod "$2" "$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+}
+echo "$PREFIX/python" | replace_file "$SITE/bvlc_caffe.pth" 644
 for tool in caffe dmpn_test; do
   # The stock binary; PATH makes its embedded Python find this venv (and so our Python layers).
-  cat > "$VENV/bin/$tool" <<EOF
+  replace_file "$VENV/bin/$tool" 755 <<EOF
 #!/bin/sh
 PATH="$VENV/bin:\$PATH" exec "$PREFIX/bin/$tool" "\$@"
 EOF
-  chmod +x "$VENV/bin/$tool"
 done
 echo "$PREFIX" > "$VENV/.dmpn-caffe-prefix"
 echo "$BUILD" > "$VENV/.dmpn-caffe-build"  # tests/test_build.py checks its configuration
