@@ -278,12 +278,22 @@ BN_BATCHES = 100
 
 
 def recompute_bn(netdir, seed):
-    """The last snapshot with its BatchNorm statistics recomputed (tools/recompute_bn.py)."""
+    """The last snapshot with its BatchNorm statistics recomputed (tools/recompute_bn.py); an
+    earlier run's file is reused only when its record (``.source`` beside it) names the same
+    snapshot content, batches and seed: a snapshot of the same iteration from another training
+    (a run started again from an earlier one) gets its own statistics."""
+    from dmpn.imageio import file_sha256, write_json
     weights, it = latest_snapshot(netdir, "caffemodel")
     if weights is None:
         raise SystemExit(f"no trained weights in {netdir}")
     out = os.path.join(netdir, f"bn_recomputed_iter_{it}.caffemodel")
-    if not os.path.exists(out):
+    record = {"weights_sha256": file_sha256(weights), "batches": BN_BATCHES, "seed": seed}
+    try:
+        with open(out + ".source") as f:
+            reuse = os.path.exists(out) and json.load(f) == record
+    except (OSError, ValueError):
+        reuse = False
+    if not reuse:
         say(f"recomputing the BatchNorm statistics of {os.path.basename(weights)} over {BN_BATCHES} "
             "training batches (tools/recompute_bn.py)")
         cmd = [sys.executable, os.path.join(ROOT, "tools", "recompute_bn.py"), "--net",
@@ -292,6 +302,7 @@ def recompute_bn(netdir, seed):
         res = subprocess.run(cmd, env=dict(os.environ, GLOG_minloglevel="2"))
         if res.returncode != 0:
             raise SystemExit(f"tools/recompute_bn.py failed (exit {res.returncode})")
+        write_json(out + ".source", record)  # after the .caffemodel: a kill between redoes it
     return out
 
 

@@ -47,6 +47,31 @@ def test_main_job_runs_end_to_end(tmp_path):
     assert not (out / ".scoring").exists()
 
 
+def test_recomputed_statistics_are_reused_only_for_the_same_snapshot(tmp_path, monkeypatch):
+    """bn_recomputed_iter_N is reused when its record names the snapshot's content, batches and
+    seed; a snapshot of the same iteration from another training gets its statistics again."""
+    from dmpn import main_job as J
+    netdir = tmp_path / "net"
+    netdir.mkdir()
+    (netdir / "snap_iter_5.caffemodel").write_bytes(b"weights of a first training")
+    runs = []
+
+    def fake_recompute(cmd, env):
+        runs.append(cmd)
+        with open(cmd[cmd.index("--out") + 1], "wb") as f:
+            f.write(b"statistics %d" % len(runs))
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(J.subprocess, "run", fake_recompute)
+    out = J.recompute_bn(str(netdir), seed=3)
+    assert out == str(netdir / "bn_recomputed_iter_5.caffemodel") and len(runs) == 1
+    assert J.recompute_bn(str(netdir), seed=3) == out and len(runs) == 1  # reused
+    J.recompute_bn(str(netdir), seed=4)                                    # another seed
+    assert len(runs) == 2
+    (netdir / "snap_iter_5.caffemodel").write_bytes(b"weights of a second training")
+    J.recompute_bn(str(netdir), seed=4)
+    assert len(runs) == 3 and (netdir / "bn_recomputed_iter_5.caffemodel").read_bytes() == b"statistics 3"
+
+
 def test_an_interrupted_scoring_leaves_the_last_complete_results(tmp_path, monkeypatch):
     """The scoring's results are staged and moved into --out together: interrupted after
     evaluate.py wrote its metrics (and before the summary), --out keeps the previous set whole,
