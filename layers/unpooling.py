@@ -46,11 +46,12 @@ class UnpoolingLayer(caffe.Layer):
         top[0].reshape(v[0], v[1], *self.out_hw)
 
     def forward(self, bottom, top):
-        top[0].data[...] = U.unpool_forward(bottom[0].data, bottom[1].data, self.out_hw)
+        top[0].data[...] = U.unpool_forward(bottom[0].data, bottom[1].data, self.out_hw,
+                                            layer_label(self))
 
     def backward(self, top, propagate_down, bottom):
         for b in range(1, len(bottom)):
             if propagate_down[b]:
                 bottom[b].diff[...] = 0
         if propagate_down[0]:
-            bottom[0].diff[...] = U.unpool_backward(top[0].diff, bottom[1].data)
+            bottom[0].diff[...] = U.unpool_backward(top[0].diff, bottom[1].data, layer_label(self))

@@ -1,7 +1,10 @@
 """Runs our C++ layer tests (gtest, BVLC's GradientChecker; cuda/src/caffe/test/) built by
 tools/setup.sh as dmpn_test. Without a GPU the GPU cases are left out: the typed tests'
-GPUDevice instances (indices 2 and 3 of BVLC's TestDtypesAndDevices) and fixtures named *GPU*.
+GPUDevice instances (indices 2 and 3 of BVLC's TestDtypesAndDevices) and fixtures named *GPU*;
+the CPU/GPU parity test then says so by a skip.
 """
+import fnmatch
+import functools
 import os
 import re
 import subprocess
@@ -27,17 +30,99 @@ def run_gtest(extra_filter=None):
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
+@functools.lru_cache(maxsize=None)
+def gtest_run():
+    """The one run of dmpn_test (all that this machine can run) that the tests below read."""
+    return run_gtest()
+
+
+def gtest_list():
+    """{fixture (with its typed instance, "UnpoolingLayerTest/1"): [test names]}, every test that
+    dmpn_test holds, GPU or not."""
+    out = subprocess.run([tool("dmpn_test"), "--gtest_list_tests"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    tests, fixture = {}, None
+    for line in out.stdout.splitlines():
+        if re.match(r"^\S+\.(\s|$)", line):
+            fixture = line.split(".")[0]
+            tests[fixture] = []
+        elif line.startswith("  ") and fixture:
+            tests[fixture].append(line.split()[0])
+    return tests
+
+
+def left_out_here(name):
+    """Whether run_gtest's filter leaves the test ``name`` ("Fixture/0.Test") out here."""
+    return not has_gpu() and any(fnmatch.fnmatchcase(name, p) for p in GPU_CASES.split(":"))
+
+
+def runs_here(fixture, test):
+    """Whether this machine must run ``fixture`` ("UnpoolingLayerTest/2")'s ``test``: the known
+    fixtures by their kind, not by GPU_CASES (a filter grown too wide would drop CPU tests from
+    the run and from this check at once); others by GPU_CASES."""
+    base, _, instance = fixture.partition("/")
+    if base in PARITY_FIXTURES or (base in LAYER_FIXTURES and instance in ("2", "3")):
+        return has_gpu()
+    return base in FIXTURE_TESTS or not left_out_here(f"{fixture}.{test}")
+
+
+# Each fixture's test count (cuda/src/caffe/test/): the layer fixtures' typed instances 0 and 1
+# (CPU float, double), 2 and 3 (GPU); the parity fixtures' 0 and 1 (GPU float, double).
+FIXTURE_TESTS = {
+    "AffinityExpLayerTest": 4, "MattingLossLayerTest": 8, "SparseLaplacianSolveLayerTest": 19,
+    "UnpoolingLayerTest": 7, "GridMultigridSolverTest": 3, "SparseLaplacianSolveWorkerTeamTest": 1,
+    "SolveThreadCountTest": 2, "SolveThreadCountDeathTest": 1, "GpuMultigridTuningTest": 2,
+    "GpuVCycleTilesTest": 4, "GpuBlockVCycleTest": 3, "GpuCgDirectionTest": 1,
+    "CoarsestCholeskyTest": 1, "GpuVCycleCgTest": 1,
+    "MattingLossGPUParityTest": 1, "SparseLaplacianSolveGPUParityTest": 5,
+    "UnpoolingGPUParityTest": 2, "SparseLaplacianSolveTiledGPUTest": 2,
+}
+LAYER_FIXTURES = ("AffinityExpLayerTest", "SparseLaplacianSolveLayerTest", "UnpoolingLayerTest",
+                  "MattingLossLayerTest")
+PARITY_FIXTURES = ("MattingLossGPUParityTest", "SparseLaplacianSolveGPUParityTest",
+                   "UnpoolingGPUParityTest", "SparseLaplacianSolveTiledGPUTest")
+
+
 def test_cpp_layer_tests_pass():
-    out = run_gtest()
+    out = gtest_run()
     failed = re.findall(r"\[  FAILED  \] (\S+)", out.stdout)
     assert out.returncode == 0 and not failed, (
         f"dmpn_test failed: {sorted(set(failed))}\n" + out.stdout[-6000:] + out.stderr[-3000:])
-    ran = re.search(r"\[==========\] (\d+) tests? from \d+ test cases? ran", out.stdout)
-    assert ran and int(ran.group(1)) >= 40, out.stdout[-3000:]
-    for layer in ("AffinityExpLayerTest", "SparseLaplacianSolveLayerTest", "UnpoolingLayerTest",
-                  "MattingLossLayerTest"):
-        assert f"[       OK ] {layer}/0.TestGradient" in out.stdout
-        assert f"[       OK ] {layer}/1.TestGradient" in out.stdout  # double precision
+    passed = set(re.findall(r"^\[       OK \] (\S+) \(", out.stdout, re.M))
+    listed = gtest_list()
+    # every fixture (each typed instance) holds at least its tests: none lost from the build
+    for fixture, count in FIXTURE_TESTS.items():
+        instances = [f for f in listed if f == fixture or f.startswith(fixture + "/")]
+        want = 4 if fixture in LAYER_FIXTURES else 2 if fixture in PARITY_FIXTURES else None
+        assert instances and (want is None or len(instances) == want), (fixture, sorted(listed))
+        for f in instances:
+            assert len(listed[f]) >= count, (f, listed[f])
+    # and every test that this machine must run passed (the CPU instances 0 and 1 of the layer
+    # fixtures, the host-side fixtures; on a GPU machine all)
+    missing = [f"{f}.{t}" for f, names in listed.items() for t in names
+               if runs_here(f, t) and f"{f}.{t}" not in passed]
+    assert not missing, f"not run or not passed: {missing}\n" + out.stdout[-3000:]
+    for layer in LAYER_FIXTURES:
+        assert f"{layer}/0.TestGradient" in passed and f"{layer}/1.TestGradient" in passed  # double
+
+
+def test_cpu_gpu_parity_gtests_ran():
+    if not has_gpu():
+        pytest.skip("no GPU: the CPU/GPU parity gtests did not run")
+    out = gtest_run()
+    passed = set(re.findall(r"^\[       OK \] (\S+) \(", out.stdout, re.M))
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+    for fixture in PARITY_FIXTURES:
+        for i in (0, 1):
+            ran = [t for t in passed if t.startswith(f"{fixture}/{i}.")]
+            assert len(ran) >= FIXTURE_TESTS[fixture], (fixture, i, sorted(ran))
+    for layer in LAYER_FIXTURES:   # the GPU instances of the layer fixtures
+        for i in (2, 3):
+            ran = [t for t in passed if t.startswith(f"{layer}/{i}.")]
+            assert len(ran) >= FIXTURE_TESTS[layer], (layer, i, sorted(ran))
+    assert "SparseLaplacianSolveGPUParityTest/0.TestGPUMatchesCPU" in passed
+    assert "SparseLaplacianSolveGPUParityTest/0.TestAffinityExpGPUMatchesCPU" in passed
 
 
 def _cpu_cgroup_to_make():
@@ -152,5 +237,5 @@ def test_empty_batch_is_an_error_naming_the_layer(caffe, tmp_path):
                         f'layer: "{kind}Layer" }} }}\n')
         msg = (f"{kind} Python layer: bottom[0] is empty ({' x '.join(map(str, shape))}): a batch "
                "needs at least one item")
-        with pytest.raises(Exception, match=re.escape(msg)):
+        with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
             caffe.Net(str(path), caffe.TEST)

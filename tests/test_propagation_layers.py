@@ -1,13 +1,22 @@
 """The propagation layers through Caffe: the C++ layers and the Python layers against the
-float64 reference (dmpn.propagation) on the same inputs, finite differences through the Python
-layers, and their errors."""
+float64 reference (dmpn.propagation) on the same inputs (fixed and random trimaps), the Python
+layers' gradients against float64 finite differences, and their errors."""
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from dmpn import propagation as P
-from test_cpp_layers import cpp_net_error
+from test_cpp_layers import cpp_net_error, input_layer
+
+
+def whole(msg):
+    """A pytest.raises match for exactly ``msg``, not a fragment of it."""
+    return "^" + re.escape(msg) + "$"
+
 
 NET = """
 name: "propagation"
@@ -47,6 +56,21 @@ def inputs(n=2, t=5, h=23, w=19, seed=0):
     return f, tri
 
 
+def random_trimap(rng, n, h, w):
+    """N x 1 x H x W float32: random 0 / 1 / 0.5 (unknown) with unknown corners, and in each
+    item an isolated 0 inside and an isolated 1 on the top border (their 8 neighbours unknown),
+    so every item has known pixels of both kinds and unknown pixels on its border."""
+    tri = rng.choice(np.float32([0.5, 0, 1]), size=(n, 1, h, w), p=[0.6, 0.2, 0.2])
+    for i in range(n):
+        y, x = int(rng.integers(2, h - 2)), int(rng.integers(2, w - 2))
+        xb = int(rng.integers(1, w - 1))
+        tri[i, 0, y - 1:y + 2, x - 1:x + 2] = 0.5
+        tri[i, 0, :2, xb - 1:xb + 2] = 0.5
+        tri[i, 0, y, x], tri[i, 0, 0, xb] = 0, 1
+    tri[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]] = 0.5
+    return tri
+
+
 def run(net, f, tri, theta, b, top_diff):
     net.params["affinity"][0].data[...] = theta
     net.params["affinity"][1].data[...] = b
@@ -73,47 +97,84 @@ def reference(f, tri, theta, b, top_diff, shrink, bound, c=0.8):
             np.stack([o[3] for o in outs]), sum(o[4] for o in outs), np.array([sum(o[5] for o in outs)]))
 
 
-@pytest.mark.parametrize("shrink,bound,c", [(1, 20.0, 0.8), (2, 20.0, 0.8), (3, 20.0, 0.8),
-                                            (1, 1.0, 0.8), (1, 20.0, 0.05), (2, 20.0, 5.0)])
-def test_cpp_and_python_layers_match_the_reference(caffe, tmp_path, shrink, bound, c):
-    f, tri = inputs()
-    rng = np.random.default_rng(3)
-    theta = rng.normal(0, 0.3, (2, 5)).astype(np.float32)
+def check_flavours_against_reference(caffe, tmp_path, f, tri, shrink, bound, c, rng):
+    theta = rng.normal(0, 0.3, (2, f.shape[1])).astype(np.float32)
     b = np.float32(0.1)
     top = rng.normal(size=tri.shape).astype(np.float32)
     ref = reference(f.astype(np.float64), tri.astype(np.float64), theta.astype(np.float64), float(b),
                     top.astype(np.float64), shrink, bound, c)
     names = ("affinity", "alpha", "d affinity", "d features", "d theta", "d bias")
     for flavour in ("cpp", "python"):
-        got = run(make_net(caffe, tmp_path, flavour, shrink=shrink, bound=bound, c=c), f, tri, theta, b, top)
+        got = run(make_net(caffe, tmp_path, flavour, *f.shape, shrink=shrink, bound=bound, c=c),
+                  f, tri, theta, b, top)
         for name, g, r in zip(names, got, ref):
             scale = max(1.0, np.abs(r).max())
             np.testing.assert_allclose(g, r, atol=2e-5 * scale, err_msg=f"{flavour}: {name}")
 
 
-def test_python_layers_finite_differences(caffe, tmp_path):
-    """d(sum(alpha * top))/d(features) through both Python layers, against central
-    differences of the float32 net (the layers compute in float64 inside)."""
-    n, t, h, w = 1, 3, 7, 6
-    f, tri = inputs(n, t, h, w, seed=1)
-    net = make_net(caffe, tmp_path, "python", n, t, h, w)
-    rng = np.random.default_rng(2)
+@pytest.mark.parametrize("shrink,bound,c", [(1, 20.0, 0.8), (2, 20.0, 0.8), (3, 20.0, 0.8),
+                                            (1, 1.0, 0.8), (1, 20.0, 0.05), (2, 20.0, 5.0)])
+def test_cpp_and_python_layers_match_the_reference(caffe, tmp_path, shrink, bound, c):
+    f, tri = inputs()
+    check_flavours_against_reference(caffe, tmp_path, f, tri, shrink, bound, c,
+                                     np.random.default_rng(3))
+
+
+@pytest.mark.parametrize("shrink", [1, 2, 3])
+def test_cpp_and_python_layers_match_the_reference_on_a_random_trimap(caffe, tmp_path, shrink):
+    # Isolated known pixels, unknown corners and borders, unlike inputs()'s bands; with shrink,
+    # blocks that mix known and unknown pixels.
+    rng = np.random.default_rng(10 + shrink)
+    f = rng.normal(0, 1, (2, 5, 23, 19)).astype(np.float32)
+    tri = random_trimap(rng, 2, 23, 19)
+    check_flavours_against_reference(caffe, tmp_path, f, tri, shrink, 20.0, 0.8, rng)
+
+
+@pytest.mark.parametrize("shrink", [1, 2])
+def test_python_layers_finite_differences(caffe, tmp_path, shrink):
+    """The Python layers' gradients of E = sum(alpha * top) with respect to every feature, every
+    theta entry and the bias, against central differences of E in float64 through the maths the
+    layers run (dmpn.propagation) on the same inputs. Differences through the net would carry its
+    float32 blobs' rounding (~1e-7 of E, divided by the step); in float64 a step of 1e-6 leaves
+    ~1e-9. The layers' float32 affinities and diffs put the gradients ~1e-7 (of the largest entry)
+    from the exact ones, so the tolerance (1e-6 of the largest entry, 1e-5 relative) fails a
+    gradient 1% off, or a single entry 1% off down to 1e-4 of the largest."""
+    n, t, h, w, bound = 2, 3, 7, 6, 20.0
+    rng = np.random.default_rng(1)
+    f = rng.normal(0, 1, (n, t, h, w)).astype(np.float32)
+    tri = random_trimap(rng, n, h, w)
     theta = rng.normal(0, 0.5, (2, t)).astype(np.float32)
     top = rng.normal(size=(n, 1, h, w)).astype(np.float32)
-    *_, dfeat, dtheta, _ = run(net, f, tri, theta, 0.0, top)
+    net = make_net(caffe, tmp_path, "python", n, t, h, w, shrink=shrink, bound=bound)
+    *_, dfeat, dtheta, dbias = run(net, f, tri, theta, 0.25, top)
+    f64, theta64, top64, tri64 = (a.astype(np.float64) for a in (f, theta, top, tri))
+    # no exponent near the clip, where E is not differentiable
+    assert max(np.abs(P.affinity_exponent(fi, theta64, 0.25)).max() for fi in f64) < bound - 1
 
-    def energy(ff):
-        net.blobs["features"].data[...] = ff
-        net.forward()
-        return float((net.blobs["alpha"].data.astype(np.float64) * top).sum())
+    def energy(i, fi, th, bias):
+        alpha = P.solve_alpha(P.affinity_exp_forward(fi, th, bias, bound), tri64[i, 0], shrink=shrink)
+        return float((alpha * top64[i, 0]).sum())
 
-    eps = 1e-2
-    for idx in [(0, 0, 0, 0), (0, 1, 3, 2), (0, 2, 6, 5), (0, 0, 3, 5), (0, 2, 5, 0)]:
-        fp, fm = f.copy(), f.copy()
-        fp[idx] += eps
-        fm[idx] -= eps
-        num = (energy(fp) - energy(fm)) / (2 * eps)
-        assert abs(num - dfeat[idx]) <= 2e-3 + 2e-2 * abs(num), (idx, num, dfeat[idx])
+    def total(th, bias):
+        return sum(energy(i, f64[i], th, bias) for i in range(n))
+
+    eps = 1e-6
+    num_f = np.zeros_like(f64)
+    for idx in np.ndindex(f.shape):
+        fp, fm = f64[idx[0]].copy(), f64[idx[0]].copy()
+        fp[idx[1:]] += eps
+        fm[idx[1:]] -= eps
+        num_f[idx] = (energy(idx[0], fp, theta64, 0.25) - energy(idx[0], fm, theta64, 0.25)) / (2 * eps)
+    num_th = np.zeros_like(theta64)
+    for idx in np.ndindex(theta.shape):
+        tp, tm = theta64.copy(), theta64.copy()
+        tp[idx] += eps
+        tm[idx] -= eps
+        num_th[idx] = (total(tp, 0.25) - total(tm, 0.25)) / (2 * eps)
+    num_b = np.array([(total(theta64, 0.25 + eps) - total(theta64, 0.25 - eps)) / (2 * eps)])
+    for name, got, num in (("features", dfeat, num_f), ("theta", dtheta, num_th), ("bias", dbias, num_b)):
+        assert np.abs(num).max() > 1e-2, (name, num)
+        np.testing.assert_allclose(got, num, rtol=1e-5, atol=1e-6 * np.abs(num).max(), err_msg=name)
 
 
 def test_python_solve_errors_name_the_item(caffe, tmp_path):
@@ -122,7 +183,9 @@ def test_python_solve_errors_name_the_item(caffe, tmp_path):
     net = make_net(caffe, tmp_path, "python")
     net.blobs["features"].data[...] = f
     net.blobs["trimap"].data[...] = tri
-    with pytest.raises(Exception, match="item 1.*no known pixel"):
+    with pytest.raises(P.PropagationError, match=whole(
+            "SparseLaplacianSolve Python layer, batch item 1: the trimap has no known pixel, the "
+            "system is singular")):
         net.forward()
 
 
@@ -137,8 +200,9 @@ def test_python_solve_non_finite_top_diff_is_an_error(caffe, tmp_path, bad, show
     net.forward()
     net.blobs["alpha"].diff[...] = 1
     net.blobs["alpha"].diff[1, 0, 2, 3] = bad
-    with pytest.raises(Exception, match=re.escape(
-            f"batch item 1: the gradient from above (top diff) is {shown} at (2, 3)")):
+    with pytest.raises(P.PropagationError, match=whole(
+            "SparseLaplacianSolve Python layer, batch item 1: the gradient from above (top diff) "
+            f"is {shown} at (2, 3)")):
         net.backward()
 
 
@@ -155,9 +219,10 @@ def test_backward_after_a_reshape_without_forward_is_an_error(caffe, tmp_path):
     net.blobs["trimap"].reshape(2, 1, 4, 4)
     net.reshape()
     net.blobs["alpha"].diff[...] = 1
-    with pytest.raises(Exception, match=re.escape(
-            "Backward without a Forward at this shape: the last Forward solved affinities "
-            "2 x 2 x 23 x 19, bottom[0] is now 2 x 2 x 4 x 4 (a Reshape in between)")):
+    with pytest.raises(ValueError, match=whole(
+            "SparseLaplacianSolve Python layer: Backward without a Forward at this shape: the last "
+            "Forward solved affinities 2 x 2 x 23 x 19, bottom[0] is now 2 x 2 x 4 x 4 (a Reshape "
+            "in between)")):
         net.backward()
 
 
@@ -196,7 +261,8 @@ def test_python_param_str_is_checked(caffe, tmp_path):
     path = tmp_path / "bad.prototxt"
     path.write_text(NET.format(n=1, t=2, h=4, w=4, affinity=PY_AFF % 20,
                                solve=PY_SOLVE.replace('"shrink": %d', '"shrnk": 1')))
-    with pytest.raises(Exception, match="unknown parameter.*shrnk"):
+    with pytest.raises(ValueError, match=whole("SparseLaplacianSolve Python layer: unknown "
+                                               "parameter(s) ['shrnk']; known: ['c', 'shrink']")):
         caffe.Net(str(path), caffe.TEST)
 
 
@@ -216,10 +282,18 @@ def test_python_affinity_exp_takes_the_cpp_fillers(caffe, tmp_path):
     net = net_with("{}")
     assert not net.params["affinity"][0].data.any() and net.params["affinity"][1].data[0] == 0
     net = net_with('{"weight_filler": {"type": "uniform", "min": 2, "max": 3}}')
-    assert net.params["affinity"][0].data.min() >= 2 and net.params["affinity"][0].data.max() <= 3
-    with pytest.raises(Exception, match="weight_filler type 'xavier' is not supported"):
+    theta = net.params["affinity"][0].data
+    assert theta.min() >= 2 and theta.max() <= 3
+    # spread over the whole range, not a point or a part of it (600 draws: the std's own spread
+    # is ~0.005; each end stays empty by 0.02 with probability 0.98^600 ~ 5e-6)
+    assert abs(theta.std() - 1 / np.sqrt(12)) < 0.03 and abs(theta.mean() - 2.5) < 0.05
+    assert theta.min() < 2.02 and theta.max() > 2.98
+    with pytest.raises(ValueError, match=whole("AffinityExp Python layer: weight_filler type 'xavier' "
+                                               "is not supported here (constant, gaussian, uniform)")):
         net_with('{"weight_filler": {"type": "xavier"}}')
-    with pytest.raises(Exception, match=r"bias_filler has unknown field\(s\) \['sdt'\]"):
+    with pytest.raises(ValueError, match=whole(
+            "AffinityExp Python layer: bias_filler has unknown field(s) ['sdt']; known: "
+            "['max', 'mean', 'min', 'std', 'type', 'value']")):
         net_with('{"bias_filler": {"sdt": 1}}')
 
 
@@ -261,8 +335,9 @@ def python_net(caffe, tmp_path, aff_param='{"exponent_bound": 20}', solve_param=
                                          ("Infinity", "inf"), ('"10"', "'10'"), ("true", "True")])
 def test_python_affinity_exp_refuses_the_bounds_cpp_refuses(caffe, tmp_path, value, shown):
     # C++: 0 < exponent_bound <= 80 (AffinityExpLayer::LayerSetUp)
-    with pytest.raises(Exception, match=r"AffinityExp Python layer: exponent_bound must be a finite "
-                                        rf"number > 0 and <= 80 .*, got {shown}$"):
+    with pytest.raises(ValueError, match=whole(
+            "AffinityExp Python layer: exponent_bound must be a finite number > 0 and <= 80 (a larger "
+            f"one lets float32 affinities overflow), got {shown}")):
         python_net(caffe, tmp_path, aff_param=f'{{"exponent_bound": {value}}}')
 
 
@@ -273,8 +348,8 @@ def test_python_affinity_exp_refuses_the_bounds_cpp_refuses(caffe, tmp_path, val
 def test_python_solve_refuses_the_params_cpp_refuses(caffe, tmp_path, param, value, shown):
     other = {"c": '"shrink": 1', "shrink": '"c": 0.8'}[param]
     rule = "a finite number > 0" if param == "c" else "a whole number from 1 to 4294967295"
-    with pytest.raises(Exception, match=rf"SparseLaplacianSolve Python layer: {param} must be {rule}, "
-                                        rf"got {shown}$"):
+    with pytest.raises(ValueError, match=whole(
+            f"SparseLaplacianSolve Python layer: {param} must be {rule}, got {shown}")):
         python_net(caffe, tmp_path, solve_param=f'{{"{param}": {value}, {other}}}')
 
 
@@ -284,26 +359,59 @@ def test_c_beyond_float32_is_refused_by_both_flavours(caffe, tmp_path, value, sh
     # the value as the C++ layer would, rather than accept what the other flavour refuses.
     msg = (f"SparseLaplacianSolve Python layer: c must be a finite number > 0 (as float32, the C++ field's "
            f"type, it is {as_float}), got {shown}")
-    with pytest.raises(Exception, match=re.escape(msg) + "$"):
+    with pytest.raises(ValueError, match=whole(msg)):
         python_net(caffe, tmp_path, solve_param=f'{{"c": {value}, "shrink": 1}}')
     solve = CPP_SOLVE.replace("c: 0.8", f"c: {value}")
     err = cpp_net_error(tmp_path, NET.format(n=1, t=2, h=4, w=4, affinity=CPP_AFF % 20, solve=solve % 1))
     assert "SparseLaplacianSolve layer 'solve': c must be a finite number > 0, got " + as_float in err, err[-2000:]
 
 
+# Runs an AffinityExp net in a child (a C++ CHECK failure would end this process): sets theta,
+# the bias and the features from an .npz, runs forward and saves the affinities.
+AFFINITY_CHILD = """
+import sys, numpy as np, caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], caffe.TEST)
+given = np.load(sys.argv[2])
+net.params["affinity"][0].data[...] = given["theta"]
+net.params["affinity"][1].data[...] = given["bias"]
+net.blobs["features"].data[...] = given["features"]
+net.forward()
+np.save(sys.argv[3], net.blobs["affinity"].data)
+"""
+
+
 def test_python_params_are_judged_as_cpp_judges_them_near_the_limits(caffe, tmp_path):
-    # 80.000001 is 80 in the C++ float field: both flavours accept it (C++: AffinityExp builds).
-    net = python_net(caffe, tmp_path, aff_param='{"exponent_bound": 80.000001}')
-    assert net.blobs["alpha"].data.shape[1] == 1
-    cpp = NET.format(n=1, t=2, h=4, w=4, affinity=CPP_AFF.replace("%g", "80.000001"),
-                     solve=CPP_SOLVE % 1)
+    # 80.000001 is 80 in the C++ float field: both flavours accept it, and clip there: an
+    # exponent of 100 or 1000 gives e^80 (about 5.5e34, within float32), not inf.
+    f = np.zeros((1, 2, 2, 4), np.float32)
+    f[0, 0] = [[100, 79.5, -100, -79.5], [1000, 80, -1000, 0]]
+    theta = np.array([[1, 0], [0, 0]], np.float32)   # the exponent is f[0] at the edge's first pixel
+    clipped = P.affinity_exp_forward(f[0].astype(np.float64), theta, 0.0, 80.0)
+    assert clipped.max() == np.exp(80.0) and np.exp(100.0) > np.finfo(np.float32).max
+    np.savez(tmp_path / "given.npz", theta=theta, bias=np.zeros(1, np.float32), features=f)
+    cpp = NET.format(n=1, t=2, h=2, w=4, affinity=CPP_AFF.replace("%g", "80.000001"), solve="")
     (tmp_path / "cpp.prototxt").write_text(cpp)
-    caffe.Net(str(tmp_path / "cpp.prototxt"), caffe.TEST)
+    out = subprocess.run([sys.executable, "-c", AFFINITY_CHILD, str(tmp_path / "cpp.prototxt"),
+                          str(tmp_path / "given.npz"), str(tmp_path / "cpp.npy")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = np.load(tmp_path / "cpp.npy")[0]
+    assert np.all(np.isfinite(got)) and got[0, 1, 0] == got[0, 0, 0]
+    np.testing.assert_allclose(got, clipped.astype(np.float32), rtol=3e-7)   # ~2 float32 ulps
+    # The Python layer clips at the float64 value, e^80.000001: 1e-6 (8 float32 ulps) above.
+    net = python_net(caffe, tmp_path, aff_param='{"exponent_bound": 80.000001}', h=2, w=4)
+    net.params["affinity"][0].data[...] = theta
+    net.params["affinity"][1].data[...] = 0
+    net.blobs["features"].data[...] = f
+    net.forward(end="affinity")
+    np.testing.assert_allclose(net.blobs["affinity"].data[0], clipped, rtol=2e-6)
     # Integers beyond float64's range: refused with the layer's message, not an OverflowError.
     huge = "1" + "0" * 400
     for param, rule in (("c", "a finite number > 0"), ("shrink", "a whole number from 1 to 4294967295")):
         other = {"c": '"shrink": 1', "shrink": '"c": 0.8'}[param]
-        with pytest.raises(Exception, match=rf"SparseLaplacianSolve Python layer: {param} must be {rule}, got 1000"):
+        with pytest.raises(ValueError, match=whole(
+                f"SparseLaplacianSolve Python layer: {param} must be {rule}, got {huge}")):
             python_net(caffe, tmp_path, solve_param=f'{{"{param}": {huge}, {other}}}')
 
 
@@ -311,12 +419,12 @@ def test_shrink_larger_than_the_grid_is_an_error_in_both_flavours(caffe, tmp_pat
     # A 4 x 6 grid: shrink 4 (a 1 x 2 solve grid) is the largest allowed, 5 is refused.
     msg = "shrink 5 is larger than the 4 x 6 affinity grid (bottom[0]); at most min(H, W) = 4"
     net = python_net(caffe, tmp_path, solve_param='{"c": 0.8, "shrink": 4}', h=4, w=6)
-    with pytest.raises(Exception, match=r"SparseLaplacianSolve Python layer: " + re.escape(msg)):
+    with pytest.raises(P.PropagationError, match=whole("SparseLaplacianSolve Python layer: " + msg)):
         python_net(caffe, tmp_path, solve_param='{"c": 0.8, "shrink": 5}', h=4, w=6)
     assert net.blobs["alpha"].data.shape == (1, 1, 4, 6)
     cpp = NET.format(n=1, t=2, h=4, w=6, affinity=CPP_AFF % 20, solve=CPP_SOLVE % 5)
     assert "SparseLaplacianSolve layer 'solve': " + msg in cpp_net_error(tmp_path, cpp)
-    with pytest.raises(P.PropagationError, match=re.escape(msg)):
+    with pytest.raises(P.PropagationError, match=whole("SparseLaplacianSolve: " + msg)):
         P.solve_alpha(np.ones((2, 4, 6)), np.zeros((4, 6)), shrink=5)
 
 
@@ -367,3 +475,74 @@ def test_cpp_solve_breakdown_on_extreme_contrast_is_not_called_an_overflow(caffe
     assert "SparseLaplacianSolve layer 'solve', batch item 0: " in err, err[-2000:]
     assert "the iteration broke down" in err and "too large" not in err, err[-2000:]
     assert "the smallest nonzero 9.35" in err, err[-2000:]   # e^-30
+
+
+@pytest.mark.parametrize("value,shown", [("0", "0"), ("-1", "-1"), ("80.5", "80.5"), ("1000", "1000"),
+                                         ("nan", "nan"), ("inf", "inf"),
+                                         ("80.00001", "80.0000076")])  # float32, not "80"
+def test_cpp_affinity_exp_refuses_bounds_outside_0_to_80(caffe, tmp_path, value, shown):
+    # The rule test_python_affinity_exp_refuses_the_bounds_cpp_refuses holds the Python layer to.
+    err = cpp_net_error(tmp_path, NET.format(n=1, t=2, h=4, w=4, solve="",
+                                             affinity=CPP_AFF.replace("%g", value)))
+    assert ("AffinityExp layer 'affinity': exponent_bound must be a finite number > 0 and <= 80 (a "
+            f"larger one lets float32 affinities overflow), got {shown}\n") in err, err[-2000:]
+
+
+# Reshapes the features to other channels than the layer was set up with (its theta's T).
+RESHAPE_CHILD = """
+import sys, caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], caffe.TEST)
+net.blobs["features"].reshape(*map(int, sys.argv[2:]))
+net.reshape()
+print("no error")
+"""
+
+
+def test_affinity_exp_refuses_features_of_other_channels_than_theta(caffe, tmp_path):
+    # theta is 2 x 5: features of 3 channels would be read with a stride of 5.
+    path = tmp_path / "cpp.prototxt"
+    path.write_text(NET.format(n=2, t=5, h=4, w=4, affinity=CPP_AFF % 20, solve=""))
+    out = subprocess.run([sys.executable, "-c", RESHAPE_CHILD, str(path), "2", "3", "4", "4"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode != 0 and "no error" not in out.stdout, out.stderr[-3000:]
+    assert "AffinityExp layer 'affinity': feature channels changed from 5 to 3" in out.stderr, \
+        out.stderr[-2000:]
+    net = make_net(caffe, tmp_path, "python", n=2, t=5, h=4, w=4)
+    net.blobs["features"].reshape(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=whole(
+            "AffinityExp Python layer: blobs[0] is (2, 5), features have 3 channels (expected 2 x 3)")):
+        net.reshape()
+
+
+@pytest.mark.parametrize("aff,tri", [((2, 3, 4, 4), (2, 1, 4, 4)), ((2, 1, 4, 4), (2, 1, 4, 4)),
+                                     ((2, 2, 4, 4), (2, 1, 4, 5)), ((2, 2, 4, 4), (1, 1, 4, 4)),
+                                     ((2, 2, 4, 4), (2, 2, 4, 4))])
+def test_solve_refuses_bottoms_of_other_shapes_in_both_flavours(caffe, tmp_path, aff, tri):
+    bottoms = 'bottom: "w" bottom: "t" top: "alpha"'
+
+    def shown(shape):  # Blob::shape_string()
+        return " ".join(map(str, shape)) + f" ({np.prod(shape)})"
+
+    if aff[1] != 2:
+        cpp_msg = f"affinities must have 2 channels, got {shown(aff)}"
+        py_msg = f"affinities must be N x 2 x H x W, got {aff}"
+    else:
+        cpp_msg = f"trimap must be 2 x 1 x 4 x 4, got {shown(tri)}"
+        py_msg = f"trimap must be 2 x 1 x 4 x 4, got {tri}"
+    err = cpp_net_error(tmp_path, input_layer([("w", aff), ("t", tri)])
+                        + f'layer {{ name: "solve" type: "SparseLaplacianSolve" {bottoms} }}\n')
+    assert f"SparseLaplacianSolve layer 'solve': {cpp_msg}\n" in err, err[-2000:]
+    path = tmp_path / "py.prototxt"
+    path.write_text(input_layer([("w", aff), ("t", tri)]) + f'layer {{ name: "solve" type: "Python" '
+                    f'{bottoms} python_param {{ module: "dmpn.layers.sparse_laplacian_solve" '
+                    'layer: "SparseLaplacianSolveLayer" } }\n')
+    with pytest.raises(ValueError, match=whole(f"SparseLaplacianSolve Python layer: {py_msg}")):
+        caffe.Net(str(path), caffe.TEST)
+
+
+def test_cpp_solve_refuses_shrink_0(caffe, tmp_path):
+    # The Python layer's rule: test_python_solve_refuses_the_params_cpp_refuses.
+    err = cpp_net_error(tmp_path, NET.format(n=1, t=2, h=4, w=4, affinity=CPP_AFF % 20,
+                                             solve=CPP_SOLVE % 0))
+    assert "SparseLaplacianSolve layer 'solve': shrink must be >= 1\n" in err, err[-2000:]

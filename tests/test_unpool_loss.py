@@ -1,7 +1,7 @@
 """Unpooling and MattingLoss: the float64 references (dmpn.unpooling, dmpn.matting_loss)
 against finite differences and hand values, then the C++ layers, the Python layers and the
-references on the same inputs through pycaffe, a BVLC Pooling -> Unpooling round trip with odd
-sizes, and bad inputs."""
+references on the same inputs through pycaffe, BVLC Pooling -> Unpooling round trips with odd
+sizes and with overlapping windows, and bad inputs."""
 import re
 import subprocess
 import sys
@@ -13,6 +13,11 @@ from conftest import ROOT
 from dmpn import matting_loss as M
 from dmpn import unpooling as U
 from dmpn.propagation import KNOWN_TOL
+
+
+def whole(msg):
+    """A pytest.raises match for exactly ``msg``, not a fragment of it."""
+    return "^" + re.escape(msg) + "$"
 
 
 # ---- references ---------------------------------------------------------------------------
@@ -60,15 +65,17 @@ def test_unpool_output_size():
     assert U.output_size((4, 5), 7, 0) == (7, 10)
 
 
-@pytest.mark.parametrize("value,msg", [(2.5, "mask value 2.5 at"), (-1, "mask value -1 at"),
-                                       (48, "mask value 48 at"), (np.nan, "mask value nan at")])
-def test_unpool_reference_bad_mask(value, msg):
+@pytest.mark.parametrize("value,shown", [(2.5, "2.5"), (-1, "-1"), (48, "48"), (np.nan, "nan")])
+def test_unpool_reference_bad_mask(value, shown):
     mask = pooled_mask(np.random.default_rng(1), 2, 2, 6, 8)
     mask[1, 0, 2, 1] = value
-    with pytest.raises(U.UnpoolingError, match=msg + r" \(n 1, c 0, y 2, x 1\) is not an integer "
-                                                     r"flat index in \[0, 48\)"):
+    with pytest.raises(U.UnpoolingError, match=whole(
+            f"Unpooling: mask value {shown} at (n 1, c 0, y 2, x 1) is not an integer flat index in "
+            "[0, 48) of the 6 x 8 output")):
         U.unpool_forward(np.ones(mask.shape), mask, (6, 8))
-    with pytest.raises(U.UnpoolingError, match="the mask"):
+    with pytest.raises(U.UnpoolingError, match=whole(
+            "Unpooling: the mask (bottom[1]) is (2, 2, 3, 4), the pooled values (bottom[0]) are "
+            "(2, 2, 3, 3); they must be the same N x C x h x w")):
         U.unpool_forward(np.ones((2, 2, 3, 3)), mask, (6, 8))
 
 
@@ -141,7 +148,8 @@ def test_matting_loss_averages_over_unknown_pixels_only():
 def test_matting_loss_reference_shapes():
     args = loss_inputs(np.random.default_rng(4))
     args[4] = args[4][:, :1]
-    with pytest.raises(ValueError, match=r"background \(bottom\[4\]\) must be 2 x 3 x 4 x 5"):
+    with pytest.raises(ValueError, match=whole(
+            "MattingLoss: the background (bottom[4]) must be 2 x 3 x 4 x 5, got (2, 1, 4, 5)")):
         M.matting_loss_forward(*args)
 
 
@@ -217,6 +225,60 @@ def test_pooling_unpooling_round_trip(caffe, tmp_path, H, W):
         net.backward(out=g.astype(np.float32))
         np.testing.assert_allclose(net.blobs["data"].diff, np.where(is_max, g, 0.0), atol=1e-6,
                                    err_msg=kind)
+
+
+OVERLAP = """
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pooled" top: "mask"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "unpool" %s bottom: "pooled" bottom: "mask" bottom: "data" top: "out" }
+"""
+
+
+def test_overlapping_pooling_windows_unpool_to_the_sum(caffe, tmp_path):
+    """MAX Pooling with kernel 3, stride 2: neighbouring windows share a row or a column, and
+    a peak there is the maximum of up to 4 windows, whose mask entries all name it. Unpooling
+    adds their values (each the peak) there; backward gives each of them the peak's gradient,
+    and Pooling's backward adds those up at the peak. 9 x 10: windows from 0, 2, ... (4 x 5;
+    the last column's clipped to 8-9)."""
+    rng = np.random.default_rng(11)
+    H, W = 9, 10
+    data = rng.uniform(0, 1, (2, 2, H, W))
+    # (y, x): peaks on a shared row and column (4 windows; (2, 8) with the clipped last column),
+    # on a shared row (2) and in one window only, with no window holding two.
+    peaks = {(2, 2): 4, (6, 6): 4, (2, 8): 4, (6, 1): 2, (5, 9): 1}
+    for k, (y, x) in enumerate(peaks):
+        data[:, :, y, x] = 10 + k + np.arange(4).reshape(2, 2)
+    hp, wp = 4, 5
+    rows = [set(range(2 * i, min(2 * i + 3, H))) for i in range(hp)]
+    cols = [set(range(2 * j, min(2 * j + 3, W))) for j in range(wp)]
+    holding = [[p for p in peaks if p[0] in r and p[1] in c] for r in rows for c in cols]
+    assert max(map(len, holding)) == 1
+    assert all(sum(p in h for h in holding) == k for p, k in peaks.items())
+    g = rng.normal(size=data.shape)
+    for kind, layer in (("cpp", UNPOOL_CPP % (0, 0)), ("py", UNPOOL_PY % (0, 0))):
+        net = make_net(caffe, tmp_path, f"overlap_{kind}",
+                       input_layer([("data", data.shape)]) + OVERLAP % layer)
+        net.blobs["data"].data[...] = data
+        net.forward()
+        pooled, mask = net.blobs["pooled"].data.astype(np.float64), net.blobs["mask"].data.copy()
+        assert pooled.shape == (2, 2, hp, wp)
+        flat = mask.reshape(4, -1)
+        assert all(len(np.unique(m)) < m.size for m in flat)   # repeated positions, in each plane
+        out = net.blobs["out"].data
+        np.testing.assert_allclose(out, U.unpool_forward(pooled, mask, (H, W)), rtol=1e-6, err_msg=kind)
+        for (y, x), k in peaks.items():   # the sums, by hand
+            assert np.count_nonzero(flat == y * W + x) == 4 * k, (kind, y, x)
+            np.testing.assert_allclose(out[:, :, y, x], k * data[:, :, y, x], rtol=1e-6, err_msg=kind)
+        net.backward(out=g.astype(np.float32))
+        d_pooled = U.unpool_backward(g, mask)
+        np.testing.assert_allclose(net.blobs["pooled"].diff, d_pooled, rtol=1e-6, atol=1e-6,
+                                   err_msg=kind)
+        # Pooling's backward, the adjoint of its gather: the same sum as Unpooling's forward
+        np.testing.assert_allclose(net.blobs["data"].diff, U.unpool_forward(d_pooled, mask, (H, W)),
+                                   rtol=1e-5, atol=1e-6, err_msg=kind)
+        for (y, x), k in peaks.items():
+            np.testing.assert_allclose(net.blobs["data"].diff[:, :, y, x], k * g[:, :, y, x],
+                                       rtol=1e-5, err_msg=kind)
 
 
 LOSS_CPP = 'type: "MattingLoss" matting_loss_param { alpha_weight: %g composition_weight: %g eps: %g }'
@@ -297,15 +359,17 @@ def test_bad_mask_through_pycaffe(caffe, tmp_path, value, shown):
                    + f'layer {{ name: "unpool" {UNPOOL_PY % (0, 0)} bottom: "v" bottom: "m" top: "out" }}\n')
     net.blobs["m"].data[...] = 0
     net.blobs["m"].data[1, 0, 2, 1] = value
-    with pytest.raises(Exception, match=msg.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(U.UnpoolingError, match=whole("Unpooling Python layer: " + msg)):
         net.forward()
 
 
-@pytest.mark.parametrize("size,msg", [
-    ((3000000000, 0), "out_height must be a whole number from 0 to 2147483647, got 3000000000"),
+@pytest.mark.parametrize("size,msg,py_error,py_end", [
+    ((3000000000, 0), "out_height must be a whole number from 0 to 2147483647, got 3000000000",
+     ValueError, ""),
     ((4097, 4096), "the output plane 4097 x 4096 has more than 2^24 = 16777216 pixels, and a "
-                   "float32 mask (MAX Pooling's second top) cannot hold their indices exactly")])
-def test_unpooling_output_too_large_is_an_error(caffe, tmp_path, size, msg):
+                   "float32 mask (MAX Pooling's second top) cannot hold their indices exactly",
+     U.UnpoolingError, ": use smaller images")])
+def test_unpooling_output_too_large_is_an_error(caffe, tmp_path, size, msg, py_error, py_end):
     """Both flavours: out_height beyond a blob dimension's int (the C++ layer had wrapped it to a
     negative number and used twice the input size), and a plane whose indices a float32 mask
     cannot hold exactly (pycaffe's nets are float32); 4096 x 4096 still fits."""
@@ -318,7 +382,7 @@ def test_unpooling_output_too_large_is_an_error(caffe, tmp_path, size, msg):
             err = cpp_net_error(tmp_path, text)
             assert "Unpooling layer 'unpool': " + msg in err, err[-2000:]
         else:
-            with pytest.raises(Exception, match=re.escape(msg)):
+            with pytest.raises(py_error, match=whole("Unpooling Python layer: " + msg + py_end)):
                 make_net(caffe, tmp_path, "large_py", text)
         fits = make_net(caffe, tmp_path, f"fits_{kind}", input_layer(shapes)
                         + f'layer {{ name: "unpool" {layer % (4096, 4096)} bottom: "v" '
@@ -328,13 +392,16 @@ def test_unpooling_output_too_large_is_an_error(caffe, tmp_path, size, msg):
 
 def test_bad_shapes_through_pycaffe(caffe, tmp_path):
     shapes = [("v", (2, 2, 3, 4)), ("m", (2, 2, 3, 5))]
-    with pytest.raises(Exception, match="the mask"):
+    with pytest.raises(U.UnpoolingError, match=whole(
+            "Unpooling Python layer: the mask (bottom[1]) is (2, 2, 3, 5), the pooled values "
+            "(bottom[0]) are (2, 2, 3, 4); they must be the same N x C x h x w")):
         make_net(caffe, tmp_path, "shape_py", input_layer(shapes)
                  + f'layer {{ name: "unpool" {UNPOOL_PY % (0, 0)} bottom: "v" bottom: "m" top: "out" }}\n')
     args = loss_inputs(np.random.default_rng(8), 1, 3, 4)
     args[3] = args[3][:, :2]
     bottoms = " ".join(f'bottom: "{b}"' for b in LOSS_BOTTOMS)
-    with pytest.raises(Exception, match=r"foreground \(bottom\[3\]\) must be 1 x 3 x 3 x 4"):
+    with pytest.raises(ValueError, match=whole("MattingLoss Python layer: the foreground (bottom[3]) "
+                                               "must be 1 x 3 x 3 x 4, got (1, 2, 3, 4)")):
         make_net(caffe, tmp_path, "shape_loss_py",
                  input_layer([(b, a.shape) for b, a in zip(LOSS_BOTTOMS, args)])
                  + f'layer {{ name: "loss" {LOSS_PY % (0.5, 0.5, 1e-12)} {bottoms} top: "loss" loss_weight: 1 }}\n')
@@ -358,7 +425,8 @@ def test_matting_loss_python_params_follow_the_cpp_rules(caffe, tmp_path, param,
     layer = ('type: "Python" python_param { module: "dmpn.layers.matting_loss" layer: "MattingLossLayer" '
              "param_str: '{" + ", ".join(f'"{k}": {v}' for k, v in params.items()) + "}' }")
     rule = "a finite number > 0" if param == "eps" else "a finite number >= 0"
-    with pytest.raises(Exception, match=rf"MattingLoss Python layer: {param} must be {rule}, got {shown}$"):
+    with pytest.raises(ValueError, match=whole(f"MattingLoss Python layer: {param} must be {rule}, "
+                                               f"got {shown}")):
         make_net(caffe, tmp_path, "params_py", loss_net_text(layer, args))
 
 
@@ -383,16 +451,16 @@ def test_matting_loss_trimap_outside_unit_range_is_an_error(caffe, tmp_path):
     args[2][1, 0, 2, 1] = 128
     msg = ("the trimap (bottom[2]) value 128 of item 1 at (2, 1) is not in [0, 1] "
            "(0 background, 1 foreground, between unknown)")
-    with pytest.raises(ValueError, match=re.escape(msg)):
+    with pytest.raises(ValueError, match=whole("MattingLoss: " + msg)):
         M.matting_loss_forward(*args)
     net = make_net(caffe, tmp_path, "trimap_py", loss_net_text(LOSS_PY % (0.5, 0.5, 1e-12), args))
     for b, a in zip(LOSS_BOTTOMS, args):
         net.blobs[b].data[...] = a
-    with pytest.raises(Exception, match="MattingLoss Python layer: " + re.escape(msg)):
+    with pytest.raises(ValueError, match=whole("MattingLoss Python layer: " + msg)):
         net.forward()
     err = cpp_net_error(tmp_path, loss_net_text(LOSS_CPP % (0.5, 0.5, 1e-12), args),
                         dict(zip(LOSS_BOTTOMS, args)))
     assert "MattingLoss layer 'loss': " + msg in err, err[-2000:]
     args[2][1, 0, 2, 1] = np.nan
-    with pytest.raises(ValueError, match=re.escape(msg.replace("128", "nan"))):
+    with pytest.raises(ValueError, match=whole("MattingLoss: " + msg.replace("128", "nan"))):
         M.matting_loss_forward(*args)

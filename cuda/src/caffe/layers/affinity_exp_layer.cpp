@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
 #include <vector>
 
 #include "caffe/filler.hpp"
@@ -13,16 +14,17 @@ template <typename Dtype>
 void AffinityExpLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const AffinityExpParameter& param = this->layer_param_.affinity_exp_param();
-  CHECK_EQ(bottom[0]->num_axes(), 4) << this->type() << " layer " << this->layer_param_.name()
-      << ": bottom must be N x T x H x W";
+  CHECK_EQ(bottom[0]->num_axes(), 4) << this->type() << " layer '" << this->layer_param_.name()
+      << "': bottom must be N x T x H x W";
   bound_ = param.exponent_bound();
   CHECK(bound_ > 0 && bound_ <= kMaxExponentBound) << this->type() << " layer '"
       << this->layer_param_.name() << "': exponent_bound must be a finite number > 0 and <= "
-      << kMaxExponentBound << " (a larger one lets float32 affinities overflow), got " << bound_;
+      << kMaxExponentBound << " (a larger one lets float32 affinities overflow), got "
+      << std::setprecision(9) << param.exponent_bound();  // 80.00001 is not "80"
   channels_ = bottom[0]->channels();
   if (this->blobs_.size() > 0) {
-    CHECK_EQ(this->blobs_[0]->count(), 2 * channels_) << this->type() << " layer "
-        << this->layer_param_.name() << ": blobs[0] must be 2 x " << channels_;
+    CHECK_EQ(this->blobs_[0]->count(), 2 * channels_) << this->type() << " layer '"
+        << this->layer_param_.name() << "': blobs[0] must be 2 x " << channels_;
     LOG(INFO) << "Skipping parameter initialization";
   } else {
     this->blobs_.resize(2);
@@ -40,8 +42,8 @@ template <typename Dtype>
 void AffinityExpLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   CheckBottomsNotEmpty(*this, bottom);
-  CHECK_EQ(bottom[0]->channels(), channels_) << this->type() << " layer "
-      << this->layer_param_.name() << ": feature channels changed from " << channels_
+  CHECK_EQ(bottom[0]->channels(), channels_) << this->type() << " layer '"
+      << this->layer_param_.name() << "': feature channels changed from " << channels_
       << " to " << bottom[0]->channels();
   vector<int> shape{bottom[0]->num(), 2, bottom[0]->height(), bottom[0]->width()};
   top[0]->Reshape(shape);
