@@ -134,6 +134,51 @@ def test_corrupt_tarball_is_refused(tmp_path):
     assert "could not be unpacked" in out.stderr or "Checksum mismatch" in out.stderr, out.stderr[-2000:]
 
 
+def test_a_bad_download_is_removed_and_a_given_tarball_kept(tmp_path):
+    """A tarball in the download folder that does not unpack or is not BVLC's commit is removed
+    (kept, every later configure would trust it); one the user gave is never touched."""
+    data = bvlc_tarball().read_bytes()
+    download = tmp_path / "download"
+    download.mkdir()
+    fetched = download / bvlc_tarball().name
+    fetched.write_bytes(data[: len(data) // 2])
+    out = configure(tmp_path, f"-DCAFFE_DOWNLOAD_DIR={download}")
+    said = " ".join(out.stderr.split())  # (CMake wraps its messages)
+    assert out.returncode != 0 and ("could not be unpacked" in said or "Checksum mismatch" in said)
+    assert "the next configure fetches it again" in said and not fetched.exists(), said[-2000:]
+    fetched.write_bytes(github_style_archive(tmp_path).read_bytes()[:-1000])  # cut short too
+    out = configure(tmp_path, f"-DCAFFE_DOWNLOAD_DIR={download}", build="build2")
+    assert out.returncode != 0 and not fetched.exists(), out.stderr[-2000:]
+    given = tmp_path / "given.tar.gz"
+    given.write_bytes(data[: len(data) // 2])
+    out = configure(tmp_path, f"-DCAFFE_SOURCE_TARBALL={given}", build="build3")
+    assert out.returncode != 0 and given.exists() and "fetches it again" not in out.stderr
+
+
+def test_fetch_picks_debians_archive_from_the_apt_sources(tmp_path):
+    """tools/fetch_bvlc_source.sh reads the mirror from the machine's apt sources: Debian's
+    archive, not another vendor's .sources that sorts first, nor the security archive."""
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "a-vendor.sources").write_text("Types: deb\nURIs: https://vendor.invalid/apt\n"
+                                        "Suites: stable\nSigned-By: /usr/share/keyrings/vendor.gpg\n")
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://security.invalid/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+
+    def mirror():
+        out = subprocess.run(["bash", str(ROOT / "tools/fetch_bvlc_source.sh"), "--print-mirror"],
+                             capture_output=True, text=True, env=dict(os.environ, APT_ETC=str(tmp_path)))
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+    assert mirror() == "http://mirror.invalid/debian"
+    (d / "debian.sources").unlink()  # a one-line list instead
+    (tmp_path / "sources.list").write_text("deb http://security.invalid/debian-security bookworm-security main\n"
+                                           "deb [arch=amd64] http://old.invalid/debian bookworm main\n")
+    assert mirror() == "http://old.invalid/debian"
+
+
 def test_github_style_archive_of_the_commit_is_accepted(tmp_path):
     """Another archive of the same commit (one top folder, other compression) passes the tree
     checksum and the patches apply."""
