@@ -22,7 +22,8 @@ Resuming: given a method key, :func:`predict_folder` records each PNG it writes 
 the same method (for the net: deploy prototxt, weights, options, Caffe build; see the ``*_method_key``
 functions) from the same image and trimap content; anything else is predicted again.
 
-Units: SAD, Grad and Conn are divided by 1000 (as printed in papers), MSE is a plain mean (tables
+Units: SAD, Grad and Conn are divided by 1000 (as printed in papers; the MATLAB code divides SAD
+only, its gradient and connectivity functions return the plain sums), MSE is a plain mean (tables
 print it x 1000). An image with no unknown pixel has nothing to score: its errors are undefined
 (n/a, null in JSON), it is left out of every mean, and reported.
 """
@@ -156,6 +157,12 @@ def score_files(pred_path, gt_path, trimap_path, force_known: bool = True) -> di
     if pred.shape != gt.shape:
         raise InputError(f"{pred_path}: prediction size {_shape_str(pred)} does not match "
                          f"ground truth {gt_path} ({_shape_str(gt)})")
+    # A binary matte written as 0/1 instead of 0/255 reads as nearly transparent everywhere and
+    # would score as a poor prediction rather than fail.
+    if pred.max() == 1 / 255 and np.all((pred == 0) | (pred == 1 / 255)) and gt.max() > 0.5:
+        raise InputError(f"{pred_path}: prediction holds only the values 0 and 1 of 255 where "
+                         f"its ground truth {gt_path} reaches {gt.max():.3g}: a 0/1 matte saved "
+                         "as 8-bit? save it as 0..255")
     return score_arrays(pred, gt, trimap, force_known=force_known)
 
 
@@ -797,8 +804,9 @@ def _fmt(v, scale=1.0, width=9, prec=3):
 def format_table(results, force_known: bool = True) -> str:
     """Per-image and mean errors of each method, in the units papers print."""
     results = list(results)
-    lines = ["Errors over the unknown region (trimap == 128), as Deep Image Matting's MATLAB code: "
-             "SAD, Grad, Conn / 1000; MSE x 1000 (mean over the region).",
+    lines = ["Errors over the unknown region (trimap == 128) as Deep Image Matting's MATLAB code "
+             "computes them, in the units papers print: SAD, Grad, Conn / 1000 (the MATLAB code "
+             "divides SAD only); MSE x 1000 (mean over the region).",
              "Note: " + (PROTOCOL_NOTE if force_known else NO_PROTOCOL_NOTE) + "."]
     header = f"{'image':<24}{'SAD':>9}{'MSEx1e3':>9}{'Grad':>9}{'Conn':>9}"
     for res in results:
@@ -808,8 +816,8 @@ def format_table(results, force_known: bool = True) -> str:
             lines.append(f"{n:<24}{_fmt(v['sad'])}{_fmt(v['mse'], 1000)}{_fmt(v['grad'])}"
                          f"{_fmt(v['conn'])}{flag}")
         m = res.mean()
-        scored = sum(np.isfinite(v["mse"]) for v in res.per_image.values())
-        count = (f"{scored} images" if scored == len(res.per_image)
+        scored = int(sum(np.isfinite(v["mse"]) for v in res.per_image.values()))
+        count = (f"{scored} image{'s' * (scored != 1)}" if scored == len(res.per_image)
                  else f"{scored} of {len(res.per_image)}")  # the rest: nothing to score
         lines.append(f"{'mean (' + count + ')':<24}{_fmt(m['sad'])}"
                      f"{_fmt(m['mse'], 1000)}{_fmt(m['grad'])}{_fmt(m['conn'])}")

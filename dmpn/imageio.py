@@ -157,6 +157,10 @@ def _full_scale(arr: np.ndarray, path, what: str = "pixel") -> int:
     return 255 if hi <= 255 else 65535
 
 
+# How far outside [0, 1] a float image or matte may stray by rounding before it is refused.
+FLOAT_SLACK = 1e-6
+
+
 def _scale(arr: np.ndarray, path) -> np.ndarray:
     """Integer/bool/float pixel values -> float64 in [0, 1]."""
     if arr.dtype == np.bool_:
@@ -165,9 +169,16 @@ def _scale(arr: np.ndarray, path) -> np.ndarray:
         return arr.astype(np.float64) / float(_full_scale(arr, path))
     if np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float64)
-        if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
-            raise InputError(f"{path}: floating-point pixels outside [0, 1]")
-        return out
+        bad = np.count_nonzero(~np.isfinite(out))
+        if bad:
+            raise InputError(f"{path}: {bad} floating-point pixels are not finite (NaN or inf)")
+        lo, hi = float(out.min()), float(out.max())
+        # Rounding of float code (a -1e-9, a 1 + 1e-9) is clipped, as a predictor's matte is.
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+            hint = " (a 0-255 image saved as float?)" if hi > 1.5 else ""
+            raise InputError(f"{path}: floating-point pixels span {lo:g} to {hi:g}, outside "
+                             f"[0, 1]{hint}")
+        return np.clip(out, 0.0, 1.0)
     raise InputError(f"{path}: unsupported pixel type {arr.dtype}")
 
 

@@ -10,7 +10,8 @@ unknown pixels (trimap == 128). The MATLAB code reads 8-bit PNGs, so to reproduc
 arrays should hold multiples of 1/255 -- which is what ``dmpn.evaluate`` gives them, since it
 scores PNG files. The functions themselves do not quantise.
 
-Units are those of the MATLAB code and of published tables:
+Units are those of published tables: the MATLAB code divides SAD by 1000 (compute_sad_loss.m),
+but its gradient and connectivity functions return plain sums, which papers print / 1000 as here:
 
 - :func:`sad`  sum over U of |p - g|, / 1000
 - :func:`mse`  mean over U of (p - g)^2 (no / 1000; NaN when U is empty)
@@ -156,7 +157,7 @@ def mat2gray(a) -> np.ndarray:
 
 
 def grad(pred, gt, trimap, sigma: float = 1.4) -> float:
-    """Gradient error (compute_gradient_loss.m), / 1000.
+    """Gradient error (compute_gradient_loss.m, which returns the sum), / 1000 as papers print it.
 
     Both mattes are min-max rescaled over the whole image (not / 255), differentiated with the
     normalised derivative-of-Gaussian filter, and the squared difference of the gradient
@@ -202,7 +203,8 @@ def largest_component(mask) -> np.ndarray:
 
 
 def conn(pred, gt, trimap, step: float = 0.1) -> float:
-    """Connectivity error (compute_connectivity_error.m), / 1000.
+    """Connectivity error (compute_connectivity_error.m, which returns the sum), / 1000 as papers
+    print it.
 
     Thresholds t_i = i / n (n = round(1 / step), computed as a division so that 153 / 255 >= 0.6
     holds exactly). Omega_i is the largest 4-connected component of (p >= t_i) & (g >= t_i);

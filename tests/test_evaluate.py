@@ -976,3 +976,33 @@ def test_composites_put_the_matte_over_a_new_background(dataset, slim_model, tmp
                              "--trimap", root / "trimap", "--out", tmp_path / "many2", "--composite", "green")
     assert rc == 2 and f"{tmp_path / 'many2' / 'composites'}: exists and is not a folder" in err, err
     assert sorted(p.name for p in (tmp_path / "many2").iterdir()) == ["composites"]  # refused up front
+
+
+def test_mistyped_predictions_are_refused_naming_the_file(dataset):
+    """A binary matte saved as 0/1, a float matte with NaN or on the 0-255 scale: each one line
+    naming the file and the reason, exit 2; a float matte off [0, 1] by rounding is clipped."""
+    import tifffile
+    root, data = dataset
+    gt, tri = data["a"][1], data["a"][2]
+    save(root / "pred" / "a.png", (gt > 127).astype(np.uint8))
+    rc, out, err = cli("--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimap")
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines()[-1].endswith(
+        f"{root / 'pred' / 'a.png'}: prediction holds only the values 0 and 1 of 255 where its "
+        f"ground truth {root / 'gt' / 'a.png'} reaches 1: a 0/1 matte saved as 8-bit? save it as 0..255")
+    os.remove(root / "pred" / "a.png")
+    for values, reason in [
+            (np.where(tri == 128, np.nan, gt / 255.0), "3 floating-point pixels are not finite (NaN or inf)"),
+            (gt.astype(np.float64), "floating-point pixels span 0 to 255, outside [0, 1] (a 0-255 "
+                                    "image saved as float?)")]:
+        values = values.copy()
+        if reason.startswith("3"):
+            values[tri == 128] = gt[tri == 128] / 255.0
+            values.flat[np.flatnonzero(tri == 128)[:3]] = np.nan
+        tifffile.imwrite(root / "pred" / "a.tif", values.astype(np.float32))
+        rc, out, err = cli("--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimap")
+        assert rc == 2 and err.strip().splitlines()[-1].endswith(f"{root / 'pred' / 'a.tif'}: {reason}"), err
+    exact = gt / 255.0
+    tifffile.imwrite(root / "pred" / "a.tif", exact + np.select([exact == 0, exact == 1], [-1e-9, 1e-9]))
+    np.testing.assert_array_equal(read_alpha(root / "pred" / "a.tif"), exact)
+    assert E.score_files(root / "pred" / "a.tif", root / "gt" / "a.png", root / "trimap" / "a.png")["sad"] == 0

@@ -7,6 +7,6 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/tools/setup.sh"
 cd "$REPO"
 export DMPN_REQUIRE_CAFFE=1
-targets=(tests)
-for a in "$@"; do [[ $a != -* && -e $a ]] && targets=(); done  # files or folders given
-exec "$REPO/.venv/bin/python" -m pytest "${targets[@]}" -ra "$@"
+# testpaths: pytest runs tests/ when no test file or folder is named, and only those named
+# otherwise (an option's value that happens to be a path, as in --basetemp DIR, is not one).
+exec "$REPO/.venv/bin/python" -m pytest -o testpaths=tests -ra "$@"
