@@ -23,7 +23,10 @@ pad with zeros, so in the outermost pixel ring the image is seen as black beyond
 
 k = 4, b = -2 were chosen on training composites of the main job's generated data (held-out
 SAD of the propagation alone, before any training: k = 1: 2.128, 2: 2.070, 3: 2.020, 4: 1.977,
-uniform 2.197, hand-crafted 1.967).
+uniform 2.197, hand-crafted 1.967). AffinityExp clamps the exponent to [-10, 10] (its
+default exponent_bound), so an edge with A_i + B_j > 2 (a strong colour step) starts at e^-10,
+cut, with no gradient through it to theta and b until other edges move them: 0.7 % of the edges
+of six alphamatting.com images, 3.6 % of those in their unknown bands.
 """
 from __future__ import annotations
 

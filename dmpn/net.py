@@ -5,20 +5,25 @@ and the C++ and Python flavours of AffinityExp / SparseLaplacianSolve only in la
 Choices the paper leaves open (and why):
 
 * Ts = 64 semantic features: SegNet's last decoder block has 64 channels; its classifier
-  (a 1x1 conv to class scores) is dropped, the features go to the affinity module.
+  conv1_1_D (a 3x3 conv to class scores, no BatchNorm or ReLU) becomes a 3x3 conv to Ts features
+  with BatchNorm and ReLU like the decoder's others (the paper: each decoder layer "corresponds
+  to one encoder layer"), and those features go to the affinity module.
 * Tl = 64 low-level features: three 3x3 convs (+ReLU) at full resolution, as wide as VGG's
   first block, so that colour edges reach the affinities undiluted.
 * So T = 128 and the affinity module has 2T + 1 = 257 parameters.
 * Training crops 320 x 320 (a multiple of 32 for SegNet's five 2x2 poolings; large enough to
-  hold an unknown band and its known context), batch 4 (fits 12 GB with the paper-size net).
+  hold an unknown band and its known context), batch 4 (the paper gives none; the paper-size
+  net's blobs and their diffs take 3.9 GB at batch 4, before BatchNorm's and im2col's buffers:
+  not measured on a GPU yet).
 * Initialisation: MSRA (He) for the convolutions, which suits ReLU nets trained from scratch;
   AffinityExp theta ~ N(0, 0.001), b = 0, so training starts from near-uniform affinities
   (plain diffusion of the trimap). `tools/init_from_vgg16.py` starts the encoder from VGG16;
   `tools/init_edge_aware.py` starts low1-3 and AffinityExp as an edge-stopping diffusion
   (dmpn/edge_init.py; the main job's default).
 * BatchNorm is BVLC's `BatchNorm` + `Scale(bias_term: true)`.
-* Weight decay 0.0005 (the paper gives none; Caffe's usual value) on the convolutions, none on
-  AffinityExp's theta and b: decay pulls theta to 0, i.e. to uniform affinities (plain diffusion
+* Weight decay 0.0005 (the paper gives none; Caffe's usual value) on every learned blob (Caffe's
+  default decay_mult 1: the convolutions, the low-level convolutions' biases, the Scale layers
+  after each BatchNorm), none on AffinityExp's theta and b: decay pulls theta to 0, i.e. to uniform affinities (plain diffusion
   of the trimap), and in our CPU runs it was as large as the loss gradient on theta.
 
 The LMDB items (tools/make_lmdb.py) hold 11 channels: image RGB, trimap, alpha, foreground RGB,
@@ -275,7 +280,8 @@ def paper_solver_text(train_items, epochs, note, net_path="prototxt/train_val.pr
               else "(the dataset's manifest)")
     return header(
         f"The paper's solver (Sec. 4): SGD, fixed learning rate 0.1, momentum 0.9, {epochs:g} epochs\n"
-        "(the paper: about 20); weight decay 0.0005 is ours (the paper gives none; none on AffinityExp).\n"
+        "(the paper: about 20); weight decay 0.0005 is ours (the paper gives none), on every learned\n"
+        "blob but AffinityExp's (convolutions, low-level biases, the Scale layers after BatchNorm).\n"
         f"max_iter = {epochs:g} epochs x {train_items:,} training composites {source}\n"
         f"/ batch {batch} = {iters}. For other data: tools/make_prototxt.py --solver-for DATA/manifest.json.\n"
         + ("solver_mode GPU; for a machine without one: tools/make_prototxt.py --solver-for ... --cpu,\n"
