@@ -296,12 +296,13 @@ def to_uint8(array) -> np.ndarray:
     raise ValueError(f"cannot write array of type {a.dtype} as PNG")
 
 
-def atomic_write(path, write, suffix: str = "") -> None:
+def atomic_write(path, write, suffix: str = "", fsync: bool = False) -> None:
     """Create ``path`` through ``write(tmp_path)`` on a temporary file in the same folder, renamed
     into place only once it is complete: no half-written file ever carries the final name, and
     the temporary file is removed whatever stops the write. Parent folders are created; the file
     gets the usual 0644 mode. An OSError that names no file, or the temporary one (a full disk:
-    ENOSPC), is raised again naming ``path``."""
+    ENOSPC), is raised again naming ``path``. ``fsync``: the file reaches the disk before the
+    rename, so that after a crash, even a power loss, the name holds the whole file or nothing."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
@@ -316,6 +317,9 @@ def atomic_write(path, write, suffix: str = "") -> None:
                                    dir=folder)
         os.close(fd)
         write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         tmp = None

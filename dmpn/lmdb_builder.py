@@ -34,7 +34,11 @@ Output folder
   records the originals of each split, backgrounds, rotation angles, size, seed, counts, the
   tool version, how each trimap and foreground was obtained, and the channel layout.
 - ``.make_lmdb_args.json``: the argument fingerprint, written before anything else; a rerun
-  with other arguments is refused. ``.cache/``: preprocessed originals (deleted when complete).
+  with other arguments is refused. ``.cache/``: preprocessed originals, and the uint8 arrays
+  the items are cut from (deleted when complete).
+- File names: an original whose test PNGs' names would pass the output file system's NAME_MAX
+  (255 bytes: a stem of about 230 characters) is refused before anything is written; temporary
+  files keep only the first 32 characters of the final name.
 
 Determinism and resume
 ----------------------
@@ -42,16 +46,29 @@ Every item depends only on the arguments and its (split, index): the background 
 comes from ``numpy.random.default_rng([seed, split, index])``, the background file from a
 seeded permutation, the rotation angle from the rotation number, the split from
 ``default_rng([seed, 1])``. Preprocessed originals (resized, foreground estimated) are cached on
-the first run, so a resumed run uses the very same arrays. LMDB transactions are committed in
-chunks (``--txn-mb``); a run killed at any point (Ctrl-C, kill -9, full disk) keeps the committed
-items; the rerun checks that the last committed key is the expected one and continues from the
-next index, so the final database holds exactly the keys and values of an uninterrupted run.
+the first run, so a resumed run uses the very same arrays. So are, before any item is made, each
+original's uint8 foreground, alpha and trimap at each rotation and each background used, decoded
+(``.npy`` files in a folder named by the argument fingerprint, memory-mapped by the workers): an
+item then costs the same in any order, where per-worker caches missed nearly always with the
+shuffled training order. Cache files and test PNGs are written to a temporary file, flushed to
+disk (fsync) and renamed, so that a name, after any crash, holds the whole file. LMDB
+transactions are committed in chunks (``--txn-mb``); a run killed at any point (Ctrl-C, kill -9,
+full disk) keeps the committed items; the rerun checks that the last committed key is the
+expected one and continues from the next index (writing again any test PNG of a committed item
+that is missing or empty), so the final database holds exactly the keys and values of an
+uninterrupted run.
 
 Choices the paper leaves open (documented here and in the manifest)
 -------------------------------------------------------------------
 - Rotation angles: 0, +15, -15 degrees (``dmpn.compose.rotation_angles``; ``--max-angle``).
+- Originals are resized to ``--size`` whatever their aspect ratio (the paper: "resized to
+  600 x 800"), so portraits (alphamatting.com GT03, 800 x 640) are distorted.
 - Trimaps: given ones (``--trimap-dir``) are resized (nearest) and rotated with the alpha (one
-  with no known pixel, 0 or 255, is refused: the propagation has nothing to start from);
+  with no known pixel, 0 or 255, is refused: the propagation has nothing to start from; one
+  marking pixels foreground where the alpha is below 1 or background where it is above 0 is
+  stored as given, with a warning naming it and both counts, also in the manifest
+  (``originals.per_original[*].trimap_contradicts_alpha``; alphamatting.com GT27's trimap1 has
+  58,885 and 15,834);
   otherwise made from the rotated alpha by the Deep-Image-Matting style erosion of
   ``dmpn.compose.trimap_from_alpha`` with radius ``--trimap-radius`` (default 1.5 % of the
   shorter side). Synthetic originals carry their own trimaps.
@@ -89,7 +106,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -100,7 +116,7 @@ from dmpn import compose
 from dmpn.cli import (check_writable, dims, error_text, finite_float, positive_float, positive_int, seed,
                       whole_number)
 from dmpn.datum import CHANNEL_ORDER, ITEM_CHANNELS, ITEM_SLICE_POINTS, encode_datum
-from dmpn.imageio import InputError, list_images, read_alpha, read_image, read_trimap, write_text
+from dmpn.imageio import InputError, atomic_write, list_images, read_alpha, read_image, read_trimap, write_text
 
 __all__ = [
     "BUILDER_VERSION", "PRESETS", "FORCED_TRAIN_DEFAULT", "CHANNEL_ORDER", "KEY_FORMAT",
@@ -235,6 +251,11 @@ def scan_originals(folder, trimap_dir="trimap", trimap_dir_given=False, fg_dir="
             if not (tri != 128).any():
                 raise InputError(f"{o.trimap_path}: trimap has no known pixel (0 or 255), all "
                                  "unknown; training on it stops in SparseLaplacianSolve")
+            wrong_fg = int(((tri == 255) & (alpha < 1)).sum())
+            wrong_bg = int(((tri == 0) & (alpha > 0)).sum())
+            if wrong_fg or wrong_bg:  # stored as given; build() warns
+                o.info["trimap_contradicts_alpha"] = {"foreground_with_alpha_below_1": wrong_fg,
+                                                      "background_with_alpha_above_0": wrong_bg}
         if o.fg_path:
             fg = read_image(o.fg_path)
             if fg.shape != img.shape:
@@ -296,16 +317,26 @@ def _prepare_original(o: Original, cfg: dict, cache_dir: str) -> dict:
               "fg": fg.astype(np.float32), "info": np.array(json.dumps(info))}
     if trimap is not None:
         arrays["trimap"] = trimap.astype(np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix="." + o.name + ".", suffix=".npz", dir=cache_dir)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _write_atomic(path, lambda f: np.savez(f, **arrays))
     return info
+
+
+def _write_atomic(path, write):
+    """Create ``path`` through ``write(binary file)``, flushed to disk before it takes its name
+    (imageio.atomic_write with fsync): after a crash, even a power loss, a name the LMDB's commit
+    covers holds the whole file or is absent."""
+    def to_file(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+    atomic_write(path, to_file, suffix=".tmp", fsync=True)
+
+
+def _remove_temp_files(folder):
+    """Delete the hidden temporary files of writes a kill cut short (see _write_atomic)."""
+    if os.path.isdir(folder):
+        for entry in os.listdir(folder):
+            if entry.startswith(".") and os.path.isfile(os.path.join(folder, entry)):
+                os.unlink(os.path.join(folder, entry))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,61 +363,98 @@ def _init_worker(ctx, in_child=False):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _CTX.clear()
     _CTX.update(ctx)
-    _CTX["orig_cache"] = OrderedDict()
-    _CTX["rot_cache"] = OrderedDict()
-    from dmpn.backgrounds import BackgroundPool
-
-    _CTX["pool"] = BackgroundPool(ctx["bg_paths"], ctx["bg_source"])
+    _CTX["mapped"] = OrderedDict()
 
 
-def _rotated(name, rot):
-    """(fg, alpha, trimap uint8) of an original at rotation ``rot``; small LRU."""
-    rc = _CTX["rot_cache"]
-    if (name, rot) in rc:
-        rc.move_to_end((name, rot))
-        return rc[(name, rot)]
-    path = os.path.join(_CTX["cache_dir"], name + ".npz")
-    with np.load(path) as z:
+# Training items come in a seeded random order, so a small cache of rotated originals or decoded
+# backgrounds in each worker would miss nearly always (about 4x slower at paper scale). Instead
+# every (original, rotation) and every background used is made once, before the items, as a uint8
+# .npy in the cache folder (_prepare_rotations, _prepare_backgrounds), and items map these files.
+MAPPED_FILES = 128  # files each process keeps mapped (each mapping holds a file descriptor)
+
+
+def _rotation_path(name, rot):
+    return os.path.join(_CTX["arrays_dir"], f"{name}.r{rot}.npy")
+
+
+def _background_path(i):
+    return os.path.join(_CTX["arrays_dir"], f"bg{i:06d}.npy")
+
+
+def _mapped(path):
+    """The array of the .npy file ``path``, memory-mapped read only (the page cache holds one copy
+    for all workers); the last MAPPED_FILES files stay mapped."""
+    maps = _CTX["mapped"]
+    arr = maps.pop(path, None)
+    if arr is None:
+        arr = np.asarray(np.load(path, mmap_mode="r"))
+    maps[path] = arr
+    if len(maps) > MAPPED_FILES:
+        maps.popitem(last=False)
+    return arr
+
+
+def _prepare_rotations(name, rotations):
+    """Rotate an original's foreground and alpha (from its .npz) by each rotation angle and make
+    its trimap (the given one rotated, or one from the rotated alpha): uint8 foreground, alpha and
+    trimap, flattened one after the other into one .npy per rotation. Files already there (a
+    resumed run) are kept: they hold the same bytes."""
+    todo = [rot for rot in range(rotations) if not os.path.exists(_rotation_path(name, rot))]
+    if not todo:
+        return
+    with np.load(os.path.join(_CTX["cache_dir"], name + ".npz")) as z:
         fg = z["fg"].astype(np.float64)
         alpha = z["alpha"].astype(np.float64)
         trimap = z["trimap"] if "trimap" in z.files else None
-    angle = _CTX["angles"][rot]
-    fg_r, alpha_r, tri_r = compose.rotate_original(fg, alpha, trimap, angle)
-    alpha8 = compose.to_uint8(alpha_r)
-    fg8 = compose.to_uint8(fg_r)
-    if tri_r is None:
-        tri_r = compose.trimap_from_alpha(alpha8 / 255.0, _CTX["trimap_radius"])
-    val = (fg8, alpha8, tri_r)
-    rc[(name, rot)] = val
-    if len(rc) > 2 * len(_CTX["angles"]) + 2:
-        rc.popitem(last=False)
-    return val
+    for rot in todo:
+        fg_r, alpha_r, tri_r = compose.rotate_original(fg, alpha, trimap, _CTX["angles"][rot])
+        alpha8 = compose.to_uint8(alpha_r)
+        fg8 = compose.to_uint8(fg_r)
+        if tri_r is None:
+            tri_r = compose.trimap_from_alpha(alpha8 / 255.0, _CTX["trimap_radius"])
+        flat = np.concatenate([fg8.ravel(), alpha8.ravel(), tri_r.astype(np.uint8).ravel()])
+        _write_atomic(_rotation_path(name, rot), lambda f: np.save(f, flat))
+
+
+def _rotated(name, rot):
+    """(fg, alpha, trimap), uint8, of an original at rotation ``rot``: read-only views of its
+    file from _prepare_rotations."""
+    h, w = _CTX["size"]
+    flat = _mapped(_rotation_path(name, rot))
+    return (flat[:3 * h * w].reshape(h, w, 3), flat[3 * h * w:4 * h * w].reshape(h, w),
+            flat[4 * h * w:].reshape(h, w))
+
+
+def _prepare_backgrounds(pool, used, progress=None):
+    """Decode each background number in ``used`` to uint8 RGB (as BackgroundPool.image does) into
+    its .npy, where not already there."""
+    from dmpn.backgrounds import BackgroundPool
+
+    decoder = BackgroundPool(pool.paths, pool.source, cache_size=0)  # each is read once
+    todo = [i for i in used if not os.path.exists(_background_path(i))]
+    for i in (progress(todo) if progress and todo else todo):
+        image = decoder.image(i)
+        _write_atomic(_background_path(i), lambda f: np.save(f, image))
 
 
 def _write_png_fast(path, arr8):
-    """8-bit PNG, atomically (temp file + rename), zlib level 1: about 4x faster than the
-    default level for ~20 % larger files, which matters for 93K test composites."""
+    """8-bit PNG, atomically and flushed to disk (before the LMDB commit that covers it), zlib
+    level 1: about 4x faster than the default level for ~20 % larger files, which matters for
+    93K test composites."""
     from PIL import Image
 
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(arr8).save(tmp, format="PNG", compress_level=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_atomic(path, lambda f: Image.fromarray(arr8).save(f, format="PNG", compress_level=1))
 
 
 def _make_item(job):
     """job = (split_code, index, key, name, k, b, rot, bg_file) -> (key, datum bytes)."""
+    from dmpn.backgrounds import random_crop_resize
+
     split_code, index, key, name, k, b, rot, bg_file = job
     fg8, alpha8, tri8 = _rotated(name, rot)
     rng = np.random.default_rng([_CTX["seed"], split_code, index])
-    bg8 = _CTX["pool"].sample(bg_file, _CTX["size"], rng)
+    bg8 = random_crop_resize(_mapped(_background_path(bg_file)), _CTX["size"], rng)
     image8 = compose.composite_uint8(alpha8, fg8, bg8)
     if split_code == 1:
         root = os.path.join(_CTX["out"], "test")
@@ -413,7 +481,7 @@ def unknown_windows(trimap, crop):
 
 
 def _crop_check(name, split, crop, rotations):
-    """Where crops of an original's items (one trimap per rotation, as ``_rotated`` makes it)
+    """Where crops of an original's items (one trimap per rotation, as ``_rotated`` gives it)
     hold no known pixel: Caffe's Data layer takes a crop anywhere in TRAIN, the centre one,
     offset (H - crop) / 2, in TEST. None, or a dict for the manifest and the warning."""
     found = {}
@@ -432,6 +500,15 @@ def _crop_check(name, split, crop, rotations):
         return None
     h, w = tri.shape
     return {"split": split, "window": [min(crop, w), min(crop, h)], "rotations": found}
+
+
+def _contradiction_warning(o):
+    """One line naming a given trimap that marks pixels known where its alpha says otherwise."""
+    c = o.info["trimap_contradicts_alpha"]
+    fg, bg = c["foreground_with_alpha_below_1"], c["background_with_alpha_above_0"]
+    return (f"make_lmdb: warning: {o.trimap_path}: {fg:,} pixel{'s' * (fg != 1)} marked foreground "
+            f"(255) with alpha below 1 and {bg:,} marked background (0) with alpha above 0 in "
+            f"{o.alpha_path}; stored as given")
 
 
 def _crop_warning(o, r, angles):
@@ -475,6 +552,34 @@ def _plan_split(split_code, names, global_index, cfg, n_bg):
             for i, (name, k, b, r, bg_file) in enumerate(items)]
 
 
+def _name_max(path):
+    """Bytes a file name may have (NAME_MAX) on the file system of ``path`` or, where it does not
+    exist yet, of its nearest existing parent; 255 where the system does not say."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    try:
+        return int(os.pathconf(p, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _check_name_lengths(originals, cfg, out):
+    """Refuse, before anything is written, an original whose test PNGs' names (``<key>.png``
+    with the largest numbers these arguments give; its cache files' names are shorter) would pass
+    the output's NAME_MAX. Every original: another seed may hold any of them out."""
+    limit = _name_max(out)
+    n_items = len(originals) * cfg["bg_per_original"] * cfg["rotations"]
+    for o in originals:
+        key = item_key(max(n_items - 1, 0), o.name, cfg["bg_per_original"] - 1, cfg["rotations"] - 1)
+        longest = len(key + ".png")  # bytes: key-safe names are ASCII
+        if longest > limit:
+            raise BuildError(f"{o.image_path or o.source_name}: name too long: its test PNGs' names "
+                             f"(<index>_<name>_b<bg>_r<rot>.png) would take {longest} bytes, over "
+                             f"the file name limit of {limit} bytes at {out}; rename it to at most "
+                             f"{limit - (longest - len(o.name))} characters before the extension")
+
+
 def _forced_set(forced):
     """--forced-train names as they match original names: key-safe (a file stem works too),
     lower case."""
@@ -492,16 +597,40 @@ def choose_split(names, test_count, forced, seed):
     return train, test, forced_present
 
 
-def estimate_bytes(size, n_train, n_test, n_originals):
-    """Disk bytes the output will take (LMDB overflow pages, test PNGs upper bound, cache)."""
+def estimate_bytes(size, n_train, n_test, n_originals, rotations=1, background_bytes=0):
+    """Disk bytes the output will take (LMDB overflow pages, test PNGs upper bound, cache: each
+    original's .npz, its uint8 arrays per rotation, and ``background_bytes`` of decoded
+    backgrounds)."""
     h, w = size
     value = ITEM_CHANNELS * h * w + 40
     per_item = math.ceil((value + 16) / 4096) * 4096 + 128
     lmdb_bytes = (n_train + n_test) * per_item + 2 * 1024 * 1024
     png_bytes = n_test * int(4.2 * h * w + 3000)  # image + trimap + alpha, generous
-    cache_bytes = n_originals * (h * w * 7 * 4 + h * w + 1024)
+    cache_bytes = (n_originals * (h * w * 7 * 4 + h * w + 1024)
+                   + n_originals * rotations * (h * w * 5 + 4096) + background_bytes)
     return {"lmdb": lmdb_bytes, "png": png_bytes, "cache": cache_bytes,
             "total": lmdb_bytes + png_bytes + cache_bytes, "per_item": per_item}
+
+
+def _decoded_bytes(path, size):
+    """Disk bytes of a background decoded to uint8 RGB in the cache, from its header (the item
+    size where Pillow cannot tell)."""
+    h, w = size
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:
+        pass
+    return 3 * h * w + 4096
+
+
+def _has_content(path):
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
 
 
 def _du(path):
@@ -584,10 +713,13 @@ def build_parser():
     p.add_argument("--synthetic", type=positive_int, metavar="N", help="number of synthetic originals "
                    "when --originals is not given (paper preset 81, demo 12)")
     p.add_argument("--trimap-dir", metavar="NAME", help="name of the trimap subfolder of "
-                   "--originals (default 'trimap'; e.g. 'trimap1' for alphamatting data). Where no "
-                   "trimap folder exists, trimaps are made from the rotated alpha by erosion "
-                   "(see --trimap-radius) by a fixed erosion (Deep Image Matting dilates by a random "
-                   "amount; the paper used hand-drawn low-resolution trimaps)")
+                   "--originals (default 'trimap'; e.g. 'trimap1' for alphamatting data); its "
+                   "trimaps are resized and rotated with the alpha, and one that marks pixels "
+                   "foreground where the alpha is below 1 or background where it is above 0 is "
+                   "stored as given, with a warning. Where no trimap folder exists, each trimap is "
+                   "made from the rotated alpha by a fixed erosion of radius --trimap-radius (Deep "
+                   "Image Matting dilates by a random amount; the paper used hand-drawn "
+                   "low-resolution trimaps)")
     p.add_argument("--trimap-radius", type=positive_int, metavar="PX", help="erosion radius for "
                    "trimaps made from alpha (default 1.5%% of the shorter side: 9 px at 600x800)")
     p.add_argument("--backgrounds", metavar="DIR", help="folder of background images (paper: 1000, "
@@ -603,7 +735,10 @@ def build_parser():
                    help="largest rotation angle, 0 to 90 degrees (default 15): angles 0, +a, -a, "
                    "+2a, ... up to this")
     p.add_argument("--size", type=dims(2, minimum=16), metavar="HxW", help="stored size of every item "
-                   "(paper: 600x800; demo: 192x192)")
+                   "(paper: 600x800; demo: 192x192). Originals are resized to it whatever their "
+                   "aspect ratio, as the paper's 'resized to 600 x 800' says, not cropped or "
+                   "padded: at 600x800 an 800 x 640 (H x W) portrait comes out 1.67x wider for its "
+                   "height")
     p.add_argument("--test-originals", type=positive_int, metavar="N", help="originals held out for "
                    "testing, with all their composites (paper: 31 of 81; demo: 4 of 12). The split "
                    "is by original, reproducible from --seed")
@@ -704,6 +839,7 @@ def build(args) -> dict:
                    f"{preset['of_originals']}{', scaled' if scaled else ''})")
     cfg["test_originals"] = test_count
     train, test, forced_present = choose_split(names, test_count, cfg["forced_train"], cfg["seed"])
+    _check_name_lengths(originals, cfg, out)
 
     from dmpn.backgrounds import default_backgrounds, folder_backgrounds
 
@@ -750,7 +886,9 @@ def build(args) -> dict:
         check_writable(out)
     except OSError as e:
         raise BuildError(f"--out {error_text(e)}", EXIT_INPUT) from None
-    est = estimate_bytes(cfg["size"], n_train, n_test, n)
+    used_bg = sorted({job[7] for split in SPLITS for job in jobs_all[split]})
+    est = estimate_bytes(cfg["size"], n_train, n_test, n, cfg["rotations"],
+                         sum(_decoded_bytes(pool.paths[i], cfg["size"]) for i in used_bg))
     used = _du(out) if existing else 0
     need = max(est["total"] - used, 0)
     free = _free_bytes(out)
@@ -782,23 +920,31 @@ def build(args) -> dict:
         write_text(args_path, json.dumps({"fingerprint": fingerprint, "config": cfg},
                                                  indent=1, sort_keys=True))
     cache_dir = os.path.join(out, ".cache")
-    os.makedirs(cache_dir, exist_ok=True)
+    # the items' uint8 arrays, in a folder named by the arguments: never taken for other ones
+    arrays_dir = os.path.join(cache_dir, "uint8-" + fingerprint[:16])
+    os.makedirs(arrays_dir, exist_ok=True)
+    for folder in (cache_dir, arrays_dir):
+        _remove_temp_files(folder)
+    for o in originals:  # before the progress bar
+        if "trimap_contradicts_alpha" in o.info:
+            print(_contradiction_warning(o), file=sys.stderr, flush=True)
     infos = {}
     t0 = time.time()
+    from tqdm import tqdm
+
     needs_fg = args.originals and any(o.fg_path is None for o in originals)
     it = originals
     if needs_fg or n > 40:
-        from tqdm import tqdm
-
         it = tqdm(originals, desc="originals", unit="orig", dynamic_ncols=True)
     ctx = {"seed": cfg["seed"], "size": tuple(cfg["size"]), "angles": cfg["angles"],
-           "trimap_radius": cfg["trimap_radius"], "cache_dir": cache_dir, "out": out,
-           "bg_paths": pool.paths, "bg_source": pool.source}
-    _init_worker(ctx)  # the crop check makes the items' trimaps as the workers do
+           "trimap_radius": cfg["trimap_radius"], "cache_dir": cache_dir,
+           "arrays_dir": arrays_dir, "out": out}
+    _init_worker(ctx)  # the main process prepares the arrays the workers read
     test_set = set(test)
     crop_found = {}
     for o in it:
-        infos[o.name] = _prepare_original(o, cfg, cache_dir)
+        infos[o.name] = {**_prepare_original(o, cfg, cache_dir), **o.info}
+        _prepare_rotations(o.name, cfg["rotations"])
         if args.check_crop:
             r = _crop_check(o.name, "test" if o.name in test_set else "train", args.check_crop,
                             cfg["rotations"])
@@ -807,6 +953,8 @@ def build(args) -> dict:
     for o in originals:  # after the progress bar
         if o.name in crop_found:
             print(_crop_warning(o, crop_found[o.name], cfg["angles"]), file=sys.stderr, flush=True)
+    _prepare_backgrounds(pool, used_bg, None if len(used_bg) <= 50 else
+                         lambda todo: tqdm(todo, desc="backgrounds", unit="image", dynamic_ncols=True))
     counts, rates = {}, {}
     for split in SPLITS:
         counts[split], rates[split] = _write_split(out, split, jobs_all[split], ctx, est, args)
@@ -906,18 +1054,13 @@ def _write_split(out, split, jobs, ctx, est, args):
                              "what these arguments produce; delete the folder and rerun",
                              EXIT_ERROR)
         if split == "test":
-            # temporary files of PNG writes cut short by a kill
-            for sub in ("image", "trimap", "alpha"):
-                folder = os.path.join(out, "test", sub)
-                if os.path.isdir(folder):
-                    for entry in os.listdir(folder):
-                        if entry.startswith("."):
-                            os.unlink(os.path.join(folder, entry))
-            # committed test items whose PNGs are missing (e.g. deleted): write them again
+            for sub in ("image", "trimap", "alpha"):  # PNG writes cut short by a kill
+                _remove_temp_files(os.path.join(out, "test", sub))
+            # committed test items whose PNGs are missing (e.g. deleted) or empty (a power loss
+            # before this version flushed them): write them again
             missing = [j for j in jobs[:done]
-                       if not os.path.exists(os.path.join(out, "test", "image", j[2] + ".png"))
-                       or not os.path.exists(os.path.join(out, "test", "alpha", j[2] + ".png"))
-                       or not os.path.exists(os.path.join(out, "test", "trimap", j[2] + ".png"))]
+                       if not all(_has_content(os.path.join(out, "test", sub, j[2] + ".png"))
+                                  for sub in ("image", "alpha", "trimap"))]
             if missing:
                 _init_worker(ctx)
                 for j in missing:

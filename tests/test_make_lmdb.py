@@ -245,11 +245,13 @@ def test_resume_after_kill_gives_identical_database(tiny_build, tmp_path):
     n_train = sum(1 for _ in lb.read_lmdb(str(out / "train_lmdb"), True))
     assert n_train == 24  # the second run finished training and was killed in test
     n_test = sum(1 for _ in lb.read_lmdb(str(out / "test_lmdb"), True))
-    assert 0 < n_test < 12
-    # a committed test item's PNGs deleted meanwhile: the resumed run writes them again
-    committed = sorted((out / "test" / "image").glob("*.png"))[0]
+    assert 1 < n_test < 12
+    # a committed test item's PNGs deleted meanwhile, another's left empty (as a power loss could
+    # before PNGs were flushed): the resumed run writes them again
+    committed = sorted((out / "test" / "image").glob("*.png"))[:2]
     for sub in ("image", "alpha"):
-        (out / "test" / sub / committed.name).unlink()
+        (out / "test" / sub / committed[0].name).unlink()
+    (out / "test" / "trimap" / committed[1].name).write_bytes(b"")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "resuming after" in r.stdout
@@ -275,9 +277,14 @@ def test_disk_check(tmp_path, monkeypatch, capsys):
     assert "--bg-per-original" not in err  # not even one background fits: 0 is no valid value
     assert "--size" in err and "1.3 TB" in err
     assert not (tmp_path / "o").exists()
-    # where fewer backgrounds fit, the suggestion is a valid count
+    # where fewer backgrounds fit, the suggestion is a valid count (small backgrounds: the
+    # decoded ones in the cache count too, about 20 MB for scikit-image's)
+    bg = tmp_path / "bg"
+    for i in range(3):
+        write_png(bg / f"b{i}.png", np.random.default_rng(i).random((30, 50, 3)))
     monkeypatch.setenv("DMPN_MAKE_LMDB_FREE_BYTES", str(3 * 1000 * 1000 + 64 * 1024 * 1024))
-    rc, err = _run(["--out", tmp_path / "o", *TINY, "--bg-per-original", "40"], capsys)
+    rc, err = _run(["--out", tmp_path / "o", *TINY, "--bg-per-original", "40", "--backgrounds", bg],
+                   capsys)
     m = re.search(r"--bg-per-original (\d+) would fit", err)
     assert rc == 3 and m and 1 <= int(m.group(1)) < 40, err
     assert not (tmp_path / "o").exists()
@@ -491,7 +498,7 @@ def test_given_backgrounds_and_derived_trimaps(tmp_path):
 
 
 @pytest.mark.skipif(not (REAL / "alpha").is_dir(), reason="shared alphamatting data not present")
-def test_real_alphamatting_subset(tmp_path):
+def test_real_alphamatting_subset(tmp_path, capsys):
     f = tmp_path / "am"
     for sub in ("image", "alpha", "trimap1"):
         (f / sub).mkdir(parents=True)
@@ -505,6 +512,13 @@ def test_real_alphamatting_subset(tmp_path):
     assert m["counts"] == {"originals": 3, "train": 4, "test": 2}
     for info in m["originals"]["per_original"].values():
         assert "trimap1" in info["trimap"] and "pymatting" in info["foreground"]
+    # GT27's trimap1 marks pixels foreground where its alpha is below 1 and background where it
+    # is above 0: stored as given, one warning line
+    warn = [ln for ln in capsys.readouterr().err.splitlines() if "alpha below 1" in ln]
+    assert len(warn) == 1 and str(f / "trimap1" / "GT27.png") in warn[0], warn
+    assert "58,885 pixels marked foreground" in warn[0] and "15,834 marked background" in warn[0]
+    assert m["originals"]["per_original"]["GT27"]["trimap_contradicts_alpha"] == {
+        "foreground_with_alpha_below_1": 58885, "background_with_alpha_above_0": 15834}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,3 +681,118 @@ def test_check_crop_must_be_a_whole_number(value, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--check-crop" in err and value in err, err
     assert lb.build_parser().parse_args(["--out", "o"]).check_crop == 160
+
+
+def test_trimap_contradicting_alpha_warns(tmp_path):
+    """A given trimap marking pixels foreground where the alpha is below 1, or background where
+    it is above 0, is stored as given, with one warning line naming it and both counts."""
+    f = _originals(tmp_path)
+    p, a = _first(f, "trimap"), read_alpha(_first(f, "alpha"))
+    tri = read_trimap(p)
+    assert not ((tri == 255) & (a < 1)).any() and not ((tri == 0) & (a > 0)).any()
+    for value, where, count in ((255, a == 0, 7), (0, a == 1, 5)):
+        ys, xs = np.nonzero(where)
+        tri[ys[:count], xs[:count]] = value
+    write_png(p, tri)
+    rc, _, err = _tool(["--out", tmp_path / "out", "--originals", f, "--size", "32x32",
+                        "--bg-per-original", "1", "--rotations", "1", "--test-originals", "1",
+                        "--workers", "1", "--check-crop", "0"])
+    assert rc == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("make_lmdb: warning:")]
+    assert warn == [f"make_lmdb: warning: {p}: 7 pixels marked foreground (255) with alpha below 1 "
+                    f"and 5 marked background (0) with alpha above 0 in {_first(f, 'alpha')}; "
+                    "stored as given"], err
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    counts = {k: v.get("trimap_contradicts_alpha") for k, v in m["originals"]["per_original"].items()}
+    assert sorted(counts.values(), key=str) == [
+        None, None, {"foreground_with_alpha_below_1": 7, "background_with_alpha_above_0": 5}]
+
+
+def _long_named_originals(tmp_path, length):
+    """Three originals, the first renamed to a stem of ``length`` characters; (folder, its image
+    file, its key-safe name, the other names)."""
+    f = tmp_path / f"orig{length}"
+    names = write_originals(f, 3, (32, 40), seed=1)
+    stem = (names[0] + "-" + "x" * length)[:length]
+    for sub in ("image", "alpha", "trimap", "fg"):
+        (f / sub / f"{names[0]}.png").rename(f / sub / f"{stem}.png")
+    return f, f / "image" / f"{stem}.png", lb._safe_name(stem), [lb._safe_name(n) for n in names[1:]]
+
+
+def test_long_original_names(tmp_path, capsys):
+    """Test PNGs are named <index:08d>_<name>_b<bg:04d>_r<rot>.png, 22 bytes more than the name
+    here: the longest name that fits the output's NAME_MAX builds end to end (temporary files too),
+    one character more is refused before anything is written (it failed after the whole training
+    LMDB was written)."""
+    limit = lb._name_max(tmp_path)
+    longest = limit - 22
+    args = ["--size", "32x32", "--bg-per-original", "1", "--rotations", "1", "--test-originals",
+            "1", "--workers", "1"]
+    f, image, _, others = _long_named_originals(tmp_path, longest + 1)
+    out = tmp_path / "refused"
+    rc, err = _run(["--out", out, "--originals", f, *args, "--forced-train", ",".join(others)], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(image) in err and f"limit of {limit} bytes" in err and f"at most {longest} " in err, err
+    assert not out.exists()
+    for length in (200, longest):  # held out for testing: its test PNGs are written
+        f, _, name, others = _long_named_originals(tmp_path, length)
+        out = tmp_path / f"ok{length}"
+        rc, err = _run(["--out", out, "--originals", f, *args, "--forced-train", ",".join(others)],
+                       capsys)
+        assert rc == 0, err
+        key = lb.item_key(0, name, 0, 0)
+        assert json.loads((out / "manifest.json").read_text())["split"]["test"] == [name]
+        for sub in ("image", "trimap", "alpha"):
+            assert [p.name for p in (out / "test" / sub).iterdir()] == [key + ".png"]
+        assert [k for k, _ in _db(out / "test_lmdb")] == [key]
+
+
+def test_rotations_and_backgrounds_made_once(tmp_path, monkeypatch):
+    """Training items come in a shuffled order: each (original, rotation) is rotated, and each
+    background decoded, once per build, not again wherever a small cache would have missed."""
+    from dmpn import backgrounds
+
+    calls = {"rotate": 0, "read": 0}
+    rotate, read = lb.compose.rotate_original, backgrounds.read_image
+
+    def counted_rotate(*a):
+        calls["rotate"] += 1
+        return rotate(*a)
+
+    def counted_read(path):
+        calls["read"] += 1
+        return read(path)
+
+    monkeypatch.setattr(lb.compose, "rotate_original", counted_rotate)
+    monkeypatch.setattr(backgrounds, "read_image", counted_read)
+    bg = tmp_path / "bg"
+    for i in range(60):  # more than a worker's in-memory cache held (48)
+        write_png(bg / f"b{i:02d}.png", np.random.default_rng(i).random((12, 16, 3)))
+    rc = lb.main(["--out", str(tmp_path / "o"), *TINY, "--bg-per-original", "20", "--backgrounds",
+                  str(bg), "--workers", "1"])
+    assert rc == 0
+    assert calls["rotate"] == 6 * 2  # originals x rotations, for 240 items
+    assert calls["read"] == 60 + 60  # checked before the build, decoded into the cache
+
+
+def test_files_flushed_before_rename(tmp_path, monkeypatch):
+    """Test PNGs (and cache files) reach the disk before their names do: after a power loss a
+    PNG of a committed item is whole or missing (and then written again), never empty."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd):
+        events.append(("fsync", None))
+        fsync(fd)
+
+    def logged_replace(src, dst):
+        events.append(("replace", str(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    assert lb.main(["--out", str(tmp_path / "o"), *TINY, "--workers", "1"]) == 0
+    renamed = [i for i, (what, dst) in enumerate(events)
+               if what == "replace" and dst.endswith((".png", ".npy", ".npz"))]
+    assert sum(events[i][1].endswith(".png") for i in renamed) == 12 * 3
+    assert all(events[i - 1][0] == "fsync" for i in renamed)
