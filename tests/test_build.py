@@ -433,3 +433,35 @@ def test_each_tool_runs_its_own_clones_code(tmp_path):
                              capture_output=True, text=True, cwd=tmp_path)
         assert res.returncode == 0 and "CLONE-MARKER" in res.stderr, (name, res.stderr[-500:])
         path.write_text(source)
+
+
+def test_run_tests_passes_pytest_arguments_through(tmp_path):
+    """The README's test command: no test named runs tests/; a test file named relative to the
+    caller's folder is found from another folder; an option's value that is a path (--basetemp)
+    never replaces the tests. Run on a copy with set-up and Python stubbed to print what pytest
+    would get."""
+    repo = tmp_path / "repo"
+    (repo / "tools").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_x.py").write_text("")
+    shutil.copy(os.path.join(ROOT, "tools", "run_tests.sh"), repo / "tools")
+    (repo / "tools" / "setup.sh").write_text("")
+    venv_bin = repo / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").write_text('#!/bin/sh\necho "$PWD"; printf "%s\\n" "$@"\n')
+    (venv_bin / "python").chmod(0o755)
+
+    def pytest_args(cwd, *args):
+        p = subprocess.run(["bash", str(repo / "tools" / "run_tests.sh"), *args], cwd=cwd,
+                           capture_output=True, text=True, check=True)
+        lines = p.stdout.splitlines()
+        assert lines[0] == str(repo)
+        return lines[1:]
+
+    head = ["-m", "pytest", "-o", "testpaths=tests", "-ra"]
+    assert pytest_args(repo) == head
+    assert pytest_args(repo, "--basetemp", str(tmp_path), "-k", "tests") == \
+        head + ["--basetemp", str(tmp_path), "-k", "tests"]
+    assert pytest_args(repo / "tests", "test_x.py::test_a", "-x") == \
+        head + [str(repo / "tests" / "test_x.py::test_a"), "-x"]
+    assert pytest_args(repo, "tests/test_x.py") == head + ["tests/test_x.py"]
