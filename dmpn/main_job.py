@@ -8,15 +8,16 @@ Everything goes to one results folder:
     net/                  train_val, deploy and solver prototxts, init_edge.caffemodel (the
                           edge-aware start), snapshots, train.log, bn_recomputed_iter_N.caffemodel
                           (the last snapshot with its BatchNorm statistics recomputed: scored)
-    mattes/METHOD/*.png   every method's mattes on the held-out composites
+    mattes/METHOD/*.png   every method's mattes on the held-out composites (with the record
+                          .predictions.json, by which a rerun reuses them)
     metrics.json, metrics.md   SAD / MSE / Grad / Conn per method (tools/evaluate.py; the json
                           names the weights scored)
     figures/              sad.png, mse.png (bar charts), qualitative.png (image / trimap /
                           ours / baselines / truth)
     loss_curve.png        training loss
 
-The results of a scoring (summary.md, the metrics, figures/, loss_curve.png) are written to
-.scoring/ first and moved here together: an interrupted scoring leaves the last complete set.
+The results of a scoring (summary.md, the metrics, figures/, loss_curve.png, mattes/) are written
+to .scoring/ first and moved here together: an interrupted scoring leaves the last complete set.
 
 Run again with the same arguments, it resumes: the dataset is reused, training continues from
 the last snapshot until the iteration target is reached. net/trained_on.json records the
@@ -218,8 +219,29 @@ def relink_moved_snapshot(state_path):
     atomic_write(state_path, write)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt (on_sigterm) so that the job stops as on Ctrl-C: Caffe
+    is told to snapshot and stop, and the same one-line message says what was kept."""
+
+
+# The exit status after a SIGTERM (128 + 15, as a shell reports it); Ctrl-C's is INTERRUPTED.
+TERMINATED = 143
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
+
+
+# Caffe's first line once its SIGINT handler is in place (caffe.cpp installs it before it sets the
+# solver up): a SIGINT before it would kill Caffe with no snapshot, so the time limit starts here.
+SOLVING = re.compile(r"\] Solving ")
+
+
 def train(netdir, max_iter, minutes, weights=None):
-    """Stock `caffe train`, stopped with SIGINT (Caffe snapshots, then exits) at the time limit."""
+    """Stock `caffe train`, stopped with SIGINT (Caffe snapshots, then exits) at the time limit,
+    counted from the start of solving. An interrupt of the job (Ctrl-C, or a SIGINT or SIGTERM to
+    this process alone) is passed on to Caffe as SIGINT, and its lines up to its exit (the
+    snapshot) still go to train.log, before the interrupt goes on."""
     state, done = latest_snapshot(netdir, "solverstate")
     if done >= max_iter:
         say(f"training already complete ({done} iterations)")
@@ -238,27 +260,84 @@ def train(netdir, max_iter, minutes, weights=None):
         f"{' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}")
     log = open(os.path.join(netdir, "train.log"), "a", buffering=1)  # line by line: a kill
     # must not lose the iterations the screen showed (a gap in the curve)
-    env = dict(os.environ, GLOG_logtostderr="1")
+    # (INFO lines on: the time limit starts at the "Solving" line, the progress is read from them)
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=log, text=True, env=env)
     # (threading's longest wait: a larger --minutes had failed in the timer's thread, leaving
     # training with no time limit at all)
     timer = threading.Timer(min(minutes * 60, threading.TIMEOUT_MAX),
                             lambda: p.send_signal(signal.SIGINT))
-    timer.start()
     t0 = time.time()
     try:
-        for line in p.stderr:
-            log.write(line)
-            m = train_log.TRAIN_LOSS.search(line)
-            if m:
-                say(f"iteration {m.group(1)}/{max_iter}  loss {float(m.group(2)):.4f}  "
-                    f"({time.time() - t0:.0f} s)")
+        try:
+            for line in p.stderr:
+                log.write(line)
+                if timer.ident is None and SOLVING.search(line):  # not started yet
+                    timer.start()
+                    t0 = time.time()
+                m = train_log.TRAIN_LOSS.search(line)
+                if m:
+                    say(f"iteration {m.group(1)}/{max_iter}  loss {float(m.group(2)):.4f}  "
+                        f"({time.time() - t0:.0f} s)")
+        except KeyboardInterrupt:  # Terminated too
+            stop_caffe(p, log)
+            raise
     finally:
         timer.cancel()
         rc = p.wait()
         log.close()
     if rc != 0:
         raise SystemExit(f"caffe train failed (exit {rc}); see {os.path.join(netdir, 'train.log')}")
+
+
+def stop_caffe(p, log):
+    """After an interrupt of the job: SIGINT to Caffe (which may not have had one: a signal to
+    this process alone), whose lines up to its exit (the snapshot) go on into ``log``. Further
+    interrupts meanwhile are passed on too; Caffe stops at the end of its current iteration."""
+    say("interrupted: caffe train is saving a snapshot and stopping")
+    while True:
+        try:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+            for line in p.stderr:
+                log.write(line)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+# net/TRAINING_ENDED: written when a run's training has ended (time limit or max_iter reached),
+# naming the snapshot it ended at; removed once that run's scoring is published. A rerun that
+# finds it (its scoring was interrupted) scores that snapshot without training another --minutes.
+TRAINING_ENDED = "training_ended.json"
+
+
+def record_training_ended(netdir, minutes, max_iter):
+    from dmpn.imageio import write_json
+    _, it = latest_snapshot(netdir, "caffemodel")
+    write_json(os.path.join(netdir, TRAINING_ENDED), {"iteration": it, "minutes": minutes, "max_iter": max_iter})
+
+
+def training_ended(netdir, minutes, max_iter):
+    """Whether an earlier run's training ended at the last snapshot and its scoring did not
+    finish (net/TRAINING_ENDED), with a --minutes and max_iter no larger than that run's: then
+    this run scores that snapshot. A larger one trains on (another --minutes) first."""
+    path = os.path.join(netdir, TRAINING_ENDED)
+    try:
+        with open(path) as f:
+            ended = json.load(f)
+        it, old_minutes, old_max_iter = int(ended["iteration"]), float(ended["minutes"]), int(ended["max_iter"])
+    except (OSError, ValueError, TypeError, KeyError):  # none (or unreadable): train
+        return False
+    if latest_snapshot(netdir, "caffemodel")[1] != it:  # snapshots since: that record is stale
+        return False
+    if minutes > old_minutes or max_iter > old_max_iter:
+        say(f"the last run's training ended at iteration {it} ({old_minutes:g} minutes, max_iter "
+            f"{old_max_iter}) before its scoring finished; a larger --minutes or --epochs: training on")
+        return False
+    say(f"the last run's training ended at iteration {it} before its scoring finished: scoring "
+        "that snapshot (a larger --minutes or --epochs would train on first)")
+    return True
 
 
 def plot_losses(netdir, path):
@@ -313,16 +392,48 @@ def recompute_bn(netdir, seed):
 STAGE = ".scoring"
 RESULTS = ("loss_curve.png", "metrics.json", "metrics.md", "summary.md")
 FIGURES = "figures"
+MATTES = "mattes"
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def prepare_stage(out, stage):
+    """The staging folder, emptied of what an interrupted scoring left there but its mattes/
+    (tools/evaluate.py reuses the PNGs its .predictions.json records); without those, mattes/
+    starts as hard links to the published one's files, reused likewise (evaluate.py replaces a
+    PNG or its record by a rename, never in place, so the published files stay as they are)."""
+    os.makedirs(stage, exist_ok=True)
+    for name in os.listdir(stage):
+        if name != MATTES:
+            path = os.path.join(stage, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    staged, published = os.path.join(stage, MATTES), os.path.join(out, MATTES)
+    if not os.path.isdir(staged) and os.path.isdir(published):
+        shutil.copytree(published, staged + ".part", copy_function=_link_or_copy)
+        os.replace(staged + ".part", staged)
 
 
 def publish(out, stage):
-    """Move the staged results into ``out`` (each file by a rename; the figures folder replaced)."""
+    """Move the staged results into ``out`` (each file by a rename; the figures and mattes
+    folders replaced: a crash between leaves the new mattes in the stage, reused by a rerun)."""
     for name in RESULTS:
         os.replace(os.path.join(stage, name), os.path.join(out, name))
-    old = os.path.join(out, FIGURES)
-    if os.path.isdir(old):
-        shutil.rmtree(old)
-    os.replace(os.path.join(stage, FIGURES), old)
+    for folder in (FIGURES, MATTES):
+        new, old = os.path.join(stage, folder), os.path.join(out, folder)
+        if not os.path.isdir(new):
+            continue
+        if os.path.isdir(old):
+            os.replace(old, new + ".old")
+        os.replace(new, old)
+        shutil.rmtree(new + ".old", ignore_errors=True)
     os.rmdir(stage)
 
 
@@ -377,16 +488,25 @@ def check_arguments(a):
     if not a.out.strip():
         raise InputError("--out is empty: give the results folder")
     if a.originals is not None:
-        wants = "(--originals wants the folder holding image/, alpha/ and trimap/)"
+        wants = "(--originals wants the folder holding image/ and alpha/, and trimap/ or trimap1/ if any)"
         if not os.path.exists(a.originals):
             raise InputError(f"{a.originals}: no such folder (--originals)")
         if not os.path.isdir(a.originals):
             raise InputError(f"{a.originals}: not a folder {wants}")
-        images = os.path.join(a.originals, "image")
-        if not os.path.isdir(images):
-            raise InputError(f"{a.originals}: no image/ folder in it {wants}")
-        if not any(not name.startswith(".") for name in os.listdir(images)):
-            raise InputError(f"{images}: no images in it (--originals)")
+        # As tools/make_lmdb.py reads them (dmpn.lmdb_builder.scan_originals): image/ and alpha/
+        # needed; the trimaps optional (made from the alphas), but a trimap folder given must
+        # hold them (build_data passes trimap1/ where there is no trimap/).
+        needed = ["image", "alpha"]
+        for trimaps in ("trimap", "trimap1"):
+            if os.path.isdir(os.path.join(a.originals, trimaps)):
+                needed.append(trimaps)
+                break
+        for sub in needed:
+            folder = os.path.join(a.originals, sub)
+            if not os.path.isdir(folder):
+                raise InputError(f"{a.originals}: no {sub}/ folder in it {wants}")
+            if not any(not name.startswith(".") for name in os.listdir(folder)):
+                raise InputError(f"{folder}: no images in it (--originals)")
     check_writable(a.out)
 
 
@@ -396,7 +516,8 @@ STEPS = {
     "train": ("training", "the dataset and the snapshots so far (caffe train snapshots when stopped; "
                           "training resumes from the last)"),
     "score": ("scoring", "the dataset, the trained snapshots and the results of the last "
-                         "complete scoring, if any (the scoring is redone)"),
+                         "complete scoring, if any (the same command scores the same snapshot "
+                         "again, without training)"),
 }
 
 
@@ -427,23 +548,24 @@ def run(a):
         check_data(data, cfg.crop)
         say(f"{n_train} training composites, crops {cfg.crop}x{cfg.crop}, batch {cfg.batch}")
         step = "train"
-        train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))
+        if not training_ended(netdir, a.minutes, max_iter):
+            train(netdir, max_iter, a.minutes, initial_weights(netdir, a.init, a.seed))
+            record_training_ended(netdir, a.minutes, max_iter)
         step = "score"
         stage = os.path.join(a.out, STAGE)
-        shutil.rmtree(stage, ignore_errors=True)  # what an interrupted scoring left there
-        os.makedirs(stage)
+        prepare_stage(a.out, stage)
         pts = plot_losses(netdir, os.path.join(stage, "loss_curve.png")).train_loss
         weights = recompute_bn(netdir, a.seed)
-        metrics = evaluate(stage, data, netdir, weights, os.path.join(a.out, "mattes"))
-    except KeyboardInterrupt:
+        metrics = evaluate(stage, data, netdir, weights, os.path.join(stage, MATTES))
+    except KeyboardInterrupt as stop:  # Terminated (SIGTERM) too, which keeps its class
         doing, kept = STEPS[step]
-        raise KeyboardInterrupt(f"interrupted while {doing}; kept in {a.out}: {kept}; run the same command "
-                                "again to go on") from None
+        raise type(stop)(f"interrupted while {doing}; kept in {a.out}: {kept}; run the same command "
+                         "again to go on") from None
     table, beat, ours = verdict(metrics)
     summary = ["# DeepMattePropNet main job", "",
                f"data: {os.path.relpath(data, a.out)} ({n_train} training composites), "
                f"weights: {os.path.relpath(weights, a.out)} (the last snapshot, BatchNorm statistics "
-               f"recomputed), {len(pts) and pts[-1][0]} iterations logged, "
+               f"recomputed), last logged iteration {pts[-1][0] if pts else 0}, "
                f"{(time.time() - t0) / 60:.1f} minutes", "", table, "",
                "SAD, Grad, Conn / 1000; MSE x 1000; known trimap pixels set to 0 / 1 before scoring.", ""]
     if beat is not None:
@@ -451,8 +573,14 @@ def run(a):
                        "propagation on both SAD and MSE; closed-form matting (cf) is the bar to reach next.")
     write_text(os.path.join(stage, "summary.md"), "\n".join(summary) + "\n")
     publish(a.out, stage)
+    try:  # this run's scoring is done: a rerun trains on
+        os.remove(os.path.join(netdir, TRAINING_ENDED))
+    except FileNotFoundError:
+        pass
     print("\n".join(summary))
-    say(f"done in {(time.time() - t0) / 60:.1f} minutes; results in {a.out}")
+    # (evaluate.py named the staged files: these are where they are now)
+    say(f"done in {(time.time() - t0) / 60:.1f} minutes; results in {a.out}: "
+        f"{', '.join(RESULTS)}, {FIGURES}/, {MATTES}/")
     return 0
 
 
@@ -482,7 +610,12 @@ def main(argv=None):
         raise
     if a.check_arguments:
         return run_tool("main_job", lambda: check_arguments(a))
-    return run_tool("main_job", lambda: run(a), USER_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))
+    old_term = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return run_tool("main_job", lambda: run(a),
+                        USER_ERRORS + ((Terminated, TERMINATED), (KeyboardInterrupt, INTERRUPTED)))
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

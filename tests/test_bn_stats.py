@@ -296,3 +296,15 @@ def test_ctrl_c_says_what_was_kept_in_one_line(tmp_path, training):
                     "command again to recompute the statistics"], res.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["train_lmdb", "train_val.prototxt",
                                                                   "deploy.prototxt", "w.caffemodel"])
+
+
+def test_the_output_is_not_an_input(tmp_path, training):
+    """--out equal to --weights (by any spelling) would silently replace the training snapshot
+    the statistics are recomputed for: refused, and the snapshot left as it was."""
+    train, weights, _ = training
+    before = weights.read_bytes()
+    for out, option in ((weights, "--weights"), (weights.parent / "." / weights.name, "--weights"), (train, "--net")):
+        res = run_tool("--net", str(train), "--weights", str(weights), "--out", str(out), "--batches", "1")
+        refused(res, f"recompute_bn: error: {out}: the output is the input {option}")
+        assert "Creating layer" not in res.stderr
+    assert weights.read_bytes() == before

@@ -242,7 +242,7 @@ def test_usage_names_the_command_not_python_c():
     assert res.returncode == 0 and res.stdout.startswith("usage: tools/main_job.sh [-h]"), res.stderr[-2000:]
     assert "-c:" not in res.stdout + res.stderr
     script = (ROOT / "tools" / "main_job.sh").read_text()
-    assert "python\" -c" not in script and "-m dmpn.main_job" in script
+    assert 'runpy.run_module("dmpn.main_job", run_name="__main__", alter_sys=True)' in script
 
 
 def test_main_job_sh_answers_help_and_bad_arguments_before_its_set_up(tmp_path):
@@ -269,12 +269,13 @@ def test_main_job_sh_answers_help_and_bad_arguments_before_its_set_up(tmp_path):
 
 
 def test_main_job_sh_goes_on_when_its_early_check_cannot_run(tmp_path):
-    """A python3 that cannot run the early check (here: it fails on anything but the version
-    probe, as one that cannot import dmpn would) does not stop the job: the job checks the
+    """A python3 that cannot run the early check (here: it fails on the job, as one that cannot
+    import dmpn would) does not stop the job: the job checks the
     arguments itself after the set-up."""
     import os
     broken = tmp_path / "python3"
-    broken.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\necho "no dmpn here" >&2\nexit 1\n')
+    broken.write_text('#!/bin/sh\ncase "$2" in *dmpn.main_job*) echo "no dmpn here" >&2; exit 1;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
     broken.chmod(0o755)
     res = subprocess.run(["bash", str(ROOT / "tools" / "main_job.sh"), "--minutes", "-1"], capture_output=True,
                          text=True, env=dict(os.environ, PYTHON=str(broken)), timeout=900)
@@ -312,3 +313,201 @@ def test_lmdbs_are_checked_before_caffe_train(tmp_path):
     res = job("--out", str(out), "--minutes", "0.05", code=fake)
     refused(res, f"main_job: error: {data / 'train_lmdb'}: the LMDB is empty")
     assert not (out / "net" / "train.log").exists()
+
+
+# A stand-in for `caffe train` (tests of the job's handling of it, in seconds): FAKE_SETUP seconds
+# with the default SIGINT action (as Caffe before its handler is in), then a SIGINT handler, the
+# "Solving" line and an iteration line every 0.05 s; on SIGINT it writes many lines (more than a
+# pipe holds) and "Snapshotting ...", makes snap_iter_N.caffemodel and exits 0.
+FAKE_CAFFE = r'''
+import os, signal, sys, time
+netdir = os.path.dirname(sys.argv[sys.argv.index("-solver") + 1])
+time.sleep(float(os.environ.get("FAKE_SETUP", "0")))
+stop = []
+signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+print("I1128 11:14:01.036492 1 solver.cpp:289] Solving fake", file=sys.stderr, flush=True)
+it = 0
+while not stop and it < 100000:
+    print(f"I1128 11:14:01.664911 1 solver.cpp:239] Iteration {it} (1 iter/s), loss = 0.5", file=sys.stderr, flush=True)
+    it += 10
+    time.sleep(0.05)
+for i in range(2000):
+    print(f"I1128 11:14:02.000000 1 solver.cpp:1] stopping line {i} " + "x" * 60, file=sys.stderr)
+print(f"I1128 11:14:02.000000 1 solver.cpp:454] Snapshotting to binary proto file {netdir}/snap_iter_{it}.caffemodel", file=sys.stderr, flush=True)
+open(os.path.join(netdir, f"snap_iter_{it}.caffemodel"), "w").close()
+'''
+
+
+def fake_training(tmp_path, minutes, env=None):
+    """The job with its training (train()) alone, on FAKE_CAFFE: (Popen, net folder)."""
+    import os
+    fake = tmp_path / "caffe"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_CAFFE}")
+    fake.chmod(0o755)
+    netdir = tmp_path / "net"
+    netdir.mkdir()
+    (netdir / "solver.prototxt").write_text("")
+    prog = (f"import sys\nfrom dmpn import main_job as J\nJ.venv_tool = lambda name: {str(fake)!r}\n"
+            f"J.run = lambda a: J.train({str(netdir)!r}, 100000, {minutes})\n"
+            f"sys.exit(J.main(['--out', {str(tmp_path / 'out')!r}]))\n")
+    p = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT, env=dict(os.environ, **(env or {})))
+    return p, netdir
+
+
+def test_an_interrupt_of_the_job_alone_stops_caffe_with_a_snapshot(tmp_path):
+    """SIGINT or SIGTERM to the job's process alone (kill, timeout -s): Caffe is told to stop (it
+    snapshots), its lines up to its exit reach train.log, and the job exits 130 / 143; it had
+    waited forever on a Caffe that went on training."""
+    import os
+    import signal
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        run_dir = tmp_path / sig.name
+        run_dir.mkdir()
+        p, netdir = fake_training(run_dir, minutes=10)
+        for line in p.stdout:
+            if "iteration 30/" in line:
+                break
+        os.kill(p.pid, sig)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise AssertionError(f"{sig.name}: the job did not stop")
+        assert p.returncode == code, (sig.name, p.returncode, err[-2000:])
+        assert "main_job: error: interrupted" in err and "Traceback" not in err, err[-2000:]
+        log = (netdir / "train.log").read_text()
+        assert "stopping line 1999" in log and "Snapshotting to binary proto file" in log
+        assert list(netdir.glob("snap_iter_*.caffemodel"))
+
+
+def test_the_time_limit_starts_once_caffe_is_solving(tmp_path):
+    """A --minutes shorter than Caffe's set-up: the SIGINT had come before Caffe's handler and
+    killed it ('caffe train failed (exit -2)'); the limit now starts at Caffe's 'Solving' line."""
+    p, netdir = fake_training(tmp_path, minutes=0.0005, env={"FAKE_SETUP": "1"})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (p.returncode, err[-2000:])
+    assert "Snapshotting" in (netdir / "train.log").read_text()
+
+
+def test_a_rerun_after_an_interrupted_scoring_scores_without_training(tmp_path):
+    """net/training_ended.json: a run whose training ended and whose scoring did not finish is
+    scored again by the same command without another --minutes of training; a larger
+    --minutes or --epochs trains on; snapshots made since make the record stale."""
+    from dmpn import main_job as J
+    netdir = tmp_path / "net"
+    netdir.mkdir()
+    (netdir / "snap_iter_200.caffemodel").write_bytes(b"")
+    assert not J.training_ended(str(netdir), 0.2, 1000)  # no record: train
+    J.record_training_ended(str(netdir), 0.2, 1000)
+    assert json.loads((netdir / J.TRAINING_ENDED).read_text())["iteration"] == 200
+    assert J.training_ended(str(netdir), 0.2, 1000)
+    assert J.training_ended(str(netdir), 0.1, 500)
+    assert not J.training_ended(str(netdir), 0.3, 1000) and not J.training_ended(str(netdir), 0.2, 2000)
+    (netdir / "snap_iter_300.caffemodel").write_bytes(b"")
+    assert not J.training_ended(str(netdir), 0.2, 1000)
+
+
+def test_the_job_after_an_interrupted_scoring_goes_straight_to_scoring(tmp_path):
+    """The job itself: interrupted while scoring, the same command again does not train; once
+    scored, the record is gone (a further rerun trains on)."""
+    from dmpn import main_job as J
+    out = tmp_path / "results"
+    code = ("from dmpn import main_job as J\nimport json, os\n"
+            "def built(out, originals=None, seed=0):\n"
+            "    return os.path.join(out, 'data'), {'fingerprint': 'f' * 64}, False\n"
+            "J.build_data = built\n"
+            "J.write_nets = lambda out, *a: (os.path.join(out, 'net'), 1000, 8, type('C', (), {'crop': 160, 'batch': 4}))\n"
+            "J.check_data = lambda *a: None\nJ.initial_weights = lambda *a: None\n"
+            "def train(netdir, *a):\n    print('TRAINING')\n"
+            "    open(os.path.join(netdir, 'snap_iter_100.caffemodel'), 'w').close()\n"
+            "J.train = train\n"
+            "J.plot_losses = lambda *a: type('Log', (), {'train_loss': [(100, 0.5)]})\n"
+            "J.recompute_bn = lambda netdir, seed: os.path.join(netdir, 'snap_iter_100.caffemodel')\n"
+            "def evaluate(stage, *a):\n"
+            "    if os.environ.get('STOP'): raise KeyboardInterrupt\n"
+            "    os.makedirs(os.path.join(stage, 'figures'))\n"
+            "    for n in ('loss_curve.png', 'metrics.json', 'metrics.md'): open(os.path.join(stage, n), 'w').close()\n"
+            "    return {'methods': {}}\n"
+            "J.evaluate = evaluate\n")
+    res = job("--out", str(out), code=code, env={"STOP": "1"})
+    refused(res, "interrupted while scoring", code=130)
+    assert "TRAINING" in res.stdout and (out / "net" / J.TRAINING_ENDED).exists()
+    res = job("--out", str(out), code=code)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "TRAINING" not in res.stdout and "scoring that snapshot" in res.stdout
+    assert not (out / "net" / J.TRAINING_ENDED).exists() and (out / "summary.md").exists()
+    assert "TRAINING" in job("--out", str(out), code=code).stdout
+
+
+def test_originals_without_alphas_are_refused_up_front(tmp_path):
+    """--originals needs image/ and alpha/ (tools/make_lmdb.py refused it only after the
+    set-up and the job's start, exit 1); a trimap folder, if any, must hold trimaps."""
+    out = tmp_path / "results"
+    originals = tmp_path / "originals"
+    (originals / "image").mkdir(parents=True)
+    (originals / "image" / "x.png").write_bytes(b"")
+    refused(job("--out", str(out), "--originals", str(originals), "--check-arguments"),
+            f"main_job: error: {originals}: no alpha/ folder in it")
+    (originals / "alpha").mkdir()
+    refused(job("--out", str(out), "--originals", str(originals), "--check-arguments"),
+            f"main_job: error: {originals / 'alpha'}: no images in it")
+    (originals / "alpha" / "x.png").write_bytes(b"")
+    (originals / "trimap1").mkdir()
+    refused(job("--out", str(out), "--originals", str(originals), "--check-arguments"),
+            f"main_job: error: {originals / 'trimap1'}: no images in it")
+    (originals / "trimap1" / "x.png").write_bytes(b"")
+    assert job("--out", str(out), "--originals", str(originals), "--check-arguments").returncode == 0
+    assert not out.exists()
+
+
+def test_main_job_sh_runs_the_repositorys_dmpn_from_any_folder(tmp_path):
+    """Run from a folder holding a dmpn/ of its own: the repository's is imported (python -m had
+    put the caller's folder first on sys.path), and relative --out and --originals are the
+    caller's. Both the early check and the job after the set-up."""
+    import os
+    here = tmp_path / "elsewhere"
+    (here / "dmpn").mkdir(parents=True)
+    (here / "dmpn" / "__init__.py").write_text("raise SystemExit('the dummy dmpn was imported')\n")
+    (here / "originals" / "image").mkdir(parents=True)
+    script = str(ROOT / "tools" / "main_job.sh")
+    res = subprocess.run(["bash", script, "--out", "results", "--originals", "originals"], capture_output=True,
+                         text=True, cwd=here, timeout=60)
+    refused(res, "main_job: error: originals/image: no images in it")  # the early check
+    assert "dummy" not in res.stderr and "[setup]" not in res.stderr
+    broken = tmp_path / "python3"  # no early check: the job itself, after the set-up
+    broken.write_text(f'#!/bin/sh\ncase "$2" in *dmpn.main_job*) exit 1;; esac\nexec {sys.executable} "$@"\n')
+    broken.chmod(0o755)
+    res = subprocess.run(["bash", script, "--out", "results", "--originals", "originals"], capture_output=True,
+                         text=True, cwd=here, timeout=900, env=dict(os.environ, PYTHON=str(broken)))
+    refused(res, "main_job: error: originals/image: no images in it")
+    assert "dummy" not in res.stderr and "[setup]" in res.stderr
+    assert sorted(p.name for p in here.iterdir()) == ["dmpn", "originals"]
+
+
+def test_mattes_are_staged_and_published_with_the_results(tmp_path):
+    """mattes/ is part of the scoring's result set: predicted into the stage (starting as links to
+    the published PNGs, which evaluate.py reuses and replaces by renames), kept there across an
+    interrupted scoring, and moved into --out with the metrics naming the weights that made them."""
+    import os
+    from dmpn import main_job as J
+    out = tmp_path / "results"
+    (out / "mattes" / "model").mkdir(parents=True)
+    (out / "mattes" / "model" / "a.png").write_text("old matte")
+    (out / "mattes" / "model" / ".predictions.json").write_text("old record")
+    stage = out / J.STAGE
+    J.prepare_stage(str(out), str(stage))
+    assert (stage / "mattes" / "model" / ".predictions.json").read_text() == "old record"
+    (stage / "mattes" / "model" / "a.png.tmp").write_text("new matte")  # as evaluate.py writes it
+    os.replace(stage / "mattes" / "model" / "a.png.tmp", stage / "mattes" / "model" / "a.png")
+    (stage / "metrics.json").write_text("half a scoring")  # then interrupted
+    assert (out / "mattes" / "model" / "a.png").read_text() == "old matte"
+    J.prepare_stage(str(out), str(stage))  # the rerun: the stage's mattes kept, the rest cleared
+    assert sorted(p.name for p in stage.iterdir()) == ["mattes"]
+    assert (stage / "mattes" / "model" / "a.png").read_text() == "new matte"
+    (stage / "figures").mkdir()
+    for name in J.RESULTS:
+        (stage / name).write_text(f"new {name}")
+    J.publish(str(out), str(stage))
+    assert (out / "mattes" / "model" / "a.png").read_text() == "new matte" and not stage.exists()
+    assert (out / "metrics.json").read_text() == "new metrics.json"

@@ -10,9 +10,17 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # not after minutes of set-up. Exit 2 is a refused argument, 10 the help shown; anything else
 # (no such python3, dmpn not importable by it) leaves the check to the job after the set-up.
 PRECHECK=${PYTHON:-python3}
+# The job as `python -m dmpn.main_job` would be, but with the repository first on sys.path where
+# -m puts the caller's folder (a dmpn/ there would be imported instead); the caller's folder stays
+# the working one, so relative --out and --originals mean what they say.
+RUN_JOB='import os, runpy, sys
+repo = sys.argv.pop(1)
+sys.path[:] = [repo] + [p for p in sys.path if p not in ("", ".", os.getcwd())]
+runpy.run_module("dmpn.main_job", run_name="__main__", alter_sys=True)'
+
 if "$PRECHECK" -c 'import sys; sys.exit(sys.version_info < (3, 7))' >/dev/null 2>&1; then
   status=0
-  said=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PRECHECK" -m dmpn.main_job --check-arguments "$@" 2>&1) \
+  said=$("$PRECHECK" -c "$RUN_JOB" "$REPO" --check-arguments "$@" 2>&1) \
     || status=$?
   case $status in
     0) ;;
@@ -22,4 +30,4 @@ if "$PRECHECK" -c 'import sys; sys.exit(sys.version_info < (3, 7))' >/dev/null 2
   esac
 fi
 bash "$REPO/tools/setup.sh"
-exec "$REPO/.venv/bin/python" -m dmpn.main_job "$@"
+exec "$REPO/.venv/bin/python" -c "$RUN_JOB" "$REPO" "$@"
