@@ -19,7 +19,7 @@ import os
 import tempfile
 
 from dmpn.caffe_checks import ITEM_CHANNELS, check_lmdb, check_prototxt, check_weights, in_phase
-from dmpn.cli import INTERRUPTED, USER_ERRORS, InputError, check_writable, positive_int, run_tool, seed
+from dmpn.cli import INTERRUPTED, USER_ERRORS, check_not_an_input, check_writable, positive_int, run_tool, seed
 from dmpn.imageio import save_caffemodel
 
 # Layers that read training data by themselves (BVLC's); a "Python" layer without bottoms is
@@ -140,15 +140,6 @@ def recompute_bn(train_val, weights, out, batches=100, seed=0, show_progress=Tru
     return names
 
 
-def check_not_an_input(out, *inputs):
-    """InputError when ``out`` is one of ``inputs`` ((option, path) pairs), by any link or
-    spelling: the training snapshot would be silently replaced by the recomputed one."""
-    for option, path in inputs:
-        if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
-            raise InputError(f"{out}: the output is the input {option} {path}; writing it would "
-                             "replace that file: choose another --out")
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", required=True, help="the training net (train_val.prototxt, with its Data layer)")
@@ -162,7 +153,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     def work():
-        check_not_an_input(a.out, ("--weights", a.weights), ("--net", a.net))
+        # (the training snapshot would be silently replaced by the recomputed one)
+        check_not_an_input(a.out, [(f"--weights {a.weights}", a.weights), (f"--net {a.net}", a.net)],
+                           "writing it would replace that file")
         check_writable(a.out, folder=False)  # before minutes of work
         try:
             names = recompute_bn(a.net, a.weights, a.out, a.batches, a.seed, not a.no_progress)

@@ -90,6 +90,16 @@ def read_bytes(path, what: str) -> bytes:
         raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
+def check_not_an_input(out, inputs, consequence: str) -> None:
+    """InputError when ``out`` is one of ``inputs`` ((label, path) pairs), the same file or folder
+    through any link or spelling: '<out>: the output is the input <label>; <consequence>: choose
+    another --out'."""
+    for label, path in inputs:
+        if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+            raise InputError(f"{out}: the output is the input {label}; {consequence}: choose "
+                             "another --out")
+
+
 def check_writable(path, folder: bool = True) -> None:
     """Refuse, before any long work, an output that cannot be written: OSError naming ``path``
     when it is a file where a folder is wanted (or the reverse), when a parent is a file, or

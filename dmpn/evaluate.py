@@ -45,6 +45,7 @@ import numpy as np
 from dmpn import metrics
 from dmpn.baselines import known_sides
 from dmpn.caffe_checks import mapped_libraries
+from dmpn import cli
 from dmpn.cli import check_writable, error_text, positive_float, positive_int, run_tool
 from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT, padded
 from dmpn.unpooling import FLOAT32_EXACT_PLANE
@@ -260,10 +261,8 @@ def read_pair(predictor, image_path, trimap_path):
 def check_not_an_input(out_path, *input_paths) -> None:
     """InputError when writing ``out_path`` would overwrite one of ``input_paths`` (the same
     file or folder, through any link or spelling)."""
-    for p in input_paths:
-        if os.path.exists(out_path) and os.path.exists(p) and os.path.samefile(out_path, p):
-            raise InputError(f"{out_path}: the output is the input {p}; writing the mattes there "
-                             "would overwrite it: choose another --out")
+    cli.check_not_an_input(out_path, [(p, p) for p in input_paths],
+                           "writing the mattes there would overwrite it")
 
 
 def predict_file(predictor, image_path, trimap_path) -> np.ndarray:

@@ -443,7 +443,6 @@ def _write_png_fast(path, arr8):
     93K test composites."""
     from PIL import Image
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     _write_atomic(path, lambda f: Image.fromarray(arr8).save(f, format="PNG", compress_level=1))
 
 
