@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require_caffe, tool
+from conftest import ROOT, has_gpu, require_caffe, tool
 
 OUR_LAYERS = {"AffinityExp", "SparseLaplacianSolve", "Unpooling", "MattingLoss"}
 
@@ -31,6 +31,26 @@ def test_our_layers_are_registered():
     for src in (ROOT / "cuda/src/caffe/layers").glob("*.cpp"):
         for name in re.findall(r"REGISTER_LAYER_CLASS\((\w+)\)", src.read_text()):
             assert name in registered, f"{src.name} registers {name}, which libcaffe lacks"
+
+
+def test_cpu_mode_without_a_gpu_logs_no_cuda_errors():
+    """Without a GPU the CUDA build's CPU mode needs neither cuBLAS nor cuRAND: Caffe says so
+    in one INFO line instead of logging errors from every thread's Caffe object and from
+    set_random_seed (patches/0008). Each Python thread that calls into Caffe makes its own."""
+    if has_gpu():
+        pytest.skip("this machine has a GPU: the handles are made")
+    code = ("import threading, caffe\n"
+            "caffe.set_mode_cpu(); caffe.set_random_seed(0)\n"
+            "t = threading.Thread(target=caffe.set_random_seed, args=(1,)); t.start(); t.join()\n"
+            "print(any('libcudart' in line for line in open('/proc/self/maps')))\n")
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    out = subprocess.run([tool("python"), "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if re.match(r"[EF]\d{4,8} ", line)]
+    assert errors == [], out.stderr[-3000:]
+    cuda_build = out.stdout.split()[-1] == "True"
+    assert out.stderr.count("No CUDA device") == (1 if cuda_build else 0), out.stderr[-3000:]
 
 
 PY_NET = """
