@@ -121,7 +121,10 @@ def test_grad_hand_value_vertical_step():
     # gt: vertical step 0 | 1 between columns 4 and 5 of a 6 x 10 image; pred constant 0.
     # mat2gray(pred) = 0 -> no gradient. For gt, rows are constant, so after the vertical
     # smoothing (sum of the normalised Gaussian, Sg) gx(c) = Sg * sum over k with c - k >= 5 of
-    # dgn(k), gy = 0; the error is the sum of gx^2 over all pixels / 1000.
+    # dgn(k), gy = 0; the error is the sum of gx^2 over the unknown pixels / 1000. Only rows 1-4
+    # x columns 3-6 are unknown: gx(c) is non-zero in columns 1-8, so the known pixels (rows 0
+    # and 5, columns 1, 2, 7, 8) differ in gradient between pred and gt and must not count
+    # (compute_gradient_loss.m sums over trimap == 128 only).
     sigma, h = 1.4, 4
     x = np.arange(-h, h + 1.0)
     g = np.exp(-x ** 2 / (2 * sigma ** 2))
@@ -129,13 +132,21 @@ def test_grad_hand_value_vertical_step():
     gn, dgn = g / np.linalg.norm(g), dg / np.linalg.norm(dg)
     Sg = gn.sum()
     H, W = 6, 10
-    expected = 0.0
-    for c in range(W):
-        s = sum(dgn[k + h] for k in range(-h, h + 1) if min(max(c - k, 0), W - 1) >= 5)
-        expected += H * (Sg * s) ** 2
+
+    def gx(c):  # gt's x derivative in column c (replicated borders), the same in every row
+        return Sg * sum(dgn[k + h] for k in range(-h, h + 1) if min(max(c - k, 0), W - 1) >= 5)
+
+    rows, cols = range(1, 5), range(3, 7)
+    expected = sum(gx(c) ** 2 for _ in rows for c in cols)
+    whole_image = sum(gx(c) ** 2 for _ in range(H) for c in range(W))
+    assert whole_image > 1.2 * expected  # the known pixels do carry gradient differences
     gt = np.zeros((H, W))
     gt[:, 5:] = 1.0
-    assert M.grad(np.zeros((H, W)), gt, unknown((H, W))) == pytest.approx(expected / 1000, rel=1e-12)
+    tri = np.where(gt > 0, 255, 0).astype(np.uint8)  # a consistent trimap: 0 left, 255 right
+    tri[1:5, 3:7] = 128
+    assert M.grad(np.zeros((H, W)), gt, tri) == pytest.approx(expected / 1000, rel=1e-12)
+    # an all-unknown trimap scores the whole image: the known band is what made the difference
+    assert M.grad(np.zeros((H, W)), gt, unknown((H, W))) == pytest.approx(whole_image / 1000, rel=1e-12)
     assert M.grad(gt, gt, unknown((H, W))) == 0.0
 
 

@@ -33,6 +33,77 @@ def test_solver_has_the_papers_settings():
     assert s.solver_mode == caffe_pb2.SolverParameter.GPU
 
 
+# What README.md states (the expected values are its, written out here, not read from dmpn/):
+# - "The main job", step 2, and "The network (`prototxt/`)" (solver.prototxt row): weight decay
+#   0.0005 on the convolutions, their biases and the Scale layers after each BatchNorm, none on
+#   AffinityExp;
+# - "The main job", step 2 ("[AffinityExp's] parameters learn at lr_mult 10") and the paragraph
+#   after the "+ AffinityExp lr_mult 10" table: "the main job (only) trains the affinity module
+#   at 10x", so the committed (paper's) prototxts keep lr_mult 1.
+README_WEIGHT_DECAY = 0.0005
+README_MAIN_JOB_AFFINITY_LR_MULT = 10.0
+README_PROTOTXT_AFFINITY_LR_MULT = 1.0
+
+
+def parse(path, message):
+    from caffe.proto import caffe_pb2  # noqa: F401  (pycaffe's generated protobuf module)
+    from google.protobuf import text_format
+    m = getattr(caffe_pb2, message)()
+    text_format.Merge(open(path).read(), m)
+    return m
+
+
+def check_decay_and_affinity_params(path, lr_mult):
+    """AffinityExp (C++ or Python flavour): two ParamSpecs (theta, b) at ``lr_mult``, decay_mult 0;
+    every Convolution and Scale: decay on all its learned blobs (no ParamSpec gives decay_mult 0;
+    Caffe's default is 1). Returns the number of Convolutions."""
+    n = parse(path, "NetParameter")
+    affinity = [l for l in n.layer if l.type == "AffinityExp"
+                or (l.type == "Python" and l.python_param.layer == "AffinityExpLayer")]
+    assert len(affinity) == 1, path
+    params = affinity[0].param
+    assert len(params) == 2, path  # theta and b
+    for p in params:
+        assert p.HasField("lr_mult") and p.lr_mult == pytest.approx(lr_mult), (path, p)
+        assert p.HasField("decay_mult") and p.decay_mult == 0, (path, p)
+    convs = [l for l in n.layer if l.type == "Convolution"]
+    scales = [l for l in n.layer if l.type == "Scale"]
+    assert convs and scales, path
+    for l in convs + scales:
+        assert all(p.decay_mult != 0 for p in l.param), (path, l.name)  # weights and biases decay
+        assert all(p.lr_mult != 0 for p in l.param), (path, l.name)      # and are learned
+    return len(convs)
+
+
+def test_committed_prototxts_weight_decay_and_affinity_params():
+    """README: solver weight decay 0.0005; AffinityExp's theta and b exempt (decay_mult 0) and at
+    lr_mult 1 in the committed nets (10 is the main job's only); every convolution decays."""
+    for name in ("solver.prototxt", "slim_solver.prototxt"):
+        s = parse(ROOT / "prototxt" / name, "SolverParameter")
+        assert s.weight_decay == pytest.approx(README_WEIGHT_DECAY, rel=1e-6)  # a float32 field, name
+        assert s.regularization_type == "L2", name
+    for name in ("train_val.prototxt", "train_val_python.prototxt", "deploy.prototxt",
+                 "slim_train_val.prototxt", "slim_train_val_python.prototxt", "slim_deploy.prototxt"):
+        assert check_decay_and_affinity_params(ROOT / "prototxt" / name,
+                                               README_PROTOTXT_AFFINITY_LR_MULT) == 13 + 13 + 3, name
+
+
+def test_main_job_nets_weight_decay_and_affinity_params(tmp_path):
+    """The nets and solver the main job writes (dmpn.main_job.write_nets): weight decay 0.0005,
+    AffinityExp at lr_mult 10 without decay, every convolution decayed (README, "The main job")."""
+    require_caffe()
+    from dmpn.main_job import write_nets
+    manifest = {"size": {"height": 192, "width": 192}, "counts": {"train": 224}}
+    netdir, _, _, _ = write_nets(str(tmp_path), str(tmp_path / "data"), manifest, 20)
+    s = parse(os.path.join(netdir, "solver.prototxt"), "SolverParameter")
+    assert s.weight_decay == pytest.approx(README_WEIGHT_DECAY, rel=1e-6)  # a float32 field
+    assert s.regularization_type == "L2"
+    assert s.net == os.path.join(netdir, "train_val.prototxt")
+    for name in ("train_val.prototxt", "deploy.prototxt"):
+        assert check_decay_and_affinity_params(os.path.join(netdir, name),
+                                               README_MAIN_JOB_AFFINITY_LR_MULT) == 13 + 13 + 3, name
+
+
 def test_epochs_to_iterations_is_exact():
     """The decimal epochs a user writes, not their binary float: 2.2 x 100 / 4 is 55 (float gave
     56), and the paper's 20 x 150,000 / 4 is 750,000."""

@@ -174,3 +174,41 @@ def test_handcrafted_affinity():
     w = P.handcrafted_affinity(im, sigma=0.5)
     assert w[0, 0, 0] == 1.0 and np.isclose(w[0, 0, 1], np.exp(-3 / 0.25))
     assert np.all(w[0, :, -1] == 0) and np.all(w[1, -1, :] == 0)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.1, None])
+def test_handcrafted_affinity_brute_force(sigma):
+    """Every edge's weight by the documented formula w_ij = exp(-||I_i - I_j||^2 / sigma^2)
+    (the function's docstring; README "Baselines": exp(-||I_i - I_j||^2 / sigma^2)), computed
+    with explicit loops over pixels on a small random colour image, both channels: channel 0
+    the edge (y, x)-(y, x+1), channel 1 the edge (y, x)-(y+1, x) (README "Blob layout"), and 0
+    for the last column / last row, which have no such neighbour. sigma None: the default 0.1."""
+    rng = np.random.default_rng(11)
+    H, W = 5, 7
+    # colours close enough that exp() stays well above 0 at sigma 0.1 (differences <= 0.1)
+    im = 0.45 + 0.1 * rng.random((H, W, 3))
+    s = 0.1 if sigma is None else sigma
+    want = np.full((2, H, W), -1.0)
+    for y in range(H):
+        for x in range(W):
+            for k, (y2, x2) in enumerate(((y, x + 1), (y + 1, x))):
+                if y2 >= H or x2 >= W:
+                    want[k, y, x] = 0.0
+                    continue
+                d2 = sum((im[y, x, ch] - im[y2, x2, ch]) ** 2 for ch in range(3))
+                want[k, y, x] = np.exp(-d2 / (s * s))
+    w = P.handcrafted_affinity(im) if sigma is None else P.handcrafted_affinity(im, sigma=sigma)
+    assert w.shape == (2, H, W)
+    assert np.all(want[0, :, :-1] > 1e-2) and np.all(want[1, :-1, :] > 1e-2)  # no edge underflowed: every weight is informative
+    np.testing.assert_allclose(w[0], want[0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(w[1], want[1], rtol=1e-12, atol=0)
+    assert np.all(w[0, :, -1] == 0) and np.all(w[1, -1, :] == 0)
+    # a grey image (H x W) is one channel: the same formula with the single difference
+    grey = im[..., 0]
+    wg = P.handcrafted_affinity(grey, sigma=s)
+    for y in range(H):
+        for x in range(W - 1):
+            assert wg[0, y, x] == pytest.approx(np.exp(-(grey[y, x] - grey[y, x + 1]) ** 2 / s ** 2), rel=1e-12)
+    for y in range(H - 1):
+        for x in range(W):
+            assert wg[1, y, x] == pytest.approx(np.exp(-(grey[y, x] - grey[y + 1, x]) ** 2 / s ** 2), rel=1e-12)
