@@ -19,7 +19,8 @@ import os
 import tempfile
 
 from dmpn.caffe_checks import ITEM_CHANNELS, check_lmdb, check_prototxt, check_weights, in_phase
-from dmpn.cli import INTERRUPTED, USER_ERRORS, check_not_an_input, check_writable, positive_int, run_tool, seed
+from dmpn.cli import (INTERRUPTED, USER_ERRORS, check_not_an_input, check_writable, import_caffe_quietly,
+                      positive_int, run_tool, seed)
 from dmpn.imageio import save_caffemodel
 
 # Layers that read training data by themselves (BVLC's); a "Python" layer without bottoms is
@@ -115,7 +116,7 @@ def recompute_bn(train_val, weights, out, batches=100, seed=0, show_progress=Tru
     """Writes ``out``: ``weights`` with the BatchNorm statistics of the TRAIN net ``train_val``
     averaged over ``batches`` batches. Every file is checked before Caffe sees it
     (dmpn.caffe_checks: an InputError naming it where Caffe would abort)."""
-    import caffe
+    caffe = import_caffe_quietly()  # without its net set-up log (GLOG_minloglevel=0 keeps it)
     from tqdm import tqdm
     for path in (train_val, weights):
         if not os.path.isfile(path):
@@ -149,7 +150,7 @@ def main(argv=None):
                     help="training batches to average over (default 100)")
     ap.add_argument("--seed", type=seed, default=0,
                     help="seed of the Data layer's crops and mirroring (0 <= seed < 2**32)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
 
     def work():

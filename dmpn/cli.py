@@ -16,7 +16,8 @@ import sys
 import tempfile
 
 __all__ = ["REPO", "DEPLOY_PROTOTXT", "InputError", "error_text", "run_tool", "USER_ERRORS", "check_writable",
-           "existing_folder", "read_bytes", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED"]
+           "existing_folder", "read_bytes", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED",
+           "import_caffe_quietly"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +119,25 @@ def check_writable(path, folder: bool = True) -> None:
     except OSError as exc:
         raise OSError(exc.errno, f"cannot be written: making a folder in {base} failed "
                       f"({exc.strerror or exc})", path) from None
+
+
+def import_caffe_quietly():
+    """The pycaffe module, imported without Caffe's INFO log: Caffe logs the whole net definition
+    at INFO on loading a net (thousands of lines around the tools' own). glog reads
+    GLOG_minloglevel when Caffe is first imported (so a user's 0 brings the log back); the
+    variable is set for that import only, never for the processes this one starts later (a
+    `caffe train` would log no iteration). RuntimeError when pycaffe does not import."""
+    quiet = "GLOG_minloglevel" not in os.environ
+    if quiet:
+        os.environ["GLOG_minloglevel"] = "1"
+    try:
+        import caffe
+    except ImportError as exc:
+        raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
+    finally:
+        if quiet:
+            del os.environ["GLOG_minloglevel"]
+    return caffe
 
 
 # The exit status of a tool stopped with Ctrl-C (128 + SIGINT, as a shell reports it); a tool that

@@ -36,7 +36,7 @@ import os
 import numpy as np
 
 from dmpn import propagation
-from dmpn.cli import DEPLOY_PROTOTXT, check_writable, finite_float, run_tool, seed
+from dmpn.cli import DEPLOY_PROTOTXT, check_writable, finite_float, import_caffe_quietly, run_tool, seed
 
 EDGE_K = 4.0
 EDGE_BIAS = -2.0
@@ -126,7 +126,7 @@ def write_edge_init(net_prototxt, out_caffemodel, weights=None, k=EDGE_K, bias=E
     """Loads the net (with `weights` if given, else its fillers, seeded), initialises it and
     saves a .caffemodel for `caffe train -weights`. The prototxt and the weights are checked
     first (dmpn.caffe_checks: InputError naming the file where Caffe would abort)."""
-    import caffe
+    caffe = import_caffe_quietly()  # without its net set-up log (GLOG_minloglevel=0 keeps it)
     from dmpn.caffe_checks import check_prototxt, check_weights
     from dmpn.imageio import save_caffemodel
     check_prototxt(net_prototxt)

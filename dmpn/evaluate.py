@@ -67,9 +67,14 @@ PROTOCOL_NOTE = ("predictions set to 0 / 1 on the trimap's known pixels before s
 NO_PROTOCOL_NOTE = "predictions scored as they are on known pixels (--keep-known-pixels)"
 NO_KNOWN_PIXEL = ("the trimap has no known pixel (0 or 255): the network's propagation has nothing "
                   "to propagate (its linear system is singular)")
+# Said by predict.py and evaluate.py alike (a model's mattes are predicted, then scored).
 NOT_SCORED_WARNING = ("{path}: warning: {count} trimap pixel(s) with values other than 0, 128 and 255 "
-                      "(a lossy format's noise?) are predicted as unknown, and not scored, as Deep "
-                      "Image Matting's evaluation code does not score them")
+                      "(a lossy format's noise?) are taken as unknown; a scoring leaves them out, as "
+                      "Deep Image Matting's evaluation code does")
+NOT_SCORED_NOTE = ("{count} trimap pixel(s) with values other than 0, 128 and 255 taken as unknown "
+                   "and not scored")
+NO_KNOWN_PIXEL_WARNING = ("{path}: warning: the trimap has no known pixel (0 or 255): a baseline has "
+                          "nothing to propagate from, and its matte says nothing of the image")
 # Exit status of evaluate.py and predict.py: bad input or an unusable path 2, pycaffe missing or
 # a predictor that cannot be loaded 1, interrupted (Ctrl-C; what was predicted is kept) 130.
 TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1), (KeyboardInterrupt, 130))
@@ -133,24 +138,36 @@ def _shape_str(a):
     return f"{a.shape[1]}x{a.shape[0]}"
 
 
-_warned_not_scored = set()
+_warned = set()  # (warning, trimap file) pairs said in this process
 
 
-def _warn_not_scored(trimap_path, trimap) -> None:
-    """Once per trimap file and process: how many of its pixels are unknown but not scored."""
+def _warn_once(template, trimap_path, **values) -> None:
+    """``template`` filled in (naming the trimap file) on stderr, once per file and process."""
+    key = (template, os.path.abspath(os.fspath(trimap_path)))
+    if key not in _warned:
+        _warned.add(key)
+        print(template.format(path=trimap_path, **values), file=sys.stderr, flush=True)
+
+
+def _warn_not_scored(trimap_path, trimap) -> int:
+    """How many of the trimap's pixels are unknown but not scored; a warning once per file."""
     count = int(np.count_nonzero(trimap == TRIMAP_NOT_SCORED))
-    key = os.path.abspath(os.fspath(trimap_path))
-    if count and key not in _warned_not_scored:
-        _warned_not_scored.add(key)
-        print(NOT_SCORED_WARNING.format(path=trimap_path, count=count), file=sys.stderr, flush=True)
+    if count:
+        _warn_once(NOT_SCORED_WARNING, trimap_path, count=count)
+    return count
 
 
 def score_files(pred_path, gt_path, trimap_path, force_known: bool = True) -> dict:
     """Read three PNGs, check their sizes (InputError naming the file) and score them over the
     pixels whose trimap is exactly 128 (a warning names a trimap with other unknown values)."""
+    return _score_files(pred_path, gt_path, trimap_path, force_known)[0]
+
+
+def _score_files(pred_path, gt_path, trimap_path, force_known):
+    """score_files' scores, and the count of the trimap's unknown pixels left unscored."""
     gt = read_alpha(gt_path)
     trimap = read_trimap(trimap_path, scoring=True)
-    _warn_not_scored(trimap_path, trimap)
+    not_scored = _warn_not_scored(trimap_path, trimap)
     pred = read_alpha(pred_path)
     if trimap.shape != gt.shape:
         raise InputError(f"{trimap_path}: trimap size {_shape_str(trimap)} does not match "
@@ -164,7 +181,7 @@ def score_files(pred_path, gt_path, trimap_path, force_known: bool = True) -> di
         raise InputError(f"{pred_path}: prediction holds only the values 0 and 1 of 255 where "
                          f"its ground truth {gt_path} reaches {gt.max():.3g}: a 0/1 matte saved "
                          "as 8-bit? save it as 0..255")
-    return score_arrays(pred, gt, trimap, force_known=force_known)
+    return score_arrays(pred, gt, trimap, force_known=force_known), not_scored
 
 
 def match_names(primary: dict, gt: dict, trimap: dict, primary_label: str = "prediction") -> list:
@@ -203,12 +220,15 @@ def score_paths(preds: dict, gts: dict, tris: dict, force_known: bool = True,
     names = match_names(preds, gts, tris)
     result = MethodResult(name=name, folder=os.fspath(folder))
     for n in _progress(names, f"scoring {name}", progress):
-        result.per_image[n] = score_files(preds[n], gts[n], tris[n], force_known=force_known)
+        result.per_image[n], not_scored = _score_files(preds[n], gts[n], tris[n], force_known)
         result.paths[n] = preds[n]
+        notes = [NOT_SCORED_NOTE.format(count=not_scored)] if not_scored else []
         if not np.isfinite(result.per_image[n]["mse"]):  # no scored pixel: SAD etc. would be 0
             # and pull the means down while MSE's left the image out; all four leave it out.
             result.per_image[n] = {k: float("nan") for k in result.per_image[n]}
-            result.notes[n] = NO_UNKNOWN_NOTE
+            notes.insert(0, NO_UNKNOWN_NOTE)
+        if notes:
+            result.notes[n] = "; ".join(notes)
     return result
 
 
@@ -222,9 +242,12 @@ def score_folders(pred_dir, gt_dir, trimap_dir, force_known: bool = True, name: 
 # ----------------------------------------------------------------------------- predicting
 def _check_known_pixel(predictor, trimap, trimap_path) -> None:
     """InputError naming the trimap file when ``predictor`` (the network: its attribute
-    ``needs_known_pixel``) cannot take it. The baselines take any trimap."""
-    if getattr(predictor, "needs_known_pixel", False) and not any(known_sides(trimap_to_01(trimap))):
-        raise InputError(f"{trimap_path}: {NO_KNOWN_PIXEL}")
+    ``needs_known_pixel``) cannot take it; the baselines take any trimap, with a warning where
+    it has no known pixel."""
+    if not any(known_sides(trimap_to_01(trimap))):
+        if getattr(predictor, "needs_known_pixel", False):
+            raise InputError(f"{trimap_path}: {NO_KNOWN_PIXEL}")
+        _warn_once(NO_KNOWN_PIXEL_WARNING, trimap_path)
 
 
 def _check_plane(predictor, image, image_path) -> None:
@@ -711,20 +734,7 @@ def caffe_predictor(deploy, weights, gpu=None, multiple: int = 32):
     for path, what in ((deploy, "deploy prototxt"), (weights, "weights")):
         if not os.path.isfile(os.fspath(path)):
             raise InputError(f"{path}: no such {what} file")
-    # Caffe logs the whole net definition at INFO on loading it: noise around the tools' own
-    # lines. glog reads GLOG_minloglevel when Caffe is first imported (so 0 brings it back); the
-    # variable is set for that import only, never for the processes this one starts later (a
-    # `caffe train` would log no iteration).
-    quiet = "GLOG_minloglevel" not in os.environ
-    if quiet:
-        os.environ["GLOG_minloglevel"] = "1"
-    try:
-        import caffe
-    except ImportError as exc:
-        raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
-    finally:
-        if quiet:
-            del os.environ["GLOG_minloglevel"]
+    caffe = cli.import_caffe_quietly()  # without Caffe's net dump at INFO
     from dmpn.caffe_checks import check_bottoms, check_gpu, check_weights
     check_bottoms(check_deploy_prototxt(deploy), deploy)  # what Caffe would abort on
     if gpu is None:

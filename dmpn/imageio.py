@@ -35,6 +35,7 @@ import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 
@@ -113,6 +114,17 @@ def _pillow_view(path):
     return convert, orientation if orientation in _ORIENT else 1
 
 
+def _unreadable_reason(exc: BaseException, path: str) -> str:
+    """Why a file could not be decoded, without the path (the message names it first):
+    imageio's "Could not find a backend to open `PATH`` ..." means no format recognised it."""
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    if "Could not find a backend" in detail or type(exc).__name__ == "UnidentifiedImageError":
+        return "no image format recognises its content"
+    for quoted in (f"`{path}``", f"`{path}`", f"'{path}'", path):
+        detail = detail.replace(quoted, "the file")
+    return f"{type(exc).__name__}: {detail[:200]}"
+
+
 def _load(path) -> np.ndarray:
     """Raw pixel array of ``path`` (palette applied, converted and oriented as a viewer shows it:
     see the module's docstring), or InputError naming the file."""
@@ -130,8 +142,7 @@ def _load(path) -> np.ndarray:
                 warnings.simplefilter("ignore")
                 arr = iio.imread(path, **kwargs)
     except Exception as exc:  # truncated, corrupt, unsupported: all the same to the caller
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {detail})") from None
+        raise InputError(f"{path}: not a readable image ({_unreadable_reason(exc, path)})") from None
     arr = np.asarray(arr)
     if arr.size == 0:
         raise InputError(f"{path}: empty image")
@@ -265,9 +276,35 @@ def read_trimap(path, scoring: bool = False) -> np.ndarray:
     return out
 
 
+# Images whose transparency was dropped and said so: once per file and process (a build reads
+# an original more than once).
+_warned_transparent = set()
+
+
+def _warn_transparent(arr: np.ndarray, path) -> None:
+    """One line on stderr naming an image (grey + alpha, RGBA) whose alpha channel is not opaque
+    everywhere: read_image keeps only its colour, so a cut-out would be run on the colour its
+    transparent pixels hide. Fully opaque files are silent."""
+    alpha = arr[..., -1]
+    opaque = _opaque_value(arr) or (1.0 if np.issubdtype(arr.dtype, np.floating) else None)
+    key = os.path.abspath(os.fspath(path))
+    if opaque is None or key in _warned_transparent:
+        return
+    count = int(np.count_nonzero(alpha < opaque))
+    if count:
+        _warned_transparent.add(key)
+        print(f"warning: {path}: the alpha channel is not opaque at {count:,} of {alpha.size:,} "
+              f"pixels ({100 * count / alpha.size:.3g}%); the image is read as its colour channels "
+              "alone, what the transparent pixels hide (composite it onto a background first if "
+              "that is not meant)", file=sys.stderr, flush=True)
+
+
 def read_image(path) -> np.ndarray:
-    """Colour image as float64 HxWx3 in [0, 1]; grey is expanded, an alpha channel dropped."""
+    """Colour image as float64 HxWx3 in [0, 1]; grey is expanded, an alpha channel dropped (with
+    a warning where it is not opaque everywhere)."""
     arr = _load(path)
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        _warn_transparent(arr, path)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     elif arr.ndim == 3 and arr.shape[2] in (1, 2):

@@ -71,7 +71,9 @@ Choices the paper leaves open (documented here and in the manifest)
   58,885 and 15,834);
   otherwise made from the rotated alpha by the Deep-Image-Matting style erosion of
   ``dmpn.compose.trimap_from_alpha`` with radius ``--trimap-radius`` (default 1.5 % of the
-  shorter side). Synthetic originals carry their own trimaps.
+  shorter side). Synthetic originals carry their own trimaps. The console (one line) and the
+  manifest (``trimaps.source``, ``trimaps.unused_folders``) say which was used, and name a
+  trimap folder (alphamatting data: trimap1/, trimap2/) that was not.
 - Crops: the Data layer crops each item (``crop_size``: 160 in the main job, 320 in the
   paper-size net), anywhere in TRAIN, in the centre in TEST, and a crop with no known pixel stops
   training (SparseLaplacianSolve). The builder makes every original's trimap at every rotation
@@ -760,6 +762,7 @@ def build_parser():
                    "not change the output")
     p.add_argument("--txn-mb", type=positive_float, default=256.0, metavar="MB", help="LMDB transaction "
                    "size in MB (default 256); does not change the output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -778,6 +781,33 @@ def resolve_config(args) -> dict:
     cfg["angles"] = compose.rotation_angles(cfg["rotations"], cfg["max_angle"])
     cfg["trimap_radius"] = args.trimap_radius or compose.default_trimap_radius(cfg["size"])
     return cfg
+
+
+def trimap_source(originals_folder, trimap_dir, radius):
+    """Where the items' trimaps (training and test) come from: (one console line, manifest
+    dict). With --originals, the folder ``trimap_dir`` when it exists, else the alpha eroded; the
+    other trimap folders there (trimap*/: alphamatting data has trimap1/ and trimap2/, no
+    trimap/) are named as not used, with the option that uses one, since a default build would
+    otherwise pass them by without a word."""
+    made = (f"made from the alpha by erosion of radius {radius} px "
+            "(dmpn.compose.trimap_from_alpha)")
+    if originals_folder is None:
+        return ("trimaps: generated with the synthetic originals (dmpn.synth)",
+                {"source": "generated with the synthetic originals (dmpn.synth)"})
+    folder = os.path.abspath(originals_folder)
+    used = os.path.join(folder, trimap_dir)
+    if not os.path.isdir(used):
+        used = None
+    unused = sorted(os.path.join(folder, d) for d in os.listdir(folder)
+                    if d.lower().startswith("trimap") and os.path.isdir(os.path.join(folder, d))
+                    and os.path.join(folder, d) != used)
+    source = f"given, from {used}/" if used else made
+    line = f"trimaps (training and test items): {source}"
+    if unused:
+        names = ", ".join(d + "/" for d in unused)
+        line += (f"; not used: {names} (--trimap-dir {os.path.basename(unused[0])} uses "
+                 f"{unused[0]}/)")
+    return line, {"source": source, "folder": used, "unused_folders": unused}
 
 
 def _print(*a):
@@ -805,6 +835,8 @@ def build(args) -> dict:
         originals = synthetic_originals(count)
         cfg["originals"] = {"source": "synthetic (dmpn.synth)", "count": count,
                             "seed": cfg["seed"], "size": cfg["size"]}
+    trimap_line, trimaps_used = trimap_source(args.originals, args.trimap_dir or "trimap",
+                                              cfg["trimap_radius"])
     names = [o.name for o in originals]
     n = len(names)
     if args.forced_train is not None:  # given names must exist; the default applies where present
@@ -895,6 +927,7 @@ def build(args) -> dict:
     _print(f"{n} originals ({len(train)} training, {len(test)} test), "
            f"{cfg['bg_per_original']} backgrounds x {cfg['rotations']} rotations each, {h} x {w}: "
            f"{n_train + n_test:,} items ({n_train:,} training, {n_test:,} test)")
+    _print(trimap_line)
     _print(f"disk: about {_human(est['total'])} in all (LMDB {_human(est['lmdb'])}, test PNGs "
            f"{_human(est['png'])}, cache {_human(est['cache'])}); "
            f"{_human(need)} still to write, {_human(free)} free at {out}")
@@ -934,7 +967,8 @@ def build(args) -> dict:
     needs_fg = args.originals and any(o.fg_path is None for o in originals)
     it = originals
     if needs_fg or n > 40:
-        it = tqdm(originals, desc="originals", unit="orig", dynamic_ncols=True)
+        it = tqdm(originals, desc="originals", unit="orig", dynamic_ncols=True,
+                  disable=args.no_progress)
     ctx = {"seed": cfg["seed"], "size": tuple(cfg["size"]), "angles": cfg["angles"],
            "trimap_radius": cfg["trimap_radius"], "cache_dir": cache_dir,
            "arrays_dir": arrays_dir, "out": out}
@@ -953,7 +987,8 @@ def build(args) -> dict:
         if o.name in crop_found:
             print(_crop_warning(o, crop_found[o.name], cfg["angles"]), file=sys.stderr, flush=True)
     _prepare_backgrounds(pool, used_bg, None if len(used_bg) <= 50 else
-                         lambda todo: tqdm(todo, desc="backgrounds", unit="image", dynamic_ncols=True))
+                         lambda todo: tqdm(todo, desc="backgrounds", unit="image", dynamic_ncols=True,
+                                           disable=args.no_progress))
     counts, rates = {}, {}
     for split in SPLITS:
         counts[split], rates[split] = _write_split(out, split, jobs_all[split], ctx, est, args)
@@ -985,7 +1020,8 @@ def build(args) -> dict:
                         "augmentation": "random crop 60-100% of the largest window of the target "
                                         "aspect, random horizontal flip, resize "
                                         "(default_rng([seed, split(0 train, 1 test), index]))"},
-        "trimaps": {"given": "resized nearest, rotated bilinearly with the alpha; pixels not purely "
+        "trimaps": {**trimaps_used,
+                    "given": "resized nearest, rotated bilinearly with the alpha; pixels not purely "
                              "0 or 255 after rotation become unknown (128)",
                     "made_from_alpha": f"Deep Image Matting style: foreground = alpha 255 eroded, "
                                        f"background = alpha 0 eroded by a disk of radius "
@@ -1075,7 +1111,7 @@ def _write_split(out, split, jobs, ctx, est, args):
         txn_bytes = max(int(args.txn_mb * 1e6), 1)
         t0 = time.time()
         bar = tqdm(total=len(jobs), initial=done, desc=split, unit="item", dynamic_ncols=True,
-                   smoothing=0.1)
+                   smoothing=0.1, disable=args.no_progress)
         pool = None
         try:
             workers = max(int(args.workers), 1)

@@ -70,3 +70,15 @@ def refused(res, message, code=2):
     assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
     assert message in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr and "Check failed" not in res.stderr
+
+
+def assert_caffe_set_up_log_quiet_unless_asked(cmd):
+    """A tool that loads a net (``cmd``) leaves out Caffe's net set-up log (thousands of lines
+    at INFO), as predict.py does; a user's GLOG_minloglevel=0 brings it back."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLOG_")}
+    quiet = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Creating layer" not in quiet.stderr and "Setting up" not in quiet.stderr, quiet.stderr[-2000:]
+    loud = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, GLOG_minloglevel="0"))
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert "Creating layer" in loud.stderr and "Setting up" in loud.stderr

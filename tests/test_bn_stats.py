@@ -1,11 +1,12 @@
 """tools/recompute_bn.py (dmpn/bn_stats.py): a trained net's BatchNorm statistics become the
 exact average of the batch statistics over the given batches, and the TEST phase uses them."""
+import os
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, refused, require_caffe
+from conftest import ROOT, assert_caffe_set_up_log_quiet_unless_asked, refused, require_caffe
 from dmpn import bn_stats
 
 NET = """name: "bn"
@@ -308,3 +309,11 @@ def test_the_output_is_not_an_input(tmp_path, training):
         refused(res, f"recompute_bn: error: {out}: the output is the input {option}")
         assert "Creating layer" not in res.stderr
     assert weights.read_bytes() == before
+
+
+def test_caffe_net_set_up_log_is_quiet_unless_asked_for(tmp_path, training):
+    """Without Caffe's net set-up log unless asked for (conftest)."""
+    train, weights, _ = training
+    cmd = [str(ROOT / ".venv/bin/python"), str(ROOT / "tools/recompute_bn.py"), "--no-progress", "--net", str(train),
+           "--weights", str(weights), "--out", str(tmp_path / "bn.caffemodel"), "--batches", "1"]
+    assert_caffe_set_up_log_quiet_unless_asked(cmd)

@@ -1,12 +1,13 @@
 """The edge-aware initialisation (dmpn/edge_init.py, tools/init_edge_aware.py): the initialised
 low-level branch computes each pixel's L1 colour variation, and AffinityExp turns it into
 exp(-k (A_i + B_j) + b), as the float64 reference says."""
+import os
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, identity_batchnorm, refused, require_caffe
+from conftest import ROOT, assert_caffe_set_up_log_quiet_unless_asked, identity_batchnorm, refused, require_caffe
 from dmpn import edge_init as E
 from dmpn import net as N
 from dmpn.propagation import affinity_exp_forward
@@ -158,3 +159,13 @@ def test_vgg16_initialisation_is_reproducible_and_seeded(tmp_path):
     a, c = (caffe.Net(str(deploy), str(outs[k]), caffe.TEST) for k in ("a", "c"))
     assert np.array_equal(a.params["conv5_3"][0].data, c.params["conv5_3"][0].data)  # VGG16's
     assert not np.array_equal(a.params["conv5_3_D"][0].data, c.params["conv5_3_D"][0].data)  # a filler's
+
+
+def test_caffe_net_set_up_log_is_quiet_unless_asked_for(tmp_path):
+    """Without Caffe's net set-up log unless asked for (conftest)."""
+    require_caffe()
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(N.deploy(N.NetConfig(width=0.25), 32, 32)))
+    cmd = [str(ROOT / ".venv/bin/python"), str(ROOT / "tools/init_edge_aware.py"), "--net", str(deploy),
+           "--out", str(tmp_path / "init.caffemodel")]
+    assert_caffe_set_up_log_quiet_unless_asked(cmd)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from skimage import io as skio
 
+from conftest import require_caffe
 from dmpn import evaluate as E
 from dmpn import metrics as M
 from dmpn.imageio import (InputError, list_images, read_alpha, read_image, read_trimap,
@@ -296,7 +297,9 @@ def test_score_predictor_python_callable(dataset):
         assert res.per_image["a"][k] == pytest.approx(want[k], rel=1e-12)
 
 
-def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
+def _fake_caffe_predictor(tmp_path, monkeypatch, gpu=0):
+    """E.caffe_predictor on a stand-in pycaffe whose Net records the `data` blob that forward()
+    sees and returns the `trimap` input as the matte: (predictor, calls)."""
     calls = {}
 
     class Blob:
@@ -335,19 +338,93 @@ def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "check_gpu", lambda device: int(device))
     (tmp_path / "d.prototxt").write_text("")
     (tmp_path / "w.caffemodel").write_bytes(b"")
-    pred = E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "w.caffemodel", gpu=0)
+    return E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "w.caffemodel", gpu=gpu), calls
+
+
+def test_caffe_predictor_pads_and_crops(tmp_path, monkeypatch):
+    pred, calls = _fake_caffe_predictor(tmp_path, monkeypatch)
     assert calls["device"] == 0 and calls["gpu"]
     rng = np.random.default_rng(0)
     tri01 = rng.choice([0.0, 0.5, 1.0], size=(37, 70))
-    out = pred(rng.random((37, 70, 3)), tri01)
+    image = rng.random((37, 70, 3))
+    out = pred(image, tri01)
     assert calls["shape"] == (1, 4, 64, 96)   # the CNN's input: padded to multiples of 32
     # the net gets the trimap as in training (the LMDB's 128 scaled by 1/255), not 0.5
     expected = np.where(tri01 == 0.5, np.float32(128 / 255), tri01)
     assert out.shape == (37, 70) and np.array_equal(out, expected)  # the solve's: unpadded
     assert np.array_equal(calls["data"][0, 3, :37, :70], expected)
     assert np.array_equal(calls["data"][0, 3, 37:, :70], np.repeat(expected[-1:], 64 - 37, 0))
+    # channels 0-2: the image as given, R G B in [0, 1] (as the Data layer gives the LMDB's
+    # RGB bytes x 1/255 in training: see the next test), not BGR / OpenCV's 0-255 convention
+    data = calls["data"][0]
+    for ch in range(3):
+        np.testing.assert_array_equal(data[ch, :37, :70], image[..., ch].astype(np.float32))
+        # edge-replicated: rows below from the last row, columns right from the last column
+        np.testing.assert_array_equal(data[ch, 37:, :70], np.repeat(image[-1:, :, ch], 64 - 37, 0)
+                                      .astype(np.float32))
+        np.testing.assert_array_equal(data[ch, :37, 70:], np.repeat(image[:, -1:, ch], 96 - 70, 1)
+                                      .astype(np.float32))
+    assert data[:3].max() <= 1.0
     with pytest.raises(InputError, match="missing.caffemodel"):
         E.caffe_predictor(tmp_path / "d.prototxt", tmp_path / "missing.caffemodel")
+
+
+def test_caffe_predictor_feeds_the_net_what_training_fed_it(tmp_path, monkeypatch):
+    """The predictor's `data` blob for a composite equals the one training builds from the same
+    composite's LMDB item. Training: tools/make_lmdb.py stores each composite as a raw uint8
+    Datum, channels 0-2 the image R, G, B and 3 the trimap 0/128/255 (dmpn/datum.py,
+    dmpn/compose.py pack_item); the train prototxt's Data layer applies transform_param
+    scale 1/255 with no mean (Caffe's DataTransformer: value = byte x scale, no channel swap:
+    only OpenCV-decoded *encoded* Datums are BGR, and ours are raw), a Slice cuts the item and a
+    Concat of `image` and `trimap` is the net's `data`: RGB in [0, 1] and trimap / 255. Here
+    both sides come from the code paths themselves: the builder's LMDB item and its test PNGs
+    for the same composite, and the committed prototxt's layers, so they cannot drift apart."""
+    require_caffe()
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    from dmpn import lmdb_builder as lb
+    from dmpn.datum import decode_datum
+    out = tmp_path / "data"
+    assert lb.main(["--out", str(out), "--synthetic", "2", "--size", "40x52", "--bg-per-original", "1",
+                    "--rotations", "1", "--test-originals", "1", "--seed", "3"]) == 0
+    (key, blob), = lb.read_lmdb(str(out / "test_lmdb"))
+    item, _ = decode_datum(blob)
+    assert item.shape[1:] == (40, 52)
+
+    # What the training net's `data` is, read from the committed prototxt (the main job's nets
+    # come from the same dmpn.net.train_val; tests/test_net.py checks the files match it).
+    for name in ("train_val.prototxt", "slim_train_val.prototxt"):
+        n = caffe_pb2.NetParameter()
+        text_format.Merge(open(os.path.join(ROOT, "prototxt", name)).read(), n)
+        data_layers = [l for l in n.layer if l.type == "Data"]
+        assert len(data_layers) == 2  # TRAIN and TEST
+        for l in data_layers:
+            tp = l.transform_param
+            assert tp.scale == pytest.approx(1 / 255, rel=1e-7)
+            assert not tp.mean_file and not list(tp.mean_value) and not l.data_param.mean_file
+            assert l.top == ["item"]
+        slices = [l for l in n.layer if l.type == "Slice"]
+        assert len(slices) == 1 and slices[0].bottom == ["item"] and slices[0].slice_param.axis == 1
+        points = [0] + list(slices[0].slice_param.slice_point) + [item.shape[0]]
+        part = {top: list(range(points[i], points[i + 1])) for i, top in enumerate(slices[0].top)}
+        concat, = [l for l in n.layer if list(l.top) == ["data"]]
+        assert concat.type == "Concat" and concat.concat_param.axis == 1
+        channels = [c for bottom in concat.bottom for c in part[bottom]]
+        assert channels == [0, 1, 2, 3]
+        scale = np.float32(tp.scale)
+    # Caffe's DataTransformer<float>: transformed = Dtype(byte) * scale, in float32. Crops and
+    # mirroring move pixels, never channels or values.
+    training_data = item[channels].astype(np.float32) * scale
+
+    pred, calls = _fake_caffe_predictor(tmp_path, monkeypatch, gpu=None)
+    E.predict_file(pred, out / "test" / "image" / f"{key}.png", out / "test" / "trimap" / f"{key}.png")
+    assert calls["shape"] == (1, 4, 64, 64)
+    got = calls["data"][0, :, :40, :52]
+    # the image must tell R from B (else a BGR swap would go unseen) and hold unknown pixels;
+    # the tolerance is far below one level (1/255): a float32 rounding of byte / 255 only
+    assert np.count_nonzero(item[0] != item[2]) > 100 and np.any(item[3] == 128)
+    np.testing.assert_allclose(got, training_data, rtol=1e-6, atol=0)
 
 
 def test_pad_to_multiple():
@@ -522,7 +599,11 @@ def test_trimap_values_other_than_128_are_predicted_unknown_but_not_scored(datas
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err  # one warning for the file, however often it is scored
     assert str(root / "trimap" / "a.png") in err[0] and " 7 trimap pixel(s)" in err[0]
-    assert "not scored" in err[0] and "predicted as unknown" in err[0]
+    assert "taken as unknown; a scoring leaves them out" in err[0]
+    # and the scores say so, with the count (the table's note and the JSON's "notes")
+    assert res.notes == {"a": "7 trimap pixel(s) with values other than 0, 128 and 255 taken as "
+                              "unknown and not scored"}
+    assert E.results_to_json([res])["methods"]["prediction"]["notes"] == res.notes
     # the predictor sees them as unknown
     seen = []
     E.predict_folder(lambda image, t01: seen.append(t01) or t01, root / "images", root / "trimap",
@@ -906,7 +987,23 @@ def test_a_trimap_with_lossy_noise_is_named_when_predicting(tmp_path, capsys):
     E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "t.png") in err[0] and " 8 trimap pixel(s)" in err[0], err
-    assert "predicted as unknown" in err[0]
+    assert "taken as unknown" in err[0]
+
+
+def test_a_trimap_without_known_pixels_warns_for_a_baseline(tmp_path, capsys):
+    """An all-unknown trimap: the network refuses it (its solve is singular); a baseline takes
+    it, but its matte says nothing of the image, so a warning names the file, once."""
+    img, gt, tri, pred = synth(0)
+    save(tmp_path / "i.png", img)
+    save(tmp_path / "t.png", np.full_like(tri, 128))
+    E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
+    E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "t.png") in err[0], err
+    assert "no known pixel" in err[0] and "warning" in err[0]
+    save(tmp_path / "t.png", tri)  # known pixels: no warning
+    E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
+    assert capsys.readouterr().err == ""
 
 
 def test_grid_rows_must_be_positive(dataset):

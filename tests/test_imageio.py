@@ -282,3 +282,39 @@ def test_one_float_to_8_bit_rule():
     x = np.array([[np.nan, -0.2, 0.0, 0.5, 1 / 255, 0.998, 1.0, 7.0, np.inf, -np.inf]])
     assert imageio.to_uint8(x).tolist() == [[0, 0, 0, 128, 1, 254, 255, 255, 255, 0]]
     assert imageio.to_uint8(x.astype(np.float32)).tolist() == imageio.to_uint8(x).tolist()
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [2, 4])
+def test_image_with_transparency_warns_once_naming_the_file(tmp_path, capsys, bits, channels):
+    """A cut-out used as the image would be run on the colour its transparency hides: one
+    warning line naming it and the share of pixels that are not opaque (opaque: 255, or 65535
+    for 16-bit), once per file; a fully opaque file is silent."""
+    full = 65535 if bits == 16 else 255
+    dtype = np.uint16 if bits == 16 else np.uint8
+    write = write_png16 if bits == 16 else write_png8
+    arr = np.full((4, 5, channels), full, dtype=dtype)
+    arr[..., 0] = full // 3
+    opaque = write(tmp_path / "opaque.png", arr)
+    read_image(opaque)
+    assert capsys.readouterr().err == ""
+    arr[0, :2, -1] = full - 1  # 2 of 20 pixels just short of opaque (above 255 for 16-bit)
+    cut_out = write(tmp_path / "cutout.png", arr)
+    np.testing.assert_array_equal(read_image(cut_out)[..., 0], np.full((4, 5), (full // 3) / full))
+    read_image(cut_out)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"warning: {cut_out}: the alpha channel is not opaque at 2 of 20 pixels (10%)")
+
+
+@pytest.mark.parametrize("reader", [read_image, read_alpha, read_trimap])
+def test_a_file_that_is_not_an_image_is_named_once_in_plain_words(tmp_path, reader):
+    """Was: "...: cannot read image (OSError: Could not find a backend to open `PATH`` with
+    iomode `r`.)", the path twice, with imageio's stray backtick."""
+    path = tmp_path / "notanimage.png"
+    path.write_text("hello\n")
+    with pytest.raises(InputError) as err:
+        reader(path)
+    message = str(err.value)
+    assert message == f"{path}: not a readable image (no image format recognises its content)"
+    assert message.count(str(path)) == 1 and "`" not in message

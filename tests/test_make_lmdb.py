@@ -497,6 +497,33 @@ def test_given_backgrounds_and_derived_trimaps(tmp_path):
         assert (arr[3] == 128).any()
 
 
+def test_trimap_source_is_said_once_and_recorded(tmp_path, capsys):
+    """The alphamatting layout (trimap1/, trimap2/, no trimap/): without --trimap-dir the trimaps
+    are made from the alpha; the console says so once, naming the folders passed by and the
+    option that uses one, and the manifest records the source."""
+    f = _originals(tmp_path, n=3)
+    (f / "trimap").rename(f / "trimap1")
+    shutil.copytree(f / "trimap1", f / "trimap2")
+    small = ["--size", "32x32", "--bg-per-original", "1", "--rotations", "1", "--test-originals", "1"]
+    assert lb.main(["--out", str(tmp_path / "made"), "--originals", str(f), *small]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("trimaps")]
+    assert len(lines) == 1, lines
+    assert "made from the alpha by erosion of radius" in lines[0]
+    assert f"not used: {f / 'trimap1'}/, {f / 'trimap2'}/ (--trimap-dir trimap1 uses" in lines[0]
+    m = json.loads((tmp_path / "made" / "manifest.json").read_text())["trimaps"]
+    assert m["source"].startswith("made from the alpha") and m["folder"] is None
+    assert m["unused_folders"] == [str(f / "trimap1"), str(f / "trimap2")]
+
+    assert lb.main(["--out", str(tmp_path / "given"), "--originals", str(f), "--trimap-dir", "trimap1",
+                    *small]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("trimaps")]
+    assert lines == [f"trimaps (training and test items): given, from {f / 'trimap1'}/; not used: "
+                     f"{f / 'trimap2'}/ (--trimap-dir trimap2 uses {f / 'trimap2'}/)"]
+    m = json.loads((tmp_path / "given" / "manifest.json").read_text())["trimaps"]
+    assert m["source"] == f"given, from {f / 'trimap1'}/" and m["folder"] == str(f / "trimap1")
+    assert m["unused_folders"] == [str(f / "trimap2")]
+
+
 @pytest.mark.skipif(not (REAL / "alpha").is_dir(), reason="shared alphamatting data not present")
 def test_real_alphamatting_subset(tmp_path, capsys):
     f = tmp_path / "am"
@@ -796,3 +823,15 @@ def test_files_flushed_before_rename(tmp_path, monkeypatch):
                if what == "replace" and dst.endswith((".png", ".npy", ".npz"))]
     assert sum(events[i][1].endswith(".png") for i in renamed) == 12 * 3
     assert all(events[i - 1][0] == "fsync" for i in renamed)
+
+
+def test_no_progress_leaves_out_the_progress_bars(tmp_path):
+    """--no-progress, as predict.py, evaluate.py and recompute_bn.py have it: no tqdm bar on
+    stderr, the same console lines on stdout."""
+    rc, out, err = _tool(["--out", tmp_path / "bars", *TINY, "--workers", "1"])
+    assert rc == 0 and "item/s" in err, err
+    rc, quiet_out, quiet_err = _tool(["--out", tmp_path / "quiet", *TINY, "--workers", "1", "--no-progress"])
+    assert rc == 0 and "item/s" not in quiet_err and "%|" not in quiet_err, quiet_err
+    assert "done:" in quiet_out
+    rc, help_text, _ = _tool(["--help"])
+    assert "--no-progress" in help_text and "no progress bars" in help_text

@@ -11,8 +11,12 @@ See ``dmpn.evaluate`` (scoring) and ``dmpn.metrics`` (the four errors).
 import os
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # This repository's dmpn first: a venv made by another clone would import that clone's code.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from dmpn.venv import use_repository_venv  # noqa: E402  (standard library only)
+use_repository_venv(REPO)  # any python3 may start a tool: re-run under .venv, which has numpy, pycaffe
 
 from dmpn.evaluate import main  # noqa: E402
 

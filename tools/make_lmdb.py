@@ -11,8 +11,12 @@ item layout (11 uint8 channels: image RGB, trimap, alpha, foreground RGB, backgr
 import os
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # This repository's dmpn first: a venv made by another clone would import that clone's code.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from dmpn.venv import use_repository_venv  # noqa: E402  (standard library only)
+use_repository_venv(REPO)  # any python3 may start a tool: re-run under .venv, which has numpy, pycaffe
 
 from dmpn.lmdb_builder import main  # noqa: E402
 
