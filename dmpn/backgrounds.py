@@ -65,8 +65,9 @@ class BackgroundPool:
 
     def _read(self, i: int) -> np.ndarray:
         """Background ``i`` as read_image gives it; InputError naming the file when it cannot be
-        read or is too small to crop."""
-        img = read_image(self.paths[i])
+        read or is too small to crop. A background's transparency is not warned of: only its
+        colour is ever used, and a folder of thousands would print a line each."""
+        img = read_image(self.paths[i], warn_transparent=False)
         if img.shape[0] < MIN_SIDE or img.shape[1] < MIN_SIDE:
             raise InputError(f"{self.paths[i]}: background too small ({img.shape[1]} x {img.shape[0]}; "
                              f"at least {MIN_SIDE} x {MIN_SIDE})")

@@ -19,7 +19,7 @@ import os
 import tempfile
 
 from dmpn.caffe_checks import ITEM_CHANNELS, check_lmdb, check_prototxt, check_weights, in_phase
-from dmpn.cli import (INTERRUPTED, USER_ERRORS, check_not_an_input, check_writable, import_caffe_quietly,
+from dmpn.cli import (CAFFE_TOOL_ERRORS, INTERRUPTED, check_not_an_input, check_writable, import_caffe_quietly,
                       positive_int, run_tool, seed)
 from dmpn.imageio import save_caffemodel
 
@@ -165,4 +165,4 @@ def main(argv=None):
                                     "command again to recompute the statistics") from None
         print(f"wrote {a.out}: statistics of {len(names)} BatchNorm layers averaged over "
               f"{a.batches} batches")
-    return run_tool("recompute_bn", work, USER_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))
+    return run_tool("recompute_bn", work, CAFFE_TOOL_ERRORS + ((KeyboardInterrupt, INTERRUPTED),))

@@ -17,7 +17,7 @@ import tempfile
 
 __all__ = ["REPO", "DEPLOY_PROTOTXT", "InputError", "error_text", "run_tool", "USER_ERRORS", "check_writable",
            "existing_folder", "read_bytes", "positive_int", "finite_float", "positive_float", "dims", "seed", "whole_number", "SEED_LIMIT", "INTERRUPTED",
-           "import_caffe_quietly"]
+           "import_caffe_quietly", "CaffeMissing", "CAFFE_TOOL_ERRORS"]
 
 # The repository (tools/, prototxt/ and results/ live here); dmpn is installed in develop mode.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,6 +121,15 @@ def check_writable(path, folder: bool = True) -> None:
                       f"({exc.strerror or exc})", path) from None
 
 
+class CaffeMissing(RuntimeError):
+    """pycaffe does not import: exit status 1 in every tool (a set-up problem, not bad input)."""
+
+
+# A tool's errors with the missing pycaffe first (first match counts: USER_ERRORS maps any
+# RuntimeError to 2).
+CAFFE_TOOL_ERRORS = ((CaffeMissing, 1),) + USER_ERRORS
+
+
 def import_caffe_quietly():
     """The pycaffe module, imported without Caffe's INFO log: Caffe logs the whole net definition
     at INFO on loading a net (thousands of lines around the tools' own). glog reads
@@ -133,7 +142,7 @@ def import_caffe_quietly():
     try:
         import caffe
     except ImportError as exc:
-        raise RuntimeError(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
+        raise CaffeMissing(f"pycaffe is not importable ({exc}); build it with tools/setup.sh") from None
     finally:
         if quiet:
             del os.environ["GLOG_minloglevel"]

@@ -36,7 +36,8 @@ import os
 import numpy as np
 
 from dmpn import propagation
-from dmpn.cli import DEPLOY_PROTOTXT, check_writable, finite_float, import_caffe_quietly, run_tool, seed
+from dmpn.cli import (CAFFE_TOOL_ERRORS, DEPLOY_PROTOTXT, check_writable, finite_float, import_caffe_quietly,
+                      run_tool, seed)
 
 EDGE_K = 4.0
 EDGE_BIAS = -2.0
@@ -158,4 +159,4 @@ def main(argv=None):
         write_edge_init(a.net, a.out, a.weights, a.k, a.bias, a.seed)
         print(f"wrote {a.out}: low-level branch and AffinityExp start as an edge-stopping "
               f"diffusion (k {a.k:g}, b {a.bias:g})")
-    return run_tool("init_edge_aware", work)
+    return run_tool("init_edge_aware", work, CAFFE_TOOL_ERRORS)

@@ -73,8 +73,9 @@ NOT_SCORED_WARNING = ("{path}: warning: {count} trimap pixel(s) with values othe
                       "Deep Image Matting's evaluation code does")
 NOT_SCORED_NOTE = ("{count} trimap pixel(s) with values other than 0, 128 and 255 taken as unknown "
                    "and not scored")
-NO_KNOWN_PIXEL_WARNING = ("{path}: warning: the trimap has no known pixel (0 or 255): a baseline has "
-                          "nothing to propagate from, and its matte says nothing of the image")
+NO_KNOWN_PIXEL_WARNING = ("{path}: warning: the trimap has no known pixel (0 or 255): the method (a "
+                          "baseline or --predictor) has nothing to propagate from, and its matte "
+                          "says nothing of the image")
 # Exit status of evaluate.py and predict.py: bad input or an unusable path 2, pycaffe missing or
 # a predictor that cannot be loaded 1, interrupted (Ctrl-C; what was predicted is kept) 130.
 TOOL_ERRORS = ((InputError, 2), (OSError, 2), (RuntimeError, 1), (KeyboardInterrupt, 130))

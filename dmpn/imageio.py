@@ -299,11 +299,11 @@ def _warn_transparent(arr: np.ndarray, path) -> None:
               "that is not meant)", file=sys.stderr, flush=True)
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, warn_transparent: bool = True) -> np.ndarray:
     """Colour image as float64 HxWx3 in [0, 1]; grey is expanded, an alpha channel dropped (with
-    a warning where it is not opaque everywhere)."""
+    a warning where it is not opaque everywhere, unless ``warn_transparent`` is False)."""
     arr = _load(path)
-    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+    if warn_transparent and arr.ndim == 3 and arr.shape[2] in (2, 4):
         _warn_transparent(arr, path)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)

@@ -795,7 +795,7 @@ def trimap_source(originals_folder, trimap_dir, radius):
         return ("trimaps: generated with the synthetic originals (dmpn.synth)",
                 {"source": "generated with the synthetic originals (dmpn.synth)"})
     folder = os.path.abspath(originals_folder)
-    used = os.path.join(folder, trimap_dir)
+    used = os.path.normpath(os.path.join(folder, trimap_dir))  # "trimap1/", "./trimap1" alike
     if not os.path.isdir(used):
         used = None
     unused = sorted(os.path.join(folder, d) for d in os.listdir(folder)

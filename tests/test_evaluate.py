@@ -1000,7 +1000,7 @@ def test_a_trimap_without_known_pixels_warns_for_a_baseline(tmp_path, capsys):
     E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "t.png") in err[0], err
-    assert "no known pixel" in err[0] and "warning" in err[0]
+    assert "no known pixel" in err[0] and "warning" in err[0] and "a baseline or --predictor" in err[0]
     save(tmp_path / "t.png", tri)  # known pixels: no warning
     E.predict_file(lambda image, t01: t01, tmp_path / "i.png", tmp_path / "t.png")
     assert capsys.readouterr().err == ""

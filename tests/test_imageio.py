@@ -307,6 +307,20 @@ def test_image_with_transparency_warns_once_naming_the_file(tmp_path, capsys, bi
     assert err.startswith(f"warning: {cut_out}: the alpha channel is not opaque at 2 of 20 pixels (10%)")
 
 
+def test_transparent_backgrounds_are_read_without_a_warning(tmp_path, capsys):
+    """Only a background's colour is used: a folder of thousands of RGBA backgrounds would print
+    a line each."""
+    from dmpn.backgrounds import BackgroundPool
+    arr = np.full((64, 64, 4), 200, dtype=np.uint8)
+    arr[..., 3] = 0
+    path = write_png8(tmp_path / "bg.png", arr)
+    pool = BackgroundPool([str(path)], "a test folder")
+    pool.validate()
+    assert capsys.readouterr().err == ""
+    read_image(path)  # as an image it is warned of
+    assert "not opaque" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("reader", [read_image, read_alpha, read_trimap])
 def test_a_file_that_is_not_an_image_is_named_once_in_plain_words(tmp_path, reader):
     """Was: "...: cannot read image (OSError: Could not find a backend to open `PATH`` with

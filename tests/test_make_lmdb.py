@@ -522,6 +522,12 @@ def test_trimap_source_is_said_once_and_recorded(tmp_path, capsys):
     m = json.loads((tmp_path / "given" / "manifest.json").read_text())["trimaps"]
     assert m["source"] == f"given, from {f / 'trimap1'}/" and m["folder"] == str(f / "trimap1")
     assert m["unused_folders"] == [str(f / "trimap2")]
+    # the folder as a shell completes it, or with ./, is the same folder (was: "trimap1//", and
+    # listed as unused too)
+    for spelling in ("trimap1/", "./trimap1"):
+        line, used = lb.trimap_source(f, spelling, 3.0)
+        assert line.startswith(f"trimaps (training and test items): given, from {f / 'trimap1'}/; ")
+        assert used["folder"] == str(f / "trimap1") and used["unused_folders"] == [str(f / "trimap2")]
 
 
 @pytest.mark.skipif(not (REAL / "alpha").is_dir(), reason="shared alphamatting data not present")

@@ -32,6 +32,38 @@ def test_help_works_from_any_python3(tool, tmp_path):
     assert f"usage: {tool}" in res.stdout and "Traceback" not in res.stderr
 
 
+def test_a_link_to_a_tool_runs_it(tmp_path):
+    """A symbolic link to a tool (in a folder on PATH, say) finds the repository the tool is in."""
+    if not (ROOT / ".venv/bin/python").exists():
+        pytest.skip("no .venv (run tools/setup.sh)")
+    link = tmp_path / "make_prototxt"
+    os.symlink(ROOT / "tools" / "make_prototxt.py", link)
+    res = subprocess.run([SYSTEM_PYTHON, str(link), "--help"], capture_output=True, text=True,
+                         env=CLEAN_ENV, cwd=tmp_path)
+    assert res.returncode == 0 and "usage:" in res.stdout, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("tool", ["init_edge_aware.py", "recompute_bn.py", "predict.py"])
+def test_a_missing_pycaffe_is_one_line_and_exit_1(tool, tmp_path):
+    """A pycaffe that does not import is a set-up problem: every tool says so in one line and
+    exits 1 (init_edge_aware and recompute_bn had exited 2, as for bad input)."""
+    fake = tmp_path / "caffe"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('a broken build')\n")
+    (tmp_path / "net.prototxt").write_text('name: "n"\n')
+    (tmp_path / "w.caffemodel").write_bytes(b"")
+    args = {"init_edge_aware.py": ["--net", "net.prototxt", "--out", "o.caffemodel"],
+            "recompute_bn.py": ["--net", "net.prototxt", "--weights", "w.caffemodel", "--out", "o.caffemodel"],
+            "predict.py": ["--model", "net.prototxt", "--weights", "w.caffemodel", "--image", "i.png",
+                           "--trimap", "t.png", "--out", "o.png"]}[tool]
+    res = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools" / tool), *args],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert "pycaffe is not importable (a broken build)" in res.stderr, res.stderr[-2000:]
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, \
+        res.stderr[-2000:]
+
+
 def fake_repo(tmp_path, tool="predict.py"):
     """A copy of ``tool`` and dmpn/ in a repository root without .venv."""
     (tmp_path / "tools").mkdir()

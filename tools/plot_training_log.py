@@ -3,7 +3,7 @@
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # a link to a tool too
 # This repository's dmpn first: a venv made by another clone would import that clone's code.
 sys.path.insert(0, REPO)
 
