@@ -792,9 +792,9 @@ def test_rotations_and_backgrounds_made_once(tmp_path, monkeypatch):
         calls["rotate"] += 1
         return rotate(*a)
 
-    def counted_read(path):
+    def counted_read(path, **options):
         calls["read"] += 1
-        return read(path)
+        return read(path, **options)
 
     monkeypatch.setattr(lb.compose, "rotate_original", counted_rotate)
     monkeypatch.setattr(backgrounds, "read_image", counted_read)
