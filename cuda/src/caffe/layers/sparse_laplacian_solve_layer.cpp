@@ -809,37 +809,42 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
   double* p = p_.data();
   double* q = q_.data();
   const double* dg = diag_.data();
-  std::vector<double> part(threads_, 0.);
+  // Reductions: each row's sum goes to part[row], and sum_parts adds them in row order, so a
+  // result does not depend on how the rows were split between threads: the solve gives the
+  // same bits on any number of cores (a sum per thread had differed by ~1e-9 between them).
+  std::vector<double> part(H, 0.);
   auto sum_parts = [&]() {
     double s = 0;
-    for (size_t t = 0; t < part.size(); ++t) s += part[t];
-    std::fill(part.begin(), part.end(), 0.);
+    for (int y = 0; y < H; ++y) s += part[y];
     return s;
   };
   float* rf = multigrid ? L0.b.data() : nullptr;
-  // By row blocks: x = 0, r = b in the layout, float(r) for the V-cycle, and ||b||^2 (each
-  // block's sum in row order, the blocks' sums in block order).
-  ForRows(H, n, [&](int y0, int y1, int t) {
+  // By row blocks: x = 0, r = b in the layout, float(r) for the V-cycle, and ||b||^2.
+  ForRows(H, n, [&](int y0, int y1, int) {
     const int i0 = y0 * W, i1 = y1 * W;
     std::fill(x + i0, x + i1, 0.);
     Rearrange(y1 - y0, W, true, b + i0, r + i0);
     if (rf) {
       for (int i = i0; i < i1; ++i) rf[i] = static_cast<float>(r[i]);
     }
-    double s = 0;
-    for (int i = i0; i < i1; ++i) s += b[i] * b[i];
-    part[t] = s;
+    for (int y = y0; y < y1; ++y) {
+      double s = 0;
+      for (int i = y * W; i < (y + 1) * W; ++i) s += b[i] * b[i];
+      part[y] = s;
+    }
   });
   // r = s r, exactly (a power of two); returns r.r.
   auto scale_r = [&](double s) {
-    ForRows(H, n, [&](int y0, int y1, int t) {
-      double rr = 0;
-      for (int i = y0 * W; i < y1 * W; ++i) {
-        r[i] *= s;
-        if (rf) rf[i] = static_cast<float>(r[i]);
-        rr += r[i] * r[i];
+    ForRows(H, n, [&](int y0, int y1, int) {
+      for (int y = y0; y < y1; ++y) {
+        double rr = 0;
+        for (int i = y * W; i < (y + 1) * W; ++i) {
+          r[i] *= s;
+          if (rf) rf[i] = static_cast<float>(r[i]);
+          rr += r[i] * r[i];
+        }
+        part[y] = rr;
       }
-      part[t] = rr;
     });
     return sum_parts();
   };
@@ -872,17 +877,19 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
   auto precondition = [&]() {
     if (multigrid) {
       VCycle(0);
-      ForRows(H, n, [&](int y0, int y1, int t) {
-        part[t] = DotMixed(y0 * W, y1 * W, r, L0.x.data());
+      ForRows(H, n, [&](int y0, int y1, int) {
+        for (int y = y0; y < y1; ++y) part[y] = DotMixed(y * W, (y + 1) * W, r, L0.x.data());
       });
     } else {
-      ForRows(H, n, [&](int y0, int y1, int t) {
-        double s = 0;
-        for (int i = y0 * W; i < y1 * W; ++i) {
-          z[i] = r[i] / dg[i];
-          s += r[i] * z[i];
+      ForRows(H, n, [&](int y0, int y1, int) {
+        for (int y = y0; y < y1; ++y) {
+          double s = 0;
+          for (int i = y * W; i < (y + 1) * W; ++i) {
+            z[i] = r[i] / dg[i];
+            s += r[i] * z[i];
+          }
+          part[y] = s;
         }
-        part[t] = s;
       });
     }
     return sum_parts();
@@ -900,10 +907,12 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
   double rz = precondition();
   update_p(true, 0.);
   for (int k = 1; k <= max_iter; ++k) {
-    ForRows(H, n, [&](int y0, int y1, int t) {
-      part[t] = edges_in_float_ ?
-          ApplyGridRows(H, W, L0.ew.data(), L0.sw.data(), dg, p, q, y0, y1) :
-          ApplyGridRows(H, W, ew_.data(), sw_.data(), dg, p, q, y0, y1);
+    ForRows(H, n, [&](int y0, int y1, int) {
+      for (int y = y0; y < y1; ++y) {
+        part[y] = edges_in_float_ ?
+            ApplyGridRows(H, W, L0.ew.data(), L0.sw.data(), dg, p, q, y, y + 1) :
+            ApplyGridRows(H, W, ew_.data(), sw_.data(), dg, p, q, y, y + 1);
+      }
     });
     const double pq = sum_parts();
     stats->iterations = k;
@@ -912,8 +921,8 @@ bool GridMultigridSolver::Solve(const double* b, double* x_out, double tol, int 
       return done(false);  // breakdown: A is not positive definite
     }
     const double a = rz / pq;
-    ForRows(H, n, [&](int y0, int y1, int t) {
-      part[t] = CgUpdate(y0 * W, y1 * W, a, p, q, x, r, rf);
+    ForRows(H, n, [&](int y0, int y1, int) {
+      for (int y = y0; y < y1; ++y) part[y] = CgUpdate(y * W, (y + 1) * W, a, p, q, x, r, rf);
     });
     const double rel = std::sqrt(sum_parts()) / bnorm;
     stats->relative_residual = rel;

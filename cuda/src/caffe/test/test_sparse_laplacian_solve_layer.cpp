@@ -739,6 +739,37 @@ TEST(GridMultigridSolverTest, TestFewIterationsOnRandomField) {
   EXPECT_LE(stats.iterations, 29);
 }
 
+// The solve gives the same bits whatever the number of threads its rows are split between
+// (its reductions add per-row sums in row order): results reproduce across machines. The
+// worker team caps the count at the machine's CPUs, so a 2-CPU machine compares 1 with 2.
+TEST(GridMultigridSolverTest, TestSolveIsIndependentOfTheThreadCount) {
+  const int H = 301, W = 257, n = H * W;  // above kParallelWork: the rows are split
+  std::vector<double> x1, b(n);
+  int iterations1 = 0;
+  for (int threads : {1, 2, 3, 8}) {
+    std::mt19937 rng(23);
+    std::vector<double> ew, sw, diag, x(n);
+    RandomGridOperator(H, W, 2., &rng, [](int y, int x) { return (x + y) % 9 == 0; },
+                       &ew, &sw, &diag);
+    std::uniform_real_distribution<double> uniform(-1., 1.);
+    for (int i = 0; i < n; ++i) b[i] = uniform(rng);
+    GridMultigridSolver solver;
+    std::string why;
+    ASSERT_TRUE(solver.Setup(H, W, &ew, &sw, &diag, &why, threads)) << why;
+    GridMultigridSolver::Stats stats;
+    ASSERT_TRUE(solver.Solve(b.data(), x.data(), 1e-10, 500, true, &stats));
+    if (threads == 1) {
+      x1 = x;
+      iterations1 = stats.iterations;
+      continue;
+    }
+    EXPECT_EQ(stats.iterations, iterations1) << threads << " threads";
+    int differing = 0;
+    for (int i = 0; i < n; ++i) differing += x[i] != x1[i];
+    EXPECT_EQ(differing, 0) << threads << " threads";
+  }
+}
+
 // The wavefront smoother (several half-sweeps in one pass, row blocks on the worker threads,
 // boundary regions finished afterwards) must give exactly what one half-sweep at a time gives.
 TEST(GridMultigridSolverTest, TestWavefrontSmootherEqualsHalfSweeps) {
