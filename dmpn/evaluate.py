@@ -50,7 +50,7 @@ from dmpn.cli import check_writable, error_text, positive_float, positive_int, r
 from dmpn.net import DEPLOY_INPUTS, DEPLOY_OUTPUT, padded
 from dmpn.unpooling import FLOAT32_EXACT_PLANE
 from dmpn.imageio import (InputError, file_sha256, list_images, read_alpha, read_image, read_trimap,
-                          write_json, write_png, TRIMAP_NOT_SCORED)
+                          warn_once, write_json, write_png, TRIMAP_NOT_SCORED)
 
 __all__ = ["MethodResult", "match_names", "score_arrays", "score_files", "score_paths",
            "score_folders", "trimap_to_01", "predict_file", "predict_folder", "score_predictor",
@@ -139,22 +139,12 @@ def _shape_str(a):
     return f"{a.shape[1]}x{a.shape[0]}"
 
 
-_warned = set()  # (warning, trimap file) pairs said in this process
-
-
-def _warn_once(template, trimap_path, **values) -> None:
-    """``template`` filled in (naming the trimap file) on stderr, once per file and process."""
-    key = (template, os.path.abspath(os.fspath(trimap_path)))
-    if key not in _warned:
-        _warned.add(key)
-        print(template.format(path=trimap_path, **values), file=sys.stderr, flush=True)
-
-
 def _warn_not_scored(trimap_path, trimap) -> int:
     """How many of the trimap's pixels are unknown but not scored; a warning once per file."""
     count = int(np.count_nonzero(trimap == TRIMAP_NOT_SCORED))
     if count:
-        _warn_once(NOT_SCORED_WARNING, trimap_path, count=count)
+        warn_once("trimap not scored", trimap_path,
+                  NOT_SCORED_WARNING.format(path=trimap_path, count=count))
     return count
 
 
@@ -248,7 +238,8 @@ def _check_known_pixel(predictor, trimap, trimap_path) -> None:
     if not any(known_sides(trimap_to_01(trimap))):
         if getattr(predictor, "needs_known_pixel", False):
             raise InputError(f"{trimap_path}: {NO_KNOWN_PIXEL}")
-        _warn_once(NO_KNOWN_PIXEL_WARNING, trimap_path)
+        warn_once("trimap without known pixels", trimap_path,
+                  NO_KNOWN_PIXEL_WARNING.format(path=trimap_path))
 
 
 def _check_plane(predictor, image, image_path) -> None:

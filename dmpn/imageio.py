@@ -276,9 +276,18 @@ def read_trimap(path, scoring: bool = False) -> np.ndarray:
     return out
 
 
-# Images whose transparency was dropped and said so: once per file and process (a build reads
-# an original more than once).
-_warned_transparent = set()
+# Warnings said once per (kind, file) and process: a build or a scoring reads a file more than
+# once.
+_warned = set()
+
+
+def warn_once(kind: str, path, text: str) -> None:
+    """``text`` (a warning naming ``path``) on stderr, unless one of this ``kind`` was said of
+    that file before in this process."""
+    key = (kind, os.path.abspath(os.fspath(path)))
+    if key not in _warned:
+        _warned.add(key)
+        print(text, file=sys.stderr, flush=True)
 
 
 def _warn_transparent(arr: np.ndarray, path) -> None:
@@ -287,16 +296,15 @@ def _warn_transparent(arr: np.ndarray, path) -> None:
     transparent pixels hide. Fully opaque files are silent."""
     alpha = arr[..., -1]
     opaque = _opaque_value(arr) or (1.0 if np.issubdtype(arr.dtype, np.floating) else None)
-    key = os.path.abspath(os.fspath(path))
-    if opaque is None or key in _warned_transparent:
+    if opaque is None:
         return
     count = int(np.count_nonzero(alpha < opaque))
     if count:
-        _warned_transparent.add(key)
-        print(f"warning: {path}: the alpha channel is not opaque at {count:,} of {alpha.size:,} "
-              f"pixels ({100 * count / alpha.size:.3g}%); the image is read as its colour channels "
-              "alone, what the transparent pixels hide (composite it onto a background first if "
-              "that is not meant)", file=sys.stderr, flush=True)
+        warn_once("transparent image", path,
+                  f"warning: {path}: the alpha channel is not opaque at {count:,} of {alpha.size:,} "
+                  f"pixels ({100 * count / alpha.size:.3g}%); the image is read as its colour "
+                  "channels alone, what the transparent pixels hide (composite it onto a "
+                  "background first if that is not meant)")
 
 
 def read_image(path, warn_transparent: bool = True) -> np.ndarray:

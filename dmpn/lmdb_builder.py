@@ -792,8 +792,8 @@ def trimap_source(originals_folder, trimap_dir, radius):
     made = (f"made from the alpha by erosion of radius {radius} px "
             "(dmpn.compose.trimap_from_alpha)")
     if originals_folder is None:
-        return ("trimaps: generated with the synthetic originals (dmpn.synth)",
-                {"source": "generated with the synthetic originals (dmpn.synth)"})
+        source = "generated with the synthetic originals (dmpn.synth)"
+        return f"trimaps: {source}", {"source": source}
     folder = os.path.abspath(originals_folder)
     used = os.path.normpath(os.path.join(folder, trimap_dir))  # "trimap1/", "./trimap1" alike
     if not os.path.isdir(used):
